@@ -1,0 +1,215 @@
+"""The ``fedadapt`` command: simulate, compare, report, scenarios, keys.
+
+Every command resolves and validates its configuration completely before Ray or any worker
+starts: an unknown scenario, key or value ends the command with exit status 2 and a message that
+names the key and what it accepts.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from simulations.config import (
+    ConfigError,
+    available_scenarios,
+    load_scenario,
+    markdown_table,
+    parse_assignments,
+    resolve,
+)
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="fedadapt: adaptive step sizes for federated learning on Flower.",
+)
+console = Console(stderr=True)
+
+
+def _fail(message: str) -> None:
+    console.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(code=2)
+
+
+def build_config(
+    scenario: str, sets: list[str] | None = None, seed: int | None = None, out: str | None = None
+) -> dict[str, Any]:
+    """Scenario file + ``--set`` overrides + flags -> a validated config (raises ConfigError)."""
+    base = load_scenario(scenario)
+    overrides: dict[str, object] = dict(parse_assignments(sets or []))
+    if seed is not None:
+        overrides["seed"] = seed
+    if out is not None:
+        overrides["out-dir"] = out
+    return resolve(overrides, base=base)
+
+
+def _progress_runner(cfg: dict[str, Any], label: str) -> dict[str, Any]:
+    from simulations.experiment import run_experiment
+
+    rounds = int(cfg["num-server-rounds"])
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("round {task.completed}/{task.total}"),
+        TextColumn("{task.fields[status]}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    ) as progress:
+        task = progress.add_task(label, total=rounds, status="starting Ray ...")
+
+        def on_round(row: dict[str, Any]) -> None:
+            acc = row.get("accuracy")
+            lr = row.get("server-lr")
+            status = f"acc {acc:.3f}" if isinstance(acc, float) else ""
+            if isinstance(lr, float):
+                status += f"  server lr {lr:.3g}"
+            if row.get("failed-ids"):
+                status += f"  failures {len(row['failed-ids'])}"
+            progress.update(task, completed=int(row["round"]), status=status)
+
+        return run_experiment(cfg, on_round=on_round)
+
+
+@app.command()
+def simulate(
+    scenario: Annotated[str, typer.Argument(help="Shipped scenario name or a TOML file.")],
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a run-config key: key=value.")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Run seed (overrides the scenario's).")] = None,
+    out: Annotated[str | None, typer.Option(help="Run directory.")] = None,
+) -> None:
+    """Run one scenario on Flower's Ray simulation runtime and write its run directory."""
+    try:
+        cfg = build_config(scenario, set_, seed, out)
+    except ConfigError as exc:
+        _fail(str(exc))
+        return
+    summary = _progress_runner(cfg, str(cfg["scenario"]))
+    console.print_json(json.dumps(summary, default=str))
+    console.print(f"run directory: [bold]{summary['run-dir']}[/]")
+
+
+def _parse_grid(items: list[str]) -> list[tuple[str, list[str]]]:
+    grid = []
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--grid expects key=v1,v2,..., got {item!r}")
+        key, values = item.split("=", 1)
+        vals = [v.strip() for v in values.split(",") if v.strip()]
+        if not vals:
+            raise ConfigError(f"--grid {key}: no values")
+        grid.append((key.strip(), vals))
+    return grid
+
+
+def strategy_overrides(token: str) -> dict[str, str]:
+    """``fedavg`` or ``fedadapt/<server-optimizer>[/<client-optimizer>]`` -> config overrides."""
+    parts = token.split("/")
+    out = {"strategy": parts[0]}
+    if len(parts) > 1:
+        if parts[0] != "fedadapt":
+            raise ConfigError(
+                f"--strategies {token!r}: only 'fedadapt/<server>/<client>' takes optimizers"
+            )
+        out["server-optimizer"] = parts[1]
+    if len(parts) > 2:
+        out["client-optimizer"] = parts[2]
+    if len(parts) > 3:
+        raise ConfigError(f"--strategies {token!r}: at most fedadapt/<server>/<client>")
+    return out
+
+
+@app.command()
+def compare(
+    scenario: Annotated[str, typer.Argument(help="Shipped scenario name or a TOML file.")],
+    strategies: Annotated[
+        str,
+        typer.Option(help="Comma list: registry names or fedadapt/<server-opt>/<client-opt>."),
+    ],
+    seeds: Annotated[int, typer.Option(help="Seeds 0..K-1 for every combination.")] = 1,
+    grid: Annotated[
+        list[str] | None, typer.Option("--grid", help="key=v1,v2,... (repeatable).")
+    ] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="key=value for all runs.")] = None,
+    out: Annotated[str | None, typer.Option(help="Comparison directory.")] = None,
+) -> None:
+    """Run every strategy x grid cell x seed, then a markdown table and plots."""
+    from simulations.compare import write_comparison
+
+    try:
+        tokens = [t.strip() for t in strategies.split(",") if t.strip()]
+        grid_axes = _parse_grid(grid or [])
+        cells = list(itertools.product(*[[(k, v) for v in vals] for k, vals in grid_axes]))
+        base_sets = list(set_ or [])
+        root = Path(out or f"runs/compare-{Path(scenario).stem}")
+        plans = []
+        for token in tokens:
+            for cell in cells:
+                for s in range(seeds):
+                    sets = base_sets + [f"{k}={v}" for k, v in strategy_overrides(token).items()]
+                    sets += [f"{k}={v}" for k, v in cell]
+                    cell_name = "-".join(f"{k}{v}" for k, v in cell)
+                    name = token.replace("/", "_") + (f"-{cell_name}" if cell_name else "")
+                    cfg = build_config(scenario, sets, s, str(root / name / f"seed{s}"))
+                    plans.append((token, dict(cell), s, cfg))
+    except ConfigError as exc:
+        _fail(str(exc))
+        return
+    console.print(f"{len(plans)} runs into {root}")
+    results = []
+    for n, (token, cell, s, cfg) in enumerate(plans, start=1):
+        label = f"[{n}/{len(plans)}] {token} {cell or ''} seed {s}"
+        summary = _progress_runner(cfg, label)
+        results.append({"strategy": token, "cell": cell, "seed": s, "summary": summary})
+    table = write_comparison(root, results, [k for k, _ in grid_axes])
+    print(table)
+
+
+@app.command("report")
+def report_cmd(
+    run_dir: Annotated[str, typer.Argument(help="A run directory or a folder of runs.")],
+) -> None:
+    """Rebuild summaries, plots and a markdown table from finished runs."""
+    from simulations.report import report
+
+    try:
+        print(report(run_dir))
+    except (ValueError, OSError) as exc:
+        _fail(str(exc))
+
+
+@app.command()
+def scenarios() -> None:
+    """List the shipped scenarios, one line each."""
+    for name, line in available_scenarios().items():
+        desc = line.split(":", 1)[1].strip() if ":" in line else line
+        print(f"{name:20s} {desc}")
+
+
+@app.command()
+def keys() -> None:
+    """Print the run-config key table (markdown)."""
+    print(markdown_table())
+
+
+def main() -> None:
+    try:
+        app()
+    except ConfigError as exc:  # pragma: no cover - commands catch their own
+        console.print(f"[bold red]error:[/] {exc}")
+        sys.exit(2)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

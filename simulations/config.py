@@ -1,0 +1,404 @@
+"""Run-config keys: one table, defaults, and validation that fails before any worker starts.
+
+Every scenario is a TOML file of Flower run-config keys (kebab-case; a TOML table ``[faults]``
+becomes dotted keys ``faults.raise-fraction``, exactly as ``flwr run --run-config`` flattens it).
+The same resolved dict drives ``flwr run`` (through ``context.run_config``) and
+``fedadapt simulate`` (through a closure, because ``run_simulation`` leaves run_config empty).
+
+:data:`KEYS` is the single source of truth: ``pyproject.toml``'s ``[tool.flwr.app.config]``
+declares exactly these keys with these defaults (a test checks it), and
+``docs/CONFIG.md`` is generated from it (``python -m simulations.config --markdown``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SCENARIO_DIR = Path(__file__).resolve().parent / "scenarios"
+
+Value = bool | int | float | str
+
+
+class ConfigError(ValueError):
+    """A malformed scenario, CLI value or run-config key; the message names the key."""
+
+
+@dataclass(frozen=True)
+class Key:
+    """One run-config key: its type, default, what it means and what it accepts."""
+
+    name: str
+    default: Value
+    help: str
+    choices: tuple[str, ...] | None = None
+    low: float | None = None  # inclusive lower bound for numbers
+    high: float | None = None  # inclusive upper bound for numbers
+    dynamic_choices: Callable[[], list[str]] | None = field(default=None, compare=False)
+
+    @property
+    def kind(self) -> type:
+        return type(self.default)
+
+    def accepted(self) -> str:
+        if self.dynamic_choices is not None:
+            return "one of " + ", ".join(self.dynamic_choices())
+        if self.choices is not None:
+            return "one of " + ", ".join(self.choices)
+        kind = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}[
+            self.kind
+        ]
+        if self.low is not None and self.high is not None:
+            return f"{kind} in [{self.low:g}, {self.high:g}]"
+        if self.low is not None:
+            return f"{kind} >= {self.low:g}"
+        return kind
+
+    def coerce(self, raw: object) -> Value:
+        """Return ``raw`` as this key's type, or raise :class:`ConfigError` naming the key."""
+        kind = self.kind
+        value: Value
+        try:
+            if isinstance(raw, str) and kind is not str:
+                raw = _parse_scalar(raw)
+            if kind is bool:
+                if not isinstance(raw, bool):
+                    raise TypeError
+                value = raw
+            elif kind is int:
+                if isinstance(raw, bool) or not isinstance(raw, int | float):
+                    raise TypeError
+                if isinstance(raw, float) and not raw.is_integer():
+                    raise TypeError
+                value = int(raw)
+            elif kind is float:
+                if isinstance(raw, bool) or not isinstance(raw, int | float):
+                    raise TypeError
+                value = float(raw)
+                if not math.isfinite(value):
+                    raise TypeError
+            else:
+                if not isinstance(raw, str):
+                    raise TypeError
+                value = raw
+        except (TypeError, ValueError):
+            raise ConfigError(
+                f"run-config key '{self.name}': got {raw!r}; accepted: {self.accepted()}"
+            ) from None
+        allowed = self.dynamic_choices() if self.dynamic_choices is not None else self.choices
+        if allowed is not None and value not in allowed:
+            raise ConfigError(
+                f"run-config key '{self.name}': got {value!r}; accepted: {self.accepted()}"
+            )
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            if (self.low is not None and value < self.low) or (
+                self.high is not None and value > self.high
+            ):
+                raise ConfigError(
+                    f"run-config key '{self.name}': got {value!r}; accepted: {self.accepted()}"
+                )
+        return value
+
+
+def _parse_scalar(text: str) -> object:
+    """Parse a CLI ``--set`` value the way TOML would, falling back to a bare string."""
+    low = text.strip().lower()
+    if low in ("true", "false"):
+        return low == "true"
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    return text
+
+
+def _optimizers() -> list[str]:
+    from fedadapt import available_optimizers
+
+    return list(available_optimizers())
+
+
+def _strategies() -> list[str]:
+    from strategies import available_strategies
+
+    return list(available_strategies())
+
+
+_DATASETS = ("digits", "mnist1d", "synthetic", "hub")
+_MODELS = ("auto", "mlp", "cnn", "logreg", "tiny")
+_PARTITIONERS = ("iid", "dirichlet", "pathological", "shard", "size")
+_DRIFT_KINDS = ("none", "label-permutation", "label-shift", "rotation", "noise", "feature-shift")
+
+_KEY_LIST: list[Key] = [
+    # --- what runs
+    Key("scenario", "custom", "Scenario name (informational; written into the run directory)."),
+    Key("strategy", "fedadapt", "Strategy from the registry (`fedadapt strategies`).",
+        dynamic_choices=_strategies),
+    Key("server-optimizer", "sgd", "fedadapt method applied to the pseudo-gradient on the server "
+        "(strategy `fedadapt` only).", dynamic_choices=_optimizers),
+    Key("server-lr", 1.0, "Initial server step size (FedAvg is `sgd` with 1.0; Flower's FedAdam "
+        "and friends take it as `eta`).", low=1e-12),
+    Key("server-options", "{}", "JSON object of extra server-optimizer hyperparameters, "
+        'e.g. `{"hyper_lr": 0.01}`.'),
+    Key("client-optimizer", "sgd", "fedadapt method used for local training on every client.",
+        dynamic_choices=_optimizers),
+    Key("client-lr", 0.05, "Initial local step size.", low=1e-12),
+    Key("client-options", "{}", "JSON object of extra client-optimizer hyperparameters."),
+    Key("client-lr-state", "reset", "Adapted client step size across rounds: `reset` every round, "
+        "`persist` from the client's last participation, `server`: aggregated and broadcast.",
+        choices=("reset", "persist", "server")),
+    # --- federation size
+    Key("num-server-rounds", 10, "Number of rounds.", low=1),
+    Key("num-clients", 20, "Population: client ids (data partitions), decoupled from workers.",
+        low=1),
+    Key("clients-per-round", 10, "Cohort size sampled from the population each round.", low=1),
+    Key("num-supernodes", 0, "Worker slots (Flower supernodes). 0: as many as Ray runs at once "
+        "(CPUs or GPUs divided by the client resources), capped at clients-per-round.", low=0),
+    Key("client-num-cpus", 1.0, "Ray CPUs per worker (`client-resources-num-cpus`).", low=0.01),
+    Key("client-num-gpus", 0.0, "Ray GPU fraction per worker (`client-resources-num-gpus`); "
+        "clients use CUDA when it is > 0 and a GPU is visible.", low=0.0, high=1.0),
+    Key("seed", 0, "Run seed: data, partitions, sampling, availability, drift, faults.", low=0),
+    # --- local training
+    Key("local-epochs", 1.0, "Local epochs per round (fractions allowed).", low=0.0),
+    Key("local-steps", 0, "If > 0: exact number of local steps per round (overrides epochs).",
+        low=0),
+    Key("local-steps-dist", "fixed", "Per-client spread of local work.",
+        choices=("fixed", "uniform", "lognormal")),
+    Key("local-steps-spread", 0.0, "Spread of the local-work distribution (uniform: +-fraction; "
+        "lognormal: sigma).", low=0.0),
+    Key("batch-size", 32, "Local minibatch size.", low=1),
+    # --- data
+    Key("dataset", "digits", "Data set.", choices=_DATASETS),
+    Key("model", "auto", "Model (`auto`: an MLP sized for the data set).", choices=_MODELS),
+    Key("partitioner", "dirichlet", "flwr-datasets partitioner of the data pool.",
+        choices=_PARTITIONERS),
+    Key("partition-alpha", 0.5, "Dirichlet concentration (dirichlet).", low=1e-6),
+    Key("partition-classes", 2, "Classes per client (pathological).", low=1),
+    Key("partition-shards", 2, "Shards per client (shard).", low=1),
+    Key("synthetic-alpha", 1.0, "Synthetic(alpha, beta): model heterogeneity.", low=0.0),
+    Key("synthetic-beta", 1.0, "Synthetic(alpha, beta): data heterogeneity.", low=0.0),
+    Key("hub-dataset", "", "flwr-datasets `FederatedDataset` name or `csv`/`parquet` (dataset=hub)."),
+    Key("hub-data-files", "", "Local data files for a csv/parquet hub dataset."),
+    Key("hub-feature-key", "img", "Feature column of the hub dataset."),
+    Key("hub-label-key", "label", "Label column of the hub dataset."),
+    Key("test-fraction", 0.2, "Share of the data pool held out as the centralized test set.",
+        low=0.0, high=0.9),
+    Key("cache-size", 64, "Client partitions kept in each worker's LRU cache.", low=1),
+    # --- heterogeneity
+    Key("online-prob", 1.0, "Probability that a sampled client is online this round.",
+        low=0.0, high=1.0),
+    Key("dropout-prob", 0.0, "Probability that a client drops out mid-round (its reply is lost).",
+        low=0.0, high=1.0),
+    Key("straggler-fraction", 0.0, "Share of clients that are stragglers.", low=0.0, high=1.0),
+    Key("straggler-work", 0.5, "Fraction of their local work stragglers complete.",
+        low=0.0, high=1.0),
+    # --- drift
+    Key("drift.kind", "none", "Concept operator applied at changepoints.", choices=_DRIFT_KINDS),
+    Key("drift.timing", "sudden", "How a changepoint unfolds.",
+        choices=("sudden", "gradual", "recurring")),
+    Key("drift.round", 0, "Round of the (first) changepoint; 0 = no drift.", low=0),
+    Key("drift.width", 1, "Gradual drift: rounds over which the new concept mixes in.", low=1),
+    Key("drift.period", 0, "Recurring drift: rounds between concept switches (0 = once).", low=0),
+    Key("drift.stagger", 0, "0: all clients switch together; k > 0: client offsets spread over "
+        "k rounds.", low=0),
+    Key("drift.severity", 1.0, "Operator strength (rotation degrees / 90, noise std, shift, "
+        "label-shift skew).", low=0.0),
+    # --- evaluation, outputs, checkpoints
+    Key("target-accuracy", 0.8, "Accuracy for `rounds to target` in summary.json.",
+        low=0.0, high=1.0),
+    Key("recovery-window", 3, "Rounds averaged for the pre-drift accuracy.", low=1),
+    Key("eval-every", 1, "Centralized evaluation every k rounds.", low=1),
+    Key("out-dir", "", "Run directory ('' = runs/<scenario>-<seed>-<timestamp>)."),
+    Key("checkpoint-every", 0, "Write a checkpoint every k rounds (0 = never).", low=0),
+    Key("resume-from", "", "Checkpoint file to resume from ('' = fresh run)."),
+    Key("round-timeout", 600.0, "Seconds to wait for a round's replies; late ones are dropped.",
+        low=1.0),
+    Key("worker-wait-timeout", 120.0, "Seconds the ServerApp waits for the worker supernodes.",
+        low=1.0),
+    # --- fault injection (issue: keep every run alive under faults)
+    Key("faults.raise-fraction", 0.0, "Share of clients whose training raises.", low=0.0,
+        high=1.0),
+    Key("faults.crash-fraction", 0.0, "Share of clients that hard-crash their process "
+        "(os._exit) once.", low=0.0, high=1.0),
+    Key("faults.nan-fraction", 0.0, "Share of clients that return NaN weights.", low=0.0,
+        high=1.0),
+    Key("faults.bad-shape-fraction", 0.0, "Share of clients that return a wrongly shaped array.",
+        low=0.0, high=1.0),
+    Key("faults.hang-fraction", 0.0, "Share of clients that hang beyond the round timeout.",
+        low=0.0, high=1.0),
+]
+
+KEYS: dict[str, Key] = {k.name: k for k in _KEY_LIST}
+
+
+def defaults() -> dict[str, Value]:
+    return {k.name: k.default for k in _KEY_LIST}
+
+
+def flatten(table: Mapping[str, object], prefix: str = "") -> dict[str, object]:
+    """Flatten nested TOML tables into dotted keys, like ``flwr run --run-config``."""
+    out: dict[str, object] = {}
+    for key, value in table.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten(value, prefix=f"{name}."))
+        else:
+            out[name] = value
+    return out
+
+
+def available_scenarios() -> dict[str, str]:
+    """Shipped scenario names mapped to their one-line description (the TOML's first comment)."""
+    out: dict[str, str] = {}
+    for path in sorted(SCENARIO_DIR.glob("*.toml")):
+        first = ""
+        for line in path.read_text().splitlines():
+            if line.startswith("#"):
+                first = line.lstrip("# ").strip()
+                break
+        out[path.stem] = first
+    return out
+
+
+def scenario_path(name_or_path: str) -> Path:
+    """A shipped scenario name or a path to a TOML file."""
+    path = Path(name_or_path)
+    if path.suffix == ".toml" and path.exists():
+        return path
+    shipped = SCENARIO_DIR / f"{name_or_path}.toml"
+    if shipped.exists():
+        return shipped
+    raise ConfigError(
+        f"unknown scenario '{name_or_path}': not a TOML file; shipped scenarios: "
+        + ", ".join(available_scenarios())
+    )
+
+
+def load_scenario(name_or_path: str) -> dict[str, object]:
+    path = scenario_path(name_or_path)
+    try:
+        table = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"scenario file {path}: not valid TOML ({exc})") from None
+    flat = flatten(table)
+    flat.setdefault("scenario", path.stem)
+    return flat
+
+
+def parse_assignments(items: list[str]) -> dict[str, str]:
+    """``key=value`` strings from the CLI into a dict (values parsed later per key)."""
+    out: dict[str, str] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        key, value = item.split("=", 1)
+        out[key.strip()] = value.strip()
+    return out
+
+
+def resolve(
+    raw: Mapping[str, object], *, base: Mapping[str, object] | None = None
+) -> dict[str, Value]:
+    """Defaults <- ``base`` <- ``raw``, every key known and coerced, then cross-key checks."""
+    merged: dict[str, object] = dict(defaults())
+    for layer in (base or {}), raw:
+        for key, value in layer.items():
+            if key not in KEYS:
+                close = [k for k in KEYS if k.split(".")[-1] == key.split(".")[-1]]
+                hint = f" (did you mean {', '.join(close)}?)" if close else ""
+                raise ConfigError(
+                    f"unknown run-config key '{key}'{hint}; see docs/CONFIG.md or "
+                    "`python -m simulations.config --markdown` for the accepted keys"
+                )
+            merged[key] = value
+    cfg = {name: KEYS[name].coerce(value) for name, value in merged.items()}
+    _check_cross(cfg)
+    return cfg
+
+
+def _check_cross(cfg: dict[str, Value]) -> None:
+    for key in ("server-options", "client-options"):
+        text = str(cfg[key])
+        try:
+            opts = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"run-config key '{key}': not a JSON object ({exc}): {text!r}") from None
+        if not isinstance(opts, dict):
+            raise ConfigError(f"run-config key '{key}': expected a JSON object, got {text!r}")
+    if int(cfg["clients-per-round"]) > int(cfg["num-clients"]):
+        raise ConfigError(
+            f"run-config key 'clients-per-round' ({cfg['clients-per-round']}) exceeds "
+            f"'num-clients' ({cfg['num-clients']}); accepted: at most num-clients"
+        )
+    if cfg["dataset"] == "hub" and not cfg["hub-dataset"]:
+        raise ConfigError("run-config key 'hub-dataset' must be set when dataset = 'hub'")
+    if cfg["drift.kind"] != "none" and int(cfg["drift.round"]) < 1:
+        raise ConfigError(
+            f"run-config key 'drift.round': drift.kind is {cfg['drift.kind']!r} but drift.round "
+            "is 0; accepted: a round >= 1"
+        )
+    if cfg["drift.kind"] != "none" and int(cfg["drift.round"]) > int(cfg["num-server-rounds"]):
+        raise ConfigError(
+            f"run-config key 'drift.round' ({cfg['drift.round']}) is after the last round "
+            f"({cfg['num-server-rounds']})"
+        )
+    total_faults = sum(float(cfg[k]) for k in KEYS if k.startswith("faults."))
+    if total_faults > 1.0:
+        raise ConfigError(
+            f"run-config keys 'faults.*' add up to {total_faults:g}; accepted: a total <= 1"
+        )
+    if cfg["strategy"] != "fedadapt" and cfg["server-optimizer"] != "sgd":
+        # Only FedAdapt applies a fedadapt server method; say so instead of ignoring it.
+        raise ConfigError(
+            f"run-config key 'server-optimizer' ({cfg['server-optimizer']!r}) only applies to "
+            f"strategy 'fedadapt', got strategy {cfg['strategy']!r}; accepted: 'sgd' (unused) "
+            "or strategy = 'fedadapt'"
+        )
+
+
+def worker_count(cfg: Mapping[str, Value], cpus: float | None = None, gpus: float = 0.0) -> int:
+    """Worker supernodes: explicit, or as many as Ray runs at once, capped at the cohort."""
+    explicit = int(cfg["num-supernodes"])
+    if explicit > 0:
+        return explicit
+    cpus = float(os.cpu_count() or 1) if cpus is None else cpus
+    parallel = int(cpus // float(cfg["client-num-cpus"]))
+    gpu_frac = float(cfg["client-num-gpus"])
+    if gpu_frac > 0 and gpus > 0:
+        parallel = min(parallel, int(gpus // gpu_frac))
+    return max(1, min(parallel, int(cfg["clients-per-round"])))
+
+
+def markdown_table() -> str:
+    lines = ["| key | default | accepted | meaning |", "|---|---|---|---|"]
+    for k in _KEY_LIST:
+        accepted = k.accepted() if k.dynamic_choices is None else "see `fedadapt` registries"
+        lines.append(f"| `{k.name}` | `{json.dumps(k.default)}` | {accepted} | {k.help} |")
+    return "\n".join(lines)
+
+
+def pyproject_config_section() -> str:
+    """The ``[tool.flwr.app.config]`` body that declares every key (kept in sync by a test)."""
+    lines = []
+    for k in _KEY_LIST:
+        name = f'"{k.name}"' if "." in k.name else k.name
+        lines.append(f"{name} = {json.dumps(k.default)}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    import sys
+
+    if "--pyproject" in sys.argv:
+        print(pyproject_config_section())
+    else:
+        print(markdown_table())

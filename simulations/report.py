@@ -1,0 +1,230 @@
+"""Run directories: the resolved config, ``metrics.jsonl``, ``summary.json`` and PNG plots.
+
+One directory per run::
+
+    config.json      the resolved run config (every key, after validation)
+    metrics.jsonl    one JSON object per round (accuracy, loss, step sizes, participants,
+                     failures with reasons, drift events, wall time)
+    summary.json     final / best accuracy, rounds to target, per-drift recovery metrics
+    accuracy.png     accuracy per round with drift markers
+    steps.png        server and client step sizes per round
+
+``fedadapt report DIR`` rebuilds the summary, plots and a markdown table from finished runs, and
+``fedadapt compare`` uses the same functions for its tables and heatmaps.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from simulations.recovery import recovery_report
+
+
+def _clean(value: Any) -> Any:
+    """JSON-safe: NaN/inf become None, tuples become lists, numpy scalars become Python."""
+    if isinstance(value, Mapping):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, str | bytes):
+        try:
+            value = value.item()
+        except (ValueError, TypeError):
+            return str(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+class RunWriter:
+    """Collects per-round records and writes the run directory as the run goes."""
+
+    def __init__(self, out_dir: str | Path, config: Mapping[str, Any]) -> None:
+        self.dir = Path(out_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.config = dict(config)
+        (self.dir / "config.json").write_text(json.dumps(_clean(self.config), indent=2) + "\n")
+        self.metrics_path = self.dir / "metrics.jsonl"
+        self.metrics_path.write_text("")
+        self.rows: list[dict[str, Any]] = []
+        self._pending: dict[int, dict[str, Any]] = {}
+        self._t0 = time.perf_counter()
+        self._last = self._t0
+
+    def add(self, server_round: int, record: Mapping[str, Any]) -> None:
+        """Merge ``record`` into the round's pending row (strategy metrics, evaluation, ...)."""
+        self._pending.setdefault(server_round, {"round": server_round}).update(record)
+
+    def flush(self, server_round: int) -> dict[str, Any]:
+        """Finish the round: stamp wall times and append one line to metrics.jsonl."""
+        now = time.perf_counter()
+        row = self._pending.pop(server_round, {"round": server_round})
+        row.setdefault("wall-time", now - self._last)
+        row["elapsed"] = now - self._t0
+        self._last = now
+        row = _clean(row)
+        self.rows.append(row)
+        with self.metrics_path.open("a") as fh:
+            fh.write(json.dumps(row) + "\n")
+        return row
+
+    def finish(self) -> dict[str, Any]:
+        for server_round in sorted(self._pending):
+            self.flush(server_round)
+        summary = summarize(self.rows, self.config)
+        (self.dir / "summary.json").write_text(json.dumps(_clean(summary), indent=2) + "\n")
+        plot_run(self.dir, self.rows, self.config)
+        return summary
+
+
+def load_rows(run_dir: str | Path) -> list[dict[str, Any]]:
+    path = Path(run_dir) / "metrics.jsonl"
+    rows = []
+    for n, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}:{n}: not a JSON line ({exc})") from None
+    return rows
+
+
+def load_config(run_dir: str | Path) -> dict[str, Any]:
+    path = Path(run_dir) / "config.json"
+    try:
+        return dict(json.loads(path.read_text()))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: not a run directory's config ({exc})") from None
+
+
+def _accuracy_curve(rows: Sequence[Mapping[str, Any]]) -> list[tuple[int, float]]:
+    return [
+        (int(r["round"]), float(r["accuracy"]))
+        for r in rows
+        if r.get("accuracy") is not None and int(r["round"]) >= 1
+    ]
+
+
+def drift_rounds(rows: Sequence[Mapping[str, Any]]) -> list[int]:
+    """Rounds at which a changepoint began (from the rows' drift events)."""
+    out = []
+    for r in rows:
+        events = r.get("drift-events") or []
+        if any(str(e).startswith("start") for e in events):
+            out.append(int(r["round"]))
+    return out
+
+
+def summarize(rows: Sequence[Mapping[str, Any]], config: Mapping[str, Any]) -> dict[str, Any]:
+    curve = _accuracy_curve(rows)
+    accs = [a for _, a in curve]
+    rounds = [r for r, _ in curve]
+    target = float(config.get("target-accuracy", 0.8))
+    window = int(config.get("recovery-window", 3))
+    failures = sum(len(r.get("failed-ids") or []) for r in rows)
+    summary: dict[str, Any] = {
+        "scenario": config.get("scenario"),
+        "strategy": config.get("strategy"),
+        "server-optimizer": config.get("server-optimizer"),
+        "client-optimizer": config.get("client-optimizer"),
+        "seed": config.get("seed"),
+        "rounds": len(rows),
+        "final-accuracy": accs[-1] if accs else None,
+        "best-accuracy": max(accs) if accs else None,
+        "initial-accuracy": next(
+            (float(r["accuracy"]) for r in rows if int(r["round"]) == 0 and r.get("accuracy") is not None),
+            None,
+        ),
+        "failures": failures,
+        "wall-time": sum(float(r.get("wall-time") or 0.0) for r in rows),
+    }
+    summary.update(recovery_report(rounds, accs, drift_rounds(rows), target=target, window=window))
+    return summary
+
+
+def plot_run(run_dir: Path, rows: Sequence[Mapping[str, Any]], config: Mapping[str, Any]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curve = [(int(r["round"]), r.get("accuracy")) for r in rows if r.get("accuracy") is not None]
+    client_curve = [
+        (int(r["round"]), r.get("client-accuracy")) for r in rows if r.get("client-accuracy") is not None
+    ]
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    if curve:
+        ax.plot(*zip(*curve, strict=True), label="centralized (current concept)")
+    if client_curve:
+        ax.plot(*zip(*client_curve, strict=True), label="clients (own current concept)", alpha=0.7)
+    for d in drift_rounds(rows):
+        ax.axvline(d, color="red", linestyle="--", alpha=0.6)
+    ax.set_xlabel("round")
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"{config.get('scenario')}: {config.get('strategy')} / {config.get('server-optimizer')}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(run_dir / "accuracy.png")
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    server = [(int(r["round"]), r.get("server-lr")) for r in rows if r.get("server-lr") is not None]
+    client = [(int(r["round"]), r.get("client-lr-mean")) for r in rows if r.get("client-lr-mean") is not None]
+    if server:
+        ax.plot(*zip(*server, strict=True), label="server step size")
+    if client:
+        ax.plot(*zip(*client, strict=True), label="client final lr (mean)")
+    for d in drift_rounds(rows):
+        ax.axvline(d, color="red", linestyle="--", alpha=0.6)
+    ax.set_yscale("log")
+    ax.set_xlabel("round")
+    ax.set_ylabel("step size")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(run_dir / "steps.png")
+    plt.close(fig)
+
+
+def find_runs(root: str | Path) -> list[Path]:
+    root = Path(root)
+    if (root / "metrics.jsonl").exists():
+        return [root]
+    return sorted(p.parent for p in root.rglob("metrics.jsonl"))
+
+
+def markdown_table(summaries: Iterable[Mapping[str, Any]], columns: Sequence[str]) -> str:
+    summaries = list(summaries)
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for s in summaries:
+        cells = []
+        for c in columns:
+            v = s.get(c)
+            cells.append(f"{v:.3f}" if isinstance(v, float) else ("-" if v is None else str(v)))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def report(root: str | Path) -> str:
+    """Rebuild summary.json and plots for every run under ``root``; return a markdown table."""
+    summaries = []
+    for run in find_runs(root):
+        rows = load_rows(run)
+        config = load_config(run)
+        summary = summarize(rows, config)
+        (run / "summary.json").write_text(json.dumps(_clean(summary), indent=2) + "\n")
+        plot_run(run, rows, config)
+        summary["run"] = run.name
+        summaries.append(summary)
+    if not summaries:
+        raise ValueError(f"no finished runs (metrics.jsonl) under {root}")
+    cols = ["run", "strategy", "server-optimizer", "seed", "final-accuracy", "best-accuracy",
+            "rounds-to-target", "failures"]
+    return markdown_table(summaries, cols)
