@@ -1,0 +1,730 @@
+"""Datasets for simulated federations, loaded lazily per client id.
+
+Every dataset is a pair of NumPy arrays ``(X float32, y int64)``. A federation reads its data
+through a :class:`ClientDataSource`: ``get(client_id)`` returns that client's training arrays,
+built on demand inside the worker and kept in a small bounded LRU cache; ``test_set()`` returns
+the centralized test arrays; ``num_classes`` and ``input_shape`` size the model.
+
+Four families (``build_source(name, ...)``):
+
+- ``digits``: scikit-learn's 8x8 handwritten digits (1797 images, bundled in the wheel), pixels
+  scaled to [0, 1], shaped ``(1, 8, 8)`` (an MLP flattens them to 64 features).
+- ``mnist1d``: a procedural 1-D digits set written for this project (:func:`make_mnist1d`):
+  ten hand-drawn templates of length 40, randomly stretched, shifted, sheared and noised.
+- ``synthetic``: Synthetic(alpha, beta) of FedProx/LEAF (:class:`SyntheticSource`), generated
+  from ``(seed, client id)`` on demand, so a population of 1,000,000 costs nothing per client.
+- ``hub``: any dataset readable by flwr-datasets' ``FederatedDataset`` (a Hugging Face hub name,
+  or local ``csv``/``parquet``/``json`` files through ``data_files``), columns named by config.
+
+The real-data families are partitioned with flwr-datasets partitioners
+(:func:`simulations.partitions.build_partitioner`). The partitioner indexes the pool once (on the
+first ``get``); per-client arrays are only built when a client is asked for.
+
+Example::
+
+    source = build_source("digits", num_clients=20, partitioner="dirichlet",
+                          partitioner_params={"alpha": 0.5}, seed=1)
+    X, y = source.get(3)
+    X_test, y_test = source.test_set()
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from simulations.partitions import build_partitioner
+
+if TYPE_CHECKING:  # pragma: no cover
+    from datasets import Dataset
+    from flwr_datasets.partitioner import Partitioner
+
+__all__ = [
+    "DATASET_NAMES",
+    "Arrays",
+    "ClientDataSource",
+    "HubSource",
+    "PartitionedSource",
+    "SyntheticSource",
+    "build_source",
+    "load_digits_arrays",
+    "make_mnist1d",
+    "split_train_test",
+]
+
+Arrays = tuple[np.ndarray, np.ndarray]
+"""``(X float32, y int64)``."""
+
+DATASET_NAMES: tuple[str, ...] = ("digits", "mnist1d", "synthetic", "hub")
+
+DEFAULT_CACHE_SIZE = 64
+
+
+# ----------------------------------------------------------------------------------- arrays
+
+
+def split_train_test(
+    X: np.ndarray, y: np.ndarray, *, test_fraction: float = 0.2, seed: int = 0
+) -> tuple[Arrays, Arrays]:
+    """Shuffle and split ``(X, y)`` into ``(train, test)``, stratified by label.
+
+    Args:
+        X: Inputs, first axis indexes examples.
+        y: Integer labels.
+        test_fraction: Fraction of examples held out, in (0, 1).
+        seed: Seed of the shuffle.
+    """
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    rng = np.random.default_rng([seed, 0x5E11])
+    train_idx: list[np.ndarray] = []
+    test_idx: list[np.ndarray] = []
+    for label in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == label))
+        n_test = int(round(len(idx) * test_fraction))
+        test_idx.append(idx[:n_test])
+        train_idx.append(idx[n_test:])
+    tr = rng.permutation(np.concatenate(train_idx))
+    te = rng.permutation(np.concatenate(test_idx))
+    return (X[tr], y[tr]), (X[te], y[te])
+
+
+def load_digits_arrays() -> Arrays:
+    """scikit-learn's digits: ``X`` of shape ``(1797, 1, 8, 8)`` in [0, 1], ``y`` in 0..9."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    X = (np.asarray(bunch.data, dtype=np.float32) / 16.0).reshape(-1, 1, 8, 8)
+    y = np.asarray(bunch.target, dtype=np.int64)
+    return X, y
+
+
+# Ten hand-drawn 1-D "digit" strokes, 12 control points each (this project's own templates).
+_MNIST1D_TEMPLATES = np.array(
+    [
+        [0.0, 1.0, 2.0, 2.4, 2.0, 1.0, 0.0, -1.0, -2.0, -2.4, -2.0, -1.0],  # 0: one full wave
+        [0.0, 0.0, 0.3, 2.5, 2.5, 0.3, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0],  # 1: a single spike
+        [1.5, 2.0, 1.0, 0.0, -1.0, -1.5, -1.5, -1.5, 1.5, 1.5, 1.5, 1.5],  # 2
+        [2.0, 1.0, 2.0, 1.0, 0.0, 1.0, 2.0, 1.0, 0.0, -1.0, 0.0, -1.0],  # 3: double hump
+        [-2.0, -2.0, -1.0, 0.0, 1.0, 2.0, 2.0, 2.0, 0.0, 0.0, 0.0, 0.0],  # 4: ramp and drop
+        [2.0, 2.0, 2.0, -2.0, -2.0, -2.0, 0.0, 1.0, 2.0, 1.0, 0.0, -1.0],  # 5
+        [0.0, -1.0, -2.0, -2.0, -1.0, 0.0, 1.0, 2.0, 2.0, 2.0, 2.0, 2.0],  # 6: valley then plateau
+        [2.5, 2.5, 2.0, 1.5, 1.0, 0.5, 0.0, -0.5, -1.0, -1.5, -2.0, -2.5],  # 7: long descent
+        [1.0, -1.0, 1.0, -1.0, 1.0, -1.0, 1.0, -1.0, 1.0, -1.0, 1.0, -1.0],  # 8: zigzag
+        [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -2.5, -2.5, 2.5, 2.5, 0.0, 0.0],  # 9: late step pair
+    ],
+    dtype=np.float64,
+)
+
+
+def make_mnist1d(
+    num_samples: int = 5000,
+    *,
+    length: int = 40,
+    seed: int = 42,
+    stretch: float = 0.2,
+    shear: float = 0.75,
+    correlated_noise: float = 0.25,
+    white_noise: float = 0.1,
+) -> Arrays:
+    """A procedural 1-D digits set: 10 classes, each a hand-drawn 12-point stroke.
+
+    Each example picks a class template, stretches it to ``24 * (1 +- stretch)`` points,
+    multiplies it by an amplitude in [0.8, 1.2], places it at a random shift in a zero canvas
+    of ``length`` points, adds a random linear slope (shear) and smoothed plus white Gaussian
+    noise, then standardises the canvas. Classes are balanced up to rounding. Written for this
+    project in the spirit of Greydanus's MNIST-1D (no code taken from it).
+
+    Args:
+        num_samples: Number of examples.
+        length: Length of each example (>= 16).
+        seed: Generator seed; equal seeds give equal arrays.
+        stretch: Relative spread of the template's length.
+        shear: Largest slope added across the canvas.
+        correlated_noise: Std of the smoothed noise.
+        white_noise: Std of the per-point noise.
+
+    Returns:
+        ``X`` of shape ``(num_samples, length)`` float32 and ``y`` int64 in 0..9.
+    """
+    if num_samples < 1:
+        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+    if length < 16:
+        raise ValueError(f"length must be >= 16, got {length}")
+    rng = np.random.default_rng([seed, 0x1D])
+    y = rng.permutation(np.arange(num_samples) % 10).astype(np.int64)
+    X = np.zeros((num_samples, length), dtype=np.float64)
+    base = max(8, int(round(0.6 * length)))
+    grid = np.linspace(0.0, 1.0, _MNIST1D_TEMPLATES.shape[1])
+    canvas_pos = np.linspace(-1.0, 1.0, length)
+    kernel = np.exp(-0.5 * (np.arange(-3, 4) / 1.5) ** 2)
+    kernel /= kernel.sum()
+    for i in range(num_samples):
+        width = int(round(base * rng.uniform(1.0 - stretch, 1.0 + stretch)))
+        width = min(max(width, 6), length)
+        stroke = np.interp(np.linspace(0.0, 1.0, width), grid, _MNIST1D_TEMPLATES[y[i]])
+        stroke *= rng.uniform(0.8, 1.2)
+        start = int(rng.integers(0, length - width + 1))
+        X[i, start : start + width] = stroke
+        X[i] += rng.uniform(-shear, shear) * canvas_pos
+        X[i] += correlated_noise * np.convolve(rng.normal(size=length), kernel, mode="same") * 2
+        X[i] += white_noise * rng.normal(size=length)
+    X = (X - X.mean(axis=1, keepdims=True)) / (X.std(axis=1, keepdims=True) + 1e-6)
+    return X.astype(np.float32), y
+
+
+# ---------------------------------------------------------------------------------- sources
+
+
+class ClientDataSource(ABC):
+    """Per-client training data loaded on demand, with a bounded LRU cache.
+
+    Subclasses implement :meth:`_load` (one client's arrays) and :meth:`test_set`. Nothing
+    whose size is the population is allocated: only the ``cache_size`` most recently used
+    clients are held.
+
+    Args:
+        num_clients: The population size; valid ids are ``0 .. num_clients - 1``.
+        cache_size: How many clients' arrays to keep (>= 0; 0 disables the cache).
+    """
+
+    def __init__(self, num_clients: int, *, cache_size: int = DEFAULT_CACHE_SIZE) -> None:
+        if num_clients < 1:
+            raise ValueError(f"num_clients must be >= 1, got {num_clients}")
+        if cache_size < 0:
+            raise ValueError(f"cache_size must be >= 0, got {cache_size}")
+        self.num_clients = int(num_clients)
+        self.cache_size = int(cache_size)
+        self._cache: OrderedDict[int, Arrays] = OrderedDict()
+
+    @property
+    @abstractmethod
+    def num_classes(self) -> int:
+        """Number of classes."""
+
+    @property
+    @abstractmethod
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one input example (without the batch axis)."""
+
+    @abstractmethod
+    def _load(self, client_id: int) -> Arrays:
+        """Build one client's training arrays (uncached)."""
+
+    @abstractmethod
+    def test_set(self) -> Arrays:
+        """The centralized test arrays ``(X, y)``."""
+
+    def get(self, client_id: int) -> Arrays:
+        """Client ``client_id``'s training arrays ``(X float32, y int64)``, cached (LRU)."""
+        cid = int(client_id)
+        if not 0 <= cid < self.num_clients:
+            raise ValueError(f"client_id must be in [0, {self.num_clients}), got {client_id}")
+        hit = self._cache.get(cid)
+        if hit is not None:
+            self._cache.move_to_end(cid)
+            return hit
+        arrays = self._load(cid)
+        if self.cache_size > 0:
+            self._cache[cid] = arrays
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+        return arrays
+
+    def cached_client_ids(self) -> list[int]:
+        """Ids currently held in the cache, least recently used first."""
+        return list(self._cache)
+
+    def clear_cache(self) -> None:
+        """Drop every cached client."""
+        self._cache.clear()
+
+
+class PartitionedSource(ClientDataSource):
+    """A pool of examples split over clients by a flwr-datasets partitioner.
+
+    The partitioner sees an in-memory ``datasets.Dataset`` with two columns, ``idx`` (row of
+    the pool) and ``label``; a client's partition is a list of pool rows, turned into arrays
+    only when :meth:`get` asks for that client. The pool is shuffled once (seeded) because the
+    size partitioners assign contiguous rows.
+
+    Args:
+        train: The pool ``(X, y)`` to partition.
+        test: The centralized test set.
+        num_clients: Number of partitions.
+        partitioner: Partitioner name (see :data:`simulations.partitions.PARTITIONER_NAMES`).
+        partitioner_params: Its parameters (e.g. ``{"alpha": 0.5}``).
+        num_classes: Number of classes (default: ``max label + 1`` over train and test).
+        seed: Seed of the shuffle and of the partitioner.
+        cache_size: LRU cache size.
+    """
+
+    def __init__(
+        self,
+        train: Arrays,
+        test: Arrays,
+        *,
+        num_clients: int,
+        partitioner: str = "iid",
+        partitioner_params: Mapping[str, float | int | str] | None = None,
+        num_classes: int | None = None,
+        seed: int = 0,
+        cache_size: int = DEFAULT_CACHE_SIZE,
+    ) -> None:
+        super().__init__(num_clients, cache_size=cache_size)
+        X, y = train
+        if len(X) != len(y):
+            raise ValueError(f"X and y lengths differ: {len(X)} != {len(y)}")
+        if num_clients > len(y):
+            raise ValueError(
+                f"num_clients={num_clients} exceeds the {len(y)} training examples of this "
+                f"pool; every client needs at least one example (use 'synthetic' for larger "
+                f"populations)"
+            )
+        perm = np.random.default_rng([seed, 0xB001]).permutation(len(y))
+        self._X = np.ascontiguousarray(X[perm], dtype=np.float32)
+        self._y = np.ascontiguousarray(y[perm], dtype=np.int64)
+        self._test = (np.asarray(test[0], dtype=np.float32), np.asarray(test[1], dtype=np.int64))
+        self._num_classes = (
+            int(num_classes)
+            if num_classes is not None
+            else int(max(self._y.max(), self._test[1].max(initial=0)) + 1)
+        )
+        self.partitioner_name = partitioner
+        self._partitioner: Partitioner = build_partitioner(
+            partitioner,
+            num_partitions=num_clients,
+            seed=seed,
+            params=partitioner_params,
+        )
+        self._partitioner_ready = False
+
+    @property
+    def num_classes(self) -> int:
+        return self._num_classes
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(int(d) for d in self._X.shape[1:])
+
+    def test_set(self) -> Arrays:
+        return self._test
+
+    def partition_indices(self, client_id: int) -> np.ndarray:
+        """Rows of the (shuffled) pool owned by ``client_id``."""
+        if not self._partitioner_ready:
+            from datasets import Dataset
+
+            self._partitioner.dataset = Dataset.from_dict(
+                {"idx": np.arange(len(self._y), dtype=np.int64), "label": self._y}
+            )
+            self._partitioner_ready = True
+        part = self._partitioner.load_partition(int(client_id))
+        return np.asarray(part.with_format("numpy")["idx"], dtype=np.int64)
+
+    def _load(self, client_id: int) -> Arrays:
+        idx = self.partition_indices(client_id)
+        if idx.size == 0:
+            raise ValueError(
+                f"client {client_id} received no examples from partitioner "
+                f"'{self.partitioner_name}' ({self.num_clients} clients over {len(self._y)} "
+                f"examples); use fewer clients or other partitioner parameters"
+            )
+        return self._X[idx], self._y[idx]
+
+
+class SyntheticSource(ClientDataSource):
+    r"""Synthetic(alpha, beta) of FedProx/LEAF, generated per client from ``(seed, client id)``.
+
+    Client :math:`k` has its own linear-softmax labelling model and its own input mean:
+
+    .. math::
+        u_k \sim N(0, \alpha^2),\; W_k, b_k \sim N(u_k, 1),\;
+        B_k \sim N(0, \beta^2),\; v_k \sim N(B_k, 1),\;
+        x \sim N(v_k, \Sigma),\ \Sigma_{jj} = j^{-1.2},\;
+        y = \arg\max (W_k x + b_k)
+
+    ``alpha`` controls how much the labelling models differ across clients, ``beta`` how much
+    the inputs do. Client sizes follow a truncated power law (Pareto):
+    :math:`n_k = \min(\text{max\_samples}, \lfloor \text{min\_samples}\, U^{-1/a} \rfloor)`,
+    :math:`U \sim \mathcal{U}(0, 1]`, :math:`a` = ``size_exponent``. ``iid=True`` gives all
+    clients one shared model and input mean (:math:`u = B = 0`), the paper's IID variant.
+
+    Nothing is stored per client: :meth:`get` regenerates a client from its seed (and caches
+    the last few). The centralized test set is drawn from ``num_test_clients`` clients spread
+    evenly over the population, from a stream separate from their training data.
+
+    Deviation: the LEAF generator draws sizes from a lognormal(4, 2) + 50; this uses a Pareto
+    tail (the papers' "power law") capped at ``max_samples`` so one client cannot be huge.
+    LEAF's code uses alpha and beta as standard deviations, as here.
+
+    Args:
+        num_clients: Population size (any size: nothing per client is allocated).
+        alpha: Spread of the labelling models (>= 0).
+        beta: Spread of the input means (>= 0).
+        iid: Share one model and input mean across clients.
+        num_features: Input dimension (60 in the papers).
+        num_classes: Number of classes (10 in the papers).
+        min_samples: Smallest client size (>= 1).
+        max_samples: Largest client size.
+        size_exponent: Pareto tail exponent ``a`` (> 0; smaller is more skewed).
+        num_test_clients: Clients contributing to the centralized test set.
+        test_samples_per_client: Test examples from each of them.
+        seed: Seed of the whole population.
+        cache_size: LRU cache size.
+
+    References:
+        Li et al., "Federated Optimization in Heterogeneous Networks" (FedProx), arXiv:1812.06127;
+        Caldas et al., "LEAF: A Benchmark for Federated Settings", arXiv:1812.01097.
+    """
+
+    def __init__(
+        self,
+        num_clients: int,
+        *,
+        alpha: float = 1.0,
+        beta: float = 1.0,
+        iid: bool = False,
+        num_features: int = 60,
+        num_classes: int = 10,
+        min_samples: int = 50,
+        max_samples: int = 1000,
+        size_exponent: float = 1.5,
+        num_test_clients: int = 100,
+        test_samples_per_client: int = 20,
+        seed: int = 0,
+        cache_size: int = DEFAULT_CACHE_SIZE,
+    ) -> None:
+        super().__init__(num_clients, cache_size=cache_size)
+        if alpha < 0 or beta < 0:
+            raise ValueError(f"alpha and beta must be >= 0, got alpha={alpha}, beta={beta}")
+        if num_features < 1 or num_classes < 2:
+            raise ValueError(
+                f"need num_features >= 1 and num_classes >= 2, got {num_features}, {num_classes}"
+            )
+        if not 1 <= min_samples <= max_samples:
+            raise ValueError(
+                f"need 1 <= min_samples <= max_samples, got {min_samples}, {max_samples}"
+            )
+        if size_exponent <= 0:
+            raise ValueError(f"size_exponent must be > 0, got {size_exponent}")
+        if num_test_clients < 1 or test_samples_per_client < 1:
+            raise ValueError(
+                "num_test_clients and test_samples_per_client must be >= 1, got "
+                f"{num_test_clients}, {test_samples_per_client}"
+            )
+        self.alpha = float(alpha)
+        self.beta = float(beta)
+        self.iid = bool(iid)
+        self.num_features = int(num_features)
+        self._num_classes = int(num_classes)
+        self.min_samples = int(min_samples)
+        self.max_samples = int(max_samples)
+        self.size_exponent = float(size_exponent)
+        self.num_test_clients = int(min(num_test_clients, num_clients))
+        self.test_samples_per_client = int(test_samples_per_client)
+        self.seed = int(seed)
+        self._std = np.power(np.arange(1, num_features + 1, dtype=np.float64), -0.6)  # sqrt(j^-1.2)
+        self._test: Arrays | None = None
+
+    @property
+    def num_classes(self) -> int:
+        return self._num_classes
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return (self.num_features,)
+
+    def client_size(self, client_id: int) -> int:
+        """Number of training examples of ``client_id`` (no data is generated)."""
+        rng = np.random.default_rng([self.seed, int(client_id), 0])
+        u = 1.0 - rng.random()  # (0, 1]
+        n = math.floor(self.min_samples * u ** (-1.0 / self.size_exponent))
+        return int(min(self.max_samples, max(self.min_samples, n)))
+
+    def _client_model(self, client_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        d, c = self.num_features, self._num_classes
+        key = [self.seed, 0xFFFFFFFF] if self.iid else [self.seed, int(client_id), 1]
+        rng = np.random.default_rng(key)
+        u = 0.0 if self.iid else rng.normal(0.0, self.alpha)
+        big_b = 0.0 if self.iid else rng.normal(0.0, self.beta)
+        W = rng.normal(u, 1.0, size=(d, c))
+        b = rng.normal(u, 1.0, size=c)
+        v = np.zeros(d) if self.iid else rng.normal(big_b, 1.0, size=d)
+        return W, b, v
+
+    def _generate(self, client_id: int, n: int, stream: int) -> Arrays:
+        W, b, v = self._client_model(client_id)
+        rng = np.random.default_rng([self.seed, int(client_id), stream])
+        X = v + rng.normal(size=(n, self.num_features)) * self._std
+        y = np.argmax(X @ W + b, axis=1)
+        return X.astype(np.float32), y.astype(np.int64)
+
+    def _load(self, client_id: int) -> Arrays:
+        return self._generate(client_id, self.client_size(client_id), stream=2)
+
+    def test_client_ids(self) -> np.ndarray:
+        """The clients whose held-out examples form :meth:`test_set`."""
+        return np.unique(
+            np.linspace(0, self.num_clients - 1, self.num_test_clients).round().astype(np.int64)
+        )
+
+    def test_set(self) -> Arrays:
+        if self._test is None:
+            parts = [
+                self._generate(int(k), self.test_samples_per_client, stream=3)
+                for k in self.test_client_ids()
+            ]
+            self._test = (
+                np.concatenate([p[0] for p in parts]),
+                np.concatenate([p[1] for p in parts]),
+            )
+        return self._test
+
+
+class HubSource(ClientDataSource):
+    """Any dataset through flwr-datasets' ``FederatedDataset``, partitioned per client.
+
+    Works on the Hugging Face hub (online) and on local files: ``dataset="csv"`` (or
+    ``"parquet"``, ``"json"``) with ``data_files="train.csv"`` or
+    ``{"train": ..., "test": ...}``. The dataset is opened on the first :meth:`get` or
+    :meth:`test_set` call, not at construction. Features are the ``feature_columns`` (one
+    image/array column, or several scalar columns stacked in order; default: every column but
+    the label); images are scaled from [0, 255] to [0, 1] and given a leading channel axis when
+    they have none. Without a test split, ``test_fraction`` of the train split is held out.
+
+    Args:
+        dataset: Hub name or builder (``"csv"``, ``"parquet"``, ``"json"``).
+        num_clients: Number of partitions of the train split.
+        label_column: Name of the label column (integer labels).
+        feature_columns: Feature column names (None: all but the label).
+        partitioner: Partitioner name; ``partitioner_params`` its parameters.
+        data_files: Local files for the csv/parquet/json builders.
+        subset: Hub configuration name.
+        train_split: Split partitioned over the clients.
+        test_split: Split used as the centralized test set (held out if absent).
+        test_fraction: Fraction held out when there is no test split.
+        num_classes: Number of classes (default: from the dataset's ClassLabel or max + 1).
+        seed: Seed of partitioner and hold-out.
+        cache_size: LRU cache size.
+    """
+
+    def __init__(
+        self,
+        dataset: str,
+        *,
+        num_clients: int,
+        label_column: str = "label",
+        feature_columns: Sequence[str] | None = None,
+        partitioner: str = "iid",
+        partitioner_params: Mapping[str, float | int | str] | None = None,
+        data_files: str | Sequence[str] | Mapping[str, str | Sequence[str]] | None = None,
+        subset: str | None = None,
+        train_split: str = "train",
+        test_split: str = "test",
+        test_fraction: float = 0.2,
+        num_classes: int | None = None,
+        seed: int = 0,
+        cache_size: int = DEFAULT_CACHE_SIZE,
+    ) -> None:
+        super().__init__(num_clients, cache_size=cache_size)
+        self.dataset = dataset
+        self.label_column = label_column
+        self.feature_columns = list(feature_columns) if feature_columns is not None else None
+        self.partitioner_name = partitioner
+        self._partitioner = build_partitioner(
+            partitioner,
+            num_partitions=num_clients,
+            seed=seed,
+            params=partitioner_params,
+            partition_by=label_column,
+        )
+        self.data_files = data_files
+        self.subset = subset
+        self.train_split = train_split
+        self.test_split = test_split
+        if not 0.0 < test_fraction < 1.0:
+            raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+        self.test_fraction = float(test_fraction)
+        self.seed = int(seed)
+        self._num_classes_arg = num_classes
+        self._fds: object | None = None
+        self._test: Arrays | None = None
+        self._num_classes: int | None = None
+
+    def _federated(self):  # noqa: ANN202 - flwr_datasets.FederatedDataset, imported lazily
+        if self._fds is None:
+            from flwr_datasets import FederatedDataset
+
+            train, test = self.train_split, self.test_split
+            frac, seed = self.test_fraction, self.seed
+
+            def preprocess(dd):  # noqa: ANN001, ANN202 - datasets.DatasetDict
+                from datasets import DatasetDict
+
+                out = {"train": dd[train]}
+                if test in dd:
+                    out["test"] = dd[test]
+                else:
+                    parts = dd[train].train_test_split(test_size=frac, seed=seed)
+                    out = {"train": parts["train"], "test": parts["test"]}
+                return DatasetDict(out)
+
+            kwargs: dict[str, object] = {}
+            if self.data_files is not None:
+                kwargs["data_files"] = self.data_files
+            self._fds = FederatedDataset(
+                dataset=self.dataset,
+                subset=self.subset,
+                preprocessor=preprocess,
+                partitioners={"train": self._partitioner},
+                seed=self.seed,
+                **kwargs,
+            )
+        return self._fds
+
+    def _to_arrays(self, ds: Dataset) -> Arrays:
+        cols = self.feature_columns
+        if cols is None:
+            cols = [c for c in ds.column_names if c != self.label_column]
+        if not cols:
+            raise ValueError(f"no feature columns besides label column '{self.label_column}'")
+        missing = [c for c in [*cols, self.label_column] if c not in ds.column_names]
+        if missing:
+            raise ValueError(f"columns {missing} not in the dataset's columns {ds.column_names}")
+        y = np.asarray(ds.with_format("numpy")[self.label_column], dtype=np.int64)
+        if len(cols) == 1:
+            first = ds[0][cols[0]] if len(ds) else None
+            is_image = first is not None and first.__class__.__module__.startswith("PIL")
+            X = np.stack([np.asarray(v, dtype=np.float32) for v in ds[cols[0]]]) if len(ds) else (
+                np.zeros((0, 1), dtype=np.float32)
+            )
+            if is_image:
+                X = X / 255.0
+                X = X[:, None] if X.ndim == 3 else np.moveaxis(X, -1, 1)
+        else:
+            table = ds.with_format("numpy")
+            X = np.stack([np.asarray(table[c], dtype=np.float32) for c in cols], axis=1)
+        return np.ascontiguousarray(X, dtype=np.float32), y
+
+    @property
+    def num_classes(self) -> int:
+        if self._num_classes is None:
+            if self._num_classes_arg is not None:
+                self._num_classes = int(self._num_classes_arg)
+            else:
+                fds = self._federated()
+                feature = fds.load_split("test").features.get(self.label_column)  # type: ignore[attr-defined]
+                names = getattr(feature, "names", None)
+                if names:
+                    self._num_classes = len(names)
+                else:
+                    train = fds.load_split("train").with_format("numpy")  # type: ignore[attr-defined]
+                    top = int(np.max(np.asarray(train[self.label_column])))
+                    self._num_classes = max(top, int(self.test_set()[1].max(initial=0))) + 1
+        return self._num_classes
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(int(d) for d in self.test_set()[0].shape[1:])
+
+    def test_set(self) -> Arrays:
+        if self._test is None:
+            self._test = self._to_arrays(self._federated().load_split("test"))  # type: ignore[attr-defined]
+        return self._test
+
+    def _load(self, client_id: int) -> Arrays:
+        part = self._federated().load_partition(int(client_id), "train")  # type: ignore[attr-defined]
+        if len(part) == 0:
+            raise ValueError(
+                f"client {client_id} received no examples from partitioner "
+                f"'{self.partitioner_name}' over '{self.dataset}'; use fewer clients"
+            )
+        return self._to_arrays(part)
+
+
+# ---------------------------------------------------------------------------------- factory
+
+
+def build_source(
+    name: str,
+    *,
+    num_clients: int,
+    partitioner: str = "iid",
+    partitioner_params: Mapping[str, float | int | str] | None = None,
+    seed: int = 0,
+    cache_size: int = DEFAULT_CACHE_SIZE,
+    test_fraction: float = 0.2,
+    options: Mapping[str, object] | None = None,
+) -> ClientDataSource:
+    """Build a :class:`ClientDataSource` by dataset name.
+
+    Args:
+        name: One of :data:`DATASET_NAMES`.
+        num_clients: Population size.
+        partitioner: Partitioner name for digits/mnist1d/hub (ignored by synthetic).
+        partitioner_params: Its parameters.
+        seed: Seed of data generation, splits and partitioning.
+        cache_size: LRU cache size per source.
+        test_fraction: Held-out fraction for digits and mnist1d.
+        options: Dataset-specific keyword arguments: for ``mnist1d`` those of
+            :func:`make_mnist1d` (``num_samples``, ``length``, noise levels...); for
+            ``synthetic`` those of :class:`SyntheticSource` (``alpha``, ``beta``, ``iid``...);
+            for ``hub`` those of :class:`HubSource` (``dataset`` is required).
+
+    Raises:
+        ValueError: unknown name (the message lists the accepted names) or bad parameters.
+    """
+    opts = dict(options or {})
+    if name == "digits":
+        if opts:
+            raise ValueError(f"digits takes no options, got {sorted(opts)}")
+        X, y = load_digits_arrays()
+        train, test = split_train_test(X, y, test_fraction=test_fraction, seed=seed)
+        return PartitionedSource(
+            train,
+            test,
+            num_clients=num_clients,
+            partitioner=partitioner,
+            partitioner_params=partitioner_params,
+            num_classes=10,
+            seed=seed,
+            cache_size=cache_size,
+        )
+    if name == "mnist1d":
+        opts.setdefault("seed", seed)
+        X, y = make_mnist1d(**opts)  # type: ignore[arg-type]
+        train, test = split_train_test(X, y, test_fraction=test_fraction, seed=seed)
+        return PartitionedSource(
+            train,
+            test,
+            num_clients=num_clients,
+            partitioner=partitioner,
+            partitioner_params=partitioner_params,
+            num_classes=10,
+            seed=seed,
+            cache_size=cache_size,
+        )
+    if name == "synthetic":
+        opts.setdefault("seed", seed)
+        return SyntheticSource(num_clients, cache_size=cache_size, **opts)  # type: ignore[arg-type]
+    if name == "hub":
+        if "dataset" not in opts:
+            raise ValueError("dataset 'hub' needs options['dataset'] (a hub name, 'csv', ...)")
+        dataset = str(opts.pop("dataset"))
+        opts.setdefault("test_fraction", test_fraction)
+        return HubSource(
+            dataset,
+            num_clients=num_clients,
+            partitioner=partitioner,
+            partitioner_params=partitioner_params,
+            seed=seed,
+            cache_size=cache_size,
+            **opts,  # type: ignore[arg-type]
+        )
+    raise ValueError(f"unknown dataset {name!r}; accepted: {', '.join(DATASET_NAMES)}")
