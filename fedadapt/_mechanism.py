@@ -1,0 +1,268 @@
+"""The one mechanism every fedadapt method shares (ALGORITHMS.md section 7.1).
+
+A step is ``theta <- theta - eta_t * (Gamma_t * d_t)``:
+
+* ``d_t``: the base optimizer's unit-lr direction (SGD, SGD with (Nesterov) momentum, Adam),
+  computed here with ``torch._foreach`` ops (parity with ``torch.optim.SGD`` / ``Adam`` is
+  tested in ``tests/fedadapt/test_directions.py``);
+* ``eta_t``: the scalar step size, always ``param_groups[i]["lr"]`` (a Python float on CPU,
+  a 0-dim device tensor elsewhere), clipped to ``[min_lr, max_lr]``;
+* ``Gamma_t``: an optional per-coordinate scale kept in ``self.state[p]``.
+
+Method classes subclass :class:`AdaptiveOptimizer` and implement ``_group_step``. Every
+per-parameter buffer lives in ``self.state[p]`` and every per-group scalar in the param group,
+so ``state_dict()``, pickling and LR schedulers work without custom code.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from typing import ClassVar
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+
+BASES = ("sgd", "adam")
+
+__all__ = ["AdaptiveOptimizer", "global_dot", "BASES"]
+
+
+def global_dot(xs: Sequence[Tensor], ys: Sequence[Tensor]) -> float | Tensor:
+    """Sum over tensors of per-tensor dot products.
+
+    Each dot product is taken in the tensors' own dtype (torch reductions accumulate
+    blockwise); the sum across tensors is in float64. Returns a Python float on CPU and a
+    0-dim float64 device tensor elsewhere (no host synchronisation).
+    """
+    parts = [torch.dot(x.reshape(-1), y.reshape(-1)) for x, y in zip(xs, ys, strict=True)]
+    if not parts:
+        return 0.0
+    if parts[0].device.type == "cpu":
+        return math.fsum(p.item() for p in parts)
+    return torch.stack([p.to(torch.float64) for p in parts]).sum()
+
+
+def _is_finite(x: float | Tensor) -> bool:
+    if isinstance(x, Tensor):
+        # one host synchronisation: see the note on CUDA in AdaptiveOptimizer's docstring
+        return bool(torch.isfinite(x).all())
+    return math.isfinite(x)
+
+
+def _clip(x: float | Tensor, lo: float, hi: float) -> float | Tensor:
+    if isinstance(x, Tensor):
+        return x.clamp(lo, hi)
+    return min(max(x, lo), hi)
+
+
+def _check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ValueError(msg)
+
+
+class AdaptiveOptimizer(Optimizer):
+    """Base class: scalar scale ``lr``, per-coordinate scale ``Gamma``, base direction ``d``.
+
+    Args shared by every method (all validated, ``ValueError`` naming the value):
+        lr: initial step size (> 0). The adapted value is ``param_groups[i]["lr"]``.
+        base: ``"sgd"`` (default, no momentum) or ``"adam"``.
+        momentum, dampening, nesterov: SGD base, same meaning as ``torch.optim.SGD``.
+        betas, eps: Adam base, same meaning as ``torch.optim.Adam``.
+        weight_decay: coupled L2 added to the gradient (both bases), as in torch.
+        min_lr, max_lr: explicit bounds of the adapted ``lr``; ``None`` picks the method's
+            default (a multiple of ``lr``, see each class).
+
+    Group scalars kept in ``param_groups[i]``: ``"step"`` (steps taken), ``"skipped"`` (steps
+    skipped because the gradient or a statistic was non-finite; such a step leaves parameters,
+    ``lr`` and all state untouched), ``"lr0"`` (the initial ``lr``).
+
+    Note on CUDA: ``lr`` is a 0-dim device tensor and the adaptation runs without host
+    synchronisation, except the non-finite guard, which reads one boolean per step.
+    """
+
+    required_signals: ClassVar[tuple[str, ...]] = ()
+    optional_signals: ClassVar[tuple[str, ...]] = ()
+    per_coordinate: ClassVar[bool] = False
+    # default bounds as multiples of lr0 (None = unbounded on that side)
+    _min_lr_factor: ClassVar[float | None] = 0.0
+    _max_lr_factor: ClassVar[float | None] = None
+
+    def __init__(self, params: Iterable, defaults: dict) -> None:
+        base = defaults.get("base", "sgd")
+        _check(base in BASES, f"base must be one of {list(BASES)}, got {base!r}")
+        lr = defaults["lr"]
+        _check(isinstance(lr, int | float) and lr > 0 and math.isfinite(lr), f"lr must be a finite number > 0, got {lr!r}")
+        _check(0.0 <= defaults.get("momentum", 0.0) < 1.0, f"momentum must be in [0, 1), got {defaults.get('momentum')}")
+        _check(0.0 <= defaults.get("dampening", 0.0) <= 1.0, f"dampening must be in [0, 1], got {defaults.get('dampening')}")
+        _check(defaults.get("weight_decay", 0.0) >= 0.0, f"weight_decay must be >= 0, got {defaults.get('weight_decay')}")
+        if defaults.get("nesterov"):
+            _check(base == "sgd" and defaults.get("momentum", 0.0) > 0 and defaults.get("dampening", 0.0) == 0,
+                   "nesterov needs base='sgd', momentum > 0 and dampening 0")
+        betas = defaults.get("betas", (0.9, 0.999))
+        _check(len(betas) == 2 and all(0.0 <= b < 1.0 for b in betas), f"betas must be two numbers in [0, 1), got {betas!r}")
+        defaults["betas"] = (float(betas[0]), float(betas[1]))
+        _check(defaults.get("eps", 1e-8) >= 0.0, f"eps must be >= 0, got {defaults.get('eps')}")
+        lo, hi = defaults.get("min_lr"), defaults.get("max_lr")
+        _check(lo is None or lo >= 0.0, f"min_lr must be >= 0, got {lo}")
+        _check(hi is None or hi > 0.0, f"max_lr must be > 0, got {hi}")
+        _check(lo is None or hi is None or lo <= hi, f"min_lr must be <= max_lr, got {lo} > {hi}")
+        super().__init__(params, defaults)
+
+    # ------------------------------------------------------------------ groups
+    def add_param_group(self, param_group: dict) -> None:
+        super().add_param_group(param_group)
+        g = self.param_groups[-1]
+        lr0 = float(g["lr"])
+        g.setdefault("lr0", lr0)
+        if g.get("min_lr") is None:
+            g["min_lr"] = 0.0 if self._min_lr_factor is None else self._min_lr_factor * lr0
+        if g.get("max_lr") is None:
+            g["max_lr"] = math.inf if self._max_lr_factor is None else self._max_lr_factor * lr0
+        g["min_lr"], g["max_lr"] = float(g["min_lr"]), float(g["max_lr"])
+        _check(g["min_lr"] <= lr0 <= g["max_lr"], f"lr {lr0} must lie in [min_lr, max_lr] = [{g['min_lr']}, {g['max_lr']}]")
+        g.setdefault("step", 0)
+        g.setdefault("skipped", 0)
+        device = g["params"][0].device if g["params"] else torch.device("cpu")
+        if device.type != "cpu" and not isinstance(g["lr"], Tensor):
+            g["lr"] = torch.tensor(lr0, dtype=torch.float32, device=device)
+        self._init_group(g)
+
+    def _init_group(self, group: dict) -> None:
+        """Hook: method-specific group scalars."""
+
+    # ------------------------------------------------------------------ step
+    def _check_signals(self, signals: dict) -> None:
+        required = self.required_signals
+        missing = [s for s in required if s not in signals or signals[s] is None]
+        if missing:
+            raise ValueError(
+                f"{type(self).__name__} needs the per-round signals {list(required)} as keyword "
+                f"arguments of step(); missing {missing}. Use fedadapt.ServerOptimizer, which "
+                "computes them from the client models."
+            )
+        accepted = set(required) | set(self.optional_signals)
+        unknown = sorted(set(signals) - accepted)
+        if unknown:
+            raise ValueError(f"{type(self).__name__}.step() got unknown signals {unknown}; accepted: {sorted(accepted)}")
+
+    @torch.no_grad()
+    def step(self, closure=None, **signals):  # type: ignore[override]
+        self._check_signals(signals)
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            grads = [p.grad for p in params]
+            if any(g.is_sparse for g in grads):
+                raise ValueError(f"{type(self).__name__} does not support sparse gradients")
+            self._group_step(group, params, grads, signals)
+        return loss
+
+    def _group_step(self, group: dict, params: list[Tensor], grads: list[Tensor], signals: dict) -> None:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ helpers
+    @staticmethod
+    def _grads_finite(grads: Sequence[Tensor]) -> bool:
+        norms = torch._foreach_norm(list(grads))
+        return _is_finite(torch.stack([n.to(torch.float64) for n in norms]).sum())
+
+    @staticmethod
+    def _with_weight_decay(group: dict, params: list[Tensor], grads: list[Tensor]) -> list[Tensor]:
+        wd = group.get("weight_decay", 0.0)
+        if wd:
+            return torch._foreach_add(grads, params, alpha=wd)
+        return grads
+
+    def _set_lr(self, group: dict, value: float | Tensor) -> None:
+        value = _clip(value, group["min_lr"], group["max_lr"])
+        if isinstance(group["lr"], Tensor):
+            group["lr"].copy_(value)
+        else:
+            group["lr"] = float(value)
+
+    def _direction(self, group: dict, params: list[Tensor], grads: list[Tensor]) -> tuple[list[Tensor], float]:
+        """Advance the base state; return ``(d_raw, factor)`` with unit-lr direction ``factor * d_raw``.
+
+        ``grads`` already contain weight decay. For plain SGD ``d_raw`` *is* ``grads`` (no
+        copy); for momentum without Nesterov it is the momentum buffers themselves.
+        ``group["step"]`` must already count this step.
+        """
+        if group["base"] == "sgd":
+            mu = group.get("momentum", 0.0)
+            if mu == 0.0:
+                return grads, 1.0
+            bufs = []
+            fresh = []
+            for p, g in zip(params, grads, strict=True):
+                st = self.state[p]
+                if "momentum_buffer" not in st:
+                    st["momentum_buffer"] = torch.clone(g).detach()
+                    fresh.append(True)
+                else:
+                    fresh.append(False)
+                bufs.append(st["momentum_buffer"])
+            old = [b for b, f in zip(bufs, fresh, strict=True) if not f]
+            if old:
+                og = [g for g, f in zip(grads, fresh, strict=True) if not f]
+                torch._foreach_mul_(old, mu)
+                torch._foreach_add_(old, og, alpha=1.0 - group.get("dampening", 0.0))
+            if group.get("nesterov"):
+                return torch._foreach_add(grads, bufs, alpha=mu), 1.0
+            return bufs, 1.0
+        # adam
+        beta1, beta2 = group["betas"]
+        ms, vs = [], []
+        for p in params:
+            st = self.state[p]
+            if "exp_avg" not in st:
+                st["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                st["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            ms.append(st["exp_avg"])
+            vs.append(st["exp_avg_sq"])
+        t = group["step"]
+        torch._foreach_lerp_(ms, grads, 1.0 - beta1)
+        torch._foreach_mul_(vs, beta2)
+        torch._foreach_addcmul_(vs, grads, grads, 1.0 - beta2)
+        bc1 = 1.0 - beta1**t
+        bc2_sqrt = math.sqrt(1.0 - beta2**t)
+        denom = torch._foreach_sqrt(vs)
+        torch._foreach_div_(denom, bc2_sqrt)
+        torch._foreach_add_(denom, group["eps"])
+        return torch._foreach_div(ms, denom), 1.0 / bc1
+
+    @staticmethod
+    def _apply(params: list[Tensor], d: list[Tensor], lr: float | Tensor, factor: float) -> None:
+        """``params -= lr * factor * d``."""
+        if isinstance(lr, Tensor):
+            torch._foreach_add_(params, torch._foreach_mul(d, lr * (-factor)))
+        else:
+            torch._foreach_add_(params, d, alpha=-lr * factor)
+
+    # ------------------------------------------------------------------ stats
+    def _coordinate_scales(self, group: dict) -> list[Tensor]:
+        """Per-coordinate multipliers of ``lr`` (empty for scalar methods)."""
+        return []
+
+    def step_size_stats(self) -> dict[str, float]:
+        """``{"lr", "step-mean", "step-min", "step-max"}``; may synchronise (call once per round)."""
+        lr = float(self.param_groups[0]["lr"])
+        if not self.per_coordinate:
+            return {"lr": lr, "step-mean": lr, "step-min": lr, "step-max": lr}
+        total, count, lo, hi = 0.0, 0, math.inf, -math.inf
+        for group in self.param_groups:
+            glr = float(group["lr"])
+            for s in self._coordinate_scales(group):
+                total += glr * float(s.sum(dtype=torch.float64))
+                count += s.numel()
+                lo = min(lo, glr * float(s.min()))
+                hi = max(hi, glr * float(s.max()))
+        if count == 0:
+            return {"lr": lr, "step-mean": lr, "step-min": lr, "step-max": lr}
+        return {"lr": lr, "step-mean": total / count, "step-min": lo, "step-max": hi}
