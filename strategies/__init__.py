@@ -1,1 +1,45 @@
-"""strategies package."""
+"""Flower Message-API strategies that apply fedadapt's methods on the server.
+
+Clients are not nodes: in simulation a population of client ids is sampled with a seeded
+generator and split over worker nodes; in a deployment each SuperNode is a client. See
+docs/STRATEGIES.md.
+"""
+
+from .checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
+from .client import (
+    ClientOutcome,
+    EvaluateOutcome,
+    EvaluatePlan,
+    TrainPlan,
+    TrainReplyBuilder,
+    build_evaluate_reply,
+    build_train_reply,
+    error_reply,
+    read_evaluate_message,
+    read_train_message,
+)
+from .fedadapt_strategy import FedAdapt
+from .sampling import Cohort, WorkersNotReady, sample_cohort, sample_nodes, split_over_workers
+
+__all__ = [
+    "CheckpointError",
+    "ClientOutcome",
+    "Cohort",
+    "EvaluateOutcome",
+    "EvaluatePlan",
+    "FedAdapt",
+    "TrainPlan",
+    "TrainReplyBuilder",
+    "WorkersNotReady",
+    "build_evaluate_reply",
+    "build_train_reply",
+    "error_reply",
+    "load_checkpoint",
+    "read_checkpoint",
+    "read_evaluate_message",
+    "read_train_message",
+    "sample_cohort",
+    "sample_nodes",
+    "save_checkpoint",
+    "split_over_workers",
+]

@@ -1,0 +1,256 @@
+"""``FedAdapt``: a Flower ``FedAvg`` whose server step is any fedadapt optimizer."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Iterable, Mapping
+
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import FedAvg
+
+from . import records as R
+from . import sampling
+from .orchestration import ConfigValue, Orchestration, RoundCallback, check_optimizer_name
+from .validation import CheckedReply
+
+log = logging.getLogger(__name__)
+
+
+class FedAdapt(Orchestration, FedAvg):
+    r"""Federated averaging whose server step is a fedadapt optimizer, with clients decoupled
+    from Flower nodes.
+
+    Each round the clients' example-weighted mean model :math:`\bar x` is formed from the
+    validated replies and the pseudo-gradient :math:`\hat g_t = x_t - \bar x` is handed to
+    ``fedadapt.ServerOptimizer(name=server_optimizer, **server_options)``:
+
+    .. math::
+
+        x_{t+1} = \mathrm{step}_{\text{server\_optimizer}}(x_t, \hat g_t;\ \text{signals})
+
+    so ``server_optimizer="sgd", server_options={"lr": 1.0}`` is FedAvg, ``"adam"`` is FedAdam,
+    ``"hd"`` is server hypergradient descent. Buffers (non-float entries, BatchNorm statistics,
+    ``buffer_keys``) take the plain weighted mean.
+
+    Args:
+        server_optimizer: a name from ``fedadapt.available_optimizers()``.
+        server_options: its hyperparameters (e.g. ``{"lr": 1.0}``).
+        client_optimizer, client_options: the local optimizer every client builds with
+            ``fedadapt.build_optimizer`` (sent in the train config every round).
+        client_lr_state: ``"reset"`` (default: every round starts from ``client_options["lr"]``;
+            with a large population a client participates rarely, a step size carried from
+            many rounds ago is stale, and reset keeps rounds independent like the published
+            baselines), ``"persist"`` (each client's final lr from its last participation,
+            kept by the strategy keyed by client id) or ``"server"`` (the example-weighted mean
+            of the clients' final lrs, broadcast to every client next round: FedHyper-SL style).
+        num_clients: population size (simulation mode); ``None`` = deployment mode, where each
+            connected SuperNode is one client and the client id is the node id.
+        clients_per_round: cohort size (simulation; in deployment ``None`` uses
+            ``fraction_train`` / ``min_train_nodes`` like FedAvg).
+        evaluate_clients_per_round: evaluation cohort size (simulation; default
+            ``clients_per_round``; 0 disables federated evaluation).
+        num_workers: worker nodes to wait for and use (simulation); must agree with the
+            federation's ``num-supernodes``.
+        seed: cohorts are drawn from ``np.random.default_rng([seed, round, stream])``.
+        availability: online probability per client per round, or ``(client_id, round) -> p``.
+        reply_mode: ``"mean"`` (one reply per worker) or ``"per-client"``.
+        checkpoint_dir, checkpoint_every: write a checkpoint every N rounds.
+        on_round_end: called with the round's metrics dict (server lr and step stats, cosine
+            between consecutive pseudo-gradients, client step-size summary, train loss, ids
+            sampled / succeeded / failed and the reasons).
+        extra_train_config: ``round -> dict`` merged into the train config (app keys).
+        buffer_keys: state-dict keys averaged but never stepped (besides the automatic ones).
+        worker_wait_timeout: seconds to wait for workers (or deployment nodes) to register.
+        **flower_kwargs: Flower ``FedAvg`` arguments (``fraction_evaluate``, ``min_*_nodes``,
+            ``train_metrics_aggr_fn`` is ignored: the metrics are fedadapt's).
+
+    Example::
+
+        strategy = FedAdapt(server_optimizer="hd", server_options={"lr": 1.0, "hyper_lr": 1e-3},
+                            client_optimizer="sgd", client_options={"lr": 0.05},
+                            num_clients=10_000, clients_per_round=50, num_workers=10)
+        result = strategy.start(grid, ArrayRecord(model.state_dict()), num_rounds=100)
+    """
+
+    def __init__(
+        self,
+        *,
+        server_optimizer: str = "sgd",
+        server_options: Mapping[str, object] | None = None,
+        client_optimizer: str = "sgd",
+        client_options: Mapping[str, object] | None = None,
+        client_lr_state: str = "reset",
+        num_clients: int | None = None,
+        clients_per_round: int | None = None,
+        evaluate_clients_per_round: int | None = None,
+        num_workers: int | None = None,
+        seed: int = 0,
+        availability: sampling.Availability = 1.0,
+        reply_mode: str = "mean",
+        checkpoint_dir: str | os.PathLike[str] | None = None,
+        checkpoint_every: int = 0,
+        on_round_end: RoundCallback | None = None,
+        extra_train_config: Callable[[int], Mapping[str, ConfigValue]] | None = None,
+        buffer_keys: Iterable[str] = (),
+        worker_wait_timeout: float = 120.0,
+        **flower_kwargs: object,
+    ) -> None:
+        FedAvg.__init__(self, **flower_kwargs)  # type: ignore[arg-type]
+        check_optimizer_name(server_optimizer, "server_optimizer")
+        self.server_optimizer = server_optimizer
+        self.server_options = dict(server_options if server_options is not None else {"lr": 1.0})
+        # build once on a dummy tensor: bad hyperparameters fail here, not in round 1
+        probe = _server_optimizer([torch.zeros(1)], server_optimizer, self.server_options)
+        self._init_orchestration(
+            client_optimizer=client_optimizer,
+            client_options=client_options,
+            client_lr_state=client_lr_state,
+            num_clients=num_clients,
+            clients_per_round=clients_per_round,
+            evaluate_clients_per_round=evaluate_clients_per_round,
+            num_workers=num_workers,
+            seed=seed,
+            availability=availability,
+            reply_mode=reply_mode,
+            checkpoint_dir=checkpoint_dir,
+            checkpoint_every=checkpoint_every,
+            on_round_end=on_round_end,
+            extra_train_config=extra_train_config,
+            buffer_keys=buffer_keys,
+            worker_wait_timeout=worker_wait_timeout,
+            required_signals=tuple(probe.required_signals),
+        )
+        self._server = None  # fedadapt.ServerOptimizer over self._params
+        self._params: dict[str, torch.Tensor] = {}
+
+    # ------------------------------------------------------------------ Flower API
+    def summary(self) -> None:
+        log.info(
+            "FedAdapt: server %s %s | client %s %s (lr state %s) | %s",
+            self.server_optimizer, self.server_options, self.client_optimizer, self.client_options,
+            self.client_lr_state,
+            f"population {self.num_clients}, {self.clients_per_round}/round over {self.num_workers} workers"
+            if self.simulation_mode else "deployment mode (client id = node id)",
+        )
+
+    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
+        msgs = self._train_messages(server_round, arrays, config, grid)
+        self._sync_params(arrays)
+        return msgs
+
+    def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        t0 = time.perf_counter()
+        checked, failures = self._check_replies(server_round, replies)
+        if not checked:
+            # nothing valid: model, server optimizer and client state stay as they are
+            info = self._round_info(server_round, [], failures, {}, time.perf_counter() - t0)
+            self._finish_round(server_round, info, None)
+            return None, self._metric_record(info)
+        out = self._aggregate_checked(checked)
+        self._update_client_state(checked)
+        server_info = dict(self._server.last_info) if self._server is not None else {}
+        info = self._round_info(server_round, checked, failures, server_info, time.perf_counter() - t0)
+        self._finish_round(server_round, info, out)
+        return out, self._metric_record(info)
+
+    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
+        return self._evaluate_messages(server_round, arrays, config, grid)
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        return self._aggregate_evaluate_checked(server_round, replies)
+
+    # ------------------------------------------------------------------ server side
+    def _sync_params(self, arrays: ArrayRecord) -> None:
+        """Server copy of the parameters := the round's global arrays (built on first use)."""
+        views = {k: R.array_to_tensor(arrays[k]) for k in self.param_keys()}
+        if self._server is None or set(views) != set(self._params) or any(
+            views[k].shape != self._params[k].shape or views[k].dtype != self._params[k].dtype for k in views
+        ):
+            self._params = {k: v.clone() for k, v in views.items()}
+            self._server = _server_optimizer(list(self._params.values()), self.server_optimizer, self.server_options)
+            return
+        with torch.no_grad():
+            for k, v in views.items():
+                self._params[k].copy_(v)
+
+    def _aggregate_checked(self, checked: list[CheckedReply]) -> ArrayRecord:
+        assert self._layout is not None and self._server is not None
+        total = sum(c.num_examples for c in checked)
+        pkeys = self.param_keys()
+        mean: dict[str, torch.Tensor] = {}
+        with torch.no_grad():
+            for key in self._layout:
+                acc = None
+                for c in checked:
+                    x = c.arrays[key]
+                    w = c.num_examples / total
+                    if acc is None:
+                        acc = torch.mul(x, w) if x.dtype == torch.float64 else x.to(torch.float64).mul_(w)
+                    else:
+                        acc.add_(x, alpha=w)
+                assert acc is not None
+                mean[key] = acc  # float64
+            signals = self._signals(checked, total, pkeys)
+            self._server.step_from_mean([mean[k] for k in pkeys], **signals)
+            out: dict[str, torch.Tensor] = {}
+            for key, (dtype, _) in self._layout.items():
+                if key in self._params:
+                    out[key] = self._params[key]
+                else:
+                    tdt = R.torch_dtype(dtype)
+                    out[key] = (mean[key] if tdt.is_floating_point else mean[key].round()).to(tdt)
+        return R.tensors_to_record(out)
+
+    def _signals(self, checked: list[CheckedReply], total: int, pkeys: list[str]) -> dict[str, object]:
+        want = set(self.required_signals)
+        sig: dict[str, object] = {}
+        if R.SIG_SQ_NORMS in want:
+            s = math.fsum(n * v for c in checked for n, v in zip(c.client_num_examples, c.sq_norms or [], strict=True))
+            sig[R.SIG_SQ_NORMS] = s / total
+        if R.SIG_NUM_CLIENTS in want:
+            sig[R.SIG_NUM_CLIENTS] = sum(len(c.client_ids) for c in checked)
+        if R.SIG_SQ_MEAN in want:
+            sq = []
+            for k in pkeys:
+                acc = torch.zeros(self._params[k].shape, dtype=torch.float64)
+                for c in checked:
+                    assert c.signal_arrays is not None
+                    acc.add_(c.signal_arrays[k])
+                sq.append(acc.div_(total).to(self._params[k].dtype))
+            sig[R.SIG_SQ_MEAN] = sq
+        return sig
+
+    # ------------------------------------------------------------------ checkpoint hooks
+    def identity(self) -> dict[str, object]:
+        return {**super().identity(), "server-optimizer": self.server_optimizer}
+
+    def server_state(self) -> dict[str, object]:
+        if self._server is None:
+            return {}
+        return {"server_optimizer": self._server.state_dict(), "param_keys": list(self._params)}
+
+    def load_server_state(self, state: Mapping[str, object], arrays: ArrayRecord) -> None:
+        self._layout = R.layout_of(arrays)
+        self._current = arrays
+        self._server = None
+        self._sync_params(arrays)
+        if "server_optimizer" in state:
+            keys = list(state.get("param_keys", []))  # type: ignore[call-overload]
+            if keys != list(self._params):
+                raise ValueError(f"checkpoint parameter keys {keys[:5]}... differ from the model's {list(self._params)[:5]}...")
+            assert self._server is not None
+            self._server.load_state_dict(state["server_optimizer"])  # type: ignore[arg-type]
+
+
+def _server_optimizer(params: list[torch.Tensor], name: str, options: Mapping[str, object]):  # noqa: ANN202
+    import fedadapt
+
+    return fedadapt.ServerOptimizer(params, name, **dict(options))
+
+
+__all__ = ["FedAdapt"]

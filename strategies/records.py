@@ -1,0 +1,140 @@
+"""Records <-> tensors without extra copies, and the protocol's record and config keys.
+
+An ``ArrayRecord`` holds each array as serialized ``.npy`` bytes. ``Array.numpy()`` goes
+through ``np.load`` and copies the data; :func:`array_to_tensor` instead parses the ``.npy``
+header and wraps the bytes that follow it with ``torch.frombuffer`` (read-only view, no copy).
+:func:`tensor_to_array` writes a header plus the raw bytes (one copy, like ``np.save``).
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+from flwr.app import Array, ArrayRecord
+
+# ---------------------------------------------------------------- protocol keys (CONTRACTS §2-3)
+ARRAYS = "arrays"
+CONFIG = "config"
+METRICS = "metrics"
+CLIENTS = "fedadapt.clients"
+SIGNALS = "fedadapt.signals"
+
+CFG_ROUND = "server-round"
+CFG_CLIENT_IDS = "fedadapt.client-ids"
+CFG_CLIENT_LRS = "fedadapt.client-lrs"
+CFG_OPTIMIZER = "fedadapt.optimizer"
+CFG_OPTIMIZER_OPTIONS = "fedadapt.optimizer-options"
+CFG_SIGNALS = "fedadapt.signals"
+CFG_REPLY_MODE = "fedadapt.reply-mode"
+CFG_BUFFER_KEYS = "fedadapt.buffer-keys"
+
+NUM_EXAMPLES = "num-examples"
+TRAIN_LOSS = "train-loss"
+EVAL_LOSS = "eval-loss"
+
+# signal names (fedadapt ServerOptimizer keyword arguments, CONTRACTS §1)
+SIG_SQ_NORMS = "client_sq_norms_mean"
+SIG_NUM_CLIENTS = "num_clients"
+SIG_SQ_MEAN = "client_sq_mean"
+KNOWN_SIGNALS = (SIG_SQ_NORMS, SIG_NUM_CLIENTS, SIG_SQ_MEAN)
+
+REPLY_MODES = ("mean", "per-client")
+NO_LR = -1.0  # "no carried lr" marker in fedadapt.client-lrs
+
+# names of state-dict entries that are buffers, not parameters (averaged, never stepped)
+BUFFER_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")
+
+_NPY = "numpy.ndarray"
+
+
+def is_buffer_key(key: str, dtype: str, extra: frozenset[str] | set[str] = frozenset()) -> bool:
+    """True for entries the server averages but never steps: non-float dtypes, BN statistics."""
+    if key in extra:
+        return True
+    if not np.issubdtype(np.dtype(dtype), np.floating):
+        return True
+    return key.endswith(BUFFER_SUFFIXES)
+
+
+def torch_dtype(dtype: str) -> torch.dtype:
+    """The torch dtype of a numpy dtype string (``"float32"`` -> ``torch.float32``)."""
+    return torch.from_numpy(np.empty(0, dtype=np.dtype(dtype))).dtype
+
+
+def npy_layout(array: Array) -> tuple[np.dtype, tuple[int, ...], int]:
+    """Parse the ``.npy`` header of ``array.data``: (dtype, shape, byte offset of the data).
+
+    Raises ``ValueError`` for anything that is not a C-ordered ``.npy`` blob whose header agrees
+    with ``array.dtype`` / ``array.shape`` and whose length matches.
+    """
+    if array.stype != _NPY:
+        raise ValueError(f"unsupported stype {array.stype!r} (expected {_NPY!r})")
+    data = array.data
+    if not isinstance(data, bytes | bytearray | memoryview) or len(data) < 10:
+        raise ValueError("array data is empty or not bytes")
+    head = io.BytesIO(bytes(data[: min(len(data), 65536 + 16)]))
+    try:
+        version = np.lib.format.read_magic(head)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(head)
+        else:
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(head)
+    except Exception as exc:  # noqa: BLE001 - any parse failure is a malformed array
+        raise ValueError(f"malformed .npy header: {exc}") from exc
+    if fortran and len(shape) > 1:
+        raise ValueError("fortran-ordered arrays are not supported")
+    if dtype.hasobject:
+        raise ValueError("object arrays are not allowed")
+    if str(dtype) != str(array.dtype) or tuple(shape) != tuple(array.shape):
+        raise ValueError(
+            f"header says {dtype}{tuple(shape)}, Array says {array.dtype}{tuple(array.shape)}"
+        )
+    offset = head.tell()
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if len(data) - offset != nbytes:
+        raise ValueError(f"expected {nbytes} data bytes, found {len(data) - offset}")
+    return dtype, tuple(shape), offset
+
+
+def array_to_tensor(array: Array) -> torch.Tensor:
+    """Read-only torch view of an ``Array``'s data (no copy). Do not write into it."""
+    dtype, shape, offset = npy_layout(array)
+    count = int(np.prod(shape, dtype=np.int64))
+    if dtype.byteorder == ">":
+        # rare: big-endian payload, needs a byte-swapping copy
+        return torch.from_numpy(
+            np.frombuffer(array.data, dtype=dtype, count=count, offset=offset)
+            .astype(dtype.newbyteorder("="))
+            .reshape(shape)
+        )
+    flat = np.frombuffer(array.data, dtype=dtype, count=count, offset=offset)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "non-writable array": we only read
+        return torch.from_numpy(flat).reshape(shape)
+
+
+def tensor_to_array(tensor: torch.Tensor) -> Array:
+    """Serialize a tensor as a ``.npy`` ``Array`` (same bytes ``Array(ndarray)`` produces)."""
+    arr = tensor.detach().cpu().contiguous().numpy()
+    buf = io.BytesIO()
+    np.lib.format.write_array(buf, arr, allow_pickle=False)
+    return Array(dtype=str(arr.dtype), shape=tuple(arr.shape), stype=_NPY, data=buf.getvalue())
+
+
+def record_to_tensors(record: ArrayRecord) -> dict[str, torch.Tensor]:
+    """Read-only views of every array in the record, keyed like the record."""
+    return {k: array_to_tensor(a) for k, a in record.items()}
+
+
+def tensors_to_record(tensors: Mapping[str, torch.Tensor]) -> ArrayRecord:
+    """An ``ArrayRecord`` whose keys follow ``tensors``' order."""
+    return ArrayRecord({k: tensor_to_array(t) for k, t in tensors.items()})
+
+
+def layout_of(record: ArrayRecord) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """Key -> (dtype string, shape) from the record's metadata (no decoding)."""
+    return {k: (str(a.dtype), tuple(a.shape)) for k, a in record.items()}
