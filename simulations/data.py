@@ -510,6 +510,7 @@ class HubSource(ClientDataSource):
         test_split: Split used as the centralized test set (held out if absent).
         test_fraction: Fraction held out when there is no test split.
         num_classes: Number of classes (default: from the dataset's ClassLabel or max + 1).
+        cache_dir: Hugging Face datasets cache directory (default: the library's).
         seed: Seed of partitioner and hold-out.
         cache_size: LRU cache size.
     """
@@ -529,11 +530,13 @@ class HubSource(ClientDataSource):
         test_split: str = "test",
         test_fraction: float = 0.2,
         num_classes: int | None = None,
+        cache_dir: str | None = None,
         seed: int = 0,
         cache_size: int = DEFAULT_CACHE_SIZE,
     ) -> None:
         super().__init__(num_clients, cache_size=cache_size)
         self.dataset = dataset
+        self.cache_dir = cache_dir
         self.label_column = label_column
         self.feature_columns = list(feature_columns) if feature_columns is not None else None
         self.partitioner_name = partitioner
@@ -578,6 +581,8 @@ class HubSource(ClientDataSource):
             kwargs: dict[str, object] = {}
             if self.data_files is not None:
                 kwargs["data_files"] = self.data_files
+            if self.cache_dir is not None:
+                kwargs["cache_dir"] = self.cache_dir
             self._fds = FederatedDataset(
                 dataset=self.dataset,
                 subset=self.subset,

@@ -115,7 +115,7 @@ def recovery_metrics(
             continue
         pre = float(before[-window:].mean())
         i_min = int(np.argmin(seg_acc))
-        recovered = np.flatnonzero(seg_acc[i_min:] >= threshold * pre)
+        recovered = np.flatnonzero(seg_acc[i_min:] >= threshold * pre - 1e-12)
         rec_round = int(seg_rnd[i_min + recovered[0]]) if len(recovered) else None
         out.append(
             Recovery(
