@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from simulations.recovery import recovery_report
+from simulations import recovery
 
 
 def _clean(value: Any) -> Any:
@@ -112,39 +112,63 @@ def _accuracy_curve(rows: Sequence[Mapping[str, Any]]) -> list[tuple[int, float]
 
 
 def drift_rounds(rows: Sequence[Mapping[str, Any]]) -> list[int]:
-    """Rounds at which a changepoint began (from the rows' drift events)."""
-    out = []
-    for r in rows:
-        events = r.get("drift-events") or []
-        if any(str(e).startswith("start") for e in events):
-            out.append(int(r["round"]))
-    return out
+    """Rounds in which some clients reached a changepoint (from the rows' drift events)."""
+    return [int(r["round"]) for r in rows if r.get("drift-events")]
+
+
+def changepoints(config: Mapping[str, Any]) -> list[int]:
+    """Base changepoint rounds of the run's drift schedule (for recovery metrics)."""
+    from simulations.drift import DriftSchedule
+
+    if config.get("drift.kind", "none") == "none" or not int(config.get("drift.round", 0)):
+        return []
+    schedule = DriftSchedule.from_settings(
+        str(config.get("drift.timing", "sudden")),
+        int(config["drift.round"]),
+        num_rounds=int(config.get("num-server-rounds", 1)),
+        width=int(config.get("drift.width", 1)),
+        period=int(config.get("drift.period", 0)),
+        stagger=int(config.get("drift.stagger", 0)),
+        seed=int(config.get("seed", 0)),
+    )
+    return schedule.changepoint_rounds()
+
+
+def _kebab(d: Mapping[str, Any]) -> dict[str, Any]:
+    return {k.replace("_", "-"): v for k, v in d.items()}
 
 
 def summarize(rows: Sequence[Mapping[str, Any]], config: Mapping[str, Any]) -> dict[str, Any]:
     curve = _accuracy_curve(rows)
     accs = [a for _, a in curve]
     rounds = [r for r, _ in curve]
-    target = float(config.get("target-accuracy", 0.8))
-    window = int(config.get("recovery-window", 3))
-    failures = sum(len(r.get("failed-ids") or []) for r in rows)
     summary: dict[str, Any] = {
         "scenario": config.get("scenario"),
         "strategy": config.get("strategy"),
         "server-optimizer": config.get("server-optimizer"),
         "client-optimizer": config.get("client-optimizer"),
         "seed": config.get("seed"),
-        "rounds": len(rows),
-        "final-accuracy": accs[-1] if accs else None,
-        "best-accuracy": max(accs) if accs else None,
+        "rounds": len([r for r in rows if int(r["round"]) >= 1]),
         "initial-accuracy": next(
-            (float(r["accuracy"]) for r in rows if int(r["round"]) == 0 and r.get("accuracy") is not None),
+            (float(r["accuracy"]) for r in rows
+             if int(r["round"]) == 0 and r.get("accuracy") is not None),
             None,
         ),
-        "failures": failures,
+        "failures": sum(len(r.get("failed-ids") or []) for r in rows),
         "wall-time": sum(float(r.get("wall-time") or 0.0) for r in rows),
     }
-    summary.update(recovery_report(rounds, accs, drift_rounds(rows), target=target, window=window))
+    if accs:
+        acc = recovery.summarize(
+            accs,
+            [c for c in changepoints(config) if c <= max(rounds)],
+            target=float(config.get("target-accuracy", 0.8)),
+            window=int(config.get("recovery-window", 3)),
+            rounds=rounds,
+        )
+        drifts = [_kebab(d) for d in acc.pop("recovery")]  # type: ignore[union-attr]
+        summary.update(_kebab(acc))
+        summary["mean-accuracy"] = summary.pop("time-averaged-accuracy")
+        summary["drifts"] = drifts
     return summary
 
 

@@ -1,0 +1,451 @@
+"""One federation from a resolved run config: the ServerApp body, the ClientApp body, and the
+in-process run used by ``fedadapt simulate``.
+
+Both Flower entry points (``simulations.server_app:app`` / ``simulations.client_app:app`` under
+``flwr run``) and the CLI (through :mod:`simulations.runtime`) call the functions here, so the
+two paths run the same code:
+
+* :func:`serve` (ServerApp): builds the model and the strategy, evaluates on the centralized
+  current-concept test set and on a fixed panel of clients' own current-concept data, writes
+  the run directory (:class:`simulations.report.RunWriter`).
+* :func:`handle_train` (ClientApp): reads the train message with fedadapt's two client calls,
+  trains each client id it lists one after another on that client's current-concept data
+  (lazily loaded, bounded cache), and replies once; it never lets an exception kill its Ray
+  actor (failures are reported per client with their reason).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from simulations.config import Value, resolve, worker_count
+from simulations.data import ClientDataSource, build_source
+from simulations.drift import (
+    Concept,
+    DriftSchedule,
+    apply_schedule,
+    current_test_set,
+    make_concepts,
+)
+from simulations.faults import FaultPlan
+from simulations.heterogeneity import Heterogeneity
+from simulations.models import build_model, default_model_for
+
+Config = Mapping[str, Value]
+RowCallback = Callable[[dict[str, Any]], None]
+
+PANEL_SIZE = 20  # clients whose own current-concept data is evaluated every round
+
+
+# ----------------------------------------------------------------------------- the federation
+
+
+@dataclass
+class World:
+    """Everything derived from the config that both sides need; cached per process."""
+
+    cfg: dict[str, Value]
+    source: ClientDataSource
+    concepts: list[Concept]
+    schedule: DriftSchedule
+    het: Heterogeneity
+    faults: FaultPlan
+    model_name: str
+
+    def model(self) -> torch.nn.Module:
+        return build_model(
+            self.model_name, self.source.input_shape, self.source.num_classes,
+            seed=int(self.cfg["seed"]),
+        )
+
+    def client_data(self, client_id: int, server_round: int) -> tuple[np.ndarray, np.ndarray]:
+        """The client's training data under its current concept in ``server_round``."""
+        X, y = self.source.get(int(client_id))
+        return apply_schedule(
+            X, y, schedule=self.schedule, concepts=self.concepts, client_id=int(client_id),
+            server_round=int(server_round), seed=int(self.cfg["seed"]),
+        )
+
+
+_DATA_KEYS = (
+    "dataset", "num-clients", "partitioner", "partition-alpha", "partition-classes",
+    "partition-shards", "synthetic-alpha", "synthetic-beta", "hub-dataset", "hub-data-files",
+    "hub-feature-key", "hub-label-key", "test-fraction", "cache-size", "seed",
+)
+_WORLDS: dict[str, World] = {}
+
+
+def _partitioner_params(cfg: Config) -> dict[str, Any]:
+    name = str(cfg["partitioner"])
+    return {
+        "dirichlet": {"alpha": float(cfg["partition-alpha"])},
+        "pathological": {"classes_per_client": int(cfg["partition-classes"])},
+        "shard": {"shards_per_client": int(cfg["partition-shards"])},
+    }.get(name, {})
+
+
+def _source_options(cfg: Config) -> dict[str, Any]:
+    if cfg["dataset"] == "synthetic":
+        return {"alpha": float(cfg["synthetic-alpha"]), "beta": float(cfg["synthetic-beta"])}
+    if cfg["dataset"] == "hub":
+        opts: dict[str, Any] = {
+            "dataset": str(cfg["hub-dataset"]),
+            "feature_key": str(cfg["hub-feature-key"]),
+            "label_key": str(cfg["hub-label-key"]),
+        }
+        if cfg["hub-data-files"]:
+            opts["data_files"] = str(cfg["hub-data-files"])
+        return opts
+    return {}
+
+
+def world(cfg: Config) -> World:
+    """The (cached) federation for ``cfg``: a worker builds it once and reuses it for every
+    message; only the data part of the config keys the cache."""
+    key = json.dumps({k: cfg[k] for k in _DATA_KEYS}, sort_keys=True) + json.dumps(
+        {k: v for k, v in cfg.items() if k.startswith(("drift.", "faults.")) or k in (
+            "local-steps", "local-epochs", "local-steps-dist", "local-steps-spread",
+            "straggler-fraction", "straggler-work", "dropout-prob", "model")},
+        sort_keys=True,
+    )
+    if key in _WORLDS:
+        return _WORLDS[key]
+    seed = int(cfg["seed"])
+    source = build_source(
+        str(cfg["dataset"]),
+        num_clients=int(cfg["num-clients"]),
+        partitioner=str(cfg["partitioner"]),
+        partitioner_params=_partitioner_params(cfg),
+        seed=seed,
+        cache_size=int(cfg["cache-size"]),
+        test_fraction=float(cfg["test-fraction"]),
+        options=_source_options(cfg),
+    )
+    kind = str(cfg["drift.kind"])
+    timing = str(cfg["drift.timing"])
+    concepts = make_concepts(
+        kind, num_classes=source.num_classes, severity=float(cfg["drift.severity"]),
+        num_concepts=2, seed=seed,
+    )
+    schedule = (
+        DriftSchedule.none()
+        if kind == "none"
+        else DriftSchedule.from_settings(
+            timing, int(cfg["drift.round"]), num_rounds=int(cfg["num-server-rounds"]),
+            width=int(cfg["drift.width"]), period=int(cfg["drift.period"]),
+            stagger=int(cfg["drift.stagger"]), seed=seed,
+        )
+    )
+    steps = int(cfg["local-steps"])
+    het = Heterogeneity(
+        work_distribution=str(cfg["local-steps-dist"]),
+        work_mean=float(steps if steps > 0 else cfg["local-epochs"]) or 1e-3,
+        work_spread=float(cfg["local-steps-spread"]),
+        integer_work=steps > 0,
+        straggler_fraction=float(cfg["straggler-fraction"]),
+        straggler_work=float(cfg["straggler-work"]),
+        online_probability=1.0,  # the strategy samples only online clients
+        dropout_probability=float(cfg["dropout-prob"]),
+        seed=seed,
+    )
+    model_name = str(cfg["model"])
+    if model_name == "auto":
+        model_name = default_model_for(str(cfg["dataset"]))
+    w = World(dict(cfg), source, concepts, schedule, het, FaultPlan.from_config(cfg), model_name)
+    if len(_WORLDS) > 4:
+        _WORLDS.clear()
+    _WORLDS[key] = w
+    return w
+
+
+# ----------------------------------------------------------------------------- client side
+
+
+def _device(cfg: Config) -> torch.device:
+    """CUDA when the run gives workers a GPU share and one is visible, else CPU."""
+    if float(cfg["client-num-gpus"]) > 0 and torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def _to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    t = torch.from_numpy(np.ascontiguousarray(array))
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t
+
+
+def train_client(
+    w: World,
+    plan: Any,
+    client_id: int,
+    model: torch.nn.Module,
+    device: torch.device,
+) -> Any:
+    """Train one client for its local work this round; return a ``ClientOutcome``."""
+    import fedadapt
+    from strategies import ClientOutcome
+
+    cfg = w.cfg
+    rnd = int(plan.server_round)
+    fault = w.faults.kind(client_id)
+    w.faults.before_training(fault, client_id, rnd, timeout=float(cfg["round-timeout"]))
+    X, y = w.client_data(client_id, rnd)
+    n = len(y)
+    if n == 0:
+        return ClientOutcome.failed(client_id, "client has no training examples")
+    draw = w.het.plan([client_id], rnd)
+    bs = int(cfg["batch-size"])
+    if int(cfg["local-steps"]) > 0:
+        steps = int(draw.work[0])
+    else:
+        steps = max(1, math.ceil(float(draw.work[0]) * n / bs))
+    dropped = bool(draw.dropped[0])
+    if dropped:
+        steps = int(steps * float(draw.dropout_point[0]))
+    plan.load_global(model)
+    model.train()
+    opt = plan.build_optimizer(model.parameters(), client_id)
+    mu = float(plan.config.get("proximal-mu", 0.0))
+    anchor = [p.detach().clone() for p in model.parameters()] if mu > 0 else None
+    Xt, yt = _to_device(X, device), _to_device(y, device)
+    gen = torch.Generator().manual_seed(hash((int(cfg["seed"]), int(client_id), rnd)) & 0x7FFFFFFF)
+    order = torch.randperm(n, generator=gen)
+    loss_sum = torch.zeros((), device=device)
+    pos = 0
+    for _ in range(steps):
+        if pos >= n:
+            order, pos = torch.randperm(n, generator=gen), 0
+        idx = order[pos : pos + bs].to(device)
+        pos += bs
+        opt.zero_grad(set_to_none=True)
+        loss = torch.nn.functional.cross_entropy(model(Xt[idx]), yt[idx])
+        if anchor is not None:  # FedProx's proximal term (Flower's FedProx only sends mu)
+            prox = sum(((p - a) ** 2).sum() for p, a in zip(model.parameters(), anchor, strict=True))
+            loss = loss + 0.5 * mu * prox
+        loss.backward()
+        opt.step()
+        loss_sum += loss.detach()
+    if dropped:
+        return ClientOutcome.failed(
+            client_id, f"dropped out mid-round after {steps} steps (simulated availability)"
+        )
+    state = {k: v.detach().to("cpu") for k, v in model.state_dict().items()}
+    state = w.faults.corrupt(fault, state)
+    mean_loss = float(loss_sum) / max(steps, 1)
+    return ClientOutcome(client_id, state, n, mean_loss, fedadapt.step_size_stats(opt))
+
+
+def handle_train(msg: Any, cfg: Config) -> Any:
+    """The ClientApp's train handler: serve every client id in the message, reply once."""
+    from strategies import ClientOutcome, TrainReplyBuilder, error_reply, read_train_message
+
+    torch.set_num_threads(1)
+    try:
+        w = world(cfg)
+        device = _device(cfg)
+        model = w.model().to(device)
+        plan = read_train_message(msg, model)
+    except Exception as exc:  # a broken message or config must not kill the actor
+        return error_reply(msg, f"worker could not read the train message: {exc!r}")
+    builder = TrainReplyBuilder(plan)
+    for cid in plan.client_ids:
+        try:
+            outcome = train_client(w, plan, int(cid), model, device)
+        except Exception as exc:  # one client's failure is reported, the others go on
+            outcome = ClientOutcome.failed(int(cid), f"{type(exc).__name__}: {exc}")
+        try:
+            builder.add(outcome)
+        except Exception as exc:  # e.g. a wrongly shaped array
+            builder.add(ClientOutcome.failed(int(cid), f"invalid client result: {exc}"))
+    return builder.reply(msg)
+
+
+# ----------------------------------------------------------------------------- server side
+
+
+def _accuracy(model: torch.nn.Module, X: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    model.eval()
+    with torch.no_grad():
+        logits = model(torch.from_numpy(np.ascontiguousarray(X)))
+        target = torch.from_numpy(np.ascontiguousarray(y))
+        loss = float(torch.nn.functional.cross_entropy(logits, target))
+        acc = float((logits.argmax(1) == target).float().mean())
+    return acc, loss
+
+
+def panel_ids(cfg: Config) -> list[int]:
+    """A fixed panel of client ids (seeded, without a population-sized allocation)."""
+    n = int(cfg["num-clients"])
+    k = min(PANEL_SIZE, n)
+    rng = np.random.default_rng([int(cfg["seed"]), 0xE7A1])
+    seen: set[int] = set()
+    while len(seen) < k:
+        seen.add(int(rng.integers(n)))
+    return sorted(seen)
+
+
+def make_evaluate(w: World, writer: Any | None) -> Callable[[int, Any], Any]:
+    from flwr.app import MetricRecord
+
+    X_test, y_test = w.source.test_set()
+    panel = panel_ids(w.cfg)
+    every = int(w.cfg["eval-every"])
+    last = int(w.cfg["num-server-rounds"])
+    model = w.model()
+
+    def evaluate(server_round: int, arrays: Any) -> Any:
+        row: dict[str, Any] = {}
+        if server_round % every == 0 or server_round in (0, last):
+            model.load_state_dict(arrays.to_torch_state_dict())
+            Xc, yc = current_test_set(
+                X_test, y_test, schedule=w.schedule, concepts=w.concepts,
+                server_round=max(server_round, 1), seed=int(w.cfg["seed"]),
+            )
+            acc, loss = _accuracy(model, Xc, yc)
+            client_accs = []
+            for cid in panel:
+                Xp, yp = w.client_data(cid, max(server_round, 1))
+                if len(yp):
+                    client_accs.append(_accuracy(model, Xp, yp)[0])
+            row = {"accuracy": acc, "loss": loss,
+                   "client-accuracy": float(np.mean(client_accs)) if client_accs else None}
+        row["drift-events"] = [
+            f"start cp{e.changepoint} {e.from_concept}->{e.to_concept} offset {e.offset}"
+            for e in w.schedule.events(server_round)
+        ] if server_round >= 1 else []
+        if writer is not None:
+            writer.add(server_round, row)
+            writer.flush(server_round)
+        metrics = {k: float(v) for k, v in row.items() if isinstance(v, float)}
+        return MetricRecord(metrics) if metrics else None
+
+    return evaluate
+
+
+def make_strategy(cfg: Config, on_round_end: Callable[[dict[str, object]], None] | None,
+                  checkpoint_dir: str | None) -> Any:
+    """The run's strategy from the registry, with fedadapt's sampling over the population."""
+    from strategies import build_strategy
+
+    name = str(cfg["strategy"])
+    client_options = json.loads(str(cfg["client-options"]))
+    client_options.setdefault("lr", float(cfg["client-lr"]))
+    kwargs: dict[str, Any] = {
+        "client_optimizer": str(cfg["client-optimizer"]),
+        "client_options": client_options,
+        "client_lr_state": str(cfg["client-lr-state"]),
+        "num_clients": int(cfg["num-clients"]),
+        "clients_per_round": int(cfg["clients-per-round"]),
+        "num_workers": worker_count(cfg),
+        "seed": int(cfg["seed"]),
+        "availability": float(cfg["online-prob"]) or 1e-9,
+        "on_round_end": on_round_end,
+        "extra_train_config": None,
+        "checkpoint_dir": checkpoint_dir,
+        "checkpoint_every": int(cfg["checkpoint-every"]),
+        "worker_wait_timeout": float(cfg["worker-wait-timeout"]),
+        "server_lr": float(cfg["server-lr"]),
+    }
+    if name == "fedadapt":
+        server_options = json.loads(str(cfg["server-options"]))
+        kwargs["server_optimizer"] = str(cfg["server-optimizer"])
+        kwargs["server_options"] = server_options
+    elif cfg["server-options"] not in ("{}", ""):
+        kwargs["server_options"] = json.loads(str(cfg["server-options"]))
+    return build_strategy(name, **kwargs)
+
+
+def default_out_dir(cfg: Config) -> Path:
+    if cfg["out-dir"]:
+        return Path(str(cfg["out-dir"]))
+    root = Path(os.environ.get("FEDADAPT_RUNS_DIR", "runs"))
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return root / f"{cfg['scenario']}-{cfg['strategy']}-s{cfg['seed']}-{stamp}"
+
+
+def serve(grid: Any, cfg: Config, on_row: RowCallback | None = None) -> dict[str, Any]:
+    """The ServerApp body: run every round, write the run directory, return the summary."""
+    from flwr.app import ArrayRecord
+
+    from simulations.report import RunWriter
+
+    out = default_out_dir(cfg).resolve()
+    writer = RunWriter(out, cfg)
+    if on_row is not None:
+        original = writer.flush
+
+        def flush_and_tell(server_round: int) -> dict[str, Any]:
+            row = original(server_round)
+            on_row(row)
+            return row
+
+        writer.flush = flush_and_tell  # type: ignore[method-assign]
+    w = world(cfg)
+
+    def on_round_end(info: dict[str, object]) -> None:
+        writer.add(int(info["round"]), info)  # type: ignore[call-overload]
+
+    ckpt_dir = str(out / "checkpoints") if int(cfg["checkpoint-every"]) > 0 else None
+    strategy = make_strategy(cfg, on_round_end, ckpt_dir)
+    initial = ArrayRecord(w.model().state_dict())
+    if cfg["resume-from"]:
+        strategy.load_checkpoint(str(cfg["resume-from"]))
+    result = strategy.start(
+        grid,
+        initial,
+        num_rounds=int(cfg["num-server-rounds"]),
+        timeout=float(cfg["round-timeout"]),
+        evaluate_fn=make_evaluate(w, writer),
+    )
+    torch.save(result.arrays.to_torch_state_dict(), out / "final_model.pt")
+    summary = writer.finish()
+    summary["run-dir"] = str(out)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    return summary
+
+
+# ----------------------------------------------------------------------------- in-process run
+
+
+def run_experiment(cfg: Config, on_round: RowCallback | None = None) -> dict[str, Any]:
+    """``fedadapt simulate``: the ServerApp and ClientApp in this process on Ray."""
+    from flwr.clientapp import ClientApp
+    from flwr.serverapp import ServerApp
+
+    from simulations.runtime import run_in_process
+
+    cfg = resolve(cfg)  # idempotent; guarantees validation before Ray starts
+    box: dict[str, Any] = {}
+    server_app = ServerApp()
+
+    @server_app.main()
+    def _main(grid: Any, context: Any) -> None:
+        box["summary"] = serve(grid, cfg, on_round)
+
+    client_app = ClientApp()
+
+    @client_app.train()
+    def _train(msg: Any, context: Any) -> Any:
+        return handle_train(msg, cfg)
+
+    run_in_process(
+        server_app,
+        client_app,
+        num_workers=worker_count(cfg),
+        client_num_cpus=float(cfg["client-num-cpus"]),
+        client_num_gpus=float(cfg["client-num-gpus"]),
+    )
+    if "summary" not in box:
+        raise RuntimeError("the simulation ended without a summary (see the log above)")
+    return box["summary"]

@@ -1,0 +1,87 @@
+"""Fault injection through scenario keys (``faults.*``), for testing that runs survive.
+
+A share of the *population* is faulty, chosen from ``(seed, client id)``: the same clients
+misbehave every time they are sampled, so a run with ``faults.raise-fraction = 0.2`` has 20% of
+its clients failing in every round they take part in. Kinds:
+
+=================== ====================================================================
+``raise``           training raises; the worker reports the client with the exception
+``nan``             the client returns NaN weights; the worker's check drops it
+``bad-shape``       the client returns a wrongly shaped array; the worker's check drops it
+``hang``            the client sleeps past the round timeout; the worker's whole reply is
+                    late and the server reports its clients as missing
+``crash``           the worker process exits hard (``os._exit``) the first time, in that
+                    process, it serves such a client: its Ray actor dies and Flower does
+                    not replace it (FLOWER.md §6.2); see docs/FAULTS.md for what remains
+=================== ====================================================================
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+
+from simulations.heterogeneity import hashed_uniform
+
+KINDS = ("raise", "crash", "nan", "bad-shape", "hang")
+_FAULT_STREAM = 0xFA
+
+
+class InjectedFault(RuntimeError):
+    """The exception an injected ``raise`` fault throws."""
+
+
+@dataclass(frozen=True)
+class FaultPlan:
+    """Shares of the population per fault kind (they add up to at most 1) and the seed."""
+
+    fractions: tuple[tuple[str, float], ...] = ()
+    seed: int = 0
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, object]) -> FaultPlan:
+        fr = tuple((k, float(cfg.get(f"faults.{k}-fraction", 0.0) or 0.0)) for k in KINDS)  # type: ignore[arg-type]
+        return cls(tuple((k, f) for k, f in fr if f > 0), int(cfg.get("seed", 0)))  # type: ignore[call-overload]
+
+    @property
+    def active(self) -> bool:
+        return bool(self.fractions)
+
+    def kind(self, client_id: int) -> str | None:
+        """The fault ``client_id`` has, or None (a fixed property of the client)."""
+        if not self.fractions:
+            return None
+        u = float(hashed_uniform(self.seed, _FAULT_STREAM, int(client_id))[0])
+        edge = 0.0
+        for name, frac in self.fractions:
+            edge += frac
+            if u < edge:
+                return name
+        return None
+
+    def faulty_share(self) -> float:
+        return sum(f for _, f in self.fractions)
+
+    def before_training(self, kind: str | None, client_id: int, server_round: int,
+                        *, timeout: float) -> None:
+        if kind == "raise":
+            raise InjectedFault(f"injected fault: client {client_id} raised in round {server_round}")
+        if kind == "hang":
+            time.sleep(timeout + 2.0)
+        if kind == "crash" and os.environ.get("FEDADAPT_NO_CRASH") != "1":
+            os._exit(17)
+
+    def corrupt(self, kind: str | None, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        if kind == "nan":
+            return {k: (torch.full_like(v, float("nan")) if v.is_floating_point() else v)
+                    for k, v in state.items()}
+        if kind == "bad-shape":
+            first = next(k for k, v in state.items() if v.is_floating_point())
+            out = dict(state)
+            out[first] = torch.zeros(tuple(s + 1 for s in state[first].shape))
+            return out
+        return state
