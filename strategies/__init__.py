@@ -19,6 +19,19 @@ from .client import (
     read_train_message,
 )
 from .fedadapt_strategy import FedAdapt
+from .registry import (
+    FedExP,
+    FedHyper,
+    FlowerSampling,
+    SampledFedAdagrad,
+    SampledFedAdam,
+    SampledFedAvg,
+    SampledFedAvgM,
+    SampledFedProx,
+    SampledFedYogi,
+    available_strategies,
+    build_strategy,
+)
 from .sampling import Cohort, WorkersNotReady, sample_cohort, sample_nodes, split_over_workers
 
 __all__ = [
@@ -28,6 +41,17 @@ __all__ = [
     "EvaluateOutcome",
     "EvaluatePlan",
     "FedAdapt",
+    "FedExP",
+    "FedHyper",
+    "FlowerSampling",
+    "SampledFedAdagrad",
+    "SampledFedAdam",
+    "SampledFedAvg",
+    "SampledFedAvgM",
+    "SampledFedProx",
+    "SampledFedYogi",
+    "available_strategies",
+    "build_strategy",
     "TrainPlan",
     "TrainReplyBuilder",
     "WorkersNotReady",
