@@ -1,0 +1,124 @@
+"""flwr-datasets partitioners by name, over the digits pool."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from simulations.data import PartitionedSource, build_source
+from simulations.partitions import PARTITIONER_NAMES, build_partitioner
+
+CASES = [
+    ("iid", {}),
+    ("dirichlet", {"alpha": 0.3}),
+    ("pathological", {"classes_per_client": 2}),
+    ("shard", {"shards_per_client": 2}),
+    ("size", {}),
+    ("size", {"distribution": "linear"}),
+]
+
+
+def _partitions(source: PartitionedSource) -> list[np.ndarray]:
+    return [source.partition_indices(k) for k in range(source.num_clients)]
+
+
+@pytest.mark.parametrize(("name", "params"), CASES)
+def test_every_partitioner_splits_digits_into_disjoint_nonempty_parts(
+    name: str, params: dict[str, float | int | str]
+) -> None:
+    source = build_source("digits", num_clients=12, partitioner=name,
+                          partitioner_params=params, seed=4)
+    assert isinstance(source, PartitionedSource)
+    parts = _partitions(source)
+    assert all(len(p) > 0 for p in parts)
+    rows = np.concatenate(parts)
+    assert len(np.unique(rows)) == len(rows)  # disjoint
+    X, y = source.get(5)
+    assert len(X) == len(parts[5]) and X.shape[1:] == (1, 8, 8)
+
+
+def test_partitions_are_deterministic_for_a_seed() -> None:
+    def parts(seed: int) -> list[np.ndarray]:
+        source = build_source("digits", num_clients=8, partitioner="dirichlet",
+                              partitioner_params={"alpha": 0.5}, seed=seed)
+        assert isinstance(source, PartitionedSource)
+        return _partitions(source)
+
+    a, b, c = parts(1), parts(1), parts(2)
+    for pa, pb in zip(a, b, strict=True):
+        np.testing.assert_array_equal(pa, pb)
+    assert any(len(pa) != len(pc) or (pa != pc).any() for pa, pc in zip(a, c, strict=True))
+
+
+def test_pathological_gives_each_client_its_number_of_classes() -> None:
+    source = build_source("digits", num_clients=10, partitioner="pathological",
+                          partitioner_params={"classes-per-client": 3}, seed=0)
+    for k in range(10):
+        assert len(np.unique(source.get(k)[1])) == 3
+
+
+def test_dirichlet_small_alpha_skews_labels() -> None:
+    skewed = build_source("digits", num_clients=10, partitioner="dirichlet",
+                          partitioner_params={"alpha": 0.05}, seed=0)
+    flat = build_source("digits", num_clients=10, partitioner="iid", seed=0)
+    n_skewed = np.mean([len(np.unique(skewed.get(k)[1])) for k in range(10)])
+    n_flat = np.mean([len(np.unique(flat.get(k)[1])) for k in range(10)])
+    assert n_skewed < 6 < n_flat == 10
+
+
+def test_size_partitioner_skews_sizes() -> None:
+    source = build_source("digits", num_clients=10, partitioner="size",
+                          partitioner_params={"distribution": "power", "exponent": 1.0})
+    sizes = [len(source.get(k)[1]) for k in range(10)]
+    assert sizes[0] > 3 * sizes[8]
+
+
+def test_partitioning_is_lazy_until_a_client_is_asked_for() -> None:
+    source = build_source("digits", num_clients=10, partitioner="dirichlet")
+    assert isinstance(source, PartitionedSource)
+    assert not source._partitioner.is_dataset_assigned()
+    assert source.cached_client_ids() == []
+    source.get(2)
+    assert source._partitioner.is_dataset_assigned()
+    assert source.cached_client_ids() == [2]
+
+
+def test_empty_partitions_are_an_error_not_silent() -> None:
+    source = build_source("digits", num_clients=60, partitioner="size",
+                          partitioner_params={"distribution": "exponential"})
+    with pytest.raises(ValueError, match="greater than 0"):
+        source.get(0)
+
+
+def test_unknown_partitioner_names_accepted_values() -> None:
+    with pytest.raises(ValueError) as info:
+        build_partitioner("kmeans", num_partitions=3)
+    for name in PARTITIONER_NAMES:
+        assert name in str(info.value)
+
+
+def test_unknown_parameter_names_accepted_ones() -> None:
+    with pytest.raises(ValueError, match="accepted: alpha, min_partition_size, self_balancing"):
+        build_partitioner("dirichlet", num_partitions=3, params={"beta": 1})
+    with pytest.raises(ValueError, match="accepted: none"):
+        build_partitioner("iid", num_partitions=3, params={"alpha": 1})
+
+
+@pytest.mark.parametrize(
+    ("name", "params", "message"),
+    [
+        ("dirichlet", {"alpha": 0}, "alpha must be > 0"),
+        ("pathological", {"classes_per_client": 0}, "classes_per_client"),
+        ("pathological", {"class_assignment_mode": "x"}, "accepted: random"),
+        ("shard", {"shards_per_client": 1.5}, "shards_per_client"),
+        ("size", {"distribution": "zipf"}, "accepted: linear, square, exponential, power"),
+    ],
+)
+def test_bad_parameters_raise(name: str, params: dict[str, float | str], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        build_partitioner(name, num_partitions=3, params=params)
+
+
+def test_bad_num_partitions_raises() -> None:
+    with pytest.raises(ValueError, match="num_partitions"):
+        build_partitioner("iid", num_partitions=0)
