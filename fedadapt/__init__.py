@@ -9,20 +9,42 @@ fedadapt never imports flwr or ray.
 """
 
 from ._mechanism import AdaptiveOptimizer, global_dot
+from .autodrop import AutoDrop
+from .conformity import CProp, conformity_scale
+from .dsa import StructuredSelfAdaptive
+from .exponentiated import ExponentiatedGradientStepSize
+from .federated import FedExP, FedHyperCL, FedHyperG, FedHyperGM
 from .hypergradient import HypergradientDescent, MultiplicativeHypergradientDescent
 from .registry import available_optimizers, build_optimizer, register_optimizer, step_size_stats
 from .server import ServerOptimizer
 
 register_optimizer("hd", HypergradientDescent)
 register_optimizer("hd-mult", MultiplicativeHypergradientDescent)
+register_optimizer("dsa", StructuredSelfAdaptive)
+register_optimizer("autodrop", AutoDrop)
+register_optimizer("cprop", CProp)
+register_optimizer("eg", ExponentiatedGradientStepSize)
+register_optimizer("fedexp", FedExP)
+register_optimizer("fedhyper-g", FedHyperG)
+register_optimizer("fedhyper-gm", FedHyperGM)
+register_optimizer("fedhyper-cl", FedHyperCL)
 
 __all__ = [
     "AdaptiveOptimizer",
+    "AutoDrop",
+    "CProp",
+    "ExponentiatedGradientStepSize",
+    "FedExP",
+    "FedHyperCL",
+    "FedHyperG",
+    "FedHyperGM",
     "HypergradientDescent",
     "MultiplicativeHypergradientDescent",
     "ServerOptimizer",
+    "StructuredSelfAdaptive",
     "available_optimizers",
     "build_optimizer",
+    "conformity_scale",
     "global_dot",
     "register_optimizer",
     "step_size_stats",

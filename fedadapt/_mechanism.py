@@ -266,3 +266,12 @@ class AdaptiveOptimizer(Optimizer):
         if count == 0:
             return {"lr": lr, "step-mean": lr, "step-min": lr, "step-max": lr}
         return {"lr": lr, "step-mean": total / count, "step-min": lo, "step-max": hi}
+
+
+def apply_scaled(params: list[Tensor], d: list[Tensor], gamma: list[Tensor], lr: float | Tensor, factor: float) -> None:
+    """``params -= lr * factor * gamma * d`` (one fused pass per tensor on CPU)."""
+    if isinstance(lr, Tensor):
+        tmp = torch._foreach_mul(d, gamma)
+        torch._foreach_add_(params, torch._foreach_mul(tmp, lr * (-factor)))
+    else:
+        torch._foreach_addcmul_(params, d, gamma, value=-lr * factor)

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor
 
-from ._mechanism import AdaptiveOptimizer, _check, global_dot
+from ._mechanism import AdaptiveOptimizer, _check, _is_finite, global_dot
 
 __all__ = ["HypergradientDescent", "MultiplicativeHypergradientDescent"]
 
@@ -141,8 +141,6 @@ class HypergradientDescent(_PreviousDirection):
         lr = group["lr"]
         if prev is not None:
             dot = global_dot(g, prev)
-            from ._mechanism import _is_finite
-
             if not _is_finite(dot):
                 group["skipped"] += 1
                 return
@@ -219,8 +217,6 @@ class MultiplicativeHypergradientDescent(_PreviousDirection):
         group.setdefault("prev_direction_sq", 0.0)
 
     def _group_step(self, group, params, grads, signals):
-        from ._mechanism import _is_finite
-
         g = self._with_weight_decay(group, params, grads)
         gg = global_dot(g, g)
         if not _is_finite(gg):

@@ -125,7 +125,7 @@ class ServerOptimizer:
         opt = self.optimizer
         pseudo = [(p.to(torch.float64) - m).to(p.dtype) for p, m in zip(self.params, mean64, strict=True)]
         finite = all(bool(torch.isfinite(g).all()) for g in pseudo)
-        for k, v in signals.items():
+        for v in signals.values():
             if isinstance(v, int | float) and not math.isfinite(v):
                 finite = False
             elif isinstance(v, list | tuple) and v and isinstance(v[0], Tensor):
