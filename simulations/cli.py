@@ -30,6 +30,7 @@ from simulations.config import (
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
     help="fedadapt: adaptive step sizes for federated learning on Flower.",
 )
 console = Console(stderr=True)
@@ -196,6 +197,16 @@ def scenarios() -> None:
     for name, line in available_scenarios().items():
         desc = line.split(":", 1)[1].strip() if ":" in line else line
         print(f"{name:20s} {desc}")
+
+
+@app.command()
+def methods() -> None:
+    """List fedadapt's optimizers and the strategy registry."""
+    import fedadapt
+    import strategies
+
+    print("optimizers (client-optimizer, server-optimizer):", ", ".join(fedadapt.available_optimizers()))
+    print("strategies (strategy):", ", ".join(strategies.available_strategies()))
 
 
 @app.command()

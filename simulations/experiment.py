@@ -39,7 +39,7 @@ from simulations.drift import (
 )
 from simulations.faults import FaultPlan
 from simulations.heterogeneity import Heterogeneity
-from simulations.models import build_model, default_model_for
+from simulations.models import build_model
 
 Config = Mapping[str, Value]
 RowCallback = Callable[[dict[str, Any]], None]
@@ -159,8 +159,8 @@ def world(cfg: Config) -> World:
         seed=seed,
     )
     model_name = str(cfg["model"])
-    if model_name == "auto":
-        model_name = default_model_for(str(cfg["dataset"]))
+    if model_name == "auto":  # an MLP suits every built-in data set; hub images get the CNN
+        model_name = "cnn" if cfg["dataset"] == "hub" else "mlp"
     w = World(dict(cfg), source, concepts, schedule, het, FaultPlan.from_config(cfg), model_name)
     if len(_WORLDS) > 4:
         _WORLDS.clear()
@@ -333,14 +333,17 @@ def make_evaluate(w: World, writer: Any | None) -> Callable[[int, Any], Any]:
     return evaluate
 
 
-def make_strategy(cfg: Config, on_round_end: Callable[[dict[str, object]], None] | None,
-                  checkpoint_dir: str | None) -> Any:
-    """The run's strategy from the registry, with fedadapt's sampling over the population."""
-    from strategies import build_strategy
+def strategy_kwargs(cfg: Config) -> dict[str, Any]:
+    """Map the run config onto the registry's constructor arguments for ``cfg["strategy"]``.
 
+    ``server-lr`` means the fedadapt server optimizer's ``lr`` for FedAdapt and the FedHyper
+    presets, ``server_learning_rate`` for FedAvgM and ``eta`` for FedAdam/FedYogi/FedAdagrad
+    (whose ``eta_l`` is set to ``client-lr``); FedAvg and FedExP have no server lr to set.
+    """
     name = str(cfg["strategy"])
     client_options = json.loads(str(cfg["client-options"]))
     client_options.setdefault("lr", float(cfg["client-lr"]))
+    server_options = json.loads(str(cfg["server-options"]))
     kwargs: dict[str, Any] = {
         "client_optimizer": str(cfg["client-optimizer"]),
         "client_options": client_options,
@@ -349,21 +352,44 @@ def make_strategy(cfg: Config, on_round_end: Callable[[dict[str, object]], None]
         "clients_per_round": int(cfg["clients-per-round"]),
         "num_workers": worker_count(cfg),
         "seed": int(cfg["seed"]),
-        "availability": float(cfg["online-prob"]) or 1e-9,
-        "on_round_end": on_round_end,
-        "extra_train_config": None,
-        "checkpoint_dir": checkpoint_dir,
-        "checkpoint_every": int(cfg["checkpoint-every"]),
+        "availability": float(cfg["online-prob"]),
         "worker_wait_timeout": float(cfg["worker-wait-timeout"]),
-        "server_lr": float(cfg["server-lr"]),
+        "fraction_evaluate": 0.0,  # evaluation runs on the server (centralized + client panel)
     }
+    lr = float(cfg["server-lr"])
     if name == "fedadapt":
-        server_options = json.loads(str(cfg["server-options"]))
         kwargs["server_optimizer"] = str(cfg["server-optimizer"])
+        kwargs["server_options"] = {"lr": lr, **server_options}
+    elif name.startswith("fedhyper"):
+        kwargs["server_options"] = {"lr": lr, **server_options}
+        if name == "fedhyper-sl":  # the preset's local method; client-lr stays the start
+            kwargs.pop("client_optimizer")
+            kwargs.pop("client_lr_state")
+        if name in ("fedhyper-cl", "fedhyper-full"):
+            kwargs.pop("client_optimizer")
+    elif name == "fedexp":
         kwargs["server_options"] = server_options
-    elif cfg["server-options"] not in ("{}", ""):
-        kwargs["server_options"] = json.loads(str(cfg["server-options"]))
-    return build_strategy(name, **kwargs)
+    elif name == "fedavgm":
+        kwargs["server_learning_rate"] = lr
+        kwargs["server_momentum"] = float(cfg["server-momentum"])
+    elif name in ("fedadam", "fedyogi", "fedadagrad"):
+        kwargs["eta"] = lr
+        kwargs["eta_l"] = float(cfg["client-lr"])
+    elif name == "fedprox":
+        kwargs["proximal_mu"] = float(cfg["proximal-mu"])
+    return kwargs
+
+
+def make_strategy(cfg: Config, on_round_end: Callable[[dict[str, object]], None] | None,
+                  checkpoint_dir: str | None) -> Any:
+    """The run's strategy from the registry, with fedadapt's sampling over the population."""
+    from strategies import build_strategy
+
+    kwargs = strategy_kwargs(cfg)
+    kwargs["on_round_end"] = on_round_end
+    kwargs["checkpoint_dir"] = checkpoint_dir
+    kwargs["checkpoint_every"] = int(cfg["checkpoint-every"]) if checkpoint_dir else 0
+    return build_strategy(str(cfg["strategy"]), **kwargs)
 
 
 def default_out_dir(cfg: Config) -> Path:

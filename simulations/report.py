@@ -200,7 +200,7 @@ def plot_run(run_dir: Path, rows: Sequence[Mapping[str, Any]], config: Mapping[s
 
     fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
     server = [(int(r["round"]), r.get("server-lr")) for r in rows if r.get("server-lr") is not None]
-    client = [(int(r["round"]), r.get("client-lr-mean")) for r in rows if r.get("client-lr-mean") is not None]
+    client = [(int(r["round"]), r.get("client-lr")) for r in rows if r.get("client-lr") is not None]
     if server:
         ax.plot(*zip(*server, strict=True), label="server step size")
     if client:
