@@ -58,6 +58,7 @@ def save_checkpoint(strategy: Orchestration, server_round: int, arrays: ArrayRec
             "lrs": [float(strategy.client_lrs[i]) for i in ids],
             "server-client-lr": -1.0 if strategy.server_client_lr is None else float(strategy.server_client_lr),
         },
+        "global-update": {} if strategy.global_update is None else {k: v.clone() for k, v in strategy.global_update.items()},
     }
     path = checkpoint_path(strategy.checkpoint_dir, server_round)
     tmp = path.with_suffix(".tmp")
@@ -129,4 +130,6 @@ def load_checkpoint(strategy: Orchestration, path: str | os.PathLike[str]) -> tu
     strategy.client_lrs = {int(i): float(v) for i, v in zip(ids, lrs, strict=True)}
     scl = float(clients.get("server-client-lr", -1.0))
     strategy.server_client_lr = None if scl < 0 else scl
+    gu = data.get("global-update") or {}
+    strategy.global_update = {str(k): v for k, v in gu.items()} if gu else None
     return int(data["round"]), arrays

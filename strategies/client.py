@@ -82,6 +82,8 @@ class TrainPlan:
     config: ConfigRecord
     global_state: dict[str, torch.Tensor]
     buffer_keys: frozenset[str] = field(default_factory=frozenset)
+    global_update: dict[str, torch.Tensor] | None = None
+    parameter_names: list[str] | None = None
 
     def lr_for(self, client_id: int) -> float | None:
         """The carried step size for ``client_id`` (``None``: start from the configured lr)."""
@@ -102,7 +104,13 @@ class TrainPlan:
         """A fresh local optimizer (``fedadapt.build_optimizer``) for ``client_id``."""
         import fedadapt
 
-        return fedadapt.build_optimizer(self.optimizer_name, params, **self.optimizer_kwargs(client_id))
+        opt = fedadapt.build_optimizer(self.optimizer_name, params, **self.optimizer_kwargs(client_id))
+        if self.global_update is not None and hasattr(opt, "set_global_update"):
+            # x_t - x_{t-1}, in the order of the optimizer's parameters (FedHyper-CL)
+            names = self.parameter_names or [k for k in self.global_state if k in self.global_update]
+            if all(n in self.global_update for n in names):
+                opt.set_global_update([self.global_update[n] for n in names])
+        return opt
 
     def load_global(self, model: torch.nn.Module) -> None:
         """Load the round's global model into ``model`` (call before each client)."""
@@ -135,7 +143,14 @@ def read_train_message(msg: Message, model: torch.nn.Module | None = None) -> Tr
     opts_raw = cfg.get(R.CFG_OPTIMIZER_OPTIONS, "{}")
     opts = json.loads(opts_raw) if isinstance(opts_raw, str) else {}
     state = {k: t.clone() for k, t in R.record_to_tensors(arrays).items()}
+    upd_rec = content.array_records.get(R.GLOBAL_UPDATE)
+    update = {k: t.clone() for k, t in R.record_to_tensors(upd_rec).items()} if upd_rec is not None else None
+    names = None
     if model is not None:
+        names = [n for n, _ in model.named_parameters()]
+        if update is not None:
+            dev = {n: p.device for n, p in model.named_parameters()}
+            update = {k: v.to(dev.get(k, v.device)) for k, v in update.items()}
         ref = model.state_dict()
         missing = set(ref) ^ set(state)
         if missing:
@@ -152,6 +167,8 @@ def read_train_message(msg: Message, model: torch.nn.Module | None = None) -> Tr
         config=cfg,
         global_state=state,
         buffer_keys=frozenset(str(k) for k in _get_list(cfg, R.CFG_BUFFER_KEYS, [])),
+        global_update=update,
+        parameter_names=names,
     )
 
 

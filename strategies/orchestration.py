@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 import numpy as np
+import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Result
@@ -41,6 +42,7 @@ from .validation import (
 log = logging.getLogger(__name__)
 
 CLIENT_LR_STATES = ("reset", "persist", "server")
+GLOBAL_UPDATE_OPTIMIZERS = frozenset({"fedhyper-cl"})
 RoundCallback = Callable[[dict[str, object]], None]
 ConfigValue = int | float | str | bool | bytes | list[int] | list[float] | list[str] | list[bool] | list[bytes]
 
@@ -139,6 +141,9 @@ class Orchestration:
         self._sent: dict[int, dict[str, object]] = {}
         self._resume_round = 0
         self._resume_arrays: ArrayRecord | None = None
+        # x_t - x_{t-1} for client methods that align with the previous global update
+        self.needs_global_update = client_optimizer in GLOBAL_UPDATE_OPTIMIZERS
+        self.global_update: dict[str, torch.Tensor] | None = None
 
     # ------------------------------------------------------------------ mode helpers
     @property
@@ -210,6 +215,9 @@ class Orchestration:
             self.fraction_train, self.min_train_nodes,  # type: ignore[attr-defined]
         )
         base = self._base_config(server_round, config)
+        update_record = None
+        if self.needs_global_update and self.global_update is not None:
+            update_record = R.tensors_to_record(self.global_update)
         msgs: list[Message] = []
         self._sent = {"round": server_round, "ids": [c for _, cs in plan for c in cs],
                       "offline": list(cohort.offline_ids), "per_node": {}}
@@ -219,6 +227,8 @@ class Orchestration:
             cfg[R.CFG_CLIENT_LRS] = [self._carried_lr(c) for c in cids]
             self._sent["per_node"].setdefault(node_id, []).extend(cids)  # type: ignore[union-attr]
             rd = RecordDict({R.ARRAYS: arrays, R.CONFIG: cfg})
+            if update_record is not None:
+                rd[R.GLOBAL_UPDATE] = update_record
             msgs.append(Message(content=rd, dst_node_id=int(node_id), message_type=MessageType.TRAIN))
         log.info("round %d: %d clients over %d messages (%d offline skipped)",
                  server_round, len(self._sent["ids"]), len(msgs), len(cohort.offline_ids))  # type: ignore[arg-type]
@@ -347,6 +357,10 @@ class Orchestration:
         return out
 
     def _finish_round(self, server_round: int, info: dict[str, object], arrays: ArrayRecord | None) -> None:
+        if self.needs_global_update and arrays is not None and self._current is not None:
+            self.global_update = {
+                k: R.array_to_tensor(arrays[k]) - R.array_to_tensor(self._current[k]) for k in self.param_keys()
+            }
         self.history.append(info)
         if self.on_round_end is not None:
             self.on_round_end(dict(info))

@@ -22,6 +22,7 @@ CONFIG = "config"
 METRICS = "metrics"
 CLIENTS = "fedadapt.clients"
 SIGNALS = "fedadapt.signals"
+GLOBAL_UPDATE = "fedadapt.global-update"  # x_t - x_{t-1} for clients that need it (FedHyper-CL)
 
 CFG_ROUND = "server-round"
 CFG_CLIENT_IDS = "fedadapt.client-ids"
@@ -29,6 +30,7 @@ CFG_CLIENT_LRS = "fedadapt.client-lrs"
 CFG_OPTIMIZER = "fedadapt.optimizer"
 CFG_OPTIMIZER_OPTIONS = "fedadapt.optimizer-options"
 CFG_SIGNALS = "fedadapt.signals"
+GLOBAL_UPDATE = "fedadapt.global-update"  # x_t - x_{t-1} for clients that need it (FedHyper-CL)
 CFG_REPLY_MODE = "fedadapt.reply-mode"
 CFG_BUFFER_KEYS = "fedadapt.buffer-keys"
 
