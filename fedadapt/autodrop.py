@@ -54,6 +54,9 @@ class AutoDrop(AdaptiveOptimizer):
         Teng, Wang, Choromanska, "AutoDrop: Training Deep Learning Models with Automatic
         Learning Rate Drop", arXiv:2111.15317.
 
+    After a drop the angle history restarts (two fresh windows are measured before the next
+    saturation test), since the angular velocity "resets" after a drop.
+
     Deviations: the reference code snapshots after the first minibatch of each epoch, waits
     20 epochs after saturation, and can replace the parameters by a weighted tail average
     (``--var_rd``); here a window is a fixed number of steps, the wait is ``patience`` windows
@@ -123,6 +126,7 @@ class AutoDrop(AdaptiveOptimizer):
         snaps = [self.state[p]["snapshot"] for p in params]
         disp = torch._foreach_sub(params, snaps)
         prev = [self.state[p].get("prev_displacement") for p in params]
+        dropped = False
         if all(x is not None for x in prev):
             num = float(global_dot(disp, prev))
             den = math.sqrt(float(global_dot(disp, disp)) * float(global_dot(prev, prev)))
@@ -143,7 +147,14 @@ class AutoDrop(AdaptiveOptimizer):
                         group["drops"] += 1
                     group["saturated"] = False
                     group["wait"] = 0
+                    dropped = True
                 group["omega"] = omega
+        if dropped:
+            # the angular velocity restarts after a drop: measure two fresh windows first
+            group["omega"] = math.nan
         for p, s in zip(params, disp, strict=True):
-            self.state[p]["prev_displacement"] = s
+            if dropped:
+                self.state[p].pop("prev_displacement", None)
+            else:
+                self.state[p]["prev_displacement"] = s
             self.state[p]["snapshot"].copy_(p)
