@@ -606,8 +606,10 @@ class HubSource(ClientDataSource):
         if len(cols) == 1:
             first = ds[0][cols[0]] if len(ds) else None
             is_image = first is not None and first.__class__.__module__.startswith("PIL")
-            X = np.stack([np.asarray(v, dtype=np.float32) for v in ds[cols[0]]]) if len(ds) else (
-                np.zeros((0, 1), dtype=np.float32)
+            X = (
+                np.stack([np.asarray(v, dtype=np.float32) for v in ds[cols[0]]])
+                if len(ds)
+                else (np.zeros((0, 1), dtype=np.float32))
             )
             if is_image:
                 X = X / 255.0

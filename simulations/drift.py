@@ -181,7 +181,9 @@ def apply_concept(
     if concept.label_permutation is not None:
         perm = np.asarray(concept.label_permutation, dtype=np.int64)
         if y.max() >= len(perm):
-            raise ValueError(f"label_permutation has {len(perm)} entries but labels reach {y.max()}")
+            raise ValueError(
+                f"label_permutation has {len(perm)} entries but labels reach {y.max()}"
+            )
         y = perm[y]
     return np.asarray(X, dtype=np.float32), y
 
@@ -348,7 +350,9 @@ class DriftSchedule:
         if len(targets) != len(rounds):
             raise ValueError(f"{len(rounds)} rounds but {len(targets)} concepts")
         return cls(
-            changepoints=tuple(Changepoint(int(r), int(c)) for r, c in zip(rounds, targets, strict=True)),
+            changepoints=tuple(
+                Changepoint(int(r), int(c)) for r, c in zip(rounds, targets, strict=True)
+            ),
             stagger_rounds=stagger_rounds,
             drifting_fraction=drifting_fraction,
             seed=seed,
@@ -366,8 +370,13 @@ class DriftSchedule:
         seed: int = 0,
     ) -> DriftSchedule:
         """Gradual changes starting at ``rounds``, each mixing in over ``transition_rounds``."""
-        base = cls.sudden(rounds, concepts, stagger_rounds=stagger_rounds,
-                          drifting_fraction=drifting_fraction, seed=seed)
+        base = cls.sudden(
+            rounds,
+            concepts,
+            stagger_rounds=stagger_rounds,
+            drifting_fraction=drifting_fraction,
+            seed=seed,
+        )
         return cls(
             changepoints=base.changepoints,
             transition_rounds=transition_rounds,
@@ -440,8 +449,7 @@ class DriftSchedule:
             return cls.none()
         kw = {"stagger_rounds": stagger, "drifting_fraction": drifting_fraction, "seed": seed}
         if timing == "recurring" and period > 0:
-            return cls.recurring(first_round, period, num_rounds, num_concepts=num_concepts,
-                                 **kw)  # type: ignore[arg-type]
+            return cls.recurring(first_round, period, num_rounds, num_concepts=num_concepts, **kw)  # type: ignore[arg-type]
         k = width if timing == "gradual" else 1
         return cls.gradual([first_round], k, **kw)  # type: ignore[arg-type]
 
@@ -537,8 +545,13 @@ def _apply_groups(
     if len(ids) == 1:
         return apply_concept(X, y, concepts[int(ids[0])], seed=seed, keys=(*keys, int(ids[0])))
     parts = [
-        apply_concept(X[concept_of_row == c], y[concept_of_row == c], concepts[int(c)],
-                      seed=seed, keys=(*keys, int(c)))
+        apply_concept(
+            X[concept_of_row == c],
+            y[concept_of_row == c],
+            concepts[int(c)],
+            seed=seed,
+            keys=(*keys, int(c)),
+        )
         for c in ids
     ]
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
@@ -595,8 +608,9 @@ def current_test_set(
     previous, current, weight = schedule.mixture(ids, server_round)
     u = hashed_uniform(schedule.seed, _TEST_MIX, ids)
     rows = np.where(u < weight, current, previous)
-    return _apply_groups(np.asarray(X, dtype=np.float32), y, rows, concepts, seed=seed,
-                         keys=(_TEST_KEY,))
+    return _apply_groups(
+        np.asarray(X, dtype=np.float32), y, rows, concepts, seed=seed, keys=(_TEST_KEY,)
+    )
 
 
 def concept_test_set(X: np.ndarray, y: np.ndarray, concept: Concept, *, seed: int = 0) -> Arrays:

@@ -253,10 +253,15 @@ class Heterogeneity:
         if self.work_mean <= 0:
             raise ValueError(f"work_mean must be > 0, got {self.work_mean}")
         if self.work_spread < 0 or (self.work_distribution == "uniform" and self.work_spread > 1):
-            raise ValueError(f"work_spread out of range for {self.work_distribution}: "
-                             f"{self.work_spread}")
-        for name in ("straggler_fraction", "straggler_work", "online_probability",
-                     "dropout_probability"):
+            raise ValueError(
+                f"work_spread out of range for {self.work_distribution}: {self.work_spread}"
+            )
+        for name in (
+            "straggler_fraction",
+            "straggler_work",
+            "online_probability",
+            "dropout_probability",
+        ):
             _check_probability(name, getattr(self, name))
 
     def plan(self, client_ids: IntOrArray, server_round: int) -> CohortPlan:

@@ -116,4 +116,3 @@ def build_model(
                 for p in model.parameters():
                     p.zero_()
     return model
-

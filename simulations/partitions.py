@@ -98,9 +98,7 @@ def build_partitioner(
         rows = p.load_partition(0)
     """
     if name not in PARTITIONER_PARAMS:
-        raise ValueError(
-            f"unknown partitioner {name!r}; accepted: {', '.join(PARTITIONER_NAMES)}"
-        )
+        raise ValueError(f"unknown partitioner {name!r}; accepted: {', '.join(PARTITIONER_NAMES)}")
     num_partitions = _positive_int("num_partitions", num_partitions)
     given = {str(k).replace("-", "_"): v for k, v in (params or {}).items()}
     unknown = sorted(set(given) - set(PARTITIONER_PARAMS[name]))
@@ -169,7 +167,8 @@ def build_partitioner(
         if isinstance(exponent, bool | str) or float(exponent) < 0:
             raise ValueError(f"exponent must be >= 0, got {exponent!r}")
         return fp.IdToSizeFncPartitioner(
-            num_partitions=num_partitions, partition_id_to_size_fn=partial(_power_share, exponent=float(exponent))
+            num_partitions=num_partitions,
+            partition_id_to_size_fn=partial(_power_share, exponent=float(exponent)),
         )
     raise ValueError(
         f"unknown size distribution {distribution!r}; accepted: {', '.join(SIZE_DISTRIBUTIONS)}"

@@ -110,8 +110,18 @@ def recovery_metrics(
         seg = (rnd >= c) if end is None else ((rnd >= c) & (rnd < end))
         seg_acc, seg_rnd = acc[seg], rnd[seg]
         if len(before) == 0 or len(seg_acc) == 0:
-            out.append(Recovery(c, float(before[-window:].mean()) if len(before) else None,
-                                None, None, None, None, None, None))
+            out.append(
+                Recovery(
+                    c,
+                    float(before[-window:].mean()) if len(before) else None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                )
+            )
             continue
         pre = float(before[-window:].mean())
         i_min = int(np.argmin(seg_acc))
@@ -183,7 +193,8 @@ def summarize(
         ),
         "recovery": [
             r.to_dict()
-            for r in recovery_metrics(acc.tolist(), changepoints, window=window,
-                                      threshold=threshold, rounds=rnd.tolist())
+            for r in recovery_metrics(
+                acc.tolist(), changepoints, window=window, threshold=threshold, rounds=rnd.tolist()
+            )
         ],
     }

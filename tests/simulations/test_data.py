@@ -173,8 +173,10 @@ def test_hub_source_reads_local_csv_files(tmp_path: Path) -> None:
         partitioner_params={"alpha": 1.0, "min_partition_size": 1},
         options={
             "dataset": "csv",
-            "data_files": {"train": str(tmp_path / "train.csv"),
-                           "test": str(tmp_path / "test.csv")},
+            "data_files": {
+                "train": str(tmp_path / "train.csv"),
+                "test": str(tmp_path / "test.csv"),
+            },
             "label_column": "label",
             "feature_columns": ["f0", "f1", "f2", "f3"],
             "cache_dir": str(tmp_path / "hf-cache"),
@@ -195,8 +197,11 @@ def test_hub_source_holds_out_a_test_set_without_test_split(tmp_path: Path) -> N
         "hub",
         num_clients=2,
         test_fraction=0.2,
-        options={"dataset": "csv", "data_files": str(tmp_path / "all.csv"),
-                 "cache_dir": str(tmp_path / "hf-cache")},
+        options={
+            "dataset": "csv",
+            "data_files": str(tmp_path / "all.csv"),
+            "cache_dir": str(tmp_path / "hf-cache"),
+        },
     )
     assert len(source.test_set()[1]) == 10
     assert sum(len(source.get(k)[1]) for k in range(2)) == 40

@@ -49,12 +49,9 @@ def test_gradual_mixing_ramps_over_k_rounds() -> None:
 
 def test_recurring_cycles_through_concepts() -> None:
     s = DriftSchedule.recurring(start=4, period=3, num_rounds=15, num_concepts=3)
-    assert [(c.round, c.concept) for c in s.changepoints] == [
-        (4, 1), (7, 2), (10, 0), (13, 1)
-    ]
-    assert [s.concept_for(0, t) for t in range(1, 16)] == [
-        0, 0, 0, 1, 1, 1, 2, 2, 2, 0, 0, 0, 1, 1, 1
-    ]
+    assert [(c.round, c.concept) for c in s.changepoints] == [(4, 1), (7, 2), (10, 0), (13, 1)]
+    expected = "000111222000111"
+    assert "".join(str(s.concept_for(0, t)) for t in range(1, 16)) == expected
 
 
 def test_staggered_offsets_shift_each_clients_changepoint() -> None:
@@ -70,8 +67,9 @@ def test_staggered_offsets_shift_each_clients_changepoint() -> None:
     # round 11: clients with offset <= 1 have switched
     _, current, _ = s.mixture(ids, 11)
     np.testing.assert_array_equal(current, (offsets <= 1).astype(int))
-    assert not np.array_equal(offsets, DriftSchedule.sudden([10], stagger_rounds=3, seed=6)
-                              .offset(ids))
+    assert not np.array_equal(
+        offsets, DriftSchedule.sudden([10], stagger_rounds=3, seed=6).offset(ids)
+    )
 
 
 def test_events_list_the_changepoints_starting_in_a_round() -> None:
@@ -130,8 +128,8 @@ def test_label_permutation_relabels_the_chosen_classes() -> None:
     full = make_concepts("label-permutation", num_classes=10, severity=1.0)[1]
     assert (apply_concept(np.zeros((10, 2), np.float32), Y10, full)[1] != Y10).all()
     swap = Concept(label_permutation=(1, 0, 2))
-    assert apply_concept(np.zeros((3, 1), np.float32), np.array([0, 1, 2]), swap)[1].tolist() \
-        == [1, 0, 2]
+    swapped = apply_concept(np.zeros((3, 1), np.float32), np.array([0, 1, 2]), swap)[1]
+    assert swapped.tolist() == [1, 0, 2]
 
 
 def test_label_shift_resamples_towards_the_class_weights() -> None:
@@ -165,10 +163,10 @@ def test_noise_and_feature_shift_change_inputs_only_and_not_in_place() -> None:
     assert np.all(Xs == 0.5) and np.array_equal(ys, y) and np.all(X == 0)
     Xn, _ = apply_concept(X, y, Concept(noise_std=2.0), seed=1, keys=(3,))
     assert abs(Xn.std() - 2.0) < 0.1
-    np.testing.assert_array_equal(Xn, apply_concept(X, y, Concept(noise_std=2.0), seed=1,
-                                                    keys=(3,))[0])
-    assert not np.array_equal(Xn, apply_concept(X, y, Concept(noise_std=2.0), seed=1,
-                                                keys=(4,))[0])
+    np.testing.assert_array_equal(
+        Xn, apply_concept(X, y, Concept(noise_std=2.0), seed=1, keys=(3,))[0]
+    )
+    assert not np.array_equal(Xn, apply_concept(X, y, Concept(noise_std=2.0), seed=1, keys=(4,))[0])
 
 
 def test_make_concepts_kinds_and_errors() -> None:
@@ -176,8 +174,10 @@ def test_make_concepts_kinds_and_errors() -> None:
         concepts = make_concepts(kind, num_classes=10, num_concepts=3, seed=0)
         assert len(concepts) == 3 and concepts[0].is_identity
         assert concepts[1].is_identity == (kind == "none")
-    assert make_concepts("rotation", num_classes=10, severity=0.5, num_concepts=3)[2] \
-        .rotation_degrees == 90.0
+    assert (
+        make_concepts("rotation", num_classes=10, severity=0.5, num_concepts=3)[2].rotation_degrees
+        == 90.0
+    )
     with pytest.raises(ValueError) as info:
         make_concepts("swap", num_classes=10)
     for kind in DRIFT_KINDS:
@@ -209,8 +209,9 @@ def test_apply_schedule_gradual_grows_the_switched_share_monotonically() -> None
     y = np.zeros(2000, np.int64)
     s = DriftSchedule.gradual([5], transition_rounds=4, seed=2)
     shares = [
-        _on_new_concept(apply_schedule(X, y, schedule=s, concepts=SHIFT, client_id=9,
-                                       server_round=t)[0]).mean()
+        _on_new_concept(
+            apply_schedule(X, y, schedule=s, concepts=SHIFT, client_id=9, server_round=t)[0]
+        ).mean()
         for t in range(4, 10)
     ]
     assert shares[0] == 0.0 and shares[-1] == 1.0 and shares[-2] == 1.0
@@ -222,13 +223,16 @@ def test_current_test_set_follows_the_populations_mixture() -> None:
     X = np.zeros((4000, 2), np.float32)
     y = np.zeros(4000, np.int64)
     sync = DriftSchedule.sudden([3])
-    assert not _on_new_concept(current_test_set(X, y, schedule=sync, concepts=SHIFT,
-                                                server_round=2)[0]).any()
-    assert _on_new_concept(current_test_set(X, y, schedule=sync, concepts=SHIFT,
-                                            server_round=3)[0]).all()
+    assert not _on_new_concept(
+        current_test_set(X, y, schedule=sync, concepts=SHIFT, server_round=2)[0]
+    ).any()
+    assert _on_new_concept(
+        current_test_set(X, y, schedule=sync, concepts=SHIFT, server_round=3)[0]
+    ).all()
     staggered = DriftSchedule.sudden([3], stagger_rounds=3, seed=1)
-    share = _on_new_concept(current_test_set(X, y, schedule=staggered, concepts=SHIFT,
-                                             server_round=4)[0]).mean()
+    share = _on_new_concept(
+        current_test_set(X, y, schedule=staggered, concepts=SHIFT, server_round=4)[0]
+    ).mean()
     assert abs(share - 0.5) < 0.03  # offsets 0 and 1 of 0..3 have switched
     fixed = drift.concept_test_set(X, y, SHIFT[1])
     assert _on_new_concept(fixed[0]).all()
@@ -237,5 +241,11 @@ def test_current_test_set_follows_the_populations_mixture() -> None:
 def test_schedule_using_an_undefined_concept_raises() -> None:
     s = DriftSchedule.sudden([2], concepts=[5])
     with pytest.raises(ValueError, match="concept 5"):
-        apply_schedule(np.zeros((3, 1), np.float32), np.zeros(3, np.int64), schedule=s,
-                       concepts=SHIFT, client_id=0, server_round=2)
+        apply_schedule(
+            np.zeros((3, 1), np.float32),
+            np.zeros(3, np.int64),
+            schedule=s,
+            concepts=SHIFT,
+            client_id=0,
+            server_round=2,
+        )

@@ -39,8 +39,7 @@ def test_local_work_distributions() -> None:
     assert (fixed == 5).all()
     uni = local_work(IDS, 1, seed=0, distribution="uniform", mean=10, spread=0.5)
     assert uni.min() == 5 and uni.max() == 15 and abs(uni.mean() - 10) < 0.1
-    logn = local_work(IDS, 1, seed=0, distribution="lognormal", mean=20, spread=0.5,
-                      integer=False)
+    logn = local_work(IDS, 1, seed=0, distribution="lognormal", mean=20, spread=0.5, integer=False)
     assert abs(logn.mean() - 20) < 0.5 and np.median(logn) < logn.mean()
     assert local_work(IDS, 1, seed=0, distribution="lognormal", mean=1, spread=2).min() == 1
 
@@ -58,8 +57,9 @@ def test_stragglers_are_a_persistent_share_doing_part_of_their_work() -> None:
     mask = straggler_mask(IDS, seed=1, fraction=0.25)
     assert abs(mask.mean() - 0.25) < 0.01
     np.testing.assert_array_equal(mask[:10], straggler_mask(IDS[:10], seed=1, fraction=0.25))
-    work = effective_work(np.full(4, 10.0), np.array([True, False, True, False]),
-                          work_fraction=0.35)
+    work = effective_work(
+        np.full(4, 10.0), np.array([True, False, True, False]), work_fraction=0.35
+    )
     assert work.tolist() == [3.0, 10.0, 3.0, 10.0]
     assert effective_work(np.array([2.0]), np.array([True]), work_fraction=0.1).tolist() == [1.0]
 
@@ -74,9 +74,15 @@ def test_availability_rates_and_extremes() -> None:
 
 
 def test_plan_on_a_cohort_of_a_million_clients_allocates_only_cohort_sized_arrays() -> None:
-    het = Heterogeneity(work_distribution="lognormal", work_mean=10, work_spread=0.5,
-                        straggler_fraction=0.2, online_probability=0.8,
-                        dropout_probability=0.1, seed=9)
+    het = Heterogeneity(
+        work_distribution="lognormal",
+        work_mean=10,
+        work_spread=0.5,
+        straggler_fraction=0.2,
+        online_probability=0.8,
+        dropout_probability=0.1,
+        seed=9,
+    )
     cohort = np.random.default_rng(0).choice(1_000_000, size=50, replace=False)
     tracemalloc.start()
     try:
@@ -115,8 +121,7 @@ def test_bad_settings_raise_with_accepted_values() -> None:
 def test_work_is_positive_and_stragglers_never_do_more(
     mean: float, spread: float, distribution: str, work_fraction: float
 ) -> None:
-    planned = local_work(IDS[:64], 1, seed=0, distribution=distribution, mean=mean,
-                         spread=spread)
+    planned = local_work(IDS[:64], 1, seed=0, distribution=distribution, mean=mean, spread=spread)
     assert (planned >= 1).all() and np.isfinite(planned).all()
     done = effective_work(planned, np.ones(64, dtype=bool), work_fraction=work_fraction)
     assert (done >= 1).all() and (done <= planned).all()

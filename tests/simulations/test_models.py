@@ -38,8 +38,9 @@ def test_initialisation_is_seeded_and_leaves_global_rng_alone(name: str) -> None
     c = build_model(name, (1, 8, 8), 10, seed=8)
     for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
         assert torch.equal(pa, pb)
-    assert any(not torch.equal(pa, pc) for pa, pc in zip(a.parameters(), c.parameters(),
-                                                          strict=True))
+    assert any(
+        not torch.equal(pa, pc) for pa, pc in zip(a.parameters(), c.parameters(), strict=True)
+    )
 
 
 def test_tiny_is_a_zero_initialised_linear_layer() -> None:

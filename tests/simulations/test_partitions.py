@@ -26,8 +26,9 @@ def _partitions(source: PartitionedSource) -> list[np.ndarray]:
 def test_every_partitioner_splits_digits_into_disjoint_nonempty_parts(
     name: str, params: dict[str, float | int | str]
 ) -> None:
-    source = build_source("digits", num_clients=12, partitioner=name,
-                          partitioner_params=params, seed=4)
+    source = build_source(
+        "digits", num_clients=12, partitioner=name, partitioner_params=params, seed=4
+    )
     assert isinstance(source, PartitionedSource)
     parts = _partitions(source)
     assert all(len(p) > 0 for p in parts)
@@ -39,8 +40,13 @@ def test_every_partitioner_splits_digits_into_disjoint_nonempty_parts(
 
 def test_partitions_are_deterministic_for_a_seed() -> None:
     def parts(seed: int) -> list[np.ndarray]:
-        source = build_source("digits", num_clients=8, partitioner="dirichlet",
-                              partitioner_params={"alpha": 0.5}, seed=seed)
+        source = build_source(
+            "digits",
+            num_clients=8,
+            partitioner="dirichlet",
+            partitioner_params={"alpha": 0.5},
+            seed=seed,
+        )
         assert isinstance(source, PartitionedSource)
         return _partitions(source)
 
@@ -51,15 +57,25 @@ def test_partitions_are_deterministic_for_a_seed() -> None:
 
 
 def test_pathological_gives_each_client_its_number_of_classes() -> None:
-    source = build_source("digits", num_clients=10, partitioner="pathological",
-                          partitioner_params={"classes-per-client": 3}, seed=0)
+    source = build_source(
+        "digits",
+        num_clients=10,
+        partitioner="pathological",
+        partitioner_params={"classes-per-client": 3},
+        seed=0,
+    )
     for k in range(10):
         assert len(np.unique(source.get(k)[1])) == 3
 
 
 def test_dirichlet_small_alpha_skews_labels() -> None:
-    skewed = build_source("digits", num_clients=10, partitioner="dirichlet",
-                          partitioner_params={"alpha": 0.05}, seed=0)
+    skewed = build_source(
+        "digits",
+        num_clients=10,
+        partitioner="dirichlet",
+        partitioner_params={"alpha": 0.05},
+        seed=0,
+    )
     flat = build_source("digits", num_clients=10, partitioner="iid", seed=0)
     n_skewed = np.mean([len(np.unique(skewed.get(k)[1])) for k in range(10)])
     n_flat = np.mean([len(np.unique(flat.get(k)[1])) for k in range(10)])
@@ -67,8 +83,12 @@ def test_dirichlet_small_alpha_skews_labels() -> None:
 
 
 def test_size_partitioner_skews_sizes() -> None:
-    source = build_source("digits", num_clients=10, partitioner="size",
-                          partitioner_params={"distribution": "power", "exponent": 1.0})
+    source = build_source(
+        "digits",
+        num_clients=10,
+        partitioner="size",
+        partitioner_params={"distribution": "power", "exponent": 1.0},
+    )
     sizes = [len(source.get(k)[1]) for k in range(10)]
     assert sizes[0] > 3 * sizes[8]
 
@@ -84,8 +104,12 @@ def test_partitioning_is_lazy_until_a_client_is_asked_for() -> None:
 
 
 def test_empty_partitions_are_an_error_not_silent() -> None:
-    source = build_source("digits", num_clients=60, partitioner="size",
-                          partitioner_params={"distribution": "exponential"})
+    source = build_source(
+        "digits",
+        num_clients=60,
+        partitioner="size",
+        partitioner_params={"distribution": "exponential"},
+    )
     with pytest.raises(ValueError, match="greater than 0"):
         source.get(0)
 

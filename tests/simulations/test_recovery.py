@@ -62,8 +62,7 @@ def test_no_drop_means_zero_drop_and_immediate_recovery() -> None:
 
 
 def test_explicit_rounds_with_gaps_and_missing_values() -> None:
-    (r,) = recovery_metrics([0.1, 0.8, math.nan, 0.4, 0.8], [5], window=1,
-                            rounds=[0, 2, 4, 6, 8])
+    (r,) = recovery_metrics([0.1, 0.8, math.nan, 0.4, 0.8], [5], window=1, rounds=[0, 2, 4, 6, 8])
     assert r.pre_drift_accuracy == approx(0.8)
     assert (r.min_round, r.recovered_round, r.rounds_to_recover) == (6, 8, 3)
     assert r.max_drop == approx(0.4) and r.area_under_drop == approx(0.4)
