@@ -211,3 +211,32 @@ def test_hub_source_holds_out_a_test_set_without_test_split(tmp_path: Path) -> N
 def test_hub_source_requires_a_dataset_option() -> None:
     with pytest.raises(ValueError, match="options\\['dataset'\\]"):
         build_source("hub", num_clients=2)
+
+
+@pytest.mark.usefixtures("offline_hub")
+def test_hub_source_reads_an_image_column_from_parquet(tmp_path: Path) -> None:
+    from datasets import ClassLabel, Dataset, Features, Image
+    from PIL import Image as PILImage
+
+    rng = np.random.default_rng(0)
+    images = [
+        PILImage.fromarray(rng.integers(0, 255, (4, 4, 3), dtype=np.uint8)) for _ in range(30)
+    ]
+    features = Features({"img": Image(), "label": ClassLabel(names=["a", "b", "c"])})
+    Dataset.from_dict(
+        {"img": images, "label": [i % 3 for i in range(30)]}, features=features
+    ).to_parquet(str(tmp_path / "train.parquet"))
+    source = build_source(
+        "hub",
+        num_clients=3,
+        options={
+            "dataset": "parquet",
+            "data_files": str(tmp_path / "train.parquet"),
+            "feature_columns": ["img"],
+            "cache_dir": str(tmp_path / "hf-cache"),
+        },
+    )
+    X, y = source.get(0)
+    assert X.shape[1:] == (3, 4, 4) and X.dtype == np.float32
+    assert 0.0 <= X.min() and X.max() <= 1.0
+    assert source.num_classes == 3 and source.input_shape == (3, 4, 4)
