@@ -41,7 +41,8 @@ import numpy as np
 from simulations.partitions import build_partitioner
 
 if TYPE_CHECKING:  # pragma: no cover
-    from datasets import Dataset
+    from datasets import Dataset, DatasetDict
+    from flwr_datasets import FederatedDataset
     from flwr_datasets.partitioner import Partitioner
 
 __all__ = [
@@ -556,21 +557,21 @@ class HubSource(ClientDataSource):
         self.test_fraction = float(test_fraction)
         self.seed = int(seed)
         self._num_classes_arg = num_classes
-        self._fds: object | None = None
+        self._fds: FederatedDataset | None = None
         self._test: Arrays | None = None
         self._num_classes: int | None = None
 
-    def _federated(self):  # noqa: ANN202 - flwr_datasets.FederatedDataset, imported lazily
+    def _federated(self) -> FederatedDataset:
         if self._fds is None:
             from flwr_datasets import FederatedDataset
 
             train, test = self.train_split, self.test_split
             frac, seed = self.test_fraction, self.seed
 
-            def preprocess(dd):  # noqa: ANN001, ANN202 - datasets.DatasetDict
+            def preprocess(dd: DatasetDict) -> DatasetDict:
                 from datasets import DatasetDict
 
-                out = {"train": dd[train]}
+                out: dict[str, Dataset] = {"train": dd[train]}
                 if test in dd:
                     out["test"] = dd[test]
                 else:
@@ -578,7 +579,7 @@ class HubSource(ClientDataSource):
                     out = {"train": parts["train"], "test": parts["test"]}
                 return DatasetDict(out)
 
-            kwargs: dict[str, object] = {}
+            kwargs: dict[str, str | Sequence[str] | Mapping[str, str | Sequence[str]]] = {}
             if self.data_files is not None:
                 kwargs["data_files"] = self.data_files
             if self.cache_dir is not None:
@@ -626,12 +627,12 @@ class HubSource(ClientDataSource):
                 self._num_classes = int(self._num_classes_arg)
             else:
                 fds = self._federated()
-                feature = fds.load_split("test").features.get(self.label_column)  # type: ignore[attr-defined]
+                feature = fds.load_split("test").features.get(self.label_column)
                 names = getattr(feature, "names", None)
                 if names:
                     self._num_classes = len(names)
                 else:
-                    train = fds.load_split("train").with_format("numpy")  # type: ignore[attr-defined]
+                    train = fds.load_split("train").with_format("numpy")
                     top = int(np.max(np.asarray(train[self.label_column])))
                     self._num_classes = max(top, int(self.test_set()[1].max(initial=0))) + 1
         return self._num_classes
@@ -642,11 +643,11 @@ class HubSource(ClientDataSource):
 
     def test_set(self) -> Arrays:
         if self._test is None:
-            self._test = self._to_arrays(self._federated().load_split("test"))  # type: ignore[attr-defined]
+            self._test = self._to_arrays(self._federated().load_split("test"))
         return self._test
 
     def _load(self, client_id: int) -> Arrays:
-        part = self._federated().load_partition(int(client_id), "train")  # type: ignore[attr-defined]
+        part = self._federated().load_partition(int(client_id), "train")
         if len(part) == 0:
             raise ValueError(
                 f"client {client_id} received no examples from partitioner "
