@@ -93,7 +93,7 @@ class ServerOptimizer:
             for j, p in enumerate(self.params):
                 acc = torch.zeros_like(p, dtype=torch.float64)
                 for wi, cp in zip(w, client_params, strict=True):
-                    acc.add_(cp[j].to(device=p.device, dtype=torch.float64), alpha=wi)
+                    acc.add_(cp[j].to(device=p.device, dtype=torch.float64) * wi)
                 mean.append(acc)
             needed = set(self.required_signals) - set(k for k, v in signals.items() if v is not None)
             if needed & {"client_sq_norms_mean", "num_clients"}:
@@ -121,9 +121,22 @@ class ServerOptimizer:
         with torch.no_grad():
             self._step([m.to(device=p.device, dtype=torch.float64) for m, p in zip(mean_params, self.params, strict=True)], signals)
 
-    def _step(self, mean64: list[Tensor], signals: dict) -> None:
+    def step_from_pseudo_gradient(self, pseudo_grads: Sequence[Tensor], **signals: object) -> None:
+        """One round from the pseudo-gradient :math:`\\hat g_t = x_t - \bar x` itself.
+
+        Exactly what a client optimizer does with ``p.grad = g``: the server form of the
+        differential test, and the entry point for callers that aggregate deltas themselves.
+        """
+        if len(pseudo_grads) != len(self.params):
+            raise ValueError(f"got {len(pseudo_grads)} tensors, the model has {len(self.params)}")
+        with torch.no_grad():
+            self._step(None, signals, [g.to(device=p.device, dtype=p.dtype) for g, p in zip(pseudo_grads, self.params, strict=True)])
+
+    def _step(self, mean64: list[Tensor] | None, signals: dict, pseudo: list[Tensor] | None = None) -> None:
         opt = self.optimizer
-        pseudo = [(p.to(torch.float64) - m).to(p.dtype) for p, m in zip(self.params, mean64, strict=True)]
+        if pseudo is None:
+            assert mean64 is not None
+            pseudo = [(p.to(torch.float64) - m).to(p.dtype) for p, m in zip(self.params, mean64, strict=True)]
         finite = all(bool(torch.isfinite(g).all()) for g in pseudo)
         for v in signals.values():
             if isinstance(v, int | float) and not math.isfinite(v):
@@ -139,19 +152,20 @@ class ServerOptimizer:
             num = float(global_dot(pseudo, self._prev_pseudo_grad))
             den = math.sqrt(float(global_dot(pseudo, pseudo)) * float(global_dot(self._prev_pseudo_grad, self._prev_pseudo_grad)))
             cosine = num / den if den > 0 else 0.0
+        keep = [g.clone() for g in pseudo]  # torch's SGD (Nesterov) may change .grad in place
         old_grads = [p.grad for p in self.params]
         skipped_before = sum(int(g.get("skipped", 0)) for g in opt.param_groups)
         for p, g in zip(self.params, pseudo, strict=True):
             p.grad = g
         opt.step(**signals) if signals else opt.step()
-        if self._exact_mean():
+        if mean64 is not None and self._exact_mean():
             for p, m in zip(self.params, mean64, strict=True):
                 p.copy_(m.to(p.dtype))
         for p, g in zip(self.params, old_grads, strict=True):
             p.grad = g
         skipped = sum(int(g.get("skipped", 0)) for g in opt.param_groups) > skipped_before
         if not skipped:
-            self._prev_pseudo_grad = pseudo
+            self._prev_pseudo_grad = keep
         self.last_info = {**step_size_stats(opt), "cosine": cosine, "skipped": float(skipped)}
 
     def _exact_mean(self) -> bool:

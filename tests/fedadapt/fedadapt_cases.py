@@ -44,10 +44,10 @@ def grad_stream(params: list[torch.Tensor], steps: int, seed: int = 1) -> list[l
     """Gradients with a consistent component plus noise, so adaptive rules actually move."""
     g = torch.Generator().manual_seed(seed)
     bias = [torch.randn(p.shape, generator=g, dtype=p.dtype) for p in params]
-    return [[b + 0.5 * torch.randn(p.shape, generator=g, dtype=p.dtype) for b, p in zip(bias, params)]
+    return [[b + 0.5 * torch.randn(p.shape, generator=g, dtype=p.dtype) for b, p in zip(bias, params, strict=False)]
             for _ in range(steps)]
 
 
 def set_grads(params: list[torch.Tensor], grads: list[torch.Tensor]) -> None:
-    for p, g in zip(params, grads):
+    for p, g in zip(params, grads, strict=False):
         p.grad = g.clone()

@@ -39,11 +39,11 @@ def test_hd_with_zero_hyper_lr_is_its_torch_base(case, dtype):
     for a, b, ours, _ in _run_pair(name, kw, ref_factory,
                                    lambda ps, kw: fedadapt.build_optimizer("hd", ps, lr=0.1, hyper_lr=0.0, **kw),
                                    dtype=dtype):
-        for x, y in zip(a, b):
+        for x, y in zip(a, b, strict=False):
             torch.testing.assert_close(x, y, **tol)
         assert ours.param_groups[0]["lr"] == 0.1
     if name == "sgd":  # plain SGD is the identical operation: bit-exact
-        assert all(torch.equal(x, y) for x, y in zip(a, b))
+        assert all(torch.equal(x, y) for x, y in zip(a, b, strict=False))
 
 
 def test_momentum_buffer_state_matches_torch():
@@ -54,7 +54,7 @@ def test_momentum_buffer_state_matches_torch():
     for grads in grad_stream(a, 4):
         set_grads(a, grads), set_grads(b, grads)
         ours.step(), ref.step()
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=False):
         torch.testing.assert_close(ours.state[x]["momentum_buffer"], ref.state[y]["momentum_buffer"])
 
 
@@ -66,7 +66,7 @@ def test_adam_moments_match_torch():
     for grads in grad_stream(a, 4):
         set_grads(a, grads), set_grads(b, grads)
         ours.step(), ref.step()
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=False):
         torch.testing.assert_close(ours.state[x]["exp_avg"], ref.state[y]["exp_avg"])
         torch.testing.assert_close(ours.state[x]["exp_avg_sq"], ref.state[y]["exp_avg_sq"])
 

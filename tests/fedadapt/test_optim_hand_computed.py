@@ -49,14 +49,14 @@ def test_hd_adam_two_steps():
     out, _, _ = run("hd", G[:2], lr=lr, hyper_lr=beta, base="adam")
     m = [(1 - b1) * g for g in G[0]]
     v = [(1 - b2) * g * g for g in G[0]]
-    d1 = [(mi / (1 - b1)) / (math.sqrt(vi / (1 - b2)) + eps) for mi, vi in zip(m, v)]
+    d1 = [(mi / (1 - b1)) / (math.sqrt(vi / (1 - b2)) + eps) for mi, vi in zip(m, v, strict=False)]
     x1 = [1.0 - lr * d1[0], 2.0 - lr * d1[1]]
     close(out[0][0], x1)
-    a2 = lr + beta * sum(g * d for g, d in zip(G[1], d1))
+    a2 = lr + beta * sum(g * d for g, d in zip(G[1], d1, strict=False))
     assert out[1][1] == pytest.approx(a2, rel=1e-12)
-    m = [b1 * mi + (1 - b1) * g for mi, g in zip(m, G[1])]
-    v = [b2 * vi + (1 - b2) * g * g for vi, g in zip(v, G[1])]
-    d2 = [(mi / (1 - b1**2)) / (math.sqrt(vi / (1 - b2**2)) + eps) for mi, vi in zip(m, v)]
+    m = [b1 * mi + (1 - b1) * g for mi, g in zip(m, G[1], strict=False)]
+    v = [b2 * vi + (1 - b2) * g * g for vi, g in zip(v, G[1], strict=False)]
+    d2 = [(mi / (1 - b1**2)) / (math.sqrt(vi / (1 - b2**2)) + eps) for mi, vi in zip(m, v, strict=False)]
     close(out[1][0], [x1[0] - a2 * d2[0], x1[1] - a2 * d2[1]])
 
 
@@ -64,7 +64,7 @@ def test_hd_mult_three_steps():
     out, _, _ = run("hd-mult", G, lr=0.1, hyper_lr=0.5)
 
     def cos(a, b):
-        return sum(x * y for x, y in zip(a, b)) / math.sqrt(sum(x * x for x in a) * sum(y * y for y in b))
+        return sum(x * y for x, y in zip(a, b, strict=False)) / math.sqrt(sum(x * x for x in a) * sum(y * y for y in b))
 
     a2 = 0.1 * (1 + 0.5 * cos(G[1], G[0]))
     a3 = a2 * (1 + 0.5 * cos(G[2], G[1]))
@@ -107,12 +107,12 @@ def test_cprop_two_steps():
     beta, c, lr, eps = 0.5, 1.0, 0.1, 1e-8
     out, opt, _ = run("cprop", G[:2], lr=lr, conformity_beta=beta, overconfidence=c)
     close(out[0][0], [0.9, 2.1])  # s_1 = min(1, c) = 1
-    m = [beta * (1 - beta) * a + (1 - beta) * b for a, b in zip(G[0], G[1])]
-    v = [beta * (1 - beta) * a * a + (1 - beta) * b * b for a, b in zip(G[0], G[1])]
+    m = [beta * (1 - beta) * a + (1 - beta) * b for a, b in zip(G[0], G[1], strict=False)]
+    v = [beta * (1 - beta) * a * a + (1 - beta) * b * b for a, b in zip(G[0], G[1], strict=False)]
     b2 = 1 - beta**2
     n = b2 / (1 - beta)
     s = []
-    for mi, vi in zip(m, v):
+    for mi, vi in zip(m, v, strict=False):
         mh, vh = mi / b2, vi / b2
         se = math.sqrt(max(vh - mh * mh, 0.0) / (n - 1 + eps)) + eps
         phi = 0.5 * (1 + math.erf((-mh / se) / math.sqrt(2)))
@@ -124,12 +124,12 @@ def test_cprop_two_steps():
 def test_cprop_bft_cdf_matches_the_logistic_fit():
     beta, c = 0.5, 1.0
     out, opt, _ = run("cprop", G[:2], lr=0.1, conformity_beta=beta, overconfidence=c, cdf="bft")
-    m = [beta * (1 - beta) * a + (1 - beta) * b for a, b in zip(G[0], G[1])]
-    v = [beta * (1 - beta) * a * a + (1 - beta) * b * b for a, b in zip(G[0], G[1])]
+    m = [beta * (1 - beta) * a + (1 - beta) * b for a, b in zip(G[0], G[1], strict=False)]
+    v = [beta * (1 - beta) * a * a + (1 - beta) * b * b for a, b in zip(G[0], G[1], strict=False)]
     b2 = 1 - beta**2
     n = b2 / (1 - beta)
     s = []
-    for mi, vi in zip(m, v):
+    for mi, vi in zip(m, v, strict=False):
         mh, vh = mi / b2, vi / b2
         se = math.sqrt(max(vh - mh * mh, 0.0) / (n - 1 + 1e-8)) + 1e-8
         z = -mh / se
@@ -145,20 +145,20 @@ def test_eg_three_steps():
     gbar1 = [(1 - beta) * g for g in G[0]]
 
     def cos(a, b):
-        return sum(x * y for x, y in zip(a, b)) / math.sqrt(sum(x * x for x in a) * sum(y * y for y in b))
+        return sum(x * y for x, y in zip(a, b, strict=False)) / math.sqrt(sum(x * x for x in a) * sum(y * y for y in b))
 
     lr2 = lr * math.exp(es * cos(G[1], gbar1))
-    gain2 = [math.exp(ep * math.copysign(1, a * b)) for a, b in zip(G[1], gbar1)]  # [e^0.1, e^-0.1]
+    gain2 = [math.exp(ep * math.copysign(1, a * b)) for a, b in zip(G[1], gbar1, strict=False)]  # [e^0.1, e^-0.1]
     assert out[1][1] == pytest.approx(lr2, rel=1e-12)
     x2 = [0.9 - lr2 * gain2[0] * 2.0, 2.1 - lr2 * gain2[1] * 0.5]
     close(out[1][0], x2)
-    gbar2 = [beta * a + (1 - beta) * b for a, b in zip(gbar1, G[1])]  # [1.25, 0.0]
+    gbar2 = [beta * a + (1 - beta) * b for a, b in zip(gbar1, G[1], strict=False)]  # [1.25, 0.0]
     lr3 = lr2 * math.exp(es * cos(G[2], gbar2))
 
     def sign(x):
         return (x > 0) - (x < 0)
 
-    gain3 = [gi * math.exp(ep * sign(a * b)) for gi, a, b in zip(gain2, G[2], gbar2)]  # 2nd: sign 0, unchanged
+    gain3 = [gi * math.exp(ep * sign(a * b)) for gi, a, b in zip(gain2, G[2], gbar2, strict=False)]  # 2nd: sign 0, unchanged
     close(out[2][0], [x2[0] - lr3 * gain3[0] * 0.5, x2[1] - lr3 * gain3[1] * 1.0])
     close(opt.state[p]["gain"], gain3)
 
@@ -191,7 +191,7 @@ def test_fedhyper_gm_follows_the_reference_code():
     close(out[1][0], x2)
     assert out[1][1] == pytest.approx(1 + agg2)
     m2 = [G[1][i] + 0.9 * G[0][i] for i in range(2)]
-    agg3 = min(4.0, agg2 + 0.1 * sum(m * g for m, g in zip(m2, G[2])))
+    agg3 = min(4.0, agg2 + 0.1 * sum(m * g for m, g in zip(m2, G[2], strict=False)))
     close(out[2][0], [x2[i] - ((1 + agg3) * G[2][i] + 0.9 * agg3 * m2[i]) for i in range(2)])
 
 
@@ -203,14 +203,14 @@ def test_fedhyper_cl_two_steps_with_a_global_update():
     p.grad = torch.tensor(G[0], dtype=torch.float64)
     opt.step()
     u1 = [-0.1 * g for g in G[0]]  # [-0.1, 0.1]
-    dot_ud = sum(a * b for a, b in zip(u1, delta))  # -0.1
+    dot_ud = sum(a * b for a, b in zip(u1, delta, strict=False))  # -0.1
     gamma1 = min(1.1, 1 + 0.2 * dot_ud + dot_ud)  # u_0 = Delta: 1 - 0.02 - 0.1 = 0.88
     lr2 = 0.1 * gamma1
     assert float(opt.param_groups[0]["lr"]) == pytest.approx(lr2, rel=1e-12)
     p.grad = torch.tensor(G[1], dtype=torch.float64)
     opt.step()
     u2 = [-lr2 * g for g in G[1]]
-    gamma2 = min(1.1, 1 + 0.2 * sum(a * b for a, b in zip(u2, delta)) + sum(a * b for a, b in zip(u2, u1)))
+    gamma2 = min(1.1, 1 + 0.2 * sum(a * b for a, b in zip(u2, delta, strict=False)) + sum(a * b for a, b in zip(u2, u1, strict=False)))
     assert float(opt.param_groups[0]["lr"]) == pytest.approx(lr2 * gamma2, rel=1e-12)
     close(p.detach(), [1.0 + u1[0] + u2[0], 2.0 + u1[1] + u2[1]])
 
@@ -220,5 +220,5 @@ def test_fedhyper_cl_without_global_update_has_no_global_term():
     u1 = [-0.1 * g for g in G[0]]
     assert out[0][1] == pytest.approx(0.1)  # no u_0: no adaptation at the first step
     u2 = [-0.1 * g for g in G[1]]
-    gamma = min(1.1, 1 + sum(a * b for a, b in zip(u2, u1)))
+    gamma = min(1.1, 1 + sum(a * b for a, b in zip(u2, u1, strict=False)))
     assert out[1][1] == pytest.approx(0.1 * gamma, rel=1e-12)
