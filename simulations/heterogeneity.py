@@ -13,8 +13,9 @@ costs 50 hashes.
   clients (slow devices, chosen from ``(seed, client id)``) completes only ``work_fraction`` of
   its planned work.
 - Availability (:func:`online_mask`, :func:`dropout_mask`): each sampled client is online in a
-  round with probability ``online_probability``; an online client drops out mid-round (its reply
-  is lost) with probability ``dropout_probability``; :func:`dropout_point` says how far it got.
+  round with probability ``online_probability`` (optionally its own, within ``online_spread``);
+  an online client drops out mid-round (its reply is lost) with probability
+  ``dropout_probability``; :func:`dropout_point` says how far it got.
 - :class:`Heterogeneity` bundles the settings and :meth:`Heterogeneity.plan` draws all of them
   for a cohort at once (a :class:`CohortPlan`).
 
@@ -51,7 +52,15 @@ WORK_DISTRIBUTIONS: tuple[str, ...] = ("fixed", "uniform", "lognormal")
 IntOrArray = int | np.ndarray
 
 # Stream tags, so that independent draws for the same (seed, client, round) never coincide.
-_WORK, _WORK2, _STRAGGLER, _ONLINE, _DROPOUT, _DROP_AT = 0x11, 0x12, 0x21, 0x31, 0x41, 0x42
+_WORK, _WORK2, _STRAGGLER, _ONLINE, _ONLINE_P, _DROPOUT, _DROP_AT = (
+    0x11,
+    0x12,
+    0x21,
+    0x31,
+    0x32,
+    0x41,
+    0x42,
+)
 
 _MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 
@@ -172,12 +181,26 @@ def effective_work(
 
 
 def online_mask(
-    client_ids: IntOrArray, server_round: int, *, seed: int, probability: float
+    client_ids: IntOrArray,
+    server_round: int,
+    *,
+    seed: int,
+    probability: float,
+    spread: float = 0.0,
 ) -> np.ndarray:
-    """Whether each client is online in ``server_round`` (independently, with ``probability``)."""
+    """Whether each client is online in ``server_round``.
+
+    Client ``k`` is online independently each round with its own probability
+    ``clip(probability + spread * (2 u_k - 1), 0, 1)``, ``u_k`` uniform from ``(seed, k)``
+    (``spread = 0``: every client has ``probability``).
+    """
     _check_probability("online probability", probability)
+    _check_probability("online spread", spread)
     ids = np.atleast_1d(np.asarray(client_ids))
-    return hashed_uniform(seed, _ONLINE, server_round, ids) < probability
+    p = np.full(ids.shape, probability)
+    if spread > 0:
+        p = np.clip(p + spread * (2.0 * hashed_uniform(seed, _ONLINE_P, ids) - 1.0), 0.0, 1.0)
+    return hashed_uniform(seed, _ONLINE, server_round, ids) < p
 
 
 def dropout_mask(
@@ -230,6 +253,7 @@ class Heterogeneity:
         straggler_fraction: Share of clients that are stragglers.
         straggler_work: Fraction of their work stragglers complete.
         online_probability: Probability that a client is online in a round.
+        online_spread: Per-client spread of that probability (:func:`online_mask`).
         dropout_probability: Probability that an online client drops out mid-round.
         seed: Run seed.
     """
@@ -241,6 +265,7 @@ class Heterogeneity:
     straggler_fraction: float = 0.0
     straggler_work: float = 0.5
     online_probability: float = 1.0
+    online_spread: float = 0.0
     dropout_probability: float = 0.0
     seed: int = 0
 
@@ -260,6 +285,7 @@ class Heterogeneity:
             "straggler_fraction",
             "straggler_work",
             "online_probability",
+            "online_spread",
             "dropout_probability",
         ):
             _check_probability(name, getattr(self, name))
@@ -280,7 +306,13 @@ class Heterogeneity:
         work = effective_work(
             planned, stragglers, work_fraction=self.straggler_work, integer=self.integer_work
         )
-        online = online_mask(ids, server_round, seed=self.seed, probability=self.online_probability)
+        online = online_mask(
+            ids,
+            server_round,
+            seed=self.seed,
+            probability=self.online_probability,
+            spread=self.online_spread,
+        )
         dropped = dropout_mask(
             ids, server_round, seed=self.seed, probability=self.dropout_probability
         )

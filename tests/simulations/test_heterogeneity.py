@@ -125,3 +125,13 @@ def test_work_is_positive_and_stragglers_never_do_more(
     assert (planned >= 1).all() and np.isfinite(planned).all()
     done = effective_work(planned, np.ones(64, dtype=bool), work_fraction=work_fraction)
     assert (done >= 1).all() and (done <= planned).all()
+
+
+def test_online_spread_gives_clients_their_own_persistent_probability() -> None:
+    ids = np.arange(2000)
+    rounds = np.stack([online_mask(ids, t, seed=3, probability=0.5, spread=0.5) for t in range(60)])
+    per_client = rounds.mean(axis=0)  # each client's online rate over 60 rounds
+    assert abs(per_client.mean() - 0.5) < 0.02
+    assert per_client.std() > 0.2  # rates spread over ~[0, 1], not all ~0.5
+    same = np.stack([online_mask(ids, t, seed=3, probability=0.5) for t in range(60)]).mean(0)
+    assert same.std() < 0.1
