@@ -38,7 +38,8 @@ class AutoDrop(AdaptiveOptimizer):
         window: steps (rounds on the server) between snapshots (default 50).
         drop_factor: :math:`\rho` in (0, 1] (default 0.2; 1 never drops).
         threshold: saturation threshold in degrees (default 0.5).
-        max_threshold: cap of the threshold, which grows by ``1/drop_factor`` per drop (default 2.0).
+        max_threshold: cap of the threshold, which grows by ``1/drop_factor`` per drop (default
+            ``max(2.0, threshold)``).
         patience: windows to wait between detecting saturation and dropping (default 1).
         base, momentum, dampening, nesterov, betas, eps, weight_decay: the base direction.
         min_lr, max_lr: bounds (default ``1e-3 * lr`` and ``lr``).
@@ -74,7 +75,7 @@ class AutoDrop(AdaptiveOptimizer):
         window: int = 50,
         drop_factor: float = 0.2,
         threshold: float = 0.5,
-        max_threshold: float = 2.0,
+        max_threshold: float | None = None,
         patience: int = 1,
         *,
         base: str = "sgd",
@@ -90,6 +91,8 @@ class AutoDrop(AdaptiveOptimizer):
         _check(isinstance(window, int) and window >= 1, f"window must be an int >= 1, got {window!r}")
         _check(0.0 < drop_factor <= 1.0, f"drop_factor must be in (0, 1], got {drop_factor}")
         _check(threshold >= 0.0, f"threshold must be >= 0, got {threshold}")
+        if max_threshold is None:
+            max_threshold = max(2.0, threshold)
         _check(max_threshold >= threshold, f"max_threshold must be >= threshold, got {max_threshold} < {threshold}")
         _check(isinstance(patience, int) and patience >= 0, f"patience must be an int >= 0, got {patience!r}")
         defaults = dict(lr=lr, window=window, drop_factor=drop_factor, threshold=threshold,
