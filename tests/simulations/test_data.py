@@ -240,3 +240,18 @@ def test_hub_source_reads_an_image_column_from_parquet(tmp_path: Path) -> None:
     assert X.shape[1:] == (3, 4, 4) and X.dtype == np.float32
     assert 0.0 <= X.min() and X.max() <= 1.0
     assert source.num_classes == 3 and source.input_shape == (3, 4, 4)
+
+
+def test_importing_the_layer_pulls_in_no_heavy_frameworks() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import simulations.data, simulations.partitions, simulations.heterogeneity\n"
+        "import simulations.drift, simulations.recovery\n"
+        "heavy = ('flwr', 'flwr_datasets', 'datasets', 'ray', 'torch')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
