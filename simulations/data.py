@@ -30,6 +30,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import math
 from abc import ABC, abstractmethod
 from collections import OrderedDict
@@ -95,14 +96,23 @@ def split_train_test(
     return (X[tr], y[tr]), (X[te], y[te])
 
 
-def load_digits_arrays() -> Arrays:
-    """scikit-learn's digits: ``X`` of shape ``(1797, 1, 8, 8)`` in [0, 1], ``y`` in 0..9."""
+@functools.cache
+def _digits() -> Arrays:
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
     X = (np.asarray(bunch.data, dtype=np.float32) / 16.0).reshape(-1, 1, 8, 8)
     y = np.asarray(bunch.target, dtype=np.int64)
     return X, y
+
+
+def load_digits_arrays() -> Arrays:
+    """scikit-learn's digits: ``X`` of shape ``(1797, 1, 8, 8)`` in [0, 1], ``y`` in 0..9.
+
+    The file is parsed once per process; each call returns fresh copies.
+    """
+    X, y = _digits()
+    return X.copy(), y.copy()
 
 
 # Ten hand-drawn 1-D "digit" strokes, 12 control points each (this project's own templates).
