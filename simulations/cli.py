@@ -119,6 +119,8 @@ def strategy_overrides(token: str) -> dict[str, str]:
     """``fedavg`` or ``fedadapt/<server-optimizer>[/<client-optimizer>]`` -> config overrides."""
     parts = token.split("/")
     out = {"strategy": parts[0]}
+    if parts[0] != "fedadapt":  # the scenario's server method belongs to FedAdapt only
+        out["server-optimizer"] = "sgd"
     if len(parts) > 1:
         if parts[0] != "fedadapt":
             raise ConfigError(

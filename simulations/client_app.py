@@ -18,4 +18,4 @@ app = ClientApp()
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
-    return handle_train(msg, resolve(dict(context.run_config)))
+    return handle_train(msg, resolve(dict(context.run_config)), dict(context.node_config))

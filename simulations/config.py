@@ -164,6 +164,9 @@ _KEY_LIST: list[Key] = [
     Key("num-clients", 20, "Population: client ids (data partitions), decoupled from workers.",
         low=1),
     Key("clients-per-round", 10, "Cohort size sampled from the population each round.", low=1),
+    Key("deployment", False, "Deployment mode (SuperLink + SuperNodes): each SuperNode is one "
+        "client, its data the partition named by its node config `partition-id`; the cohort "
+        "is sampled among the connected nodes (clients-per-round of them).", ),
     Key("num-supernodes", 0, "Worker slots (Flower supernodes). 0: as many as Ray runs at once "
         "(CPUs or GPUs divided by the client resources), capped at clients-per-round.", low=0),
     Key("client-num-cpus", 1.0, "Ray CPUs per worker (`client-resources-num-cpus`).", low=0.01),
@@ -221,6 +224,8 @@ _KEY_LIST: list[Key] = [
     Key("recovery-window", 3, "Rounds averaged for the pre-drift accuracy.", low=1),
     Key("eval-every", 1, "Centralized evaluation every k rounds.", low=1),
     Key("out-dir", "", "Run directory ('' = runs/<scenario>-<seed>-<timestamp>)."),
+    Key("worker-log", "", "If set: a JSON-lines file where every worker records, per message, "
+        "the client ids it served, its process id and its Ray node (placement diagnostics)."),
     Key("checkpoint-every", 0, "Write a checkpoint every k rounds (0 = never).", low=0),
     Key("resume-from", "", "Checkpoint file to resume from ('' = fresh run)."),
     Key("round-timeout", 600.0, "Seconds to wait for a round's replies; late ones are dropped.",
@@ -353,6 +358,11 @@ def _check_cross(cfg: dict[str, Value]) -> None:
         raise ConfigError(
             f"run-config key 'drift.round' ({cfg['drift.round']}) is after the last round "
             f"({cfg['num-server-rounds']})"
+        )
+    if cfg["drift.kind"] == "rotation" and cfg["dataset"] in ("synthetic", "mnist1d"):
+        raise ConfigError(
+            f"run-config key 'drift.kind': rotation needs images, dataset {cfg['dataset']!r} has "
+            "none; accepted there: label-permutation, label-shift, noise, feature-shift"
         )
     total_faults = sum(float(cfg[k]) for k in KEYS if k.startswith("faults."))
     if total_faults > 1.0:

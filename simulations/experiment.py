@@ -100,8 +100,8 @@ def _source_options(cfg: Config) -> dict[str, Any]:
     if cfg["dataset"] == "hub":
         opts: dict[str, Any] = {
             "dataset": str(cfg["hub-dataset"]),
-            "feature_key": str(cfg["hub-feature-key"]),
-            "label_key": str(cfg["hub-label-key"]),
+            "feature_columns": [str(cfg["hub-feature-key"])],
+            "label_column": str(cfg["hub-label-key"]),
         }
         if cfg["hub-data-files"]:
             opts["data_files"] = str(cfg["hub-data-files"])
@@ -191,20 +191,26 @@ def train_client(
     client_id: int,
     model: torch.nn.Module,
     device: torch.device,
+    data_id: int | None = None,
 ) -> Any:
-    """Train one client for its local work this round; return a ``ClientOutcome``."""
+    """Train one client for its local work this round; return a ``ClientOutcome``.
+
+    ``data_id`` is the partition the client trains on: its client id in simulation mode, the
+    node's ``partition-id`` in deployment mode (where the client id is the node id).
+    """
     import fedadapt
     from strategies import ClientOutcome
 
     cfg = w.cfg
     rnd = int(plan.server_round)
-    fault = w.faults.kind(client_id)
+    data_id = int(client_id) if data_id is None else int(data_id)
+    fault = w.faults.kind(data_id)
     w.faults.before_training(fault, client_id, rnd, timeout=float(cfg["round-timeout"]))
-    X, y = w.client_data(client_id, rnd)
+    X, y = w.client_data(data_id, rnd)
     n = len(y)
     if n == 0:
         return ClientOutcome.failed(client_id, "client has no training examples")
-    draw = w.het.plan([client_id], rnd)
+    draw = w.het.plan([data_id], rnd)
     bs = int(cfg["batch-size"])
     if int(cfg["local-steps"]) > 0:
         steps = int(draw.work[0])
@@ -219,7 +225,7 @@ def train_client(
     mu = float(plan.config.get("proximal-mu", 0.0))
     anchor = [p.detach().clone() for p in model.parameters()] if mu > 0 else None
     Xt, yt = _to_device(X, device), _to_device(y, device)
-    gen = torch.Generator().manual_seed(hash((int(cfg["seed"]), int(client_id), rnd)) & 0x7FFFFFFF)
+    gen = torch.Generator().manual_seed(hash((int(cfg["seed"]), data_id, rnd)) & 0x7FFFFFFF)
     order = torch.randperm(n, generator=gen)
     loss_sum = torch.zeros((), device=device)
     pos = 0
@@ -246,7 +252,16 @@ def train_client(
     return ClientOutcome(client_id, state, n, mean_loss, fedadapt.step_size_stats(opt))
 
 
-def handle_train(msg: Any, cfg: Config) -> Any:
+def data_id_for(cfg: Config, client_id: int, node_config: Mapping[str, Any] | None) -> int:
+    """Which partition a client trains on (see :func:`train_client`)."""
+    if not cfg["deployment"]:
+        return int(client_id)
+    if node_config and "partition-id" in node_config:
+        return int(node_config["partition-id"])
+    return int(client_id) % int(cfg["num-clients"])
+
+
+def handle_train(msg: Any, cfg: Config, node_config: Mapping[str, Any] | None = None) -> Any:
     """The ClientApp's train handler: serve every client id in the message, reply once."""
     from strategies import ClientOutcome, TrainReplyBuilder, error_reply, read_train_message
 
@@ -261,14 +276,33 @@ def handle_train(msg: Any, cfg: Config) -> Any:
     builder = TrainReplyBuilder(plan)
     for cid in plan.client_ids:
         try:
-            outcome = train_client(w, plan, int(cid), model, device)
+            outcome = train_client(w, plan, int(cid), model, device,
+                                   data_id_for(cfg, int(cid), node_config))
         except Exception as exc:  # one client's failure is reported, the others go on
             outcome = ClientOutcome.failed(int(cid), f"{type(exc).__name__}: {exc}")
         try:
             builder.add(outcome)
         except Exception as exc:  # e.g. a wrongly shaped array
             builder.add(ClientOutcome.failed(int(cid), f"invalid client result: {exc}"))
+    if cfg["worker-log"]:
+        _log_worker(str(cfg["worker-log"]), plan)
     return builder.reply(msg)
+
+
+def _log_worker(path: str, plan: Any) -> None:
+    """Append where this message ran (diagnostics for placement on a Ray cluster)."""
+    node = None
+    try:
+        import ray
+
+        if ray.is_initialized():
+            node = ray.get_runtime_context().get_node_id()
+    except Exception:  # not under Ray (deployment runtime)
+        node = None
+    line = {"round": int(plan.server_round), "client-ids": [int(c) for c in plan.client_ids],
+            "pid": os.getpid(), "ray-node": node, "time": time.time()}
+    with open(path, "a") as fh:
+        fh.write(json.dumps(line) + "\n")
 
 
 # ----------------------------------------------------------------------------- server side
@@ -348,9 +382,9 @@ def strategy_kwargs(cfg: Config) -> dict[str, Any]:
         "client_optimizer": str(cfg["client-optimizer"]),
         "client_options": client_options,
         "client_lr_state": str(cfg["client-lr-state"]),
-        "num_clients": int(cfg["num-clients"]),
+        "num_clients": None if cfg["deployment"] else int(cfg["num-clients"]),
         "clients_per_round": int(cfg["clients-per-round"]),
-        "num_workers": worker_count(cfg),
+        "num_workers": None if cfg["deployment"] else worker_count(cfg),
         "seed": int(cfg["seed"]),
         "availability": float(cfg["online-prob"]),
         "worker_wait_timeout": float(cfg["worker-wait-timeout"]),

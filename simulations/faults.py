@@ -10,16 +10,22 @@ its clients failing in every round they take part in. Kinds:
 ``bad-shape``       the client returns a wrongly shaped array; the worker's check drops it
 ``hang``            the client sleeps past the round timeout; the worker's whole reply is
                     late and the server reports its clients as missing
-``crash``           the worker process exits hard (``os._exit``) the first time, in that
-                    process, it serves such a client: its Ray actor dies and Flower does
-                    not replace it (FLOWER.md §6.2); see docs/FAULTS.md for what remains
+``crash``           the worker process exits hard (``os._exit``) the first time in the run
+                    that it serves such a client (a marker file remembers it, so a crash is
+                    a transient event, as an OOM kill or a segfault would be): its Ray actor
+                    dies with every client of that message; ``fedadapt simulate`` asks Ray
+                    to restart crashed actors (Flower alone would not, FLOWER.md §6.2)
 =================== ====================================================================
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import tempfile
 import time
+from pathlib import Path
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -41,11 +47,24 @@ class FaultPlan:
 
     fractions: tuple[tuple[str, float], ...] = ()
     seed: int = 0
+    run_key: str = ""
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, object]) -> FaultPlan:
         fr = tuple((k, float(cfg.get(f"faults.{k}-fraction", 0.0) or 0.0)) for k in KINDS)  # type: ignore[arg-type]
-        return cls(tuple((k, f) for k, f in fr if f > 0), int(cfg.get("seed", 0)))  # type: ignore[call-overload]
+        key = hashlib.sha1(json.dumps(dict(cfg), sort_keys=True, default=str).encode()).hexdigest()
+        return cls(tuple((k, f) for k, f in fr if f > 0), int(cfg.get("seed", 0)), key[:16])  # type: ignore[call-overload]
+
+    def _first_crash(self, client_id: int) -> bool:
+        """True exactly once per (run, client): the marker file is created atomically."""
+        folder = Path(tempfile.gettempdir()) / "fedadapt-crash-markers" / self.run_key
+        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(folder / str(int(client_id)), os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            return False
+        os.close(fd)
+        return True
 
     @property
     def active(self) -> bool:
@@ -72,7 +91,7 @@ class FaultPlan:
             raise InjectedFault(f"injected fault: client {client_id} raised in round {server_round}")
         if kind == "hang":
             time.sleep(timeout + 2.0)
-        if kind == "crash" and os.environ.get("FEDADAPT_NO_CRASH") != "1":
+        if kind == "crash" and self._first_crash(client_id):
             os._exit(17)
 
     def corrupt(self, kind: str | None, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -17,6 +17,9 @@ from collections.abc import Mapping
 from typing import Any
 
 
+ACTOR_MAX_RESTARTS = 1000
+
+
 def ray_address() -> str | None:
     """An existing Ray cluster to attach to (``RAY_ADDRESS``), or None for a local one."""
     return os.environ.get("RAY_ADDRESS") or None
@@ -46,7 +49,15 @@ def run_in_process(
     elif init_num_cpus is not None:
         init_args["num_cpus"] = init_num_cpus
     backend_config: Mapping[str, Any] = {
-        "client_resources": {"num_cpus": client_num_cpus, "num_gpus": client_num_gpus},
+        # Flower passes client_resources to Ray's actor .options(): max_restarts makes Ray
+        # restart a worker actor that died from a hard crash (os._exit, segfault, OOM kill);
+        # Flower itself would keep the dead actor in its pool and fail every later message
+        # routed to it (FLOWER.md 6.2). The message in flight when it died is still lost.
+        "client_resources": {
+            "num_cpus": client_num_cpus,
+            "num_gpus": client_num_gpus,
+            "max_restarts": ACTOR_MAX_RESTARTS,
+        },
         "init_args": init_args,
     }
     # Ray and Flower are chatty at INFO; keep the user's terminal for the progress bar.
