@@ -122,7 +122,7 @@ class HypergradientDescent(_PreviousDirection):
         max_lr: float | None = None,
     ) -> None:
         if hyper_lr is None:
-            hyper_lr = 1e-7 if base == "adam" else 1e-3
+            hyper_lr = 1e-5 if base == "adam" else 1e-2
         _check(hyper_lr >= 0 and math.isfinite(hyper_lr), f"hyper_lr must be a finite number >= 0, got {hyper_lr}")
         defaults = dict(lr=lr, hyper_lr=hyper_lr, base=base, momentum=momentum, dampening=dampening,
                         nesterov=nesterov, betas=betas, eps=eps, weight_decay=weight_decay,

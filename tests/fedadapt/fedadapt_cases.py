@@ -51,3 +51,17 @@ def grad_stream(params: list[torch.Tensor], steps: int, seed: int = 1) -> list[l
 def set_grads(params: list[torch.Tensor], grads: list[torch.Tensor]) -> None:
     for p, g in zip(params, grads, strict=False):
         p.grad = g.clone()
+
+
+def state_equal(a, b):
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa["param_groups"] == sb["param_groups"]
+    assert sa["state"].keys() == sb["state"].keys()
+    for k in sa["state"]:
+        assert sa["state"][k].keys() == sb["state"][k].keys()
+        for n, v in sa["state"][k].items():
+            w = sb["state"][k][n]
+            if isinstance(v, torch.Tensor):
+                assert torch.equal(v, w), n
+            else:
+                assert v == w, n

@@ -7,7 +7,15 @@ import pickle
 
 import pytest
 import torch
-from fedadapt_cases import CASE_IDS, CASES, grad_stream, make_params, set_grads, signals_for
+from fedadapt_cases import (
+    CASE_IDS,
+    CASES,
+    grad_stream,
+    make_params,
+    set_grads,
+    signals_for,
+    state_equal,
+)
 
 import fedadapt
 
@@ -17,20 +25,6 @@ def test_every_method_is_registered():
         "adam", "autodrop", "cprop", "dsa", "eg", "fedexp", "fedhyper-cl", "fedhyper-g", "fedhyper-gm",
         "hd", "hd-mult", "sgd",
     ])
-
-
-def state_equal(a, b):
-    sa, sb = a.state_dict(), b.state_dict()
-    assert sa["param_groups"] == sb["param_groups"]
-    assert sa["state"].keys() == sb["state"].keys()
-    for k in sa["state"]:
-        assert sa["state"][k].keys() == sb["state"][k].keys()
-        for n, v in sa["state"][k].items():
-            w = sb["state"][k][n]
-            if isinstance(v, torch.Tensor):
-                assert torch.equal(v, w), n
-            else:
-                assert v == w, n
 
 
 def run_steps(opt, params, name, grads, start=0):

@@ -2,8 +2,15 @@
 
 import pytest
 import torch
-from fedadapt_cases import CASE_IDS, CASES, grad_stream, make_params, set_grads, signals_for
-from test_optim_contract import state_equal
+from fedadapt_cases import (
+    CASE_IDS,
+    CASES,
+    grad_stream,
+    make_params,
+    set_grads,
+    signals_for,
+    state_equal,
+)
 
 import fedadapt
 
