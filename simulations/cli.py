@@ -170,12 +170,37 @@ def compare(
     except ConfigError as exc:
         _fail(str(exc))
         return
-    console.print(f"{len(plans)} runs into {root}")
-    results = []
-    for n, (token, cell, s, cfg) in enumerate(plans, start=1):
-        label = f"[{n}/{len(plans)}] {token} {cell or ''} seed {s}"
-        summary = _progress_runner(cfg, label)
-        results.append({"strategy": token, "cell": cell, "seed": s, "summary": summary})
+    console.print(f"{len(plans)} runs into {root} (one Ray session)")
+    from simulations.experiment import run_many
+
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TextColumn("{task.fields[status]}"),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
+        runs_task = progress.add_task("runs", total=len(plans), status="starting Ray ...")
+        rounds_task = progress.add_task("rounds", total=int(plans[0][3]["num-server-rounds"]),
+                                        status="")
+
+        def on_round(i: int, row: dict[str, Any]) -> None:
+            token, cell, s, cfg = plans[i]
+            progress.update(rounds_task, completed=int(row["round"]),
+                            total=int(cfg["num-server-rounds"]),
+                            status=f"{token} {cell or ''} seed {s}")
+
+        def on_run_end(i: int, summary: dict[str, Any]) -> None:
+            acc = summary.get("final-accuracy")
+            progress.update(runs_task, completed=i + 1,
+                            status=f"last: {plans[i][0]} acc {acc:.3f}" if acc is not None else "")
+
+        summaries = run_many([p[3] for p in plans], on_round=on_round, on_run_end=on_run_end)
+    results = [
+        {"strategy": token, "cell": cell, "seed": s, "summary": summary}
+        for (token, cell, s, _), summary in zip(plans, summaries, strict=True)
+    ]
     table = write_comparison(root, results, [k for k, _ in grid_axes])
     print(table)
 

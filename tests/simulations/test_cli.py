@@ -18,6 +18,7 @@ def no_runs(monkeypatch):
         raise AssertionError("a run started despite invalid input")
 
     monkeypatch.setattr(experiment, "run_experiment", boom)
+    monkeypatch.setattr(experiment, "run_many", boom)
 
 
 @pytest.mark.parametrize(
