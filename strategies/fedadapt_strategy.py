@@ -190,11 +190,13 @@ class FedAdapt(Orchestration, FedAvg):
                     x = c.arrays[key]
                     w = c.num_examples / total
                     if acc is None:
-                        acc = torch.mul(x, w) if x.dtype == torch.float64 else x.to(torch.float64).mul_(w)
+                        # float entries accumulate in their own dtype, in place (like Flower's
+                        # FedAvg, one model-sized buffer); integer buffers in float64
+                        acc = torch.mul(x, w) if x.is_floating_point() else x.to(torch.float64).mul_(w)
                     else:
                         acc.add_(x, alpha=w)
                 assert acc is not None
-                mean[key] = acc  # float64
+                mean[key] = acc
             signals = self._signals(checked, total, pkeys)
             self._server.step_from_mean([mean[k] for k in pkeys], **signals)
             out: dict[str, torch.Tensor] = {}
