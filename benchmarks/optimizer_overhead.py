@@ -1,0 +1,133 @@
+"""Step-time overhead of fedadapt's optimizers against torch's own, on a ~1M-parameter MLP.
+
+Only ``optimizer.step()`` is timed; a forward and backward pass (untimed) runs before every
+step, and ``zero_grad(set_to_none=True)`` after it, as in ordinary training. All optimizers run
+in the same process, interleaved step by step (the order rotates every round), each on its own
+copy of the model. The table reports the median step time, its ratio against the reference
+optimizer named in the ``vs`` column, and the extra optimizer state in parameter copies.
+
+Goals (issue 7): scalar methods (hd, hd-mult, autodrop) at most 2.0x torch SGD (foreach) and at
+most 1.2x torch Adam (foreach) for an Adam base; per-coordinate methods (dsa, cprop, eg) at most
+1.3x torch Adam (foreach).
+
+Usage::
+
+    python benchmarks/optimizer_overhead.py            # CPU, 1 thread, 300 interleaved rounds
+    python benchmarks/optimizer_overhead.py --quick    # 40 rounds
+    python benchmarks/optimizer_overhead.py --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+from torch import nn
+
+import fedadapt
+
+# (label, builder name, hyperparameters, reference label, goal)
+CASES = [
+    ("torch SGD (foreach)", "sgd", {"lr": 0.01}, None, None),
+    ("torch Adam (foreach)", "adam", {"lr": 1e-3}, None, None),
+    ("torch Adam (fused)", "adam-fused", {"lr": 1e-3}, "torch Adam (foreach)", None),
+    ("hd", "hd", {"lr": 0.01}, "torch SGD (foreach)", 2.0),
+    ("hd-mult", "hd-mult", {"lr": 0.01}, "torch SGD (foreach)", 2.0),
+    ("autodrop", "autodrop", {"lr": 0.01}, "torch SGD (foreach)", 2.0),
+    ("hd, base adam", "hd", {"lr": 1e-3, "base": "adam"}, "torch Adam (foreach)", 1.2),
+    ("hd-mult, base adam", "hd-mult", {"lr": 1e-3, "base": "adam"}, "torch Adam (foreach)", 1.2),
+    ("autodrop, base adam", "autodrop", {"lr": 1e-3, "base": "adam"}, "torch Adam (foreach)", 1.2),
+    ("dsa", "dsa", {"lr": 0.01}, "torch Adam (foreach)", 1.3),
+    ("cprop", "cprop", {"lr": 0.01}, "torch Adam (foreach)", 1.3),
+    ("cprop, cdf bft", "cprop", {"lr": 0.01, "cdf": "bft"}, "torch Adam (foreach)", 1.3),
+    ("eg", "eg", {"lr": 0.01}, "torch Adam (foreach)", 1.3),
+]
+
+
+def mlp() -> nn.Module:
+    # 512*1024 + 1024 + 1024*512 + 512 + 512*10 + 10 = 1,055,242 parameters
+    return nn.Sequential(nn.Linear(512, 1024), nn.ReLU(), nn.Linear(1024, 512), nn.ReLU(), nn.Linear(512, 10))
+
+
+def build(name: str, params, hp: dict) -> torch.optim.Optimizer:
+    if name == "adam-fused":
+        return torch.optim.Adam(params, fused=True, **hp)
+    return fedadapt.build_optimizer(name, params, **hp)
+
+
+def state_copies(opt: torch.optim.Optimizer, n_params: int) -> float:
+    seen: set[int] = set()
+    total = 0
+    for st in opt.state.values():
+        for v in st.values():
+            if isinstance(v, torch.Tensor) and v.dim() > 0 and v.data_ptr() not in seen:
+                seen.add(v.data_ptr())
+                total += v.numel()
+    return total / n_params
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="40 rounds instead of 300")
+    ap.add_argument("--rounds", type=int, default=None)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--device", default="cpu")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    rounds = args.rounds or (40 if args.quick else 300)
+    warmup = 5
+
+    torch.manual_seed(0)
+    base = mlp().to(device)
+    n_params = sum(p.numel() for p in base.parameters())
+    x = torch.randn(64, 512, device=device)
+    y = torch.randint(0, 10, (64,), device=device)
+    runs = []
+    for label, name, hp, ref, goal in CASES:
+        if name == "adam-fused" and device.type == "cpu" and not hasattr(torch.optim.Adam, "step"):
+            continue
+        model = mlp().to(device)
+        model.load_state_dict(base.state_dict())
+        runs.append({"label": label, "model": model, "opt": build(name, model.parameters(), hp),
+                     "ref": ref, "goal": goal, "times": []})
+
+    loss_fn = nn.CrossEntropyLoss()
+    for r in range(rounds + warmup):
+        order = runs[r % len(runs):] + runs[: r % len(runs)]
+        for run in order:
+            loss = loss_fn(run["model"](x), y)
+            loss.backward()
+            sync(device)
+            t0 = time.perf_counter()
+            run["opt"].step()
+            sync(device)
+            dt = time.perf_counter() - t0
+            run["opt"].zero_grad(set_to_none=True)
+            if r >= warmup:
+                run["times"].append(dt)
+
+    med = {run["label"]: statistics.median(run["times"]) for run in runs}
+    print(f"device: {device}, threads: {args.threads}, params: {n_params:,}, rounds: {rounds} (median step time)\n")
+    print("| optimizer | step (ms) | vs | ratio | goal | met | state (param copies) |")
+    print("|---|---|---|---|---|---|---|")
+    for run in runs:
+        label = run["label"]
+        ref = run["ref"]
+        ratio = med[label] / med[ref] if ref else None
+        goal = run["goal"]
+        met = "" if goal is None else ("yes" if ratio <= goal else "no")
+        copies = state_copies(run["opt"], n_params)
+        print(f"| {label} | {med[label] * 1e3:.3f} | {ref or '-'} | {'-' if ratio is None else f'{ratio:.2f}x'} "
+              f"| {'-' if goal is None else f'<= {goal}x'} | {met} | {copies:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
