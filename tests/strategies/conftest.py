@@ -1,5 +1,11 @@
+import sys
+from pathlib import Path
+
 import pytest
 from flwr.supercore.task_identity import TaskIdentity
+
+# the test doubles live next to the tests (importlib import mode adds nothing to sys.path)
+sys.path.insert(0, str(Path(__file__).parent))
 
 
 @pytest.fixture(autouse=True)
