@@ -198,7 +198,17 @@ class FedAdapt(Orchestration, FedAvg):
                 assert acc is not None
                 mean[key] = acc
             signals = self._signals(checked, total, pkeys)
-            self._server.step_from_mean([mean[k] for k in pkeys], **signals)
+            if hasattr(self._server, "step_from_pseudo_gradient"):
+                # pseudo-gradient x_t - mean, in place in the accumulator (model dtype): no
+                # float64 copy of the model, so the server step adds no model-sized buffers
+                # beyond the optimizer's own
+                for k in pkeys:
+                    mean[k].neg_().add_(self._params[k])
+                self._server.step_from_pseudo_gradient([mean[k] for k in pkeys], **signals)
+            else:
+                self._server.step_from_mean([mean[k] for k in pkeys], **signals)
+            for k in pkeys:
+                del mean[k]
             out: dict[str, torch.Tensor] = {}
             for key, (dtype, _) in self._layout.items():
                 if key in self._params:
