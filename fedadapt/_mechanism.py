@@ -231,11 +231,34 @@ class AdaptiveOptimizer(Optimizer):
         torch._foreach_mul_(vs, beta2)
         torch._foreach_addcmul_(vs, grads, grads, 1.0 - beta2)
         bc1 = 1.0 - beta1**t
-        bc2_sqrt = math.sqrt(1.0 - beta2**t)
-        denom = torch._foreach_sqrt(vs)
-        torch._foreach_div_(denom, bc2_sqrt)
-        torch._foreach_add_(denom, group["eps"])
-        return torch._foreach_div(ms, denom), 1.0 / bc1
+        c = math.sqrt(1.0 - beta2**t)
+        # m_hat / (sqrt(v_hat) + eps) = (c / bc1) * m / (sqrt(v) + eps * c): one pass fewer than
+        # dividing sqrt(v) by c. Two alternating scratch buffers hold d_t, so d_{t-1} (kept by
+        # reference as the previous direction) is still intact while d_t is computed.
+        d = self._scratch(params, ("adam-direction", t % 2))
+        for v, m, out in zip(vs, ms, d, strict=True):
+            torch.sqrt(v, out=out)
+        torch._foreach_add_(d, group["eps"] * c)
+        for m, out in zip(ms, d, strict=True):
+            torch.div(m, out, out=out)
+        return d, c / bc1
+
+    def _scratch(self, params: list[Tensor], slot: object) -> list[Tensor]:
+        """Per-parameter work buffers reused across steps (transient: not state, not pickled).
+
+        Fresh multi-megabyte allocations cost page faults on every step on CPU; reusing a
+        buffer avoids them.
+        """
+        cache = self.__dict__.setdefault("_scratch_buffers", {})
+        bufs = cache.setdefault(slot, {})
+        out = []
+        for p in params:
+            b = bufs.get(p)
+            if b is None or b.shape != p.shape or b.dtype != p.dtype:
+                b = torch.empty_like(p, memory_format=torch.contiguous_format)
+                bufs[p] = b
+            out.append(b)
+        return out
 
     @staticmethod
     def _apply(params: list[Tensor], d: list[Tensor], lr: float | Tensor, factor: float) -> None:
