@@ -236,7 +236,7 @@ class AdaptiveOptimizer(Optimizer):
         # dividing sqrt(v) by c. Two alternating scratch buffers hold d_t, so d_{t-1} (kept by
         # reference as the previous direction) is still intact while d_t is computed.
         d = self._scratch(params, ("adam-direction", t % 2))
-        for v, m, out in zip(vs, ms, d, strict=True):
+        for v, out in zip(vs, d, strict=True):
             torch.sqrt(v, out=out)
         torch._foreach_add_(d, group["eps"] * c)
         for m, out in zip(ms, d, strict=True):

@@ -94,6 +94,9 @@ class ExponentiatedGradientStepSize(AdaptiveOptimizer):
                         weight_decay=weight_decay, min_lr=min_lr, max_lr=max_lr)
         super().__init__(params, defaults)
 
+    def _init_group(self, group: dict) -> None:
+        group.setdefault("grad_avg_sq", 0.0)
+
     def _coordinate_scales(self, group: dict) -> list[Tensor]:
         return [self.state[p]["gain"] for p in group["params"] if "gain" in self.state[p]]
 
@@ -112,9 +115,10 @@ class ExponentiatedGradientStepSize(AdaptiveOptimizer):
             gains.append(st["gain"])
             avgs.append(st["grad_avg"])
         group["step"] += 1
+        beta = group["grad_beta"]
         if group["step"] > 1:
             dot = global_dot(g, avgs)
-            aa = global_dot(avgs, avgs)
+            aa = group["grad_avg_sq"]
             if group["scale_lr"] > 0:
                 den = (gg * aa) ** 0.5
                 if isinstance(den, Tensor):
@@ -123,12 +127,24 @@ class ExponentiatedGradientStepSize(AdaptiveOptimizer):
                 elif den > 0:
                     self._set_lr(group, group["lr"] * math.exp(group["scale_lr"] * dot / den))
             if group["gain_lr"] > 0:
-                agree = torch._foreach_mul(g, avgs)
-                torch._foreach_sign_(agree)
-                factor = torch._foreach_pow(math.exp(group["gain_lr"]), agree)
-                torch._foreach_mul_(gains, factor)
-                torch._foreach_clamp_min_(gains, group["min_gain"])
-                torch._foreach_clamp_max_(gains, group["max_gain"])
-        torch._foreach_lerp_(avgs, g, 1.0 - group["grad_beta"])
+                eta = group["gain_lr"]
+                up, down = math.expm1(eta), math.expm1(-eta)
+                sinh, cosh_m1 = (up - down) / 2.0, (up + down) / 2.0
+                sign = self._scratch(params, "eg-sign")
+                f = self._scratch(params, "eg-factor")
+                for gi, ai, si, fi in zip(g, avgs, sign, f, strict=True):
+                    torch.mul(gi, ai, out=si)
+                    torch.mul(si.sign_(), cosh_m1, out=fi)
+                # exp(eta s) - 1 = s (sinh + s (cosh - 1)) for s in {-1, 0, 1}
+                torch._foreach_add_(f, sinh)
+                torch._foreach_mul_(f, sign)
+                torch._foreach_addcmul_(gains, gains, f)
+                for x in gains:
+                    x.clamp_(group["min_gain"], group["max_gain"])
+            # ||gbar_t||^2 from quantities already at hand (no third pass over the parameters)
+            group["grad_avg_sq"] = beta * beta * aa + 2.0 * beta * (1.0 - beta) * dot + (1.0 - beta) ** 2 * gg
+        else:
+            group["grad_avg_sq"] = (1.0 - beta) ** 2 * gg
+        torch._foreach_lerp_(avgs, g, 1.0 - beta)
         d, factor = self._direction(group, params, g)
         apply_scaled(params, d, gains, group["lr"], factor)

@@ -109,7 +109,7 @@ BAD = {
     "hd": [{"hyper_lr": -1.0}, {"base": "rmsprop"}, {"momentum": 1.5}, {"min_lr": 1.0, "max_lr": 0.5},
            {"nesterov": True}, {"betas": (0.9, 1.0)}],
     "hd-mult": [{"hyper_lr": 1.5}, {"lr": 0.0}],
-    "dsa": [{"hyper_beta": 1.0}, {"scale_bounds": (2.0, 10.0)}, {"param_hyper_lr": -1.0}],
+    "dsa": [{"hyper_beta": 1.0}, {"scale_bounds": (2.0, 10.0)}, {"param_hyper_lr": -1.0}, {"param_hyper_lr": 1.0}],
     "autodrop": [{"window": 0}, {"drop_factor": 0.0}, {"patience": -1}, {"threshold": -1.0}],
     "cprop": [{"conformity_beta": 1.0}, {"overconfidence": 0.0}, {"cdf": "laplace"}],
     "eg": [{"scale_lr": -0.1}, {"gain_lr": float("nan")}, {"min_gain": 2.0}, {"grad_beta": 1.0}],

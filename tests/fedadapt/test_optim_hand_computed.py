@@ -81,7 +81,7 @@ def test_dsa_two_steps_against_the_reconstruction_equations():
     h = [G[1][0] * G[0][0], G[1][1] * G[0][1]]  # g2 * d1 = [2, -0.5]
     hbar = [(1 - rho) * x for x in h]
     rms = math.sqrt(sum(x * x for x in hbar) / 2)
-    a_param = [math.exp(bp * max(-1.0, min(1.0, x / rms))) for x in hbar]
+    a_param = [1.0 + bp * max(-1.0, min(1.0, x / rms)) for x in hbar]
     a_tensor = math.exp(bt * (sum(hbar) / 2) / rms)
     a_global = math.exp(bg * sum(hbar) / math.sqrt(2 * sum(x * x for x in hbar)))
     lr2 = lr * a_global

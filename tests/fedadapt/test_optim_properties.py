@@ -47,7 +47,7 @@ def test_eg_gains_stay_positive_and_bounded(grads):
 @given(grads=streams)
 def test_dsa_scales_stay_positive_and_bounded(grads):
     p = torch.zeros(3, dtype=torch.float64, requires_grad=True)
-    opt = fedadapt.build_optimizer("dsa", [p], param_hyper_lr=1.0, tensor_hyper_lr=1.0, scale_bounds=(0.5, 2.0))
+    opt = fedadapt.build_optimizer("dsa", [p], param_hyper_lr=0.9, tensor_hyper_lr=1.0, scale_bounds=(0.5, 2.0))
     for g in grads:
         p.grad = torch.tensor(g, dtype=torch.float64)
         opt.step()
