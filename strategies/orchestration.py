@@ -141,6 +141,7 @@ class Orchestration:
         self._sent: dict[int, dict[str, object]] = {}
         self._resume_round = 0
         self._resume_arrays: ArrayRecord | None = None
+        self._settled_workers: int | None = None
         # x_t - x_{t-1} for client methods that align with the previous global update
         self.needs_global_update = client_optimizer in GLOBAL_UPDATE_OPTIMIZERS
         self.global_update: dict[str, torch.Tensor] | None = None
@@ -155,8 +156,14 @@ class Orchestration:
         return [k for k, (dt, _) in self._layout.items() if not R.is_buffer_key(k, dt, self.buffer_keys)]
 
     def _workers(self, grid: Grid) -> list[int]:
-        expected = self.num_workers or 1
-        nodes = sampling.wait_for_nodes(grid.get_node_ids, expected, timeout=self.worker_wait_timeout)
+        if self.num_workers is None:
+            if self._settled_workers is None:
+                # unknown count: take the registered nodes once their number stopped changing
+                nodes = sampling.wait_for_stable_nodes(grid.get_node_ids, timeout=self.worker_wait_timeout)
+                self._settled_workers = len(nodes)
+                return nodes
+            return sampling.wait_for_nodes(grid.get_node_ids, 1, timeout=self.worker_wait_timeout)
+        nodes = sampling.wait_for_nodes(grid.get_node_ids, self.num_workers, timeout=self.worker_wait_timeout)
         if self.num_workers is not None and len(nodes) > self.num_workers:
             nodes = nodes[: self.num_workers]
         return nodes

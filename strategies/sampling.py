@@ -205,3 +205,32 @@ def wait_for_nodes(
             log.info("waiting for %s nodes: %d of %d registered", what, len(nodes), expected)
             logged = len(nodes)
         time.sleep(poll)
+
+
+def wait_for_stable_nodes(
+    get_node_ids: Callable[[], Sequence[int] | list[int]],
+    *,
+    settle: float = 1.0,
+    timeout: float = 120.0,
+    poll: float = 0.2,
+) -> list[int]:
+    """Without an expected count: wait until at least one node registered and the count has not
+    changed for ``settle`` seconds; return the sorted ids. Prefer an explicit ``num_workers``."""
+    deadline = time.monotonic() + timeout
+    last: list[int] = []
+    since = time.monotonic()
+    while True:
+        nodes = sorted(int(n) for n in get_node_ids())
+        now = time.monotonic()
+        if len(nodes) != len(last):
+            last, since = nodes, now
+        elif nodes and now - since >= settle:
+            return nodes
+        if now >= deadline:
+            if nodes:
+                return nodes
+            raise WorkersNotReady(
+                f"no worker node registered after {timeout:.0f} s: check the federation's "
+                f"`options.num-supernodes` (and set the strategy's `num_workers` to match it)"
+            )
+        time.sleep(poll)

@@ -103,3 +103,17 @@ def test_waiting_for_workers_names_the_disagreeing_settings():
     strat = FedAdapt(num_clients=100, clients_per_round=4, num_workers=3, worker_wait_timeout=0.2)
     with pytest.raises(WorkersNotReady, match="num_workers"):
         strat.configure_train(1, ArrayRecord(tiny_model().state_dict()), ConfigRecord(), FakeGrid([1, 2]))
+
+
+def test_without_num_workers_the_strategy_waits_for_the_count_to_settle():
+    from strategies.sampling import wait_for_stable_nodes
+
+    calls = []
+
+    def nodes():
+        calls.append(1)
+        return [3, 1, 2][: min(3, len(calls))]
+
+    assert wait_for_stable_nodes(nodes, settle=0.1, poll=0.01, timeout=5) == [1, 2, 3]
+    with pytest.raises(WorkersNotReady, match="num-supernodes"):
+        wait_for_stable_nodes(lambda: [], settle=0.05, poll=0.01, timeout=0.1)
