@@ -157,7 +157,7 @@ def read_train_message(msg: Message, model: torch.nn.Module | None = None) -> Tr
             raise ValueError(f"global arrays and model keys differ: {sorted(missing)[:5]}")
         state = {k: state[k].to(device=ref[k].device) for k in ref}
     return TrainPlan(
-        server_round=int(cfg.get(R.CFG_ROUND, 0)),
+        server_round=int(cfg.get(R.CFG_ROUND, 0)),  # type: ignore[arg-type]
         client_ids=ids,
         client_lrs=lrs,
         optimizer_name=str(cfg.get(R.CFG_OPTIMIZER, "sgd")),

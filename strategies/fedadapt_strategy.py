@@ -153,7 +153,7 @@ class FedAdapt(Orchestration, FedAvg):
             return None, self._metric_record(info)
         out = self._aggregate_checked(checked)
         self._update_client_state(checked)
-        server_info = dict(self._server.last_info) if self._server is not None else {}
+        server_info: dict[str, float] = dict(self._server.last_info) if self._server is not None else {}
         info = self._round_info(server_round, checked, failures, server_info, time.perf_counter() - t0)
         self._finish_round(server_round, info, out)
         return out, self._metric_record(info)

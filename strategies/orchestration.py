@@ -20,6 +20,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +58,16 @@ def check_optimizer_name(name: str, what: str) -> None:
     accepted = _fedadapt_optimizers()
     if name not in accepted:
         raise ValueError(f"{what}={name!r} is not a fedadapt optimizer; accepted: {sorted(accepted)}")
+
+
+@dataclass
+class SentRound:
+    """What configure_train sent in the current round."""
+
+    server_round: int = 0
+    client_ids: list[int] = field(default_factory=list)
+    offline_ids: list[int] = field(default_factory=list)
+    per_node: dict[int, list[int]] = field(default_factory=dict)
 
 
 class Orchestration:
@@ -138,7 +149,7 @@ class Orchestration:
         self.history: list[dict[str, object]] = []
         self._layout: dict[str, tuple[str, tuple[int, ...]]] | None = None
         self._current: ArrayRecord | None = None
-        self._sent: dict[int, dict[str, object]] = {}
+        self._sent = SentRound()
         self._resume_round = 0
         self._resume_arrays: ArrayRecord | None = None
         self._settled_workers: int | None = None
@@ -159,11 +170,11 @@ class Orchestration:
         if self.num_workers is None:
             if self._settled_workers is None:
                 # unknown count: take the registered nodes once their number stopped changing
-                nodes = sampling.wait_for_stable_nodes(grid.get_node_ids, timeout=self.worker_wait_timeout)
+                nodes = sampling.wait_for_stable_nodes(lambda: list(grid.get_node_ids()), timeout=self.worker_wait_timeout)
                 self._settled_workers = len(nodes)
                 return nodes
-            return sampling.wait_for_nodes(grid.get_node_ids, 1, timeout=self.worker_wait_timeout)
-        nodes = sampling.wait_for_nodes(grid.get_node_ids, self.num_workers, timeout=self.worker_wait_timeout)
+            return sampling.wait_for_nodes(lambda: list(grid.get_node_ids()), 1, timeout=self.worker_wait_timeout)
+        nodes = sampling.wait_for_nodes(lambda: list(grid.get_node_ids()), self.num_workers, timeout=self.worker_wait_timeout)
         if self.num_workers is not None and len(nodes) > self.num_workers:
             nodes = nodes[: self.num_workers]
         return nodes
@@ -180,7 +191,7 @@ class Orchestration:
             split = sampling.one_per_client if self.reply_mode == "per-client" else sampling.split_over_workers
             return split(cohort.client_ids, workers), cohort
         need = max(min_nodes, self.min_available_nodes, k_sim or 0, 1)  # type: ignore[attr-defined]
-        nodes = sampling.wait_for_nodes(grid.get_node_ids, need, timeout=self.worker_wait_timeout, what="client")
+        nodes = sampling.wait_for_nodes(lambda: list(grid.get_node_ids()), need, timeout=self.worker_wait_timeout, what="client")
         k = k_sim if k_sim is not None else max(int(len(nodes) * fraction), min_nodes)
         cohort = sampling.sample_nodes(
             nodes, k, seed=self.seed, server_round=server_round,
@@ -226,19 +237,18 @@ class Orchestration:
         if self.needs_global_update and self.global_update is not None:
             update_record = R.tensors_to_record(self.global_update)
         msgs: list[Message] = []
-        self._sent = {"round": server_round, "ids": [c for _, cs in plan for c in cs],
-                      "offline": list(cohort.offline_ids), "per_node": {}}
+        self._sent = SentRound(server_round, [c for _, cs in plan for c in cs], list(cohort.offline_ids))
         for node_id, cids in plan:
             cfg = ConfigRecord(dict(base.items()))
             cfg[R.CFG_CLIENT_IDS] = cids
             cfg[R.CFG_CLIENT_LRS] = [self._carried_lr(c) for c in cids]
-            self._sent["per_node"].setdefault(node_id, []).extend(cids)  # type: ignore[union-attr]
+            self._sent.per_node.setdefault(node_id, []).extend(cids)
             rd = RecordDict({R.ARRAYS: arrays, R.CONFIG: cfg})
             if update_record is not None:
                 rd[R.GLOBAL_UPDATE] = update_record
             msgs.append(Message(content=rd, dst_node_id=int(node_id), message_type=MessageType.TRAIN))
         log.info("round %d: %d clients over %d messages (%d offline skipped)",
-                 server_round, len(self._sent["ids"]), len(msgs), len(cohort.offline_ids))  # type: ignore[arg-type]
+                 server_round, len(self._sent.client_ids), len(msgs), len(cohort.offline_ids))
         return msgs
 
     def _evaluate_messages(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> list[Message]:
@@ -266,7 +276,7 @@ class Orchestration:
     def _check_replies(self, server_round: int, replies: Iterable[Message]) -> tuple[list[CheckedReply], list[Failure]]:
         assert self._layout is not None, "configure_train must run before aggregate_train"
         sigs = self.client_signals()
-        per_node: dict[int, list[int]] = self._sent.get("per_node", {}) if self._sent.get("round") == server_round else {}  # type: ignore[assignment]
+        per_node = self._sent.per_node if self._sent.server_round == server_round else {}
         checked: list[CheckedReply] = []
         failures: list[Failure] = []
         seen: set[int] = set()
@@ -334,11 +344,11 @@ class Orchestration:
                 info[f"client-{key}"] = float(agg)
                 if key == "lr":
                     info["client-lr-min"], info["client-lr-max"] = float(vals.min()), float(vals.max())
-        info["num-sampled"] = len(self._sent.get("ids", []))  # type: ignore[arg-type]
+        info["num-sampled"] = len(self._sent.client_ids)
         info["num-succeeded"] = len(ids)
         info["num-failed"] = len(failures)
-        info["sampled-ids"] = list(self._sent.get("ids", []))  # type: ignore[call-overload]
-        info["offline-ids"] = list(self._sent.get("offline", []))  # type: ignore[call-overload]
+        info["sampled-ids"] = list(self._sent.client_ids)
+        info["offline-ids"] = list(self._sent.offline_ids)
         info["succeeded-ids"] = ids
         info["failed-ids"] = [f.client_id if f.client_id is not None else -1 for f in failures]
         info["failed-reasons"] = [f.reason for f in failures]
@@ -480,5 +490,5 @@ class Orchestration:
             return None
         if any(set(g[R.METRICS].keys()) != set(good[0][R.METRICS].keys()) for g in good):
             common = set.intersection(*(set(g[R.METRICS].keys()) for g in good))
-            good = [RecordDict({R.METRICS: MetricRecord({k: g[R.METRICS][k] for k in common})}) for g in good]
+            good = [RecordDict({R.METRICS: MetricRecord({k: g.metric_records[R.METRICS][k] for k in common})}) for g in good]
         return self.evaluate_metrics_aggr_fn(good, self.weighted_by_key)  # type: ignore[attr-defined]

@@ -59,7 +59,7 @@ class FedHyper(FedAdapt):
         v = str(variant).upper()
         if v not in FEDHYPER_VARIANTS:
             raise ValueError(f"FedHyper variant must be one of {list(FEDHYPER_VARIANTS)}, got {variant!r}")
-        preset: dict[str, object] = {
+        preset: Mapping[str, object] = {
             "G": {"server_optimizer": "fedhyper-g", "server_options": {"lr": 1.0}},
             "GM": {"server_optimizer": "fedhyper-gm", "server_options": {"lr": 1.0}},
             "SL": {"server_optimizer": "sgd", "server_options": {"lr": 1.0},
@@ -148,7 +148,7 @@ class FlowerSampling(Orchestration):
         theirs = list(self._flower.configure_train(self, server_round, arrays, config, probe))  # type: ignore[arg-type]
         if not theirs:
             return []
-        cfg = theirs[0].content[self.configrecord_key]  # type: ignore[attr-defined]
+        cfg = theirs[0].content.config_records[self.configrecord_key]  # type: ignore[attr-defined]
         return self._train_messages(server_round, arrays, cfg, grid)
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
@@ -163,8 +163,8 @@ class FlowerSampling(Orchestration):
             assert c.message is not None
             met = MetricRecord({self.weighted_by_key: int(c.num_examples)})  # type: ignore[attr-defined]
             content = RecordDict({self.arrayrecord_key: c.message.content[R.ARRAYS], R.METRICS: met})  # type: ignore[attr-defined]
-            stripped.append(Message(content=content, metadata=c.message.metadata))
-        arrays, _ = self._flower.aggregate_train(self, server_round, stripped)
+            stripped.append(Message(content=content, metadata=c.message.metadata))  # type: ignore[call-overload]
+        arrays, _ = self._flower.aggregate_train(self, server_round, stripped)  # type: ignore[arg-type]
         if arrays is not None:
             arrays = self._cast_to_model(arrays)
             if isinstance(getattr(self, "current_arrays", None), ArrayRecord):

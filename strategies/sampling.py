@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -176,7 +176,7 @@ class WorkersNotReady(RuntimeError):
 
 
 def wait_for_nodes(
-    get_node_ids: Callable[[], Sequence[int] | list[int]],
+    get_node_ids: Callable[[], Iterable[int]],
     expected: int,
     *,
     timeout: float = 120.0,
@@ -208,7 +208,7 @@ def wait_for_nodes(
 
 
 def wait_for_stable_nodes(
-    get_node_ids: Callable[[], Sequence[int] | list[int]],
+    get_node_ids: Callable[[], Iterable[int]],
     *,
     settle: float = 1.0,
     timeout: float = 120.0,

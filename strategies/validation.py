@@ -63,8 +63,8 @@ def _as_list(cfg: ConfigRecord, key: str, kind: type, *, required: bool) -> list
         if required:
             raise ReplyRejected(f"{R.CLIENTS!r} lacks {key!r}")
         return []
-    v = cfg[key]
-    v = v if isinstance(v, list) else [v]
+    raw = cfg[key]
+    v: list = list(raw) if isinstance(raw, list) else [raw]
     if kind is float:
         if not all(isinstance(x, int | float) and not isinstance(x, bool) for x in v):
             raise ReplyRejected(f"{R.CLIENTS}[{key!r}] must hold numbers")
