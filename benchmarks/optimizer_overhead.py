@@ -40,9 +40,12 @@ CASES = [
     ("hd-mult, base adam", "hd-mult", {"lr": 1e-3, "base": "adam"}, "torch Adam (foreach)", 1.2),
     ("autodrop, base adam", "autodrop", {"lr": 1e-3, "base": "adam"}, "torch Adam (foreach)", 1.2),
     ("dsa", "dsa", {"lr": 0.01}, "torch Adam (foreach)", 1.3),
-    ("cprop", "cprop", {"lr": 0.01}, "torch Adam (foreach)", 1.3),
-    ("cprop, cdf bft", "cprop", {"lr": 0.01, "cdf": "bft"}, "torch Adam (foreach)", 1.3),
+    ("cprop (cdf bft)", "cprop", {"lr": 0.01}, "torch Adam (foreach)", 1.3),
+    ("cprop, cdf normal", "cprop", {"lr": 0.01, "cdf": "normal"}, "torch Adam (foreach)", 1.3),
     ("eg", "eg", {"lr": 0.01}, "torch Adam (foreach)", 1.3),
+    ("dsa, base adam", "dsa", {"lr": 1e-3, "base": "adam"}, "torch Adam (foreach)", None),
+    ("cprop, base adam", "cprop", {"lr": 1e-3, "base": "adam"}, "torch Adam (foreach)", None),
+    ("eg, base adam", "eg", {"lr": 1e-3, "base": "adam"}, "torch Adam (foreach)", None),
 ]
 
 
@@ -65,6 +68,18 @@ def state_copies(opt: torch.optim.Optimizer, n_params: int) -> float:
             if isinstance(v, torch.Tensor) and v.dim() > 0 and v.data_ptr() not in seen:
                 seen.add(v.data_ptr())
                 total += v.numel()
+    return total / n_params
+
+
+def scratch_copies(opt: torch.optim.Optimizer, n_params: int) -> float:
+    """Transient work buffers fedadapt keeps between steps (not state, not pickled).
+
+    Buffers that the state currently refers to (e.g. the previous Adam direction) are counted
+    in the state column only.
+    """
+    in_state = {v.data_ptr() for st in opt.state.values() for v in st.values() if isinstance(v, torch.Tensor)}
+    slots = getattr(opt, "__dict__", {}).get("_scratch_buffers", {})
+    total = sum(b.numel() for bufs in slots.values() for b in bufs.values() if b.data_ptr() not in in_state)
     return total / n_params
 
 
@@ -116,8 +131,8 @@ def main() -> None:
 
     med = {run["label"]: statistics.median(run["times"]) for run in runs}
     print(f"device: {device}, threads: {args.threads}, params: {n_params:,}, rounds: {rounds} (median step time)\n")
-    print("| optimizer | step (ms) | vs | ratio | goal | met | state (param copies) |")
-    print("|---|---|---|---|---|---|---|")
+    print("| optimizer | step (ms) | vs | ratio | goal | met | state (param copies) | work buffers (param copies) |")
+    print("|---|---|---|---|---|---|---|---|")
     for run in runs:
         label = run["label"]
         ref = run["ref"]
@@ -125,8 +140,9 @@ def main() -> None:
         goal = run["goal"]
         met = "" if goal is None else ("yes" if ratio <= goal else "no")
         copies = state_copies(run["opt"], n_params)
+        work = scratch_copies(run["opt"], n_params)
         print(f"| {label} | {med[label] * 1e3:.3f} | {ref or '-'} | {'-' if ratio is None else f'{ratio:.2f}x'} "
-              f"| {'-' if goal is None else f'<= {goal}x'} | {met} | {copies:.1f} |")
+              f"| {'-' if goal is None else f'<= {goal}x'} | {met} | {copies:.1f} | {work:.1f} |")
 
 
 if __name__ == "__main__":

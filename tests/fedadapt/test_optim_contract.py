@@ -195,3 +195,11 @@ def test_grads_reused_in_place_are_detected():
         reuse.step()
     torch.testing.assert_close(x, y)
     assert ref.param_groups[0]["lr"] == pytest.approx(reuse.param_groups[0]["lr"])
+
+
+def test_fedadapt_never_imports_flwr_or_ray():
+    import subprocess
+    import sys
+
+    code = "import sys, fedadapt; bad = [m for m in ('flwr', 'ray') if m in sys.modules]; assert not bad, bad"
+    subprocess.run([sys.executable, "-c", code], check=True)
