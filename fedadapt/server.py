@@ -69,12 +69,19 @@ class ServerOptimizer:
         """Per-client statistics the method needs (computed by :meth:`step` when not given)."""
         return tuple(getattr(self.optimizer, "required_signals", ()))
 
+    @property
+    def optional_signals(self) -> tuple[str, ...]:
+        """Signals the method uses when given (e.g. ``cprop``: conformity across clients)."""
+        return tuple(getattr(self.optimizer, "optional_signals", ()))
+
     # ------------------------------------------------------------------ rounds
     def step(self, client_params: Sequence[Sequence[Tensor]], weights: Sequence[float], **signals: object) -> None:
         """One round from the clients' models and weights (e.g. example counts).
 
         Signals the method requires and that are not given are computed from
-        ``client_params`` (see docs/CONTRACTS.md §1 for their definitions).
+        ``client_params`` (see docs/CONTRACTS.md §1 for their definitions). Signals the method
+        neither requires nor uses (``optional_signals``) are ignored, so a caller may pass the
+        same signals to every method.
         """
         if len(client_params) == 0:
             raise ValueError("step() needs at least one client")
@@ -157,7 +164,9 @@ class ServerOptimizer:
         skipped_before = sum(int(g.get("skipped", 0)) for g in opt.param_groups)
         for p, g in zip(self.params, pseudo, strict=True):
             p.grad = g
-        opt.step(**signals) if signals else opt.step()
+        accepted = set(self.required_signals) | set(self.optional_signals)
+        passed = {k: v for k, v in signals.items() if k in accepted and v is not None}
+        opt.step(**passed) if passed else opt.step()
         if mean64 is not None and self._exact_mean():
             for p, m in zip(self.params, mean64, strict=True):
                 p.copy_(m.to(p.dtype))

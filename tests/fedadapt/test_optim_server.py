@@ -211,3 +211,13 @@ def test_bad_client_input_raises():
         server.step(clients_around(params, 2, 0), [0, 0])
     with pytest.raises(ValueError, match="unknown optimizer"):
         fedadapt.ServerOptimizer(params, "nope")
+
+
+def test_signals_a_method_does_not_use_are_ignored():
+    params = make_params()
+    server = fedadapt.ServerOptimizer(params, "sgd", lr=1.0)
+    clients = clients_around(params, 2, 0)
+    sq = [torch.zeros_like(p) for p in params]
+    server.step(clients, [1, 1], client_sq_mean=sq, client_sq_norms_mean=1.0, num_clients=2)
+    assert server.last_info["skipped"] == 0.0
+    assert fedadapt.ServerOptimizer(make_params(), "cprop").optional_signals == ("client_sq_mean", "num_clients")
