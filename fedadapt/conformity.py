@@ -25,13 +25,12 @@ def _scale_from_z(z: list[Tensor], overconfidence: float, cdf: str, pre_scale: f
         if c != 1.0:
             torch._foreach_mul_(z, c)
     else:
-        # Bowling et al. logistic fit: Phi(z) ~ sigmoid(u), u = 0.07056 z^3 + 1.5976 z,
-        # so 2 |Phi(z) - 1/2| = 2 sigmoid(u) - 1 for z >= 0
-        if pre_scale != 1.0:
-            torch._foreach_mul_(z, pre_scale)
-        for x, w in zip(z, work, strict=True):
-            w.fill_(1.5976)
-            w.addcmul_(x, x, value=0.07056)
+        # Bowling et al. logistic fit: Phi(z) ~ sigmoid(u), u = 0.07056 z^3 + 1.5976 z, so
+        # 2 |Phi(z) - 1/2| = 2 sigmoid(u) - 1 for z >= 0; with z = pre_scale * y:
+        # u = y (0.07056 pre^3 y^2 + 1.5976 pre), so pre_scale costs no pass of its own
+        for y, w in zip(z, work, strict=True):
+            w.fill_(1.5976 * pre_scale)
+            w.addcmul_(y, y, value=0.07056 * pre_scale**3)
         torch._foreach_mul_(z, work)
         torch._foreach_sigmoid_(z)
         torch._foreach_mul_(z, 2.0 * c)
@@ -42,9 +41,8 @@ def _scale_from_z(z: list[Tensor], overconfidence: float, cdf: str, pre_scale: f
 
 
 def _abs_z(mean: Sequence[Tensor], var: list[Tensor], eps_sq: float) -> list[Tensor]:
-    """In place on ``var``: ``|mean| / sqrt(max(var, 0) + eps_sq)``."""
-    torch._foreach_clamp_min_(var, 0.0)
-    torch._foreach_add_(var, eps_sq)
+    """In place on ``var``: ``|mean| / sqrt(max(var, eps_sq))``."""
+    torch._foreach_clamp_min_(var, eps_sq)
     torch._foreach_rsqrt_(var)
     for x, m in zip(var, mean, strict=True):
         x.mul_(m).abs_()
@@ -57,13 +55,13 @@ def conformity_scale(
 ) -> list[Tensor]:
     r"""The conformity scale :math:`\min(1, 2c|\Phi(-\mu/se) - \tfrac12|)` per coordinate.
 
-    ``se = sqrt(max(var, 0) / (count - 1 + eps) + eps^2)``. Always in [0, 1]; an even function of
+    ``se = max(sqrt(var / (count - 1 + eps)), eps)``. Always in [0, 1]; an even function of
     ``mean``; depends on clients only through ``mean`` and ``var``. Used by :class:`CProp` for
     conformity across clients, exposed for tests. Does not modify its inputs.
     """
     _check(cdf in _CDFS, f"cdf must be one of {list(_CDFS)}, got {cdf!r}")
     k = 1.0 / (count - 1.0 + eps)
-    # |mean| / sqrt(k var + eps^2) = |mean| / sqrt(var + eps^2 / k) / sqrt(k)
+    # |mean| / max(sqrt(k var), eps) = |mean| / sqrt(max(var, eps^2 / k)) / sqrt(k)
     z = _abs_z(mean, [v.clone() for v in var], eps * eps / k)
     return _scale_from_z(z, overconfidence, cdf, 1.0 / math.sqrt(k), [torch.empty_like(x) for x in z])
 
@@ -79,7 +77,7 @@ class CProp(AdaptiveOptimizer):
         m_t = \beta m_{t-1} + (1-\beta) g_t, \quad v_t = \beta v_{t-1} + (1-\beta) g_t^2,
         \quad b_t = 1-\beta^t, \quad n_t = b_t/(1-\beta)
 
-        se_t = \sqrt{\max(v_t/b_t - (m_t/b_t)^2, 0)/(n_t - 1 + \epsilon) + \epsilon^2}, \qquad
+        se_t = \max\Big(\sqrt{(v_t/b_t - (m_t/b_t)^2)/(n_t - 1 + \epsilon)},\ \epsilon\Big), \qquad
         s_t = \min\big(1,\ 2c\,|\Phi(-\tfrac{m_t/b_t}{se_t}) - \tfrac12|\big)
 
         \theta_t = \theta_{t-1} - \alpha\, s_t \odot d_t
@@ -116,10 +114,10 @@ class CProp(AdaptiveOptimizer):
 
     Deviations: at the first step :math:`v_1/b_1 - (m_1/b_1)^2 = 0` exactly, and the scale is
     set to its exact value :math:`\min(1, c)` (rounding in that difference would otherwise be
-    amplified by :math:`1/\epsilon`). :math:`\epsilon` sits inside the square root of the
-    standard error (the code adds it outside): one ``rsqrt`` pass instead of ``sqrt``, ``add``
-    and ``div``; the two differ only where the standard error is of the order of
-    :math:`\epsilon`. The moments are kept separately from Adam's (no buffer sharing).
+    amplified by :math:`1/\epsilon`). The standard error is floored at :math:`\epsilon`
+    (the code adds :math:`\epsilon` to it and clamps the variance at 0): one ``clamp`` and one
+    ``rsqrt`` pass instead of ``clamp``, ``sqrt``, ``add`` and ``div``; the two differ only
+    where the standard error is of the order of :math:`\epsilon`. The moments are kept separately from Adam's (no buffer sharing).
     """
 
     per_coordinate = True
@@ -185,10 +183,10 @@ class CProp(AdaptiveOptimizer):
         else:
             b = 1.0 - beta**t
             n = b / (1.0 - beta)
-            k = 1.0 / (b * (n - 1.0 + eps))  # se^2 = k * var_b + eps^2 with var_b = v - m^2 / b
+            k = 1.0 / (b * (n - 1.0 + eps))  # se = max(sqrt(k * var_b), eps) with var_b = v - m^2 / b
             for out, v, m in zip(scale, vs, ms, strict=True):
                 torch.addcmul(v, m, m, value=-1.0 / b, out=out)
-            # m_hat / se = |m| / sqrt(var_b + eps^2 / k) / (b sqrt(k))
+            # m_hat / se = |m| / sqrt(max(var_b, eps^2 / k)) / (b sqrt(k))
             _abs_z(ms, scale, eps * eps / k)
             _scale_from_z(scale, c, group["cdf"], 1.0 / (b * math.sqrt(k)), self._scratch(params, "cprop"))
         g = self._with_weight_decay(group, params, grads)

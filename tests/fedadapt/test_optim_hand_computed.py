@@ -114,7 +114,7 @@ def test_cprop_two_steps():
     s = []
     for mi, vi in zip(m, v, strict=False):
         mh, vh = mi / b2, vi / b2
-        se = math.sqrt(max(vh - mh * mh, 0.0) / (n - 1 + eps) + eps * eps)
+        se = max(math.sqrt(max(vh - mh * mh, 0.0) / (n - 1 + eps)), eps)
         phi = 0.5 * (1 + math.erf((-mh / se) / math.sqrt(2)))
         s.append(min(1.0, 2 * c * abs(phi - 0.5)))
     close(out[1][0], [0.9 - lr * s[0] * 2.0, 2.1 - lr * s[1] * 0.5], tol=1e-10)
@@ -131,7 +131,7 @@ def test_cprop_bft_cdf_matches_the_logistic_fit():
     s = []
     for mi, vi in zip(m, v, strict=False):
         mh, vh = mi / b2, vi / b2
-        se = math.sqrt(max(vh - mh * mh, 0.0) / (n - 1 + 1e-8) + 1e-16)
+        se = max(math.sqrt(max(vh - mh * mh, 0.0) / (n - 1 + 1e-8)), 1e-8)
         z = -mh / se
         phi = 1 / (1 + math.exp(-0.07056 * z**3 - 1.5976 * z))
         s.append(min(1.0, 2 * c * abs(phi - 0.5)))
