@@ -21,6 +21,9 @@ def _scale_from_z(z: list[Tensor], overconfidence: float, cdf: str, pre_scale: f
     if cdf == "normal":
         # 2 |Phi(z) - 1/2| = erf(|z| / sqrt 2)
         torch._foreach_mul_(z, pre_scale / math.sqrt(2.0))
+        # erf(6) == 1 in float32 and float64; larger arguments only produce denormal
+        # intermediates (exp(-x^2)), which are very slow on CPU
+        torch._foreach_clamp_max_(z, 6.0)
         torch._foreach_erf_(z)
         if c != 1.0:
             torch._foreach_mul_(z, c)
@@ -32,6 +35,9 @@ def _scale_from_z(z: list[Tensor], overconfidence: float, cdf: str, pre_scale: f
             w.fill_(1.5976 * pre_scale)
             w.addcmul_(y, y, value=0.07056 * pre_scale**3)
         torch._foreach_mul_(z, work)
+        # sigmoid(40) == 1 in float32 and float64 (to 4e-18); larger arguments only produce
+        # denormal exp(-u), which is very slow on CPU
+        torch._foreach_clamp_max_(z, 40.0)
         torch._foreach_sigmoid_(z)
         torch._foreach_mul_(z, 2.0 * c)
         torch._foreach_add_(z, -c)
