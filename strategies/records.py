@@ -122,9 +122,11 @@ def array_to_tensor(array: Array) -> torch.Tensor:
 def tensor_to_array(tensor: torch.Tensor) -> Array:
     """Serialize a tensor as a ``.npy`` ``Array`` (same bytes ``Array(ndarray)`` produces)."""
     arr = tensor.detach().cpu().contiguous().numpy()
-    buf = io.BytesIO()
-    np.lib.format.write_array(buf, arr, allow_pickle=False)
-    return Array(dtype=str(arr.dtype), shape=tuple(arr.shape), stype=_NPY, data=buf.getvalue())
+    head = io.BytesIO()
+    np.lib.format.write_array_header_1_0(head, np.lib.format.header_data_from_array_1_0(arr))
+    # one copy into an exactly sized bytes object (np.save goes through a growing BytesIO)
+    data = b"".join((head.getvalue(), memoryview(arr.reshape(-1)).cast("B")))
+    return Array(dtype=str(arr.dtype), shape=tuple(arr.shape), stype=_NPY, data=data)
 
 
 def record_to_tensors(record: ArrayRecord) -> dict[str, torch.Tensor]:

@@ -46,12 +46,14 @@ def data(cid):
 def main(grid: Grid, context: Context) -> None:
     strategy = FedAdapt(server_optimizer="hd", server_options={"lr": 1.0, "hyper_lr": 1e-3},
                         client_optimizer="sgd", client_options={"lr": 0.05},
-                        clients_per_round=2, min_available_nodes=2, seed=1, worker_wait_timeout=120)
+                        clients_per_round=2, min_available_nodes=2, seed=1, worker_wait_timeout=120,
+                        fraction_evaluate=0.5, min_evaluate_nodes=1)
     result = strategy.start(grid, ArrayRecord(make_model().state_dict()),
                             num_rounds=int(context.run_config["num-rounds"]))
     last = result.train_metrics_clientapp[2]
     assert last["num-succeeded"] == 2 and last["num-failed"] == 0, last
     assert {a.dtype for a in result.arrays.values()} == {"float32"}
+    assert "eval-loss" in result.evaluate_metrics_clientapp[2]
 
 
 @client.train()

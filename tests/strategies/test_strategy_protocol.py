@@ -180,3 +180,13 @@ def test_client_failures_inside_replies_are_recorded():
     assert out is not None
     assert rounds[-1]["failed-ids"] == [failing] and rounds[-1]["failed-reasons"] == ["disk full"]
     assert failing not in rounds[-1]["succeeded-ids"]
+
+
+@pytest.mark.parametrize("arr", [np.random.rand(3, 4).astype(np.float32), np.arange(5), np.array(3.0),
+                                 np.zeros((0, 2), np.float32), np.ones((2, 3, 4), np.int64)])
+def test_zero_copy_records_match_flower_serialization(arr):
+    from strategies.records import array_to_tensor, tensor_to_array
+
+    mine, theirs = tensor_to_array(torch.from_numpy(arr)), Array(arr)
+    assert mine.data == theirs.data and mine.dtype == theirs.dtype and tuple(mine.shape) == tuple(theirs.shape)
+    assert np.array_equal(array_to_tensor(theirs).numpy(), arr)

@@ -126,3 +126,22 @@ def test_per_client_reply_mode_sends_one_message_per_client():
     out, met = s.aggregate_train(1, [worker(m) for m in msgs])
     assert out is not None and met["num-succeeded"] == 6
     assert strategies.__all__
+
+
+def test_federated_evaluation_samples_clients_and_weights_metrics():
+    from flwr.app import Error, Message
+
+    from strategies import EvaluateOutcome, build_evaluate_reply, read_evaluate_message
+
+    s = FedAdapt(num_clients=1000, clients_per_round=8, evaluate_clients_per_round=4, num_workers=2, seed=4)
+    msgs = list(s.configure_evaluate(1, ArrayRecord(tiny_model().state_dict()), ConfigRecord(), FakeGrid([1, 2])))
+    ids = [c for m in msgs for c in read_evaluate_message(m, tiny_model()).client_ids]
+    assert len(msgs) == 2 and len(set(ids)) == 4
+    replies = [build_evaluate_reply(m, [EvaluateOutcome(c, 10, 1.0 + i, {"accuracy": 0.5})
+                                        for c in read_evaluate_message(m).client_ids])
+               for i, m in enumerate(msgs)]
+    replies.append(Message(Error(code=2, reason="boom"), reply_to=msgs[0]))
+    met = s.aggregate_evaluate(1, replies)
+    assert met is not None and met["eval-loss"] == pytest.approx(1.5) and met["accuracy"] == pytest.approx(0.5)
+    none = FedAdapt(num_clients=10, clients_per_round=2, evaluate_clients_per_round=0, num_workers=1)
+    assert list(none.configure_evaluate(1, ArrayRecord(tiny_model().state_dict()), ConfigRecord(), FakeGrid([1]))) == []
