@@ -126,7 +126,8 @@ class AdaptiveOptimizer(Optimizer):
         g.setdefault("skipped", 0)
         device = g["params"][0].device if g["params"] else torch.device("cpu")
         if device.type != "cpu" and not isinstance(g["lr"], Tensor):
-            g["lr"] = torch.tensor(lr0, dtype=torch.float32, device=device)
+            dtype = torch.float32 if device.type == "mps" else torch.float64
+            g["lr"] = torch.tensor(lr0, dtype=dtype, device=device)
         self._init_group(g)
 
     def _init_group(self, group: dict) -> None:

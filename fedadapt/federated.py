@@ -347,9 +347,11 @@ class FedHyperCL(_PreviousDirection):
             growth = growth - step_scale * global_dot(d, glob)  # u_0 = Delta_{t-1}
         if isinstance(growth, Tensor):
             growth = growth.clamp_max(group["max_growth"])
+            # no host read: a non-finite growth (overflowing dot products) keeps the lr
+            self._set_lr(group, torch.where(torch.isfinite(growth), lr * growth, lr))
         else:
             growth = min(group["max_growth"], growth)
-        if _is_finite(growth):
-            self._set_lr(group, lr * growth)
+            if math.isfinite(growth):
+                self._set_lr(group, lr * growth)
         self._store_direction(group, params, grads, d, factor)
         group["prev_update_scale"] = step_scale

@@ -219,15 +219,13 @@ class MultiplicativeHypergradientDescent(_PreviousDirection):
     def _group_step(self, group, params, grads, signals):
         g = self._with_weight_decay(group, params, grads)
         gg = global_dot(g, g)
-        if not _is_finite(gg):
+        prev, reused = self._previous(params, grads)
+        use_prev = prev is not None and not reused
+        dot = global_dot(g, prev) * group["direction_factor"] if use_prev else 0.0
+        if not _is_finite(gg + dot):  # one check (one device read on CUDA) for both
             group["skipped"] += 1
             return
-        prev, reused = self._previous(params, grads)
-        if prev is not None and not reused:
-            dot = global_dot(g, prev) * group["direction_factor"]
-            if not _is_finite(dot):
-                group["skipped"] += 1
-                return
+        if use_prev:
             denom = (gg * group["prev_direction_sq"]) ** 0.5
             if isinstance(denom, torch.Tensor):
                 cos = torch.where(denom > 0, dot / denom.clamp_min(1e-300), torch.zeros_like(denom))
