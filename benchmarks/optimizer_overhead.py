@@ -131,8 +131,8 @@ def main() -> None:
 
     med = {run["label"]: statistics.median(run["times"]) for run in runs}
     print(f"device: {device}, threads: {args.threads}, params: {n_params:,}, rounds: {rounds} (median step time)\n")
-    print("| optimizer | step (ms) | vs | ratio | goal | met | state (param copies) | work buffers (param copies) |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| optimizer | step (ms) | vs | ratio | goal | met | vs torch Adam (fused) | state (param copies) | work buffers (param copies) |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for run in runs:
         label = run["label"]
         ref = run["ref"]
@@ -141,8 +141,9 @@ def main() -> None:
         met = "" if goal is None else ("yes" if ratio <= goal else "no")
         copies = state_copies(run["opt"], n_params)
         work = scratch_copies(run["opt"], n_params)
+        fused = f"{med[label] / med['torch Adam (fused)']:.2f}x" if ref == "torch Adam (foreach)" else "-"
         print(f"| {label} | {med[label] * 1e3:.3f} | {ref or '-'} | {'-' if ratio is None else f'{ratio:.2f}x'} "
-              f"| {'-' if goal is None else f'<= {goal}x'} | {met} | {copies:.1f} | {work:.1f} |")
+              f"| {'-' if goal is None else f'<= {goal}x'} | {met} | {fused} | {copies:.1f} | {work:.1f} |")
 
 
 if __name__ == "__main__":

@@ -178,13 +178,16 @@ class AdaptiveOptimizer(Optimizer):
     def _with_weight_decay(group: dict, params: list[Tensor], grads: list[Tensor]) -> list[Tensor]:
         wd = group.get("weight_decay", 0.0)
         if wd:
-            return torch._foreach_add(grads, params, alpha=wd)
+            return list(torch._foreach_add(grads, params, alpha=wd))
         return grads
 
     def _set_lr(self, group: dict, value: float | Tensor) -> None:
         value = _clip(value, group["min_lr"], group["max_lr"])
         if isinstance(group["lr"], Tensor):
-            group["lr"].copy_(value)
+            if isinstance(value, Tensor):
+                group["lr"].copy_(value)
+            else:
+                group["lr"].fill_(value)
         else:
             group["lr"] = float(value)
 
@@ -215,7 +218,7 @@ class AdaptiveOptimizer(Optimizer):
                 torch._foreach_mul_(old, mu)
                 torch._foreach_add_(old, og, alpha=1.0 - group.get("dampening", 0.0))
             if group.get("nesterov"):
-                return torch._foreach_add(grads, bufs, alpha=mu), 1.0
+                return list(torch._foreach_add(grads, bufs, alpha=mu)), 1.0
             return bufs, 1.0
         # adam
         beta1, beta2 = group["betas"]

@@ -170,8 +170,8 @@ class ServerOptimizer:
         if mean64 is not None and self._exact_mean():
             for p, m in zip(self.params, mean64, strict=True):
                 p.copy_(m.to(p.dtype))
-        for p, g in zip(self.params, old_grads, strict=True):
-            p.grad = g
+        for p, old in zip(self.params, old_grads, strict=True):
+            p.grad = old
         skipped = sum(int(g.get("skipped", 0)) for g in opt.param_groups) > skipped_before
         if not skipped:
             self._prev_pseudo_grad = keep
