@@ -186,6 +186,13 @@ class FedHyperGM(AdaptiveOptimizer):
         momentum: :math:`\mu` in [0, 1) (default 0.9).
         min_lr, max_lr: bounds of :math:`\eta_0(1+\mathrm{agg})`.
 
+    Unlike the wrapping methods it takes no ``base=``: the momentum is part of the rule.
+
+    Example::
+
+        server = fedadapt.ServerOptimizer(model.parameters(), "fedhyper-gm")
+        server.step(client_params, weights)
+
     References:
         Wang, Wang, Li, "FedHyper", ICLR 2024, arXiv:2310.03156 (code ``ATP-1010/FedHyper``).
 
