@@ -22,16 +22,26 @@ pytestmark = pytest.mark.slow
 RAY = str(Path(sys.executable).parent / "ray")
 
 
-def _ray_pids(marker: str) -> list[int]:
-    """PIDs of processes whose command line names our private temp dir or session."""
-    out = []
+def _ray_pids(*markers: str) -> list[int]:
+    """PIDs of the processes our `ray start` calls made: those whose command line names our
+    private temp dir or GCS port, and all their descendants (agents rename themselves to
+    `ray::...`, so they are found through their parents)."""
+    roots = []
     for p in psutil.process_iter(["pid", "cmdline"]):
         try:
-            if any(marker in part for part in (p.info["cmdline"] or [])):
-                out.append(p.info["pid"])
+            cmd = p.info["cmdline"] or []
+            if any(m in part for part in cmd for m in markers):
+                roots.append(p)
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
-    return out
+    out = set()
+    for p in roots:
+        out.add(p.pid)
+        try:
+            out.update(c.pid for c in p.children(recursive=True))
+        except psutil.NoSuchProcess:
+            continue
+    return sorted(out)
 
 
 def _stop_pids(pids: list[int]) -> None:
@@ -62,13 +72,13 @@ def test_scenario_runs_on_two_ray_nodes(tmp_path):
             env=e, capture_output=True, text=True, timeout=120,
         )
         assert head.returncode == 0, head.stdout + head.stderr
-        started.update(_ray_pids(temp_dir))
+        started.update(_ray_pids(temp_dir, f":{port}"))
         second = subprocess.run(
             [RAY, "start", f"--address=127.0.0.1:{port}", *common],
             env=e, capture_output=True, text=True, timeout=120,
         )
         assert second.returncode == 0, second.stdout + second.stderr
-        started.update(_ray_pids(temp_dir))
+        started.update(_ray_pids(temp_dir, f":{port}"))
         log = tmp_path / "workers.jsonl"
         out = tmp_path / "run"
         run = subprocess.run(
@@ -79,7 +89,7 @@ def test_scenario_runs_on_two_ray_nodes(tmp_path):
             env={**e, "RAY_ADDRESS": f"127.0.0.1:{port}"}, cwd=ROOT,
             capture_output=True, text=True, timeout=400,
         )
-        started.update(_ray_pids(temp_dir))
+        started.update(_ray_pids(temp_dir, f":{port}"))
         assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
         lines = [json.loads(x) for x in log.read_text().splitlines()]
         nodes = {x["ray-node"] for x in lines}
@@ -89,8 +99,8 @@ def test_scenario_runs_on_two_ray_nodes(tmp_path):
         rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
         assert rows[-1]["round"] == 3 and rows[-1]["num-succeeded"] == 4
     finally:
-        started.update(_ray_pids(temp_dir))
+        started.update(_ray_pids(temp_dir, f":{port}"))
         _stop_pids(sorted(started))
-        left = [p for p in _ray_pids(temp_dir)
+        left = [p for p in _ray_pids(temp_dir, f":{port}")
                 if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
         assert not left, f"Ray processes left running: {left}"
