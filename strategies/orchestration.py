@@ -43,6 +43,7 @@ from .validation import (
 log = logging.getLogger(__name__)
 
 CLIENT_LR_STATES = ("reset", "persist", "server")
+DUPLICATE = "duplicate reply"
 GLOBAL_UPDATE_OPTIMIZERS = frozenset({"fedhyper-cl"})
 RoundCallback = Callable[[dict[str, object]], None]
 ConfigValue = int | float | str | bool | bytes | list[int] | list[float] | list[str] | list[bool] | list[bytes]
@@ -283,7 +284,8 @@ class Orchestration:
         pkeys = self.param_keys()
         for msg in replies:
             node = int(msg.metadata.src_node_id)
-            expected = per_node.get(node) if per_node else None
+            # a node this round sent nothing to may claim no client
+            expected = per_node.get(node, []) if per_node else None
             try:
                 c = check_train_reply(
                     msg, self._layout, param_keys=pkeys,
@@ -292,7 +294,7 @@ class Orchestration:
                 )
                 dup = seen.intersection(c.client_ids)
                 if dup:
-                    raise ReplyRejected(f"client ids {sorted(dup)} already reported in this round")
+                    raise ReplyRejected(f"{DUPLICATE}: client ids {sorted(dup)} were already reported this round")
                 seen.update(c.client_ids)
                 checked.append(c)
                 failures.extend(c.failures)
@@ -303,8 +305,8 @@ class Orchestration:
                     continue  # every client failed and said why: nothing else to record
                 reported_ids = {f.client_id for f in reported}
                 lost: list[int | None] = [c for c in (expected or []) if c not in reported_ids]
-                if not expected:
-                    lost = [None]
+                if not expected or str(exc).startswith(DUPLICATE):
+                    lost = [None]  # the reply, not its clients, is what failed
                 for cid in lost:
                     failures.append(Failure(cid, node, str(exc)))
                 log.warning("round %d: dropped reply from node %d: %s", server_round, node, exc)

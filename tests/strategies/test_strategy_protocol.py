@@ -190,3 +190,20 @@ def test_zero_copy_records_match_flower_serialization(arr):
     mine, theirs = tensor_to_array(torch.from_numpy(arr)), Array(arr)
     assert mine.data == theirs.data and mine.dtype == theirs.dtype and tuple(mine.shape) == tuple(theirs.shape)
     assert np.array_equal(array_to_tensor(theirs).numpy(), arr)
+
+
+def test_replies_claiming_clients_not_sent_to_that_node_are_dropped():
+    rounds = []
+    s, _, msgs = _strategy_and_messages(on_round_end=rounds.append)
+    replies = [worker(m) for m in msgs]
+    # node 1's reply repeated as if from node 2 (whose clients differ); node 2's own reply dropped
+    fake = Message(content=replies[0].content, metadata=replies[1].metadata)
+    out, met = s.aggregate_train(1, [replies[0], fake, *replies[2:]])
+    assert out is not None and met["num-succeeded"] == 5
+    assert any("were not sent to node" in r for r in rounds[-1]["failed-reasons"])
+    # the same client reported twice is counted once
+    s2, _, msgs2 = _strategy_and_messages()
+    r2 = [worker(m) for m in msgs2]
+    out2, met2 = s2.aggregate_train(1, [*r2, r2[0]])
+    assert met2["num-succeeded"] == 6 and met2["num-failed"] == 1
+    assert met2["failed-ids"] == [-1]  # the reply failed, not a client
