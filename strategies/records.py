@@ -125,7 +125,7 @@ def tensor_to_array(tensor: torch.Tensor) -> Array:
     head = io.BytesIO()
     np.lib.format.write_array_header_1_0(head, np.lib.format.header_data_from_array_1_0(arr))
     # one copy into an exactly sized bytes object (np.save goes through a growing BytesIO)
-    data = b"".join((head.getvalue(), memoryview(arr.reshape(-1)).cast("B")))
+    data = b"".join((head.getvalue(), memoryview(arr.reshape(-1)).cast("B")))  # type: ignore[arg-type]
     return Array(dtype=str(arr.dtype), shape=tuple(arr.shape), stype=_NPY, data=data)
 
 
