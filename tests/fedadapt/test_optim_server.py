@@ -221,3 +221,16 @@ def test_signals_a_method_does_not_use_are_ignored():
     server.step(clients, [1, 1], client_sq_mean=sq, client_sq_norms_mean=1.0, num_clients=2)
     assert server.last_info["skipped"] == 0.0
     assert fedadapt.ServerOptimizer(make_params(), "cprop").optional_signals == ("client_sq_mean", "num_clients")
+
+
+def test_server_optimizer_pickles_and_continues():
+    import pickle
+
+    params = make_params()
+    server = fedadapt.ServerOptimizer(params, "eg", lr=1.0)
+    server.step(clients_around(params, 2, 0), [1, 1])
+    copy = pickle.loads(pickle.dumps(server))
+    for r in range(1, 3):
+        server.step(clients_around(server.params, 2, r), [1, 1])
+        copy.step(clients_around(copy.params, 2, r), [1, 1])
+        assert all(torch.equal(a, b) for a, b in zip(server.params, copy.params, strict=True))
