@@ -125,6 +125,10 @@ class Orchestration:
             opts_json = json.dumps(opts, sort_keys=True)
         except TypeError as exc:
             raise ValueError(f"client_options must be JSON-serializable: {exc}") from exc
+        import fedadapt
+
+        # bad local hyperparameters fail here, not on every client of every round
+        fedadapt.build_optimizer(client_optimizer, [torch.nn.Parameter(torch.zeros(1))], **json.loads(opts_json))
         self.client_optimizer = client_optimizer
         self.client_options = opts
         self._client_options_json = opts_json

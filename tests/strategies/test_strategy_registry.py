@@ -145,3 +145,10 @@ def test_federated_evaluation_samples_clients_and_weights_metrics():
     assert met is not None and met["eval-loss"] == pytest.approx(1.5) and met["accuracy"] == pytest.approx(0.5)
     none = FedAdapt(num_clients=10, clients_per_round=2, evaluate_clients_per_round=0, num_workers=1)
     assert list(none.configure_evaluate(1, ArrayRecord(tiny_model().state_dict()), ConfigRecord(), FakeGrid([1]))) == []
+
+
+def test_bad_client_options_fail_at_construction():
+    with pytest.raises(ValueError, match="unknown hyperparameters"):
+        FedAdapt(client_optimizer="sgd", client_options={"lr": 0.1, "bogus": 1})
+    with pytest.raises(ValueError, match="JSON"):
+        FedAdapt(client_options={"lr": object()})
