@@ -314,6 +314,9 @@ class Orchestration:
                 for cid in lost:
                     failures.append(Failure(cid, node, str(exc)))
                 log.warning("round %d: dropped reply from node %d: %s", server_round, node, exc)
+        # Replies arrive in any order; aggregate in a fixed one (by client ids, which the seeded
+        # sampling fixes) so a run and its resumed twin sum the same floats in the same order.
+        checked.sort(key=lambda c: min(c.client_ids))
         return checked, failures
 
     def _update_client_state(self, checked: list[CheckedReply]) -> None:

@@ -145,7 +145,13 @@ class FlowerSampling(Orchestration):
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
         probe = _ProbeGrid(max(self.min_available_nodes, self.min_train_nodes, 1))  # type: ignore[attr-defined]
-        theirs = list(self._flower.configure_train(self, server_round, arrays, config, probe))  # type: ignore[arg-type]
+        flwr_log = logging.getLogger("flwr")
+        level = flwr_log.level
+        flwr_log.setLevel(logging.WARNING)  # its "Sampled 2 nodes" line would be about the probe
+        try:
+            theirs = list(self._flower.configure_train(self, server_round, arrays, config, probe))  # type: ignore[arg-type]
+        finally:
+            flwr_log.setLevel(level)
         if not theirs:
             return []
         cfg = theirs[0].content.config_records[self.configrecord_key]  # type: ignore[attr-defined]
