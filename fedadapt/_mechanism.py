@@ -44,6 +44,23 @@ def global_dot(xs: Sequence[Tensor], ys: Sequence[Tensor]) -> float | Tensor:
     return torch.stack([p.to(torch.float64) for p in parts]).sum()
 
 
+def global_dots(*pairs: tuple[Sequence[Tensor], Sequence[Tensor]]) -> list[float | Tensor]:
+    """Several :func:`global_dot` values with one host read on CPU (same values, bit for bit)."""
+    parts = [[torch.dot(x.reshape(-1), y.reshape(-1)) for x, y in zip(xs, ys, strict=True)] for xs, ys in pairs]
+    flat = [p for ps in parts for p in ps]
+    if not flat:
+        return [0.0 for _ in pairs]
+    if flat[0].device.type == "cpu":
+        values = torch.stack(flat).tolist()
+        out: list[float | Tensor] = []
+        i = 0
+        for ps in parts:
+            out.append(math.fsum(values[i:i + len(ps)]))
+            i += len(ps)
+        return out
+    return [torch.stack([p.to(torch.float64) for p in ps]).sum() if ps else 0.0 for ps in parts]
+
+
 def _is_finite(x: float | Tensor) -> bool:
     if isinstance(x, Tensor):
         # one host synchronisation: see the note on CUDA in AdaptiveOptimizer's docstring

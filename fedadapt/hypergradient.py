@@ -8,7 +8,7 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor
 
-from ._mechanism import AdaptiveOptimizer, _check, _is_finite, global_dot
+from ._mechanism import AdaptiveOptimizer, _check, _is_finite, global_dot, global_dots
 
 __all__ = ["HypergradientDescent", "MultiplicativeHypergradientDescent"]
 
@@ -218,10 +218,14 @@ class MultiplicativeHypergradientDescent(_PreviousDirection):
 
     def _group_step(self, group, params, grads, signals):
         g = self._with_weight_decay(group, params, grads)
-        gg = global_dot(g, g)
         prev, reused = self._previous(params, grads)
         use_prev = prev is not None and not reused
-        dot = global_dot(g, prev) * group["direction_factor"] if use_prev else 0.0
+        if use_prev:
+            assert prev is not None
+            gg, dot = global_dots((g, g), (g, prev))
+            dot = dot * group["direction_factor"]
+        else:
+            gg, dot = global_dot(g, g), 0.0
         if not _is_finite(gg + dot):  # one check (one device read on CUDA) for both
             group["skipped"] += 1
             return
