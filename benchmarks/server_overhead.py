@@ -78,14 +78,26 @@ def _build(params: int, replies: int):
         sd = {k: v + 0.01 * torch.randn(v.shape, generator=g) for k, v in base.items()}
         sq = float(sum(((sd[k] - base[k]).double() ** 2).sum() for k in base))
         n = 10 + i
-        content = RecordDict({
-            "arrays": tensors_to_record(sd),
-            "metrics": MetricRecord({"num-examples": n, "train-loss": 1.0}),
-            "fedadapt.clients": ConfigRecord({
-                "ids": [cid], "num-examples": [n], "train-loss": [1.0], "lr": [0.1],
-                "step-mean": [0.1], "step-min": [0.1], "step-max": [0.1], "sq-norm": [sq],
-                "failed-ids": [], "failed-reasons": []}),
-        })
+        content = RecordDict(
+            {
+                "arrays": tensors_to_record(sd),
+                "metrics": MetricRecord({"num-examples": n, "train-loss": 1.0}),
+                "fedadapt.clients": ConfigRecord(
+                    {
+                        "ids": [cid],
+                        "num-examples": [n],
+                        "train-loss": [1.0],
+                        "lr": [0.1],
+                        "step-mean": [0.1],
+                        "step-min": [0.1],
+                        "step-max": [0.1],
+                        "sq-norm": [sq],
+                        "failed-ids": [],
+                        "failed-reasons": [],
+                    }
+                ),
+            }
+        )
         out.append(Message(content, reply_to=m))
         del sd
     assert all(m.metadata.message_type == MessageType.TRAIN for m in msgs)
@@ -100,8 +112,14 @@ def _strategy(label: str, replies: int):
         return getattr(fs, name)(**kw)
     from strategies import FedAdapt
 
-    return FedAdapt(server_optimizer=name, server_options=kw, num_clients=replies,
-                    clients_per_round=replies, num_workers=replies, seed=0)
+    return FedAdapt(
+        server_optimizer=name,
+        server_options=kw,
+        num_clients=replies,
+        clients_per_round=replies,
+        num_workers=replies,
+        seed=0,
+    )
 
 
 def _run_once(strategy, arrays, replies) -> float:
@@ -150,7 +168,9 @@ def _memory_child(label: str, params: int, replies: int) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--quick", action="store_true", help="~1M params, 5 replies, 2 repetitions")
     ap.add_argument("--params", type=int, default=None)
     ap.add_argument("--replies", type=int, default=None)
@@ -182,22 +202,41 @@ def main() -> None:
         # live allocations (glibc's dynamic threshold would recycle freed heap silently)
         env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
         out = subprocess.run(
-            [sys.executable, __file__, "--memory-child", label, "--params", str(params),
-             "--replies", str(replies), "--threads", str(args.threads)],
-            check=True, capture_output=True, text=True, env=env,
+            [
+                sys.executable,
+                __file__,
+                "--memory-child",
+                label,
+                "--params",
+                str(params),
+                "--replies",
+                str(replies),
+                "--threads",
+                str(args.threads),
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+            env=env,
         )
         peaks[label] = json.loads(out.stdout.strip().splitlines()[-1])["peak"]
 
     med = {k: statistics.median(v) for k, v in times.items()}
-    print(f"\nServer aggregation, {params / 1e6:.1f}M float32 parameters, {replies} replies, "
-          f"median of {reps} interleaved repetitions, torch threads {args.threads}, "
-          f"{os.cpu_count()} CPUs, torch {torch.__version__}, numpy {np.__version__}\n")
-    print("| method | aggregate_train (s) | time ratio | vs | peak RSS rise (MB) | memory ratio vs FedAvg |")
+    print(
+        f"\nServer aggregation, {params / 1e6:.1f}M float32 parameters, {replies} replies, "
+        f"median of {reps} interleaved repetitions, torch threads {args.threads}, "
+        f"{os.cpu_count()} CPUs, torch {torch.__version__}, numpy {np.__version__}\n"
+    )
+    print(
+        "| method | aggregate_train (s) | time ratio | vs | peak RSS rise (MB) | memory ratio vs FedAvg |"
+    )
     print("|---|---|---|---|---|---|")
     for label, (_, _, _, base) in METHODS.items():
         ratio = f"{med[label] / med[base]:.2f}" if base else "-"
         mem_ratio = peaks[label] / max(peaks["flower-fedavg"], 1)
-        print(f"| {label} | {med[label]:.3f} | {ratio} | {base or '-'} | {peaks[label] / 2**20:.0f} | {mem_ratio:.2f} |")
+        print(
+            f"| {label} | {med[label]:.3f} | {ratio} | {base or '-'} | {peaks[label] / 2**20:.0f} | {mem_ratio:.2f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -56,9 +56,13 @@ def save_checkpoint(strategy: Orchestration, server_round: int, arrays: ArrayRec
         "clients": {
             "ids": ids,
             "lrs": [float(strategy.client_lrs[i]) for i in ids],
-            "server-client-lr": -1.0 if strategy.server_client_lr is None else float(strategy.server_client_lr),
+            "server-client-lr": -1.0
+            if strategy.server_client_lr is None
+            else float(strategy.server_client_lr),
         },
-        "global-update": {} if strategy.global_update is None else {k: v.clone() for k, v in strategy.global_update.items()},
+        "global-update": {}
+        if strategy.global_update is None
+        else {k: v.clone() for k, v in strategy.global_update.items()},
     }
     path = checkpoint_path(strategy.checkpoint_dir, server_round)
     tmp = path.with_suffix(".tmp")
@@ -83,28 +87,42 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict:
     except Exception as exc:  # noqa: BLE001 - truncated, not a zip, unsafe content...
         raise CheckpointError(f"{p} is not a readable fedadapt checkpoint: {exc}") from exc
     if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise CheckpointError(f"{p} is not a fedadapt strategy checkpoint (format {data.get('format') if isinstance(data, dict) else type(data).__name__!r})")
+        raise CheckpointError(
+            f"{p} is not a fedadapt strategy checkpoint (format {data.get('format') if isinstance(data, dict) else type(data).__name__!r})"
+        )
     if data.get("version") != VERSION:
-        raise CheckpointError(f"{p}: checkpoint version {data.get('version')}, this code reads {VERSION}")
+        raise CheckpointError(
+            f"{p}: checkpoint version {data.get('version')}, this code reads {VERSION}"
+        )
     for key in ("identity", "round", "arrays", "server", "clients"):
         if key not in data:
             raise CheckpointError(f"{p}: checkpoint lacks {key!r}")
-    if not isinstance(data["arrays"], dict) or not all(isinstance(v, torch.Tensor) for v in data["arrays"].values()):
+    if not isinstance(data["arrays"], dict) or not all(
+        isinstance(v, torch.Tensor) for v in data["arrays"].values()
+    ):
         raise CheckpointError(f"{p}: 'arrays' must map names to tensors")
     return data
 
 
-def check_layout(saved: dict[str, tuple[str, tuple[int, ...]]], model: dict[str, tuple[str, tuple[int, ...]]]) -> None:
+def check_layout(
+    saved: dict[str, tuple[str, tuple[int, ...]]], model: dict[str, tuple[str, tuple[int, ...]]]
+) -> None:
     """Raise :class:`CheckpointError` unless keys, dtypes and shapes agree."""
     if list(saved) != list(model):
         diff = sorted(set(saved) ^ set(model))
-        raise CheckpointError(f"checkpoint model keys differ from the initial arrays' (e.g. {diff[:5]})")
+        raise CheckpointError(
+            f"checkpoint model keys differ from the initial arrays' (e.g. {diff[:5]})"
+        )
     for k in saved:
         if saved[k] != model[k]:
-            raise CheckpointError(f"checkpoint array {k!r} is {saved[k]}, the model's is {model[k]}")
+            raise CheckpointError(
+                f"checkpoint array {k!r} is {saved[k]}, the model's is {model[k]}"
+            )
 
 
-def load_checkpoint(strategy: Orchestration, path: str | os.PathLike[str]) -> tuple[int, ArrayRecord]:
+def load_checkpoint(
+    strategy: Orchestration, path: str | os.PathLike[str]
+) -> tuple[int, ArrayRecord]:
     """Restore ``strategy`` from ``path`` (a file or a directory with ``latest.pt``).
 
     Returns ``(round, arrays)``; ``strategy.start`` then continues with ``round + 1``.
@@ -114,15 +132,21 @@ def load_checkpoint(strategy: Orchestration, path: str | os.PathLike[str]) -> tu
     theirs = data["identity"]
     diffs = {k: (theirs.get(k), v) for k, v in mine.items() if theirs.get(k) != v}
     if diffs:
-        detail = ", ".join(f"{k}: checkpoint {a!r} vs strategy {b!r}" for k, (a, b) in diffs.items())
-        raise CheckpointError(f"checkpoint {path} was written by a different configuration ({detail})")
+        detail = ", ".join(
+            f"{k}: checkpoint {a!r} vs strategy {b!r}" for k, (a, b) in diffs.items()
+        )
+        raise CheckpointError(
+            f"checkpoint {path} was written by a different configuration ({detail})"
+        )
     arrays = R.tensors_to_record(data["arrays"])
     try:
         strategy.load_server_state(data["server"], arrays)
     except CheckpointError:
         raise
     except Exception as exc:  # noqa: BLE001
-        raise CheckpointError(f"checkpoint {path}: server state does not fit this strategy: {exc}") from exc
+        raise CheckpointError(
+            f"checkpoint {path}: server state does not fit this strategy: {exc}"
+        ) from exc
     clients = data["clients"]
     ids, lrs = list(clients.get("ids", [])), list(clients.get("lrs", []))
     if len(ids) != len(lrs):

@@ -100,14 +100,20 @@ class TrainPlan:
             opts["lr"] = lr
         return opts
 
-    def build_optimizer(self, params: Iterable[torch.nn.Parameter], client_id: int) -> torch.optim.Optimizer:
+    def build_optimizer(
+        self, params: Iterable[torch.nn.Parameter], client_id: int
+    ) -> torch.optim.Optimizer:
         """A fresh local optimizer (``fedadapt.build_optimizer``) for ``client_id``."""
         import fedadapt
 
-        opt = fedadapt.build_optimizer(self.optimizer_name, params, **self.optimizer_kwargs(client_id))
+        opt = fedadapt.build_optimizer(
+            self.optimizer_name, params, **self.optimizer_kwargs(client_id)
+        )
         if self.global_update is not None and hasattr(opt, "set_global_update"):
             # x_t - x_{t-1}, in the order of the optimizer's parameters (FedHyper-CL)
-            names = self.parameter_names or [k for k in self.global_state if k in self.global_update]
+            names = self.parameter_names or [
+                k for k in self.global_state if k in self.global_update
+            ]
             if all(n in self.global_update for n in names):
                 opt.set_global_update([self.global_update[n] for n in names])
         return opt
@@ -115,7 +121,6 @@ class TrainPlan:
     def load_global(self, model: torch.nn.Module) -> None:
         """Load the round's global model into ``model`` (call before each client)."""
         model.load_state_dict(self.global_state, strict=True)
-
 
 
 def _get_list(cfg: ConfigRecord, key: str, default: list) -> list:
@@ -144,7 +149,11 @@ def read_train_message(msg: Message, model: torch.nn.Module | None = None) -> Tr
     opts = json.loads(opts_raw) if isinstance(opts_raw, str) else {}
     state = {k: t.clone() for k, t in R.record_to_tensors(arrays).items()}
     upd_rec = content.array_records.get(R.GLOBAL_UPDATE)
-    update = {k: t.clone() for k, t in R.record_to_tensors(upd_rec).items()} if upd_rec is not None else None
+    update = (
+        {k: t.clone() for k, t in R.record_to_tensors(upd_rec).items()}
+        if upd_rec is not None
+        else None
+    )
     names = None
     if model is not None:
         names = [n for n, _ in model.named_parameters()]
@@ -194,7 +203,12 @@ class TrainReplyBuilder:
         self.ids: list[int] = []
         self.num_examples: list[int] = []
         self.losses: list[float] = []
-        self.stats: dict[str, list[float]] = {"lr": [], "step-mean": [], "step-min": [], "step-max": []}
+        self.stats: dict[str, list[float]] = {
+            "lr": [],
+            "step-mean": [],
+            "step-min": [],
+            "step-max": [],
+        }
         self.sq_norms: list[float] = []
         self.failed_ids: list[int] = []
         self.failed_reasons: list[str] = []
@@ -202,7 +216,9 @@ class TrainReplyBuilder:
     def add(self, outcome: ClientOutcome) -> None:
         if not outcome.ok:
             reason = outcome.error or (
-                "no model returned" if outcome.state_dict is None else f"num-examples {outcome.num_examples} <= 0"
+                "no model returned"
+                if outcome.state_dict is None
+                else f"num-examples {outcome.num_examples} <= 0"
             )
             self.failed_ids.append(int(outcome.client_id))
             self.failed_reasons.append(str(reason))
@@ -212,7 +228,9 @@ class TrainReplyBuilder:
         glob = self.plan.global_state
         if set(sd) != set(glob):
             self.failed_ids.append(int(outcome.client_id))
-            self.failed_reasons.append(f"state_dict keys differ from the global model: {sorted(set(sd) ^ set(glob))[:5]}")
+            self.failed_reasons.append(
+                f"state_dict keys differ from the global model: {sorted(set(sd) ^ set(glob))[:5]}"
+            )
             return
         bad = [k for k in self._params if not torch.isfinite(sd[k]).all()]
         if bad:
@@ -221,7 +239,10 @@ class TrainReplyBuilder:
             return
         n = int(outcome.num_examples)
         if self._acc is None:
-            self._acc = {k: torch.zeros(t.shape, dtype=torch.float64, device=t.device) for k, t in glob.items()}
+            self._acc = {
+                k: torch.zeros(t.shape, dtype=torch.float64, device=t.device)
+                for k, t in glob.items()
+            }
         sq_norm = 0.0
         for k, t in sd.items():
             x = t.detach().to(device=glob[k].device, dtype=torch.float64)
@@ -233,7 +254,12 @@ class TrainReplyBuilder:
                     sq_norm += float(d2.sum())
                 if self._want_sq_mean:
                     if self._sq is None:
-                        self._sq = {p: torch.zeros(glob[p].shape, dtype=torch.float64, device=glob[p].device) for p in self._params}
+                        self._sq = {
+                            p: torch.zeros(
+                                glob[p].shape, dtype=torch.float64, device=glob[p].device
+                            )
+                            for p in self._params
+                        }
                     self._sq[k].add_(d2, alpha=n)
         self.ids.append(int(outcome.client_id))
         self.num_examples.append(n)
@@ -268,13 +294,17 @@ class TrainReplyBuilder:
                 m = m.round_()
             mean[k] = m.to(ref.dtype)
         rd[R.ARRAYS] = R.tensors_to_record(mean)
-        finite = [(n, v) for n, v in zip(self.num_examples, self.losses, strict=True) if math.isfinite(v)]
+        finite = [
+            (n, v) for n, v in zip(self.num_examples, self.losses, strict=True) if math.isfinite(v)
+        ]
         metrics = MetricRecord({R.NUM_EXAMPLES: int(total)})
         if finite:
             metrics[R.TRAIN_LOSS] = float(sum(n * v for n, v in finite) / sum(n for n, _ in finite))
         rd[R.METRICS] = metrics
         if self._sq is not None:
-            rd[R.SIGNALS] = R.tensors_to_record({k: v.to(self.plan.global_state[k].dtype) for k, v in self._sq.items()})
+            rd[R.SIGNALS] = R.tensors_to_record(
+                {k: v.to(self.plan.global_state[k].dtype) for k, v in self._sq.items()}
+            )
         return rd
 
     def reply(self, msg: Message) -> Message:

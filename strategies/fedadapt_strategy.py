@@ -132,18 +132,26 @@ class FedAdapt(Orchestration, FedAvg):
     def summary(self) -> None:
         log.info(
             "FedAdapt: server %s %s | client %s %s (lr state %s) | %s",
-            self.server_optimizer, self.server_options, self.client_optimizer, self.client_options,
+            self.server_optimizer,
+            self.server_options,
+            self.client_optimizer,
+            self.client_options,
             self.client_lr_state,
             f"population {self.num_clients}, {self.clients_per_round}/round over {self.num_workers} workers"
-            if self.simulation_mode else "deployment mode (client id = node id)",
+            if self.simulation_mode
+            else "deployment mode (client id = node id)",
         )
 
-    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
         msgs = self._train_messages(server_round, arrays, config, grid)
         self._sync_params(arrays)
         return msgs
 
-    def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         t0 = time.perf_counter()
         checked, failures = self._check_replies(server_round, replies)
         if not checked:
@@ -153,26 +161,41 @@ class FedAdapt(Orchestration, FedAvg):
             return None, self._metric_record(info)
         out = self._aggregate_checked(checked)
         self._update_client_state(checked)
-        server_info: dict[str, float] = dict(self._server.last_info) if self._server is not None else {}
-        info = self._round_info(server_round, checked, failures, server_info, time.perf_counter() - t0)
+        server_info: dict[str, float] = (
+            dict(self._server.last_info) if self._server is not None else {}
+        )
+        info = self._round_info(
+            server_round, checked, failures, server_info, time.perf_counter() - t0
+        )
         self._finish_round(server_round, info, out)
         return out, self._metric_record(info)
 
-    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
         return self._evaluate_messages(server_round, arrays, config, grid)
 
-    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+    def aggregate_evaluate(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> MetricRecord | None:
         return self._aggregate_evaluate_checked(server_round, replies)
 
     # ------------------------------------------------------------------ server side
     def _sync_params(self, arrays: ArrayRecord) -> None:
         """Server copy of the parameters := the round's global arrays (built on first use)."""
         views = {k: R.array_to_tensor(arrays[k]) for k in self.param_keys()}
-        if self._server is None or set(views) != set(self._params) or any(
-            views[k].shape != self._params[k].shape or views[k].dtype != self._params[k].dtype for k in views
+        if (
+            self._server is None
+            or set(views) != set(self._params)
+            or any(
+                views[k].shape != self._params[k].shape or views[k].dtype != self._params[k].dtype
+                for k in views
+            )
         ):
             self._params = {k: v.clone() for k, v in views.items()}
-            self._server = _server_optimizer(list(self._params.values()), self.server_optimizer, self.server_options)
+            self._server = _server_optimizer(
+                list(self._params.values()), self.server_optimizer, self.server_options
+            )
             return
         with torch.no_grad():
             for k, v in views.items():
@@ -192,7 +215,11 @@ class FedAdapt(Orchestration, FedAvg):
                     if acc is None:
                         # float entries accumulate in their own dtype, in place (like Flower's
                         # FedAvg, one model-sized buffer); integer buffers in float64
-                        acc = torch.mul(x, w) if x.is_floating_point() else x.to(torch.float64).mul_(w)
+                        acc = (
+                            torch.mul(x, w)
+                            if x.is_floating_point()
+                            else x.to(torch.float64).mul_(w)
+                        )
                     else:
                         acc.add_(x, alpha=w)
                 assert acc is not None
@@ -218,11 +245,17 @@ class FedAdapt(Orchestration, FedAvg):
                     out[key] = (mean[key] if tdt.is_floating_point else mean[key].round()).to(tdt)
         return R.tensors_to_record(out)
 
-    def _signals(self, checked: list[CheckedReply], total: int, pkeys: list[str]) -> dict[str, object]:
+    def _signals(
+        self, checked: list[CheckedReply], total: int, pkeys: list[str]
+    ) -> dict[str, object]:
         want = set(self.required_signals)
         sig: dict[str, object] = {}
         if R.SIG_SQ_NORMS in want:
-            s = math.fsum(n * v for c in checked for n, v in zip(c.client_num_examples, c.sq_norms or [], strict=True))
+            s = math.fsum(
+                n * v
+                for c in checked
+                for n, v in zip(c.client_num_examples, c.sq_norms or [], strict=True)
+            )
             sig[R.SIG_SQ_NORMS] = s / total
         if R.SIG_NUM_CLIENTS in want:
             sig[R.SIG_NUM_CLIENTS] = sum(len(c.client_ids) for c in checked)
@@ -254,7 +287,9 @@ class FedAdapt(Orchestration, FedAvg):
         if "server_optimizer" in state:
             keys = list(state.get("param_keys", []))  # type: ignore[call-overload]
             if keys != list(self._params):
-                raise ValueError(f"checkpoint parameter keys {keys[:5]}... differ from the model's {list(self._params)[:5]}...")
+                raise ValueError(
+                    f"checkpoint parameter keys {keys[:5]}... differ from the model's {list(self._params)[:5]}..."
+                )
             assert self._server is not None
             self._server.load_state_dict(state["server_optimizer"])  # type: ignore[arg-type]
 

@@ -46,7 +46,18 @@ CLIENT_LR_STATES = ("reset", "persist", "server")
 DUPLICATE = "duplicate reply"
 GLOBAL_UPDATE_OPTIMIZERS = frozenset({"fedhyper-cl"})
 RoundCallback = Callable[[dict[str, object]], None]
-ConfigValue = int | float | str | bool | bytes | list[int] | list[float] | list[str] | list[bool] | list[bytes]
+ConfigValue = (
+    int
+    | float
+    | str
+    | bool
+    | bytes
+    | list[int]
+    | list[float]
+    | list[str]
+    | list[bool]
+    | list[bytes]
+)
 
 
 def _fedadapt_optimizers() -> list[str]:
@@ -58,7 +69,9 @@ def _fedadapt_optimizers() -> list[str]:
 def check_optimizer_name(name: str, what: str) -> None:
     accepted = _fedadapt_optimizers()
     if name not in accepted:
-        raise ValueError(f"{what}={name!r} is not a fedadapt optimizer; accepted: {sorted(accepted)}")
+        raise ValueError(
+            f"{what}={name!r} is not a fedadapt optimizer; accepted: {sorted(accepted)}"
+        )
 
 
 @dataclass
@@ -77,6 +90,16 @@ class Orchestration:
     # set by _init_orchestration
     num_clients: int | None
     clients_per_round: int | None
+    # provided by the Flower FedAvg this is mixed into
+    fraction_train: float
+    fraction_evaluate: float
+    min_train_nodes: int
+    min_evaluate_nodes: int
+    min_available_nodes: int
+    weighted_by_key: str
+    arrayrecord_key: str
+    configrecord_key: str
+    evaluate_metrics_aggr_fn: Callable[[list[RecordDict], str], MetricRecord]
 
     def _init_orchestration(
         self,
@@ -101,17 +124,27 @@ class Orchestration:
     ) -> None:
         check_optimizer_name(client_optimizer, "client_optimizer")
         if client_lr_state not in CLIENT_LR_STATES:
-            raise ValueError(f"client_lr_state must be one of {list(CLIENT_LR_STATES)}, got {client_lr_state!r}")
+            raise ValueError(
+                f"client_lr_state must be one of {list(CLIENT_LR_STATES)}, got {client_lr_state!r}"
+            )
         if reply_mode not in R.REPLY_MODES:
             raise ValueError(f"reply_mode must be one of {list(R.REPLY_MODES)}, got {reply_mode!r}")
         if num_clients is not None and num_clients < 1:
-            raise ValueError(f"num_clients must be >= 1 or None (deployment mode), got {num_clients}")
+            raise ValueError(
+                f"num_clients must be >= 1 or None (deployment mode), got {num_clients}"
+            )
         if clients_per_round is not None and clients_per_round < 1:
             raise ValueError(f"clients_per_round must be >= 1, got {clients_per_round}")
         if num_clients is not None and clients_per_round is None:
             raise ValueError("simulation mode (num_clients set) needs clients_per_round")
-        if num_clients is not None and clients_per_round is not None and clients_per_round > num_clients:
-            raise ValueError(f"clients_per_round={clients_per_round} exceeds num_clients={num_clients}")
+        if (
+            num_clients is not None
+            and clients_per_round is not None
+            and clients_per_round > num_clients
+        ):
+            raise ValueError(
+                f"clients_per_round={clients_per_round} exceeds num_clients={num_clients}"
+            )
         if num_workers is not None and num_workers < 1:
             raise ValueError(f"num_workers must be >= 1, got {num_workers}")
         if not callable(availability) and not 0.0 < float(availability) <= 1.0:
@@ -128,7 +161,9 @@ class Orchestration:
         import fedadapt
 
         # bad local hyperparameters fail here, not on every client of every round
-        fedadapt.build_optimizer(client_optimizer, [torch.nn.Parameter(torch.zeros(1))], **json.loads(opts_json))
+        fedadapt.build_optimizer(
+            client_optimizer, [torch.nn.Parameter(torch.zeros(1))], **json.loads(opts_json)
+        )
         self.client_optimizer = client_optimizer
         self.client_options = opts
         self._client_options_json = opts_json
@@ -169,38 +204,68 @@ class Orchestration:
 
     def param_keys(self) -> list[str]:
         assert self._layout is not None
-        return [k for k, (dt, _) in self._layout.items() if not R.is_buffer_key(k, dt, self.buffer_keys)]
+        return [
+            k for k, (dt, _) in self._layout.items() if not R.is_buffer_key(k, dt, self.buffer_keys)
+        ]
 
     def _workers(self, grid: Grid) -> list[int]:
         if self.num_workers is None:
             if self._settled_workers is None:
                 # unknown count: take the registered nodes once their number stopped changing
-                nodes = sampling.wait_for_stable_nodes(lambda: list(grid.get_node_ids()), timeout=self.worker_wait_timeout)
+                nodes = sampling.wait_for_stable_nodes(
+                    lambda: list(grid.get_node_ids()), timeout=self.worker_wait_timeout
+                )
                 self._settled_workers = len(nodes)
                 return nodes
-            return sampling.wait_for_nodes(lambda: list(grid.get_node_ids()), 1, timeout=self.worker_wait_timeout)
-        nodes = sampling.wait_for_nodes(lambda: list(grid.get_node_ids()), self.num_workers, timeout=self.worker_wait_timeout)
+            return sampling.wait_for_nodes(
+                lambda: list(grid.get_node_ids()), 1, timeout=self.worker_wait_timeout
+            )
+        nodes = sampling.wait_for_nodes(
+            lambda: list(grid.get_node_ids()), self.num_workers, timeout=self.worker_wait_timeout
+        )
         if self.num_workers is not None and len(nodes) > self.num_workers:
             nodes = nodes[: self.num_workers]
         return nodes
 
-    def _cohort(self, server_round: int, grid: Grid, stream: int, k_sim: int | None, fraction: float, min_nodes: int) -> tuple[list[tuple[int, list[int]]], sampling.Cohort]:
+    def _cohort(
+        self,
+        server_round: int,
+        grid: Grid,
+        stream: int,
+        k_sim: int | None,
+        fraction: float,
+        min_nodes: int,
+    ) -> tuple[list[tuple[int, list[int]]], sampling.Cohort]:
         if self.simulation_mode:
             assert self.num_clients is not None
             workers = self._workers(grid)
             k = k_sim if k_sim is not None else (self.clients_per_round or 1)
             cohort = sampling.sample_cohort(
-                self.num_clients, k, seed=self.seed, server_round=server_round,
-                availability=self.availability, stream=stream,
+                self.num_clients,
+                k,
+                seed=self.seed,
+                server_round=server_round,
+                availability=self.availability,
+                stream=stream,
             )
-            split = sampling.one_per_client if self.reply_mode == "per-client" else sampling.split_over_workers
+            split = (
+                sampling.one_per_client
+                if self.reply_mode == "per-client"
+                else sampling.split_over_workers
+            )
             return split(cohort.client_ids, workers), cohort
         need = max(min_nodes, self.min_available_nodes, k_sim or 0, 1)  # type: ignore[attr-defined]
-        nodes = sampling.wait_for_nodes(lambda: list(grid.get_node_ids()), need, timeout=self.worker_wait_timeout, what="client")
+        nodes = sampling.wait_for_nodes(
+            lambda: list(grid.get_node_ids()), need, timeout=self.worker_wait_timeout, what="client"
+        )
         k = k_sim if k_sim is not None else max(int(len(nodes) * fraction), min_nodes)
         cohort = sampling.sample_nodes(
-            nodes, k, seed=self.seed, server_round=server_round,
-            availability=self.availability, stream=stream,
+            nodes,
+            k,
+            seed=self.seed,
+            server_round=server_round,
+            availability=self.availability,
+            stream=stream,
         )
         return [(nid, [nid]) for nid in cohort.client_ids], cohort
 
@@ -230,19 +295,27 @@ class Orchestration:
         """Signal names the replies must carry (from the server method's required signals)."""
         return tuple(s for s in self.required_signals if s in (R.SIG_SQ_NORMS, R.SIG_SQ_MEAN))
 
-    def _train_messages(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> list[Message]:
+    def _train_messages(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> list[Message]:
         self._layout = R.layout_of(arrays)
         self._current = arrays
         plan, cohort = self._cohort(
-            server_round, grid, sampling.TRAIN_STREAM, self.clients_per_round,
-            self.fraction_train, self.min_train_nodes,  # type: ignore[attr-defined]
+            server_round,
+            grid,
+            sampling.TRAIN_STREAM,
+            self.clients_per_round,
+            self.fraction_train,
+            self.min_train_nodes,  # type: ignore[attr-defined]
         )
         base = self._base_config(server_round, config)
         update_record = None
         if self.needs_global_update and self.global_update is not None:
             update_record = R.tensors_to_record(self.global_update)
         msgs: list[Message] = []
-        self._sent = SentRound(server_round, [c for _, cs in plan for c in cs], list(cohort.offline_ids))
+        self._sent = SentRound(
+            server_round, [c for _, cs in plan for c in cs], list(cohort.offline_ids)
+        )
         for node_id, cids in plan:
             cfg = ConfigRecord(dict(base.items()))
             cfg[R.CFG_CLIENT_IDS] = cids
@@ -251,12 +324,21 @@ class Orchestration:
             rd = RecordDict({R.ARRAYS: arrays, R.CONFIG: cfg})
             if update_record is not None:
                 rd[R.GLOBAL_UPDATE] = update_record
-            msgs.append(Message(content=rd, dst_node_id=int(node_id), message_type=MessageType.TRAIN))
-        log.info("round %d: %d clients over %d messages (%d offline skipped)",
-                 server_round, len(self._sent.client_ids), len(msgs), len(cohort.offline_ids))
+            msgs.append(
+                Message(content=rd, dst_node_id=int(node_id), message_type=MessageType.TRAIN)
+            )
+        log.info(
+            "round %d: %d clients over %d messages (%d offline skipped)",
+            server_round,
+            len(self._sent.client_ids),
+            len(msgs),
+            len(cohort.offline_ids),
+        )
         return msgs
 
-    def _evaluate_messages(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> list[Message]:
+    def _evaluate_messages(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> list[Message]:
         if self.fraction_evaluate == 0.0:  # type: ignore[attr-defined]
             return []
         k = self.evaluate_clients_per_round if self.simulation_mode else None
@@ -265,8 +347,12 @@ class Orchestration:
         if k == 0:
             return []
         plan, _ = self._cohort(
-            server_round, grid, sampling.EVALUATE_STREAM, k,
-            self.fraction_evaluate, self.min_evaluate_nodes,  # type: ignore[attr-defined]
+            server_round,
+            grid,
+            sampling.EVALUATE_STREAM,
+            k,
+            self.fraction_evaluate,
+            self.min_evaluate_nodes,  # type: ignore[attr-defined]
         )
         msgs = []
         for node_id, cids in plan:
@@ -274,11 +360,15 @@ class Orchestration:
             cfg[R.CFG_ROUND] = server_round
             cfg[R.CFG_CLIENT_IDS] = cids
             rd = RecordDict({R.ARRAYS: arrays, R.CONFIG: cfg})
-            msgs.append(Message(content=rd, dst_node_id=int(node_id), message_type=MessageType.EVALUATE))
+            msgs.append(
+                Message(content=rd, dst_node_id=int(node_id), message_type=MessageType.EVALUATE)
+            )
         return msgs
 
     # ------------------------------------------------------------------ replies
-    def _check_replies(self, server_round: int, replies: Iterable[Message]) -> tuple[list[CheckedReply], list[Failure]]:
+    def _check_replies(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[list[CheckedReply], list[Failure]]:
         assert self._layout is not None, "configure_train must run before aggregate_train"
         sigs = self.client_signals()
         per_node = self._sent.per_node if self._sent.server_round == server_round else {}
@@ -292,13 +382,18 @@ class Orchestration:
             expected = per_node.get(node, []) if per_node else None
             try:
                 c = check_train_reply(
-                    msg, self._layout, param_keys=pkeys,
-                    want_sq_norms=R.SIG_SQ_NORMS in sigs, want_sq_mean=R.SIG_SQ_MEAN in sigs,
+                    msg,
+                    self._layout,
+                    param_keys=pkeys,
+                    want_sq_norms=R.SIG_SQ_NORMS in sigs,
+                    want_sq_mean=R.SIG_SQ_MEAN in sigs,
                     expected_ids=expected,
                 )
                 dup = seen.intersection(c.client_ids)
                 if dup:
-                    raise ReplyRejected(f"{DUPLICATE}: client ids {sorted(dup)} were already reported this round")
+                    raise ReplyRejected(
+                        f"{DUPLICATE}: client ids {sorted(dup)} were already reported this round"
+                    )
                 seen.update(c.client_ids)
                 checked.append(c)
                 failures.extend(c.failures)
@@ -323,7 +418,9 @@ class Orchestration:
         pairs = [
             (cid, n, lr)
             for c in checked
-            for cid, n, lr in zip(c.client_ids, c.client_num_examples, c.client_stats["lr"], strict=True)
+            for cid, n, lr in zip(
+                c.client_ids, c.client_num_examples, c.client_stats["lr"], strict=True
+            )
             if math.isfinite(lr) and lr > 0
         ]
         if self.client_lr_state == "persist":
@@ -333,15 +430,31 @@ class Orchestration:
             tot = sum(n for _, n, _ in pairs)
             self.server_client_lr = float(sum(n * lr for _, n, lr in pairs) / tot)
 
-    def _round_info(self, server_round: int, checked: list[CheckedReply], failures: list[Failure], server: Mapping[str, float], elapsed: float) -> dict[str, object]:
+    def _round_info(
+        self,
+        server_round: int,
+        checked: list[CheckedReply],
+        failures: list[Failure],
+        server: Mapping[str, float],
+        elapsed: float,
+    ) -> dict[str, object]:
         ids = [cid for c in checked for cid in c.client_ids]
         ns = [n for c in checked for n in c.client_num_examples]
         total = sum(ns)
         info: dict[str, object] = {"round": server_round}
-        losses = [(n, v) for c in checked for n, v in zip(c.client_num_examples, c.client_stats["train-loss"], strict=True) if math.isfinite(v)]
+        losses = [
+            (n, v)
+            for c in checked
+            for n, v in zip(c.client_num_examples, c.client_stats["train-loss"], strict=True)
+            if math.isfinite(v)
+        ]
         if not losses:
-            losses = [(c.num_examples, c.train_loss) for c in checked if math.isfinite(c.train_loss)]
-        info["train-loss"] = sum(n * v for n, v in losses) / sum(n for n, _ in losses) if losses else math.nan
+            losses = [
+                (c.num_examples, c.train_loss) for c in checked if math.isfinite(c.train_loss)
+            ]
+        info["train-loss"] = (
+            sum(n * v for n, v in losses) / sum(n for n, _ in losses) if losses else math.nan
+        )
         info["num-examples"] = int(total)
         for k, v in server.items():
             info[f"server-{k}"] = float(v)
@@ -349,10 +462,18 @@ class Orchestration:
             vals = np.array([v for c in checked for v in c.client_stats[key]], dtype=np.float64)
             vals = vals[np.isfinite(vals)]
             if vals.size:
-                agg = {"lr": vals.mean(), "step-mean": vals.mean(), "step-min": vals.min(), "step-max": vals.max()}[key]
+                agg = {
+                    "lr": vals.mean(),
+                    "step-mean": vals.mean(),
+                    "step-min": vals.min(),
+                    "step-max": vals.max(),
+                }[key]
                 info[f"client-{key}"] = float(agg)
                 if key == "lr":
-                    info["client-lr-min"], info["client-lr-max"] = float(vals.min()), float(vals.max())
+                    info["client-lr-min"], info["client-lr-max"] = (
+                        float(vals.min()),
+                        float(vals.max()),
+                    )
         info["num-sampled"] = len(self._sent.client_ids)
         info["num-succeeded"] = len(ids)
         info["num-failed"] = len(failures)
@@ -377,20 +498,29 @@ class Orchestration:
                 out[k] = int(v)
             elif isinstance(v, int | float):
                 out[k] = v
-            elif isinstance(v, list) and all(isinstance(x, int) and not isinstance(x, bool) for x in v):
+            elif isinstance(v, list) and all(
+                isinstance(x, int) and not isinstance(x, bool) for x in v
+            ):
                 if all(0 <= x < 2**63 for x in v) or all(abs(x) < 2**63 for x in v):
                     out[k] = list(v)
         return out
 
-    def _finish_round(self, server_round: int, info: dict[str, object], arrays: ArrayRecord | None) -> None:
+    def _finish_round(
+        self, server_round: int, info: dict[str, object], arrays: ArrayRecord | None
+    ) -> None:
         if self.needs_global_update and arrays is not None and self._current is not None:
             self.global_update = {
-                k: R.array_to_tensor(arrays[k]) - R.array_to_tensor(self._current[k]) for k in self.param_keys()
+                k: R.array_to_tensor(arrays[k]) - R.array_to_tensor(self._current[k])
+                for k in self.param_keys()
             }
         self.history.append(info)
         if self.on_round_end is not None:
             self.on_round_end(dict(info))
-        if self.checkpoint_dir is not None and self.checkpoint_every and server_round % self.checkpoint_every == 0:
+        if (
+            self.checkpoint_dir is not None
+            and self.checkpoint_every
+            and server_round % self.checkpoint_every == 0
+        ):
             from .checkpoint import save_checkpoint
 
             model = arrays if arrays is not None else self._current
@@ -481,7 +611,9 @@ class Orchestration:
         return result
 
     # ------------------------------------------------------------------ evaluation
-    def _aggregate_evaluate_checked(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+    def _aggregate_evaluate_checked(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> MetricRecord | None:
         good: list[RecordDict] = []
         for msg in replies:
             if msg.has_error() or not msg.has_content():
@@ -490,7 +622,12 @@ class Orchestration:
             if len(mets) != 1:
                 continue
             n = mets[0].get(self.weighted_by_key)  # type: ignore[attr-defined]
-            if isinstance(n, bool) or not isinstance(n, int | float) or not math.isfinite(n) or n <= 0:
+            if (
+                isinstance(n, bool)
+                or not isinstance(n, int | float)
+                or not math.isfinite(n)
+                or n <= 0
+            ):
                 continue
             if not all(math.isfinite(v) for v in mets[0].values() if isinstance(v, float)):
                 continue
@@ -499,5 +636,10 @@ class Orchestration:
             return None
         if any(set(g[R.METRICS].keys()) != set(good[0][R.METRICS].keys()) for g in good):
             common = set.intersection(*(set(g[R.METRICS].keys()) for g in good))
-            good = [RecordDict({R.METRICS: MetricRecord({k: g.metric_records[R.METRICS][k] for k in common})}) for g in good]
+            good = [
+                RecordDict(
+                    {R.METRICS: MetricRecord({k: g.metric_records[R.METRICS][k] for k in common})}
+                )
+                for g in good
+            ]
         return self.evaluate_metrics_aggr_fn(good, self.weighted_by_key)  # type: ignore[attr-defined]

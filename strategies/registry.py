@@ -58,14 +58,28 @@ class FedHyper(FedAdapt):
     def __init__(self, variant: str = "G", **kwargs: object) -> None:
         v = str(variant).upper()
         if v not in FEDHYPER_VARIANTS:
-            raise ValueError(f"FedHyper variant must be one of {list(FEDHYPER_VARIANTS)}, got {variant!r}")
+            raise ValueError(
+                f"FedHyper variant must be one of {list(FEDHYPER_VARIANTS)}, got {variant!r}"
+            )
         preset: Mapping[str, object] = {
             "G": {"server_optimizer": "fedhyper-g", "server_options": {"lr": 1.0}},
             "GM": {"server_optimizer": "fedhyper-gm", "server_options": {"lr": 1.0}},
-            "SL": {"server_optimizer": "sgd", "server_options": {"lr": 1.0},
-                   "client_optimizer": "hd", "client_lr_state": "server"},
-            "CL": {"server_optimizer": "sgd", "server_options": {"lr": 1.0}, "client_optimizer": "fedhyper-cl"},
-            "FULL": {"server_optimizer": "fedhyper-gm", "server_options": {"lr": 1.0}, "client_optimizer": "fedhyper-cl"},
+            "SL": {
+                "server_optimizer": "sgd",
+                "server_options": {"lr": 1.0},
+                "client_optimizer": "hd",
+                "client_lr_state": "server",
+            },
+            "CL": {
+                "server_optimizer": "sgd",
+                "server_options": {"lr": 1.0},
+                "client_optimizer": "fedhyper-cl",
+            },
+            "FULL": {
+                "server_optimizer": "fedhyper-gm",
+                "server_options": {"lr": 1.0},
+                "client_optimizer": "fedhyper-cl",
+            },
         }[v]
         self.variant = v
         super().__init__(**{**preset, **kwargs})  # type: ignore[arg-type]
@@ -130,20 +144,35 @@ class FlowerSampling(Orchestration):
     ) -> None:
         self._flower.__init__(self, **flower_kwargs)  # type: ignore[arg-type]
         self._init_orchestration(
-            client_optimizer=client_optimizer, client_options=client_options,
-            client_lr_state=client_lr_state, num_clients=num_clients,
-            clients_per_round=clients_per_round, evaluate_clients_per_round=evaluate_clients_per_round,
-            num_workers=num_workers, seed=seed, availability=availability, reply_mode=reply_mode,
-            checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every, on_round_end=on_round_end,
-            extra_train_config=extra_train_config, buffer_keys=buffer_keys,
+            client_optimizer=client_optimizer,
+            client_options=client_options,
+            client_lr_state=client_lr_state,
+            num_clients=num_clients,
+            clients_per_round=clients_per_round,
+            evaluate_clients_per_round=evaluate_clients_per_round,
+            num_workers=num_workers,
+            seed=seed,
+            availability=availability,
+            reply_mode=reply_mode,
+            checkpoint_dir=checkpoint_dir,
+            checkpoint_every=checkpoint_every,
+            on_round_end=on_round_end,
+            extra_train_config=extra_train_config,
+            buffer_keys=buffer_keys,
             worker_wait_timeout=worker_wait_timeout,
         )
 
     def summary(self) -> None:
-        log.info("%s with fedadapt sampling (population %s, %s per round)", self._flower.__name__,
-                 self.num_clients, self.clients_per_round)
+        log.info(
+            "%s with fedadapt sampling (population %s, %s per round)",
+            self._flower.__name__,
+            self.num_clients,
+            self.clients_per_round,
+        )
 
-    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
         probe = _ProbeGrid(max(self.min_available_nodes, self.min_train_nodes, 1))  # type: ignore[attr-defined]
         flwr_log = logging.getLogger("flwr")
         level = flwr_log.level
@@ -157,7 +186,9 @@ class FlowerSampling(Orchestration):
         cfg = theirs[0].content.config_records[self.configrecord_key]  # type: ignore[attr-defined]
         return self._train_messages(server_round, arrays, cfg, grid)
 
-    def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         t0 = time.perf_counter()
         checked, failures = self._check_replies(server_round, replies)
         if not checked:
@@ -168,7 +199,9 @@ class FlowerSampling(Orchestration):
         for c in checked:
             assert c.message is not None
             met = MetricRecord({self.weighted_by_key: int(c.num_examples)})  # type: ignore[attr-defined]
-            content = RecordDict({self.arrayrecord_key: c.message.content[R.ARRAYS], R.METRICS: met})  # type: ignore[attr-defined]
+            content = RecordDict(
+                {self.arrayrecord_key: c.message.content[R.ARRAYS], R.METRICS: met}
+            )  # type: ignore[attr-defined]
             stripped.append(Message(content=content, metadata=c.message.metadata))  # type: ignore[call-overload]
         arrays, _ = self._flower.aggregate_train(self, server_round, stripped)  # type: ignore[arg-type]
         if arrays is not None:
@@ -194,10 +227,14 @@ class FlowerSampling(Orchestration):
             out[k] = Array(np.ascontiguousarray(x.astype(dtype)))
         return ArrayRecord(out)
 
-    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
         return self._evaluate_messages(server_round, arrays, config, grid)
 
-    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+    def aggregate_evaluate(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> MetricRecord | None:
         return self._aggregate_evaluate_checked(server_round, replies)
 
     # checkpoints: Flower's moment arrays as tensors
@@ -226,9 +263,15 @@ class FlowerSampling(Orchestration):
 
 
 def _sampled(flower_cls: type[FedAvg]) -> type[FlowerSampling]:
-    doc = (f"Flower's ``{flower_cls.__name__}`` with fedadapt's sampling, validation and metrics. "
-           f"Takes FlowerSampling's keyword arguments plus {flower_cls.__name__}'s own.")
-    return type(f"Sampled{flower_cls.__name__}", (FlowerSampling, flower_cls), {"_flower": flower_cls, "__doc__": doc})
+    doc = (
+        f"Flower's ``{flower_cls.__name__}`` with fedadapt's sampling, validation and metrics. "
+        f"Takes FlowerSampling's keyword arguments plus {flower_cls.__name__}'s own."
+    )
+    return type(
+        f"Sampled{flower_cls.__name__}",
+        (FlowerSampling, flower_cls),
+        {"_flower": flower_cls, "__doc__": doc},
+    )
 
 
 SampledFedAvg = _sampled(FedAvg)

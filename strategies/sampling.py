@@ -41,7 +41,9 @@ class Cohort:
     offline_ids: list[int] = field(default_factory=list)
 
 
-def round_generator(seed: int, server_round: int, stream: int = TRAIN_STREAM) -> np.random.Generator:
+def round_generator(
+    seed: int, server_round: int, stream: int = TRAIN_STREAM
+) -> np.random.Generator:
     """The generator for one round and stream: ``np.random.default_rng([seed, round, stream])``."""
     return np.random.default_rng([int(seed), int(server_round), int(stream)])
 
@@ -142,7 +144,9 @@ def sample_nodes(
     return Cohort(chosen, offline)
 
 
-def split_over_workers(client_ids: Sequence[int], worker_ids: Sequence[int]) -> list[tuple[int, list[int]]]:
+def split_over_workers(
+    client_ids: Sequence[int], worker_ids: Sequence[int]
+) -> list[tuple[int, list[int]]]:
     """Split the cohort into contiguous chunks over the sorted workers.
 
     The first ``len(ids) % W`` workers get one extra client; workers with no client get no
@@ -163,7 +167,9 @@ def split_over_workers(client_ids: Sequence[int], worker_ids: Sequence[int]) -> 
     return out
 
 
-def one_per_client(client_ids: Sequence[int], worker_ids: Sequence[int]) -> list[tuple[int, list[int]]]:
+def one_per_client(
+    client_ids: Sequence[int], worker_ids: Sequence[int]
+) -> list[tuple[int, list[int]]]:
     """``reply_mode="per-client"``: one message per client, dealt round-robin over the workers."""
     workers = sorted(int(w) for w in worker_ids)
     if not workers:

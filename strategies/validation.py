@@ -91,7 +91,9 @@ def client_failures(msg: Message) -> list[Failure]:
         return []
 
 
-def _check_arrays(rec: ArrayRecord, layout: Layout, what: str, keys: Collection[str]) -> dict[str, torch.Tensor]:
+def _check_arrays(
+    rec: ArrayRecord, layout: Layout, what: str, keys: Collection[str]
+) -> dict[str, torch.Tensor]:
     got = set(rec.keys())
     want = set(keys)
     if got != want:
@@ -136,7 +138,9 @@ def check_train_reply(
         raise ReplyRejected("empty content")
     unexpected = keys - ALLOWED_KEYS
     if unexpected:
-        raise ReplyRejected(f"unexpected records {sorted(unexpected)} (allowed {sorted(ALLOWED_KEYS)})")
+        raise ReplyRejected(
+            f"unexpected records {sorted(unexpected)} (allowed {sorted(ALLOWED_KEYS)})"
+        )
     failures = client_failures(msg)
     if R.ARRAYS not in keys and R.METRICS not in keys and R.CLIENTS in keys:
         # every client of this reply failed: nothing to aggregate, failures are recorded
@@ -176,16 +180,22 @@ def check_train_reply(
         for key in _STAT_KEYS:
             vals = _as_list(cfg, key, float, required=False) or [math.nan] * len(ids)
             if len(vals) != len(ids):
-                raise ReplyRejected(f"{R.CLIENTS}[{key!r}]: {len(vals)} values for {len(ids)} clients")
+                raise ReplyRejected(
+                    f"{R.CLIENTS}[{key!r}]: {len(vals)} values for {len(ids)} clients"
+                )
             stats[key] = vals
         sq = None
         if want_sq_norms:
             sq = _as_list(cfg, "sq-norm", float, required=True)
             if len(sq) != len(ids) or not all(math.isfinite(v) and v >= 0 for v in sq):
-                raise ReplyRejected(f"{R.CLIENTS}['sq-norm'] must hold {len(ids)} finite values >= 0")
+                raise ReplyRejected(
+                    f"{R.CLIENTS}['sq-norm'] must hold {len(ids)} finite values >= 0"
+                )
     else:
         if want_sq_norms:
-            raise ReplyRejected(f"missing record {R.CLIENTS!r} (the server needs per-client sq-norm)")
+            raise ReplyRejected(
+                f"missing record {R.CLIENTS!r} (the server needs per-client sq-norm)"
+            )
         ids, ns, sq = [node], [n], None
         stats = {key: [math.nan] for key in _STAT_KEYS}
     if expected_ids is not None:

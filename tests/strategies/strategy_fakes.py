@@ -27,7 +27,9 @@ def client_data(client_id: int, server_round: int = 0) -> tuple[torch.Tensor, to
     return x, y, n
 
 
-def local_train(model: torch.nn.Module, opt: torch.optim.Optimizer, client_id: int, steps: int = 3) -> tuple[int, float]:
+def local_train(
+    model: torch.nn.Module, opt: torch.optim.Optimizer, client_id: int, steps: int = 3
+) -> tuple[int, float]:
     x, y, n = client_data(client_id)
     loss = torch.tensor(math.nan)
     for _ in range(steps):
@@ -53,14 +55,24 @@ def worker(msg: Message, fail: Callable[[int], str | None] | None = None) -> Mes
         plan.load_global(model)
         opt = plan.build_optimizer(model.parameters(), cid)
         n, loss = local_train(model, opt, cid)
-        outcomes.append(ClientOutcome(cid, {k: v.detach().clone() for k, v in model.state_dict().items()}, n, loss, fedadapt.step_size_stats(opt)))
+        outcomes.append(
+            ClientOutcome(
+                cid,
+                {k: v.detach().clone() for k, v in model.state_dict().items()},
+                n,
+                loss,
+                fedadapt.step_size_stats(opt),
+            )
+        )
     return build_train_reply(msg, plan, outcomes)
 
 
 class FakeGrid:
     """A Grid that answers train messages in-process and evaluate messages not at all."""
 
-    def __init__(self, node_ids: Iterable[int], respond: Callable[[Message], Message | None] = worker) -> None:
+    def __init__(
+        self, node_ids: Iterable[int], respond: Callable[[Message], Message | None] = worker
+    ) -> None:
         self.node_ids = list(node_ids)
         self.respond = respond
         self.sent: list[Message] = []
@@ -68,7 +80,9 @@ class FakeGrid:
     def get_node_ids(self) -> list[int]:
         return list(self.node_ids)
 
-    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> list[Message]:
+    def send_and_receive(
+        self, messages: Iterable[Message], *, timeout: float | None = None
+    ) -> list[Message]:
         out = []
         for m in messages:
             self.sent.append(m)

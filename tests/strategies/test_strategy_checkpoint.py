@@ -10,8 +10,15 @@ from strategy_fakes import FakeGrid, tiny_model
 from strategies import CheckpointError, FedAdapt, build_strategy, read_checkpoint
 
 CASES = {
-    "fedadapt-adam-persist": ("fedadapt", {"server_optimizer": "adam", "server_options": {"lr": 0.05},
-                                           "client_optimizer": "hd", "client_lr_state": "persist"}),
+    "fedadapt-adam-persist": (
+        "fedadapt",
+        {
+            "server_optimizer": "adam",
+            "server_options": {"lr": 0.05},
+            "client_optimizer": "hd",
+            "client_lr_state": "persist",
+        },
+    ),
     "fedhyper-sl": ("fedhyper-sl", {}),
     "fedhyper-full": ("fedhyper-full", {}),
     "flower-fedadam": ("fedadam", {"eta": 0.05}),
@@ -19,8 +26,17 @@ CASES = {
 
 
 def _make(name, kw, tmp, every=3):
-    return build_strategy(name, num_clients=40, clients_per_round=6, num_workers=3, seed=11,
-                          client_options={"lr": 0.05}, checkpoint_dir=tmp, checkpoint_every=every, **kw)
+    return build_strategy(
+        name,
+        num_clients=40,
+        clients_per_round=6,
+        num_workers=3,
+        seed=11,
+        client_options={"lr": 0.05},
+        checkpoint_dir=tmp,
+        checkpoint_every=every,
+        **kw,
+    )
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -40,8 +56,12 @@ def test_resume_is_bitwise_identical(case, tmp_path):
     assert sorted(r36.train_metrics_clientapp) == [4, 5, 6]
     for k in r6.arrays:
         assert r6.arrays[k].data == r36.arrays[k].data, k
-    assert [h["sampled-ids"] for h in straight.history[3:]] == [h["sampled-ids"] for h in resumed.history]
-    assert [h.get("server-lr") for h in straight.history[3:]] == [h.get("server-lr") for h in resumed.history]
+    assert [h["sampled-ids"] for h in straight.history[3:]] == [
+        h["sampled-ids"] for h in resumed.history
+    ]
+    assert [h.get("server-lr") for h in straight.history[3:]] == [
+        h.get("server-lr") for h in resumed.history
+    ]
     assert straight.client_lrs == resumed.client_lrs
     assert straight.server_client_lr == resumed.server_client_lr
 
@@ -49,7 +69,11 @@ def test_resume_is_bitwise_identical(case, tmp_path):
 def test_checkpoint_loads_with_weights_only_and_holds_the_state(tmp_path):
     s = _make("fedadapt", CASES["fedadapt-adam-persist"][1], tmp_path, every=2)
     s.start(FakeGrid([1, 2, 3]), ArrayRecord(tiny_model().state_dict()), num_rounds=4)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["latest.pt", "round-000002.pt", "round-000004.pt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "latest.pt",
+        "round-000002.pt",
+        "round-000004.pt",
+    ]
     data = torch.load(tmp_path / "round-000004.pt", weights_only=True)
     assert data["round"] == 4 and set(data["arrays"]) == {"weight", "bias"}
     assert data["server"]["server_optimizer"]["round"] == 4
@@ -73,13 +97,22 @@ def test_corrupt_or_mismatched_checkpoints_raise_clear_errors(tmp_path):
     with pytest.raises(CheckpointError, match="not a fedadapt strategy checkpoint"):
         _make("fedadapt", kw, tmp_path).load_checkpoint(other)
 
-    wrong_seed = build_strategy("fedadapt", num_clients=40, clients_per_round=6, num_workers=3, seed=12,
-                                client_options={"lr": 0.05}, **kw)
+    wrong_seed = build_strategy(
+        "fedadapt",
+        num_clients=40,
+        clients_per_round=6,
+        num_workers=3,
+        seed=12,
+        client_options={"lr": 0.05},
+        **kw,
+    )
     with pytest.raises(CheckpointError, match="seed"):
         wrong_seed.load_checkpoint(good)
 
     with pytest.raises(CheckpointError, match="server-optimizer"):
-        _make("fedadapt", {**kw, "server_optimizer": "sgd", "server_options": {"lr": 1.0}}, tmp_path).load_checkpoint(good)
+        _make(
+            "fedadapt", {**kw, "server_optimizer": "sgd", "server_options": {"lr": 1.0}}, tmp_path
+        ).load_checkpoint(good)
 
     with pytest.raises(CheckpointError, match="no checkpoint"):
         _make("fedadapt", kw, tmp_path).load_checkpoint(tmp_path / "missing.pt")

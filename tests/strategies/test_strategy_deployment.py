@@ -88,7 +88,7 @@ def evaluate(msg: Message, context: Context) -> Message:
     return build_evaluate_reply(msg, outs)
 '''
 
-PYPROJECT = '''
+PYPROJECT = """
 [project]
 name = "fedadapt-deploy-probe"
 version = "1.0.0"
@@ -103,7 +103,7 @@ clientapp = "probe_app:client"
 
 [tool.flwr.app.config]
 num-rounds = 2
-'''
+"""
 
 
 def _free_port() -> int:
@@ -149,37 +149,80 @@ def test_two_rounds_of_fedadapt_in_a_real_deployment(tmp_path):
     (home / "config.toml").write_text(
         f'[superlink]\ndefault = "deploy"\n\n[superlink.deploy]\naddress = "127.0.0.1:{link}"\ninsecure = true\n'
     )
-    env = {**os.environ, "FLWR_HOME": str(home), "FLWR_TELEMETRY_ENABLED": "0",
-           "FLWR_DISABLE_UPDATE_CHECK": "1", "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
-           "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env = {
+        **os.environ,
+        "FLWR_HOME": str(home),
+        "FLWR_TELEMETRY_ENABLED": "0",
+        "FLWR_DISABLE_UPDATE_CHECK": "1",
+        "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
     logs = tmp_path / "logs"
     logs.mkdir()
     procs: list[subprocess.Popen] = []
 
     def spawn(name: str, *cmd: str) -> subprocess.Popen:
         out = open(logs / f"{name}.log", "w")  # noqa: SIM115 - closed with the process
-        p = subprocess.Popen(list(cmd), cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT,
-                             start_new_session=True)
+        p = subprocess.Popen(
+            list(cmd),
+            cwd=tmp_path,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         procs.append(p)
         return p
 
     try:
-        spawn("superlink", str(BIN / "flower-superlink"), "--insecure",
-              "--disable-runtime-dependency-installation", "--host", "127.0.0.1", "--port", str(link))
+        spawn(
+            "superlink",
+            str(BIN / "flower-superlink"),
+            "--insecure",
+            "--disable-runtime-dependency-installation",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(link),
+        )
         _wait_port(link, 60)
         for i in range(2):
-            spawn(f"supernode{i}", str(BIN / "flower-supernode"), "--insecure", "--superlink",
-                  f"127.0.0.1:{link}", "--port", str(_free_port()),
-                  "--node-config", f"partition-id={i} num-partitions=2")
-        run = subprocess.run([str(BIN / "flwr"), "run", str(app), "deploy", "--stream"], cwd=tmp_path,
-                             env=env, capture_output=True, text=True, timeout=400)
-        ls = subprocess.run([str(BIN / "flwr"), "ls", "--format", "json"], cwd=tmp_path, env=env,
-                            capture_output=True, text=True, timeout=60)
-        text = ls.stdout[ls.stdout.find("{"):]
+            spawn(
+                f"supernode{i}",
+                str(BIN / "flower-supernode"),
+                "--insecure",
+                "--superlink",
+                f"127.0.0.1:{link}",
+                "--port",
+                str(_free_port()),
+                "--node-config",
+                f"partition-id={i} num-partitions=2",
+            )
+        run = subprocess.run(
+            [str(BIN / "flwr"), "run", str(app), "deploy", "--stream"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=400,
+        )
+        ls = subprocess.run(
+            [str(BIN / "flwr"), "ls", "--format", "json"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        text = ls.stdout[ls.stdout.find("{") :]
         runs = json.loads(text)["runs"]
         statuses = [r.get("status") for r in runs]
         assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-        assert statuses == ["finished:completed"], (statuses, run.stdout[-4000:], run.stderr[-2000:])
+        assert statuses == ["finished:completed"], (
+            statuses,
+            run.stdout[-4000:],
+            run.stderr[-2000:],
+        )
     finally:
         for p in reversed(procs):
             _stop(p)

@@ -25,8 +25,14 @@ def _np(record):
 
 
 def test_server_sgd_lr1_equals_flower_fedavg():
-    ours = FedAdapt(server_optimizer="sgd", server_options={"lr": 1.0}, num_clients=50,
-                    clients_per_round=8, num_workers=4, client_options={"lr": 0.1})
+    ours = FedAdapt(
+        server_optimizer="sgd",
+        server_options={"lr": 1.0},
+        num_clients=50,
+        clients_per_round=8,
+        num_workers=4,
+        client_options={"lr": 0.1},
+    )
     flower = FedAvg()
     arrays = ArrayRecord(tiny_model().state_dict())
     for rnd in range(1, 4):
@@ -45,8 +51,14 @@ def test_server_adam_matches_flower_fedadam_up_to_bias_correction():
     step count, ``eps`` after bias correction). Calling Flower with ``round - 1`` and taking
     tau = eps -> 0 removes both differences."""
     eta, b1, b2 = 0.05, 0.9, 0.99
-    ours = FedAdapt(server_optimizer="adam", server_options={"lr": eta, "betas": (b1, b2), "eps": 1e-12},
-                    num_clients=50, clients_per_round=8, num_workers=4, client_options={"lr": 0.1})
+    ours = FedAdapt(
+        server_optimizer="adam",
+        server_options={"lr": eta, "betas": (b1, b2), "eps": 1e-12},
+        num_clients=50,
+        clients_per_round=8,
+        num_workers=4,
+        client_options={"lr": 0.1},
+    )
     flower = FedAdam(eta=eta, beta_1=b1, beta_2=b2, tau=1e-12)
     arrays = ArrayRecord(tiny_model().state_dict())
     for rnd in range(1, 5):
@@ -74,15 +86,26 @@ def _synthetic_round(strategy, rnd, x, delta, n=(3, 5)):
     replies = []
     for m, xi, ni in zip(msgs, (x1, x2), (n1, n2), strict=True):
         cid = m.content["config"]["fedadapt.client-ids"][0]
-        content = RecordDict({
-            "arrays": ArrayRecord({"w": torch.from_numpy(xi.astype(np.float32))}),
-            "metrics": MetricRecord({"num-examples": ni}),
-            "fedadapt.clients": ConfigRecord({
-                "ids": [cid], "num-examples": [ni], "train-loss": [0.0], "lr": [0.1],
-                "step-mean": [0.1], "step-min": [0.1], "step-max": [0.1],
-                "sq-norm": [float(np.sum((xi.astype(np.float64) - x) ** 2))],
-                "failed-ids": [], "failed-reasons": []}),
-        })
+        content = RecordDict(
+            {
+                "arrays": ArrayRecord({"w": torch.from_numpy(xi.astype(np.float32))}),
+                "metrics": MetricRecord({"num-examples": ni}),
+                "fedadapt.clients": ConfigRecord(
+                    {
+                        "ids": [cid],
+                        "num-examples": [ni],
+                        "train-loss": [0.0],
+                        "lr": [0.1],
+                        "step-mean": [0.1],
+                        "step-min": [0.1],
+                        "step-max": [0.1],
+                        "sq-norm": [float(np.sum((xi.astype(np.float64) - x) ** 2))],
+                        "failed-ids": [],
+                        "failed-reasons": [],
+                    }
+                ),
+            }
+        )
         replies.append(Message(content, reply_to=m))
     out, _ = strategy.aggregate_train(rnd, replies)
     return out["w"].numpy().astype(np.float64)
@@ -115,8 +138,9 @@ def test_fedhyper_g_reproduces_the_reference_rule():
 
 
 def test_fedexp_uses_client_norms_from_replies():
-    strat = FedExP(num_clients=2, clients_per_round=2, num_workers=2,
-                   server_options={"extrapolation_eps": 0.0})
+    strat = FedExP(
+        num_clients=2, clients_per_round=2, num_workers=2, server_options={"extrapolation_eps": 0.0}
+    )
     x = np.zeros(4)
     d = np.array([0.1, -0.2, 0.05, 0.0])
     out = _synthetic_round(strat, 1, x, d)
@@ -128,17 +152,31 @@ def test_fedexp_uses_client_norms_from_replies():
     np.testing.assert_allclose(out, x + eta * d, rtol=1e-5, atol=1e-7)
 
 
-@pytest.mark.parametrize("name,kw", [
-    ("fedadapt", {"server_optimizer": "hd", "server_options": {"lr": 1.0, "hyper_lr": 1e-2}}),
-    ("fedexp", {}),
-    ("fedadam", {"eta": 0.05}),
-    ("fedhyper-g", {}),
-])
+@pytest.mark.parametrize(
+    "name,kw",
+    [
+        ("fedadapt", {"server_optimizer": "hd", "server_options": {"lr": 1.0, "hyper_lr": 1e-2}}),
+        ("fedexp", {}),
+        ("fedadam", {"eta": 0.05}),
+        ("fedhyper-g", {}),
+    ],
+)
 def test_model_is_the_same_whether_eight_clients_use_eight_workers_or_two(name, kw):
     def run(workers):
-        s = build_strategy(name, num_clients=1000, clients_per_round=8, num_workers=workers, seed=5,
-                           client_options={"lr": 0.1}, **kw)
-        res = s.start(FakeGrid(list(range(100, 100 + workers))), ArrayRecord(tiny_model().state_dict()), num_rounds=3)
+        s = build_strategy(
+            name,
+            num_clients=1000,
+            clients_per_round=8,
+            num_workers=workers,
+            seed=5,
+            client_options={"lr": 0.1},
+            **kw,
+        )
+        res = s.start(
+            FakeGrid(list(range(100, 100 + workers))),
+            ArrayRecord(tiny_model().state_dict()),
+            num_rounds=3,
+        )
         return res.arrays, s.history
 
     a8, h8 = run(8)
@@ -151,8 +189,14 @@ def test_model_is_the_same_whether_eight_clients_use_eight_workers_or_two(name, 
 
 def test_buffers_are_not_server_parameters():
     model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
-    strat = FedAdapt(server_optimizer="sgd", server_options={"lr": 2.0}, num_clients=2,
-                     clients_per_round=2, num_workers=2, buffer_keys=["1.bias"])
+    strat = FedAdapt(
+        server_optimizer="sgd",
+        server_options={"lr": 2.0},
+        num_clients=2,
+        clients_per_round=2,
+        num_workers=2,
+        buffer_keys=["1.bias"],
+    )
     strat.configure_train(1, ArrayRecord(model.state_dict()), ConfigRecord(), FakeGrid([1, 2]))
     assert strat.param_keys() == ["0.weight", "0.bias", "1.weight"]
     assert list(strat._params) == strat.param_keys()

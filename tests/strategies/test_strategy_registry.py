@@ -16,7 +16,16 @@ FLOWER = ["fedavg", "fedavgm", "fedadam", "fedyogi", "fedadagrad", "fedprox"]
 
 def test_registry_reaches_every_strategy():
     names = available_strategies()
-    for n in ["fedadapt", "fedexp", "fedhyper-g", "fedhyper-gm", "fedhyper-sl", "fedhyper-cl", "fedhyper-full", *FLOWER]:
+    for n in [
+        "fedadapt",
+        "fedexp",
+        "fedhyper-g",
+        "fedhyper-gm",
+        "fedhyper-sl",
+        "fedhyper-cl",
+        "fedhyper-full",
+        *FLOWER,
+    ]:
         assert n in names
     with pytest.raises(ValueError, match="accepted: .*fedadam"):
         build_strategy("fedmagic")
@@ -24,8 +33,16 @@ def test_registry_reaches_every_strategy():
 
 @pytest.mark.parametrize("name", FLOWER)
 def test_flower_strategies_run_with_fedadapt_sampling_and_keep_dtype(name):
-    kw = {"proximal_mu": 0.1} if name == "fedprox" else {"server_momentum": 0.9} if name == "fedavgm" else {}
-    s = build_strategy(name, num_clients=100, clients_per_round=4, num_workers=2, client_options={"lr": 0.1}, **kw)
+    kw = (
+        {"proximal_mu": 0.1}
+        if name == "fedprox"
+        else {"server_momentum": 0.9}
+        if name == "fedavgm"
+        else {}
+    )
+    s = build_strategy(
+        name, num_clients=100, clients_per_round=4, num_workers=2, client_options={"lr": 0.1}, **kw
+    )
     grid = FakeGrid([1, 2])
     res = s.start(grid, ArrayRecord(tiny_model().state_dict()), num_rounds=2)
     assert {a.dtype for a in res.arrays.values()} == {"float32"}
@@ -71,12 +88,31 @@ def test_presets_configure_fedadapt():
 
 
 def _two_rounds(**kw):
-    s = FedAdapt(num_clients=6, clients_per_round=6, num_workers=2, seed=1,
-                 client_optimizer="hd", client_options={"lr": 0.05, "hyper_lr": 1e-3}, **kw)
+    s = FedAdapt(
+        num_clients=6,
+        clients_per_round=6,
+        num_workers=2,
+        seed=1,
+        client_optimizer="hd",
+        client_options={"lr": 0.05, "hyper_lr": 1e-3},
+        **kw,
+    )
     grid = FakeGrid([1, 2])
     s.start(grid, ArrayRecord(tiny_model().state_dict()), num_rounds=2)
-    round2 = [m for m in grid.sent if m.content["config"]["server-round"] == 2 and m.metadata.message_type == "train"]
-    return s, {c: lr for m in round2 for c, lr in zip(m.content["config"]["fedadapt.client-ids"], m.content["config"]["fedadapt.client-lrs"], strict=True)}
+    round2 = [
+        m
+        for m in grid.sent
+        if m.content["config"]["server-round"] == 2 and m.metadata.message_type == "train"
+    ]
+    return s, {
+        c: lr
+        for m in round2
+        for c, lr in zip(
+            m.content["config"]["fedadapt.client-ids"],
+            m.content["config"]["fedadapt.client-lrs"],
+            strict=True,
+        )
+    }
 
 
 def test_client_lr_state_modes():
@@ -93,15 +129,31 @@ def test_client_lr_state_modes():
 
 def test_round_callback_and_result_metrics():
     seen = []
-    s = FedAdapt(server_optimizer="hd", server_options={"lr": 1.0, "hyper_lr": 1e-3}, num_clients=50,
-                 clients_per_round=4, num_workers=2, on_round_end=seen.append, seed=3,
-                 extra_train_config=lambda r: {"local-epochs": 1 + r})
+    s = FedAdapt(
+        server_optimizer="hd",
+        server_options={"lr": 1.0, "hyper_lr": 1e-3},
+        num_clients=50,
+        clients_per_round=4,
+        num_workers=2,
+        on_round_end=seen.append,
+        seed=3,
+        extra_train_config=lambda r: {"local-epochs": 1 + r},
+    )
     grid = FakeGrid([1, 2])
     res = s.start(grid, ArrayRecord(tiny_model().state_dict()), num_rounds=3)
     assert [d["round"] for d in seen] == [1, 2, 3]
     last = seen[-1]
-    for key in ["server-lr", "server-cosine", "client-lr", "client-step-mean", "train-loss",
-                "sampled-ids", "succeeded-ids", "failed-ids", "failed-reasons"]:
+    for key in [
+        "server-lr",
+        "server-cosine",
+        "client-lr",
+        "client-step-mean",
+        "train-loss",
+        "sampled-ids",
+        "succeeded-ids",
+        "failed-ids",
+        "failed-reasons",
+    ]:
         assert key in last, key
     assert math.isfinite(last["server-cosine"]) and math.isnan(seen[0]["server-cosine"])
     assert res.train_metrics_clientapp[3]["server-lr"] == last["server-lr"]
@@ -121,8 +173,14 @@ def test_fedhyper_cl_clients_receive_the_previous_global_update():
 
 def test_per_client_reply_mode_sends_one_message_per_client():
     s = FedAdapt(num_clients=100, clients_per_round=6, num_workers=2, reply_mode="per-client")
-    msgs = list(s.configure_train(1, ArrayRecord(tiny_model().state_dict()), ConfigRecord(), FakeGrid([1, 2])))
-    assert len(msgs) == 6 and all(len(m.content["config"]["fedadapt.client-ids"]) == 1 for m in msgs)
+    msgs = list(
+        s.configure_train(
+            1, ArrayRecord(tiny_model().state_dict()), ConfigRecord(), FakeGrid([1, 2])
+        )
+    )
+    assert len(msgs) == 6 and all(
+        len(m.content["config"]["fedadapt.client-ids"]) == 1 for m in msgs
+    )
     out, met = s.aggregate_train(1, [worker(m) for m in msgs])
     assert out is not None and met["num-succeeded"] == 6
     assert strategies.__all__
@@ -133,18 +191,44 @@ def test_federated_evaluation_samples_clients_and_weights_metrics():
 
     from strategies import EvaluateOutcome, build_evaluate_reply, read_evaluate_message
 
-    s = FedAdapt(num_clients=1000, clients_per_round=8, evaluate_clients_per_round=4, num_workers=2, seed=4)
-    msgs = list(s.configure_evaluate(1, ArrayRecord(tiny_model().state_dict()), ConfigRecord(), FakeGrid([1, 2])))
+    s = FedAdapt(
+        num_clients=1000, clients_per_round=8, evaluate_clients_per_round=4, num_workers=2, seed=4
+    )
+    msgs = list(
+        s.configure_evaluate(
+            1, ArrayRecord(tiny_model().state_dict()), ConfigRecord(), FakeGrid([1, 2])
+        )
+    )
     ids = [c for m in msgs for c in read_evaluate_message(m, tiny_model()).client_ids]
     assert len(msgs) == 2 and len(set(ids)) == 4
-    replies = [build_evaluate_reply(m, [EvaluateOutcome(c, 10, 1.0 + i, {"accuracy": 0.5})
-                                        for c in read_evaluate_message(m).client_ids])
-               for i, m in enumerate(msgs)]
+    replies = [
+        build_evaluate_reply(
+            m,
+            [
+                EvaluateOutcome(c, 10, 1.0 + i, {"accuracy": 0.5})
+                for c in read_evaluate_message(m).client_ids
+            ],
+        )
+        for i, m in enumerate(msgs)
+    ]
     replies.append(Message(Error(code=2, reason="boom"), reply_to=msgs[0]))
     met = s.aggregate_evaluate(1, replies)
-    assert met is not None and met["eval-loss"] == pytest.approx(1.5) and met["accuracy"] == pytest.approx(0.5)
-    none = FedAdapt(num_clients=10, clients_per_round=2, evaluate_clients_per_round=0, num_workers=1)
-    assert list(none.configure_evaluate(1, ArrayRecord(tiny_model().state_dict()), ConfigRecord(), FakeGrid([1]))) == []
+    assert (
+        met is not None
+        and met["eval-loss"] == pytest.approx(1.5)
+        and met["accuracy"] == pytest.approx(0.5)
+    )
+    none = FedAdapt(
+        num_clients=10, clients_per_round=2, evaluate_clients_per_round=0, num_workers=1
+    )
+    assert (
+        list(
+            none.configure_evaluate(
+                1, ArrayRecord(tiny_model().state_dict()), ConfigRecord(), FakeGrid([1])
+            )
+        )
+        == []
+    )
 
 
 def test_bad_client_options_fail_at_construction():

@@ -24,7 +24,12 @@ def test_same_seed_same_cohorts_and_different_seeds_differ():
 
 
 @settings(max_examples=40, deadline=None)
-@given(population=st.integers(1, 50_000), k=st.integers(0, 64), seed=st.integers(0, 2**31), rnd=st.integers(1, 10_000))
+@given(
+    population=st.integers(1, 50_000),
+    k=st.integers(0, 64),
+    seed=st.integers(0, 2**31),
+    rnd=st.integers(1, 10_000),
+)
 def test_cohort_is_distinct_in_range_and_full(population, k, seed, rnd):
     ids = sample_cohort(population, k, seed=seed, server_round=rnd).client_ids
     assert len(ids) == min(k, population)
@@ -41,7 +46,9 @@ def test_availability_is_deterministic_and_skips_offline():
     assert all(is_online(i, 7, 1, 0.5) for i in c1.client_ids)
     assert not any(is_online(i, 7, 1, 0.5) for i in c1.offline_ids)
     # a callable availability: odd ids never online
-    c3 = sample_cohort(1000, 10, seed=1, server_round=2, availability=lambda cid, r: float(cid % 2 == 0))
+    c3 = sample_cohort(
+        1000, 10, seed=1, server_round=2, availability=lambda cid, r: float(cid % 2 == 0)
+    )
     assert all(i % 2 == 0 for i in c3.client_ids) and len(c3.client_ids) == 10
 
 
@@ -52,8 +59,13 @@ def test_split_over_sorted_workers():
 
 
 def test_million_population_four_workers_no_population_sized_structure():
-    strat = FedAdapt(num_clients=1_000_000, clients_per_round=8, num_workers=4, seed=0,
-                     client_options={"lr": 0.1})
+    strat = FedAdapt(
+        num_clients=1_000_000,
+        clients_per_round=8,
+        num_workers=4,
+        seed=0,
+        client_options={"lr": 0.1},
+    )
     grid = FakeGrid([40, 10, 30, 20])
     arrays = ArrayRecord(tiny_model().state_dict())
     strat.configure_train(1, arrays, ConfigRecord(), grid)  # warm-up (imports, caches)
@@ -72,7 +84,9 @@ def test_million_population_four_workers_no_population_sized_structure():
 def test_cohorts_do_not_depend_on_node_ids_or_worker_count():
     def cohort(nodes, workers):
         s = FedAdapt(num_clients=5000, clients_per_round=8, num_workers=workers, seed=9)
-        msgs = s.configure_train(3, ArrayRecord(tiny_model().state_dict()), ConfigRecord(), FakeGrid(nodes))
+        msgs = s.configure_train(
+            3, ArrayRecord(tiny_model().state_dict()), ConfigRecord(), FakeGrid(nodes)
+        )
         return sorted(c for m in msgs for c in m.content["config"]["fedadapt.client-ids"])
 
     assert cohort([1, 2], 2) == cohort([77, 88, 99, 5, 6, 7, 8, 9], 8)
@@ -83,7 +97,11 @@ def test_deployment_mode_samples_sorted_node_ids():
     a = sample_nodes(nodes, 3, seed=1, server_round=1)
     assert a == sample_nodes(list(reversed(nodes)), 3, seed=1, server_round=1)
     strat = FedAdapt(clients_per_round=3, seed=1, min_available_nodes=2)
-    msgs = list(strat.configure_train(1, ArrayRecord(tiny_model().state_dict()), ConfigRecord(), FakeGrid(nodes)))
+    msgs = list(
+        strat.configure_train(
+            1, ArrayRecord(tiny_model().state_dict()), ConfigRecord(), FakeGrid(nodes)
+        )
+    )
     assert len(msgs) == 3
     for m in msgs:  # client id = node id
         assert m.content["config"]["fedadapt.client-ids"] == [m.metadata.dst_node_id]
@@ -102,7 +120,9 @@ def test_waiting_for_workers_names_the_disagreeing_settings():
         wait_for_nodes(lambda: [1], 3, timeout=0.2, poll=0.05)
     strat = FedAdapt(num_clients=100, clients_per_round=4, num_workers=3, worker_wait_timeout=0.2)
     with pytest.raises(WorkersNotReady, match="num_workers"):
-        strat.configure_train(1, ArrayRecord(tiny_model().state_dict()), ConfigRecord(), FakeGrid([1, 2]))
+        strat.configure_train(
+            1, ArrayRecord(tiny_model().state_dict()), ConfigRecord(), FakeGrid([1, 2])
+        )
 
 
 def test_without_num_workers_the_strategy_waits_for_the_count_to_settle():
