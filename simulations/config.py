@@ -364,6 +364,13 @@ def _check_cross(cfg: dict[str, Value]) -> None:
             f"run-config key 'drift.kind': rotation needs images, dataset {cfg['dataset']!r} has "
             "none; accepted there: label-permutation, label-shift, noise, feature-shift"
         )
+    if cfg["resume-from"]:
+        from strategies import CheckpointError, read_checkpoint
+
+        try:
+            read_checkpoint(str(cfg["resume-from"]))
+        except CheckpointError as exc:
+            raise ConfigError(f"run-config key 'resume-from': {exc}") from None
     total_faults = sum(float(cfg[k]) for k in KEYS if k.startswith("faults."))
     if total_faults > 1.0:
         raise ConfigError(

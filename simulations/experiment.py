@@ -452,8 +452,13 @@ def serve(grid: Any, cfg: Config, on_row: RowCallback | None = None) -> dict[str
 
     from simulations.report import RunWriter
 
+    from strategies import read_checkpoint
+
     out = default_out_dir(cfg).resolve()
-    writer = RunWriter(out, cfg)
+    resume_round = None
+    if cfg["resume-from"]:
+        resume_round = int(read_checkpoint(str(cfg["resume-from"]))["round"])
+    writer = RunWriter(out, cfg, resume_round=resume_round)
     if on_row is not None:
         original = writer.flush
 

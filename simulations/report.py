@@ -44,14 +44,21 @@ def _clean(value: Any) -> Any:
 class RunWriter:
     """Collects per-round records and writes the run directory as the run goes."""
 
-    def __init__(self, out_dir: str | Path, config: Mapping[str, Any]) -> None:
+    def __init__(
+        self, out_dir: str | Path, config: Mapping[str, Any], resume_round: int | None = None
+    ) -> None:
+        """``resume_round``: a run resumed from the checkpoint of that round keeps the rows
+        up to it from an existing ``metrics.jsonl`` in ``out_dir`` and appends after them."""
         self.dir = Path(out_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.config = dict(config)
         (self.dir / "config.json").write_text(json.dumps(_clean(self.config), indent=2) + "\n")
         self.metrics_path = self.dir / "metrics.jsonl"
-        self.metrics_path.write_text("")
-        self.rows: list[dict[str, Any]] = []
+        kept: list[dict[str, Any]] = []
+        if resume_round is not None and self.metrics_path.exists():
+            kept = [r for r in load_rows(self.dir) if int(r["round"]) <= resume_round]
+        self.metrics_path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        self.rows: list[dict[str, Any]] = kept
         self._pending: dict[int, dict[str, Any]] = {}
         self._t0 = time.perf_counter()
         self._last = self._t0
