@@ -478,8 +478,10 @@ def serve(grid: Any, cfg: Config, on_row: RowCallback | None = None) -> dict[str
     initial = ArrayRecord(w.model().state_dict())
     if cfg["resume-from"]:
         strategy.load_checkpoint(str(cfg["resume-from"]))
+    from simulations.resilience import RetryingGrid
+
     result = strategy.start(
-        grid,
+        RetryingGrid(grid),
         initial,
         num_rounds=int(cfg["num-server-rounds"]),
         timeout=float(cfg["round-timeout"]),

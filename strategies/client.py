@@ -232,6 +232,15 @@ class TrainReplyBuilder:
                 f"state_dict keys differ from the global model: {sorted(set(sd) ^ set(glob))[:5]}"
             )
             return
+        wrong = [
+            f"{k!r} is {tuple(sd[k].shape)} {sd[k].dtype}, the global model's {tuple(glob[k].shape)} {glob[k].dtype}"
+            for k in glob
+            if tuple(sd[k].shape) != tuple(glob[k].shape) or sd[k].dtype != glob[k].dtype
+        ]
+        if wrong:
+            self.failed_ids.append(int(outcome.client_id))
+            self.failed_reasons.append("wrong array: " + "; ".join(wrong[:3]))
+            return
         bad = [k for k in self._params if not torch.isfinite(sd[k]).all()]
         if bad:
             self.failed_ids.append(int(outcome.client_id))
