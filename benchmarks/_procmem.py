@@ -235,6 +235,20 @@ def kill_tree(pid: int) -> None:
             pass
 
 
+def set_grid_pull_interval(seconds: float) -> None:
+    """What-if for fedadapt's side: flwr's in-memory Grid polls for replies every ``seconds``
+    instead of its default 0.1 (what ``serve`` could do itself with ``grid.pull_interval``)."""
+    from flwr.superlink.grid import inmemory_grid
+
+    original = inmemory_grid.InMemoryGrid.__init__
+
+    def init(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        original(self, *args, **kwargs)
+        self.pull_interval = seconds
+
+    inmemory_grid.InMemoryGrid.__init__ = init  # type: ignore[method-assign]
+
+
 def emit(result: dict) -> None:
     """The child's result line for :func:`run_child`."""
     sys.stdout.write(RESULT_PREFIX + json.dumps(result) + "\n")

@@ -198,20 +198,6 @@ def child_flower(s: dict) -> None:
 # ----------------------------------------------------------------------------- (b) fedadapt
 
 
-def _set_grid_pull_interval(seconds: float) -> None:
-    """What-if: the in-memory Grid polls for replies every ``seconds`` instead of Flower's 0.1
-    (what ``serve`` could do itself with ``grid.pull_interval = ...``)."""
-    from flwr.superlink.grid import inmemory_grid
-
-    original = inmemory_grid.InMemoryGrid.__init__
-
-    def init(self, *args, **kwargs):
-        original(self, *args, **kwargs)
-        self.pull_interval = seconds
-
-    inmemory_grid.InMemoryGrid.__init__ = init
-
-
 def child_fedadapt(s: dict) -> None:
     import torch
 
@@ -219,7 +205,7 @@ def child_fedadapt(s: dict) -> None:
 
     torch.set_num_threads(1)
     if s.get("pull-interval"):
-        _set_grid_pull_interval(float(s["pull-interval"]))
+        _procmem.set_grid_pull_interval(float(s["pull-interval"]))
     stamps: list[float] = []
     summary = run_experiment(_fedadapt_cfg(s), on_round=lambda row: stamps.append(time.time()))
     res = _procmem.round_times(stamps, _procmem.process_start_time())
