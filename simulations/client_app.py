@@ -11,7 +11,7 @@ from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
 from simulations.config import resolve
-from simulations.experiment import handle_train
+from simulations.experiment import handle_train, handle_warm_up
 
 app = ClientApp()
 
@@ -19,3 +19,8 @@ app = ClientApp()
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     return handle_train(msg, resolve(dict(context.run_config)), dict(context.node_config))
+
+
+@app.query()
+def query(msg: Message, context: Context) -> Message:
+    return handle_warm_up(msg, resolve(dict(context.run_config)))

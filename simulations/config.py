@@ -230,6 +230,9 @@ _KEY_LIST: list[Key] = [
     Key("resume-from", "", "Checkpoint file to resume from ('' = fresh run)."),
     Key("round-timeout", 600.0, "Seconds to wait for a round's replies; late ones are dropped.",
         low=1.0),
+    Key("client-timeout", 0.0, "Seconds one client may train before its worker reports it as "
+        "over the deadline and replies without it (0: 0.8 x round-timeout / clients in the "
+        "message). Keeps one hung client from losing its worker's whole reply.", low=0.0),
     Key("worker-wait-timeout", 120.0, "Seconds the ServerApp waits for the worker supernodes.",
         low=1.0),
     # --- fault injection (issue: keep every run alive under faults)

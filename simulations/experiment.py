@@ -16,9 +16,11 @@ two paths run the same code:
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -261,28 +263,64 @@ def data_id_for(cfg: Config, client_id: int, node_config: Mapping[str, Any] | No
     return int(client_id) % int(cfg["num-clients"])
 
 
+def _with_deadline(fn: Callable[[], Any], seconds: float) -> tuple[bool, Any]:
+    """Run ``fn`` in a daemon thread; ``(False, None)`` if it is not done after ``seconds``
+    (the thread is abandoned: it works on its own model copy, so nothing shared is touched)."""
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as exc:  # reported as the client's failure
+            box["error"] = exc
+
+    t = threading.Thread(target=target, daemon=True, name="fedadapt-client")
+    t.start()
+    t.join(seconds)
+    if t.is_alive():
+        return False, None
+    if "error" in box:
+        raise box["error"]
+    return True, box["value"]
+
+
 def handle_train(msg: Any, cfg: Config, node_config: Mapping[str, Any] | None = None) -> Any:
-    """The ClientApp's train handler: serve every client id in the message, reply once."""
+    """The ClientApp's train handler: serve every client id in the message, reply once.
+
+    Each client trains on its own model copy under a deadline (``client-timeout``); a client
+    past it is reported and left behind, so one hung client does not cost its worker's reply.
+    """
     from strategies import ClientOutcome, TrainReplyBuilder, error_reply, read_train_message
 
     torch.set_num_threads(1)
     try:
         w = world(cfg)
         device = _device(cfg)
-        model = w.model().to(device)
-        plan = read_train_message(msg, model)
+        template = w.model().to(device)
+        plan = read_train_message(msg, template)
     except Exception as exc:  # a broken message or config must not kill the actor
         return error_reply(msg, f"worker could not read the train message: {exc!r}")
+    budget = float(cfg["client-timeout"]) or (
+        0.8 * float(cfg["round-timeout"]) / max(1, len(plan.client_ids))
+    )
     builder = TrainReplyBuilder(plan)
     for cid in plan.client_ids:
+        data_id = data_id_for(cfg, int(cid), node_config)
+        model = copy.deepcopy(template)
         try:
-            outcome = train_client(w, plan, int(cid), model, device,
-                                   data_id_for(cfg, int(cid), node_config))
+            done, outcome = _with_deadline(
+                lambda cid=cid, model=model, data_id=data_id: train_client(
+                    w, plan, int(cid), model, device, data_id),
+                budget,
+            )
+            if not done:
+                outcome = ClientOutcome.failed(
+                    int(cid), f"client exceeded its deadline of {budget:.1f} s (client-timeout)")
         except Exception as exc:  # one client's failure is reported, the others go on
             outcome = ClientOutcome.failed(int(cid), f"{type(exc).__name__}: {exc}")
         try:
             builder.add(outcome)
-        except Exception as exc:  # e.g. a wrongly shaped array
+        except Exception as exc:  # a result the builder cannot even inspect
             builder.add(ClientOutcome.failed(int(cid), f"invalid client result: {exc}"))
     if cfg["worker-log"]:
         _log_worker(str(cfg["worker-log"]), plan)
@@ -438,6 +476,43 @@ def make_strategy(cfg: Config, on_round_end: Callable[[dict[str, object]], None]
     return build_strategy(str(cfg["strategy"]), **kwargs)
 
 
+def warm_up(grid: Any, cfg: Config) -> None:
+    """Wait for the worker supernodes, then have each build the run's federation (data
+    source, model) before round 1, so that Ray's actor start-up and the first data load are
+    not charged to round 1's timeout. Bounded by ``worker-wait-timeout``."""
+    from flwr.app import ConfigRecord, Message, MessageType, RecordDict
+
+    from strategies.sampling import wait_for_nodes
+
+    timeout = float(cfg["worker-wait-timeout"])
+    start = time.time()
+    nodes = wait_for_nodes(grid.get_node_ids, worker_count(cfg), timeout=timeout)
+    msgs = [
+        Message(RecordDict({"config": ConfigRecord({RUN_KEY: run_key(cfg)})}),
+                dst_node_id=int(n), message_type=MessageType.QUERY)
+        for n in nodes[: worker_count(cfg)]
+    ]
+    left = max(1.0, timeout - (time.time() - start))
+    replies = list(grid.send_and_receive(msgs, timeout=left))
+    bad = [r.error.reason for r in replies if r.has_error()]
+    if bad:
+        raise RuntimeError(f"workers could not set up the run: {bad[0]}")
+
+
+def handle_warm_up(msg: Any, cfg: Config) -> Any:
+    """The ClientApp's query handler for :func:`warm_up`: build the federation, reply."""
+    from flwr.app import ConfigRecord, Message, RecordDict
+
+    from strategies import error_reply
+
+    try:
+        w = world(cfg)
+        w.model()
+    except Exception as exc:
+        return error_reply(msg, f"worker could not build the federation: {exc!r}")
+    return Message(RecordDict({"config": ConfigRecord({"ready": True})}), reply_to=msg)
+
+
 def default_out_dir(cfg: Config) -> Path:
     if cfg["out-dir"]:
         return Path(str(cfg["out-dir"]))
@@ -480,6 +555,8 @@ def serve(grid: Any, cfg: Config, on_row: RowCallback | None = None) -> dict[str
         strategy.load_checkpoint(str(cfg["resume-from"]))
     from simulations.resilience import RetryingGrid
 
+    if not cfg["deployment"]:
+        warm_up(grid, cfg)
     result = strategy.start(
         RetryingGrid(grid),
         initial,
@@ -537,14 +614,27 @@ def run_many(
 
     client_app = ClientApp()
 
+    def config_of(msg: Any) -> Config | None:
+        key = msg.content["config"].get(RUN_KEY) if "config" in msg.content else None
+        return by_key.get(str(key))
+
     @client_app.train()
     def _train(msg: Any, context: Any) -> Any:
         from strategies import error_reply
 
-        key = msg.content["config"].get(RUN_KEY) if "config" in msg.content else None
-        if key not in by_key:
-            return error_reply(msg, f"train message names unknown run key {key!r}")
-        return handle_train(msg, by_key[key])
+        cfg = config_of(msg)
+        if cfg is None:
+            return error_reply(msg, "train message names no known run key")
+        return handle_train(msg, cfg)
+
+    @client_app.query()
+    def _query(msg: Any, context: Any) -> Any:
+        from strategies import error_reply
+
+        cfg = config_of(msg)
+        if cfg is None:
+            return error_reply(msg, "query message names no known run key")
+        return handle_warm_up(msg, cfg)
 
     run_in_process(
         server_app,

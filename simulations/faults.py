@@ -2,7 +2,9 @@
 
 A share of the *population* is faulty, chosen from ``(seed, client id)``: the same clients
 misbehave every time they are sampled, so a run with ``faults.raise-fraction = 0.2`` has 20% of
-its clients failing in every round they take part in. Kinds:
+its clients failing in every round they take part in. The share is exact (``round(fraction *
+num_clients)`` clients per kind): clients are ranked by a seeded affine permutation of
+``0..num_clients-1``, which needs no population-sized array. Kinds:
 
 =================== ====================================================================
 ``raise``           training raises; the worker reports the client with the exception
@@ -31,10 +33,8 @@ from dataclasses import dataclass
 
 import torch
 
-from simulations.heterogeneity import hashed_uniform
 
 KINDS = ("raise", "crash", "nan", "bad-shape", "hang")
-_FAULT_STREAM = 0xFA
 
 
 class InjectedFault(RuntimeError):
@@ -48,12 +48,26 @@ class FaultPlan:
     fractions: tuple[tuple[str, float], ...] = ()
     seed: int = 0
     run_key: str = ""
+    num_clients: int = 1
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, object]) -> FaultPlan:
         fr = tuple((k, float(cfg.get(f"faults.{k}-fraction", 0.0) or 0.0)) for k in KINDS)  # type: ignore[arg-type]
         key = hashlib.sha1(json.dumps(dict(cfg), sort_keys=True, default=str).encode()).hexdigest()
-        return cls(tuple((k, f) for k, f in fr if f > 0), int(cfg.get("seed", 0)), key[:16])  # type: ignore[call-overload]
+        return cls(tuple((k, f) for k, f in fr if f > 0), int(cfg.get("seed", 0)), key[:16],  # type: ignore[call-overload]
+                   int(cfg.get("num-clients", 1)))  # type: ignore[call-overload]
+
+    def rank(self, client_id: int) -> int:
+        """Position of ``client_id`` in a seeded permutation of the population (a bijection
+        ``c -> (a c + b) mod N`` with ``a`` coprime to ``N``)."""
+        import math
+
+        n = max(1, self.num_clients)
+        a = 2_654_435_761 % n or 1
+        while math.gcd(a, n) != 1:
+            a += 1
+        b = (self.seed * 40_503 + 12_345) % n
+        return (a * int(client_id) + b) % n
 
     def _first_crash(self, client_id: int) -> bool:
         """True exactly once per (run, client): the marker file is created atomically."""
@@ -74,11 +88,11 @@ class FaultPlan:
         """The fault ``client_id`` has, or None (a fixed property of the client)."""
         if not self.fractions:
             return None
-        u = float(hashed_uniform(self.seed, _FAULT_STREAM, int(client_id))[0])
-        edge = 0.0
+        r = self.rank(client_id)
+        edge = 0
         for name, frac in self.fractions:
-            edge += frac
-            if u < edge:
+            edge += round(frac * self.num_clients)
+            if r < edge:
                 return name
         return None
 

@@ -32,13 +32,20 @@ def is_retryable(reply: Any) -> bool:
 class RetryingGrid:
     """A Flower ``Grid`` whose ``send_and_receive`` re-sends messages lost to dead workers.
 
-    Everything else is delegated to the wrapped grid.
+    It pushes and pulls like Flower's own ``send_and_receive`` but polls every 10 ms instead
+    of 100 ms (measured: a steady simulated round went from ~205 to ~100 ms, since Flower's
+    fixed 0.1 s poll rounded every round up to a multiple of it); a reply that says the worker
+    process died is not returned but re-sent (after ``backoff`` seconds, doubling, at most
+    ``retries`` times), as soon as it arrives and within the same timeout. Everything else is
+    delegated to the wrapped grid.
     """
 
-    def __init__(self, grid: Any, *, retries: int = 2, backoff: float = 3.0) -> None:
+    def __init__(self, grid: Any, *, retries: int = 3, backoff: float = 2.0,
+                 pull_interval: float = 0.01) -> None:
         self._grid = grid
         self.retries = retries
         self.backoff = backoff
+        self.pull_interval = pull_interval
         self.resent = 0
 
     def __getattr__(self, name: str) -> Any:
@@ -47,31 +54,39 @@ class RetryingGrid:
     def send_and_receive(self, messages: Iterable[Any], *, timeout: float | None = None) -> list[Any]:
         from flwr.app import Message
 
-        start = time.time()
-        pending = list(messages)
-        originals = {id(m): (m.content, m.metadata.dst_node_id, m.metadata.message_type)
-                     for m in pending}
-        replies = list(self._grid.send_and_receive(pending, timeout=timeout))
-        for attempt in range(1, self.retries + 1):
-            # which messages came back as worker-process failures
-            lost_ids = {r.metadata.reply_to_message_id for r in replies if is_retryable(r)}
-            if not lost_ids:
+        end = None if timeout is None else time.time() + timeout
+        msgs = list(messages)
+        # message id -> (content, destination, type, attempts so far)
+        waiting: dict[str, tuple[Any, int, str, int]] = {}
+        for m, mid in zip(msgs, self._grid.push_messages(msgs), strict=True):
+            waiting[mid] = (m.content, m.metadata.dst_node_id, m.metadata.message_type, 0)
+        retry_at: list[tuple[float, tuple[Any, int, str, int]]] = []
+        out: list[Any] = []
+        while waiting or retry_at:
+            now = time.time()
+            if end is not None and now >= end:
                 break
-            again = [m for m in pending if m.metadata.message_id in lost_ids]
-            left = None if timeout is None else timeout - (time.time() - start)
-            wait = self.backoff * attempt
-            if not again or (left is not None and left <= wait + 1.0):
-                break
-            time.sleep(wait)  # give Ray time to restart the actor
-            resend = []
-            for m in again:
-                content, dst, mtype = originals[id(m)]
-                resend.append(Message(content=content, dst_node_id=dst, message_type=mtype))
-            log.warning("re-sending %d message(s) whose worker died (attempt %d)", len(resend), attempt)
-            self.resent += len(resend)
-            left = None if timeout is None else timeout - (time.time() - start)
-            new = list(self._grid.send_and_receive(resend, timeout=left))
-            replies = [r for r in replies if r.metadata.reply_to_message_id not in lost_ids] + new
-            originals.update({id(m): originals[id(o)] for m, o in zip(resend, again, strict=True)})
-            pending = resend
-        return replies
+            due = [r for r in retry_at if r[0] <= now]
+            retry_at = [r for r in retry_at if r[0] > now]
+            if due:
+                resend = [Message(content=c, dst_node_id=d, message_type=t)
+                          for _, (c, d, t, _) in due]
+                for (_, (c, d, t, n)), mid in zip(due, self._grid.push_messages(resend), strict=True):
+                    waiting[mid] = (c, d, t, n)
+                self.resent += len(due)
+                log.warning("re-sent %d message(s) whose worker process died", len(due))
+            if waiting:
+                for reply in self._grid.pull_messages(list(waiting)):
+                    mid = reply.metadata.reply_to_message_id
+                    entry = waiting.pop(mid, None)
+                    if entry is None:
+                        continue
+                    left = None if end is None else end - time.time()
+                    wait = self.backoff * (2 ** entry[3])
+                    if (is_retryable(reply) and entry[3] < self.retries
+                            and (left is None or left > wait + 1.0)):
+                        retry_at.append((time.time() + wait, (*entry[:3], entry[3] + 1)))
+                    else:
+                        out.append(reply)
+            time.sleep(self.pull_interval)
+        return out

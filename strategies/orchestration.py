@@ -42,6 +42,8 @@ from .validation import (
 
 log = logging.getLogger(__name__)
 
+NO_REPLY = "no reply within the round timeout"
+
 CLIENT_LR_STATES = ("reset", "persist", "server")
 DUPLICATE = "duplicate reply"
 GLOBAL_UPDATE_OPTIMIZERS = frozenset({"fedhyper-cl"})
@@ -376,8 +378,10 @@ class Orchestration:
         failures: list[Failure] = []
         seen: set[int] = set()
         pkeys = self.param_keys()
+        replied: set[int] = set()
         for msg in replies:
             node = int(msg.metadata.src_node_id)
+            replied.add(node)
             # a node this round sent nothing to may claim no client
             expected = per_node.get(node, []) if per_node else None
             try:
@@ -409,6 +413,12 @@ class Orchestration:
                 for cid in lost:
                     failures.append(Failure(cid, node, str(exc)))
                 log.warning("round %d: dropped reply from node %d: %s", server_round, node, exc)
+        # Messages without any reply (a worker that hung or died past the round timeout): their
+        # clients are failures too, with that reason, never silently missing.
+        for node, cids in per_node.items():
+            if node not in replied:
+                for cid in cids:
+                    failures.append(Failure(cid, node, NO_REPLY))
         # Replies arrive in any order; aggregate in a fixed one (by client ids, which the seeded
         # sampling fixes) so a run and its resumed twin sum the same floats in the same order.
         checked.sort(key=lambda c: min(c.client_ids))
