@@ -613,7 +613,14 @@ class HubSource(ClientDataSource):
         missing = [c for c in [*cols, self.label_column] if c not in ds.column_names]
         if missing:
             raise ValueError(f"columns {missing} not in the dataset's columns {ds.column_names}")
-        y = np.asarray(ds.with_format("numpy")[self.label_column], dtype=np.int64)
+        raw = np.asarray(ds.with_format("numpy")[self.label_column])
+        try:
+            y = raw.astype(np.int64)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"label column '{self.label_column}' must hold integer class ids (or a "
+                f"ClassLabel), got values like {raw[:3].tolist()}"
+            ) from None
         if len(cols) == 1:
             first = ds[0][cols[0]] if len(ds) else None
             is_image = first is not None and first.__class__.__module__.startswith("PIL")
