@@ -120,8 +120,7 @@ def _plot_heatmaps(
     by_strategy: dict[str, dict[tuple[str, str], float]] = defaultdict(dict)
     for (strategy, cell), runs in groups.items():
         d = dict(cell)
-        vals = [_value(r["summary"], "final-accuracy") for r in runs]
-        vals = [v for v in vals if v is not None]
+        vals = [v for r in runs if (v := _value(r["summary"], "final-accuracy")) is not None]
         by_strategy[strategy][(d[grid_keys[0]], d[grid_keys[1]])] = (
             statistics.fmean(vals) if vals else float("nan")
         )

@@ -89,11 +89,12 @@ _WORLDS: dict[str, World] = {}
 
 def _partitioner_params(cfg: Config) -> dict[str, Any]:
     name = str(cfg["partitioner"])
-    return {
+    table: dict[str, dict[str, Any]] = {
         "dirichlet": {"alpha": float(cfg["partition-alpha"])},
         "pathological": {"classes_per_client": int(cfg["partition-classes"])},
         "shard": {"shards_per_client": int(cfg["partition-shards"])},
-    }.get(name, {})
+    }
+    return table.get(name, {})
 
 
 def _source_options(cfg: Config) -> dict[str, Any]:
@@ -212,7 +213,7 @@ def train_client(
     n = len(y)
     if n == 0:
         return ClientOutcome.failed(client_id, "client has no training examples")
-    draw = w.het.plan([data_id], rnd)
+    draw = w.het.plan(np.array([data_id]), rnd)
     bs = int(cfg["batch-size"])
     if int(cfg["local-steps"]) > 0:
         steps = int(draw.work[0])
@@ -308,11 +309,11 @@ def handle_train(msg: Any, cfg: Config, node_config: Mapping[str, Any] | None = 
         data_id = data_id_for(cfg, int(cid), node_config)
         model = copy.deepcopy(template)
         try:
-            done, outcome = _with_deadline(
-                lambda cid=cid, model=model, data_id=data_id: train_client(
-                    w, plan, int(cid), model, device, data_id),
-                budget,
-            )
+            def job(cid: int = int(cid), model: torch.nn.Module = model,
+                    data_id: int = data_id) -> Any:
+                return train_client(w, plan, cid, model, device, data_id)
+
+            done, outcome = _with_deadline(job, budget)
             if not done:
                 outcome = ClientOutcome.failed(
                     int(cid), f"client exceeded its deadline of {budget:.1f} s (client-timeout)")
@@ -399,7 +400,9 @@ def make_evaluate(w: World, writer: Any | None) -> Callable[[int, Any], Any]:
         if writer is not None:
             writer.add(server_round, row)
             writer.flush(server_round)
-        metrics = {k: float(v) for k, v in row.items() if isinstance(v, float)}
+        metrics: dict[str, int | float | list[int] | list[float]] = {
+            k: float(v) for k, v in row.items() if isinstance(v, float)
+        }
         return MetricRecord(metrics) if metrics else None
 
     return evaluate
@@ -526,7 +529,6 @@ def serve(grid: Any, cfg: Config, on_row: RowCallback | None = None) -> dict[str
     from flwr.app import ArrayRecord
 
     from simulations.report import RunWriter
-
     from strategies import read_checkpoint
 
     out = default_out_dir(cfg).resolve()

@@ -27,12 +27,11 @@ import json
 import os
 import tempfile
 import time
-from pathlib import Path
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
-
 
 KINDS = ("raise", "crash", "nan", "bad-shape", "hang")
 

@@ -16,7 +16,6 @@ import warnings
 from collections.abc import Mapping
 from typing import Any
 
-
 ACTOR_MAX_RESTARTS = 1000
 
 

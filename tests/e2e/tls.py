@@ -18,7 +18,7 @@ def _name(cn: str) -> x509.Name:
 
 def make_certificates(folder: Path) -> dict[str, Path]:
     """Write ca.crt, server.pem and server.key into ``folder``; return their paths."""
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca = (
         x509.CertificateBuilder()
