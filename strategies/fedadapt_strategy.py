@@ -123,7 +123,10 @@ class FedAdapt(Orchestration, FedAvg):
             extra_train_config=extra_train_config,
             buffer_keys=buffer_keys,
             worker_wait_timeout=worker_wait_timeout,
-            required_signals=tuple(probe.required_signals),
+            # optional signals too (server cprop's conformity across clients): a method that
+            # can use a per-client statistic should get it, not silently fall back
+            required_signals=tuple(probe.required_signals)
+            + tuple(getattr(probe, "optional_signals", ())),
         )
         self._server = None  # fedadapt.ServerOptimizer over self._params
         self._params: dict[str, torch.Tensor] = {}
