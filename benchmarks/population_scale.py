@@ -130,23 +130,15 @@ def flower_apps(s: dict, stamps: list[float]):
 
 
 def child_flower(s: dict) -> None:
-    import warnings
-
     import torch
-    from flwr.simulation import run_simulation
+
+    from simulations.runtime import run_in_process  # the one place that calls run_simulation
 
     torch.set_num_threads(1)
     stamps: list[float] = []
     server_app, client_app = flower_apps(s, stamps)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        run_simulation(
-            server_app=server_app, client_app=client_app, num_supernodes=s["population"],
-            backend_name="ray",
-            backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
-                            "init_args": {"include_dashboard": False}},
-            verbose_logging=False,
-        )
+    run_in_process(server_app, client_app, num_workers=s["population"], client_num_cpus=1.0,
+                   client_num_gpus=0.0, restart_crashed_workers=False)
     _procmem.emit(_procmem.round_times(stamps, _procmem.process_start_time()))
 
 

@@ -33,9 +33,11 @@ def run_in_process(
     client_num_gpus: float,
     init_num_cpus: int | None = None,
     verbose: bool = False,
+    restart_crashed_workers: bool = True,
 ) -> None:
     """Run ``server_app`` against ``num_workers`` worker supernodes on Ray.
 
+    ``restart_crashed_workers=False`` gives Flower's plain behaviour (benchmark baselines).
     With ``RAY_ADDRESS`` set (``ray start --head`` ...), Ray attaches to that cluster and the
     workers are spread over its nodes; otherwise a local Ray instance is started and shut down.
     """
@@ -55,7 +57,7 @@ def run_in_process(
         "client_resources": {
             "num_cpus": client_num_cpus,
             "num_gpus": client_num_gpus,
-            "max_restarts": ACTOR_MAX_RESTARTS,
+            **({"max_restarts": ACTOR_MAX_RESTARTS} if restart_crashed_workers else {}),
         },
         "init_args": init_args,
     }
