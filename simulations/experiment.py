@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import math
 import os
 import threading
@@ -43,6 +44,7 @@ from simulations.faults import FaultPlan
 from simulations.heterogeneity import Heterogeneity
 from simulations.models import build_model
 
+log = logging.getLogger(__name__)
 Config = Mapping[str, Value]
 RowCallback = Callable[[dict[str, Any]], None]
 
@@ -435,6 +437,14 @@ def strategy_kwargs(cfg: Config) -> dict[str, Any]:
     if name == "fedadapt":
         kwargs["server_optimizer"] = str(cfg["server-optimizer"])
         kwargs["server_options"] = {"lr": lr, **server_options}
+        if cfg["server-optimizer"] == "autodrop" and "window" not in server_options:
+            # on the server a window counts rounds: one expected pass over the population
+            # (ALGORITHMS.md 7.4), not the client default of 50 steps, which a run of a few
+            # dozen rounds would never close
+            per_pass = math.ceil(int(cfg["num-clients"]) / int(cfg["clients-per-round"]))
+            kwargs["server_options"]["window"] = max(2, min(per_pass, int(cfg["num-server-rounds"]) // 4 or 2))
+    if name in ("fedavg", "fedexp", "fedprox") and lr != 1.0:
+        log.warning("server-lr=%g is not used by strategy %r (it has no server step size)", lr, name)
     elif name.startswith("fedhyper"):
         kwargs["server_options"] = {"lr": lr, **server_options}
         if name == "fedhyper-sl":  # the preset's local method; client-lr stays the start

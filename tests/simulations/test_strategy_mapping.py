@@ -1,0 +1,38 @@
+"""The run config reaches each strategy family with the meaning its docs give `server-lr`."""
+
+from __future__ import annotations
+
+from simulations.cli import build_config
+from simulations.experiment import strategy_kwargs
+
+
+def _kw(*sets: str) -> dict:
+    return strategy_kwargs(build_config("quickstart", list(sets)))
+
+
+def test_server_lr_per_family():
+    assert _kw("server-lr=2")["server_options"]["lr"] == 2.0  # fedadapt: the optimizer's lr
+    adam = _kw("strategy=fedadam", "server-optimizer=sgd", "server-lr=0.03", "client-lr=0.2")
+    assert adam["eta"] == 0.03 and adam["eta_l"] == 0.2
+    avgm = _kw("strategy=fedavgm", "server-optimizer=sgd", "server-lr=0.5")
+    assert avgm["server_learning_rate"] == 0.5 and avgm["server_momentum"] == 0.9
+    assert _kw("strategy=fedprox", "server-optimizer=sgd")["proximal_mu"] == 0.01
+    assert _kw("strategy=fedhyper-g", "server-optimizer=sgd")["server_options"]["lr"] == 1.0
+
+
+def test_server_autodrop_window_counts_rounds():
+    # 20 clients, 10 per round: a window is one expected pass over the population (2 rounds)
+    assert _kw("server-optimizer=autodrop")["server_options"]["window"] == 2
+    assert _kw("server-optimizer=autodrop", 'server-options={"window": 7}')["server_options"]["window"] == 7
+
+
+def test_deployment_mode_has_no_population():
+    kw = _kw("deployment=true")
+    assert kw["num_clients"] is None and kw["num_workers"] is None
+    assert kw["clients_per_round"] == 10
+
+
+def test_client_options_carry_the_client_lr():
+    kw = _kw("client-optimizer=hd", 'client-options={"hyper_lr": 0.001}', "client-lr=0.02")
+    assert kw["client_optimizer"] == "hd"
+    assert kw["client_options"] == {"hyper_lr": 0.001, "lr": 0.02}
