@@ -141,6 +141,9 @@ def changepoints(config: Mapping[str, Any]) -> list[int]:
     return schedule.changepoint_rounds()
 
 
+UNLEARNED_MARGIN = 0.05  # pre-drift accuracy within this of the untrained model's: not learned
+
+
 def _kebab(d: Mapping[str, Any]) -> dict[str, Any]:
     return {k.replace("_", "-"): v for k, v in d.items()}
 
@@ -173,6 +176,15 @@ def summarize(rows: Sequence[Mapping[str, Any]], config: Mapping[str, Any]) -> d
             rounds=rounds,
         )
         drifts = [_kebab(d) for d in acc.pop("recovery")]  # type: ignore[union-attr]
+        base = summary["initial-accuracy"]
+        for d in drifts:
+            pre = d.get("pre-drift-accuracy")
+            if base is not None and pre is not None and pre <= base + UNLEARNED_MARGIN:
+                # a run that never learned has nothing to lose or recover: a "drop" of a few
+                # thousandths around chance would read as robustness
+                for key in ("max-drop", "rounds-to-recover", "recovered-round", "area-under-drop"):
+                    d[key] = None
+                d["note"] = "pre-drift accuracy is at the untrained model's level: no recovery metrics"
         summary.update(_kebab(acc))
         summary["mean-accuracy"] = summary.pop("time-averaged-accuracy")
         summary["drifts"] = drifts

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from simulations.cli import build_config
 from simulations.experiment import strategy_kwargs
 
@@ -36,3 +38,16 @@ def test_client_options_carry_the_client_lr():
     kw = _kw("client-optimizer=hd", 'client-options={"hyper_lr": 0.001}', "client-lr=0.02")
     assert kw["client_optimizer"] == "hd"
     assert kw["client_options"] == {"hyper_lr": 0.001, "lr": 0.02}
+
+
+def test_recovery_metrics_are_withheld_for_runs_that_never_learned():
+    from simulations.report import summarize
+
+    cfg = build_config("drift-digits", [])
+    flat = [{"round": r, "accuracy": 0.10 + (0.003 if r == 5 else 0.0)} for r in range(0, 41)]
+    learned = [{"round": r, "accuracy": 0.1 if r == 0 else (0.9 if r < 20 else (0.3 if r == 20 else 0.88))}
+               for r in range(0, 41)]
+    d_flat = summarize(flat, cfg)["drifts"][0]
+    assert d_flat["max-drop"] is None and "untrained" in d_flat["note"]
+    d_learned = summarize(learned, cfg)["drifts"][0]
+    assert d_learned["max-drop"] == pytest.approx(0.6) and d_learned["rounds-to-recover"] == 1
