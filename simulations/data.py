@@ -706,24 +706,14 @@ def build_source(
         ValueError: unknown name (the message lists the accepted names) or bad parameters.
     """
     opts = dict(options or {})
-    if name == "digits":
-        if opts:
-            raise ValueError(f"digits takes no options, got {sorted(opts)}")
-        X, y = load_digits_arrays()
-        train, test = split_train_test(X, y, test_fraction=test_fraction, seed=seed)
-        return PartitionedSource(
-            train,
-            test,
-            num_clients=num_clients,
-            partitioner=partitioner,
-            partitioner_params=partitioner_params,
-            num_classes=10,
-            seed=seed,
-            cache_size=cache_size,
-        )
-    if name == "mnist1d":
-        opts.setdefault("seed", seed)
-        X, y = make_mnist1d(**opts)  # type: ignore[arg-type]
+    if name in ("digits", "mnist1d"):  # a pool in memory, partitioned by flwr-datasets
+        if name == "digits":
+            if opts:
+                raise ValueError(f"digits takes no options, got {sorted(opts)}")
+            X, y = load_digits_arrays()
+        else:
+            opts.setdefault("seed", seed)
+            X, y = make_mnist1d(**opts)  # type: ignore[arg-type]
         train, test = split_train_test(X, y, test_fraction=test_fraction, seed=seed)
         return PartitionedSource(
             train,

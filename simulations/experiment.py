@@ -360,14 +360,14 @@ def _accuracy(model: torch.nn.Module, X: np.ndarray, y: np.ndarray) -> tuple[flo
 
 
 def panel_ids(cfg: Config) -> list[int]:
-    """A fixed panel of client ids (seeded, without a population-sized allocation)."""
+    """A fixed panel of client ids: the strategies' own seeded sampler (evaluation stream,
+    round 0, which training never samples), so no population-sized allocation."""
+    from strategies.sampling import EVALUATE_STREAM, sample_cohort
+
     n = int(cfg["num-clients"])
-    k = min(PANEL_SIZE, n)
-    rng = np.random.default_rng([int(cfg["seed"]), 0xE7A1])
-    seen: set[int] = set()
-    while len(seen) < k:
-        seen.add(int(rng.integers(n)))
-    return sorted(seen)
+    cohort = sample_cohort(n, min(PANEL_SIZE, n), seed=int(cfg["seed"]), server_round=0,
+                           stream=EVALUATE_STREAM)
+    return sorted(cohort.client_ids)
 
 
 def make_evaluate(w: World, writer: Any | None) -> Callable[[int, Any], Any]:
