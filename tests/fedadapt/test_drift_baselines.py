@@ -22,6 +22,12 @@ from fedadapt.flash import Flash, flash_early_stop
 TAU = 1e-9
 
 
+def assert_close(actual, expected, rtol=1e-7, atol=1e-7):
+    """torch.allclose with the values in the message (torch.testing's first call costs seconds)."""
+    assert actual.dtype == expected.dtype and actual.shape == expected.shape
+    assert torch.allclose(actual, expected, rtol=rtol, atol=atol), (actual, expected)
+
+
 @pytest.fixture(autouse=True, scope="module")
 def _registered():
     """Register the two methods for these tests when fedadapt does not (yet) do it itself, and
@@ -54,14 +60,14 @@ def test_flash_first_round_by_hand_hits_both_traps():
     opt, (x1,) = flash_steps(x, [torch.tensor([0.5, 0.01, 0.0], dtype=torch.float64)])
     st = opt.state[x]
     # m = 0.1 Delta, v = 0.01 Delta^2, beta3 = 0 where Delta != 0, so d = Delta^2 - v = 0.99 Delta^2
-    torch.testing.assert_close(st["exp_avg"], torch.tensor([0.05, 0.001, 0.0], dtype=torch.float64), rtol=1e-14, atol=0)
-    torch.testing.assert_close(st["exp_avg_sq"], torch.tensor([0.0025, 1e-6, 0.0], dtype=torch.float64), rtol=1e-14, atol=0)
-    torch.testing.assert_close(st["drift"], torch.tensor([0.2475, 9.9e-5, 0.0], dtype=torch.float64), rtol=1e-14, atol=0)
+    assert_close(st["exp_avg"], torch.tensor([0.05, 0.001, 0.0], dtype=torch.float64), rtol=1e-14, atol=0)
+    assert_close(st["exp_avg_sq"], torch.tensor([0.0025, 1e-6, 0.0], dtype=torch.float64), rtol=1e-14, atol=0)
+    assert_close(st["drift"], torch.tensor([0.2475, 9.9e-5, 0.0], dtype=torch.float64), rtol=1e-14, atol=0)
     published_a = 0.1 * 0.05 / (0.05 - 0.2475 + TAU)
     assert published_a < 0  # the published step would move a against the clients
     # a: the guard, D = 0.1 * sqrt(v) + tau = 0.005 + tau; b: D = 1e-3 - 9.9e-5 + tau; c: 0 / tau
     expected = torch.tensor([0.1 * 0.05 / (0.005 + TAU), 0.1 * 0.001 / (9.01e-4 + TAU), 0.0], dtype=torch.float64)
-    torch.testing.assert_close(x1, expected, rtol=1e-12, atol=0)
+    assert_close(x1, expected, rtol=1e-12, atol=0)
     assert x1[0].item() == pytest.approx(1.0, rel=1e-5) and x1[1].item() == pytest.approx(0.1 / 0.901, rel=1e-5)
     assert opt.param_groups[0]["guarded"] == pytest.approx(1 / 3)
     assert opt.param_groups[0]["step"] == 1
@@ -142,7 +148,7 @@ def test_flash_denominator_guard_bounds_every_step():
         assert torch.isfinite(x).all()
         assert (torch.sign(step) == torch.sign(st["exp_avg"])).all()
         assert (step.abs() <= c * lr / rho * (1 + 1e-9)).all()
-        torch.testing.assert_close(step.abs(), lr * st["exp_avg"].abs() / torch.maximum(published - TAU, rho * st["exp_avg_sq"].sqrt()).add(TAU))
+        assert_close(step.abs(), lr * st["exp_avg"].abs() / torch.maximum(published - TAU, rho * st["exp_avg_sq"].sqrt()).add(TAU))
     assert negative_published > 100  # the trap is real on this stream
     stats = opt.step_size_stats()
     assert 0 < stats["step-min"] <= stats["step-mean"] <= stats["step-max"] <= lr / (rho * float(opt.state[x]["exp_avg_sq"].sqrt().min()))
@@ -203,7 +209,7 @@ def test_flash_on_change_restarts_m_v_d_and_the_step_counter():
     y = x.clone()
     x.grad = torch.tensor([-0.5, -0.01, 0.0], dtype=torch.float64)
     opt.step()
-    torch.testing.assert_close(x - y, torch.tensor([0.1 * 0.05 / (0.005 + TAU), 0.1 * 0.001 / (9.01e-4 + TAU), 0.0],
+    assert_close(x - y, torch.tensor([0.1 * 0.05 / (0.005 + TAU), 0.1 * 0.001 / (9.01e-4 + TAU), 0.0],
                                                    dtype=torch.float64), rtol=1e-12, atol=0)
 
 
@@ -216,7 +222,7 @@ def test_flash_through_the_server_moves_towards_the_clients():
     weights = [1.0, 2.0, 3.0]
     server.step(clients, weights)
     opt, _ = flash_steps(ref[0], [sum(w * c[0] for w, c in zip(weights, clients, strict=True)) / 6 - ref[0]])
-    torch.testing.assert_close(x[0], ref[0])
+    assert_close(x[0], ref[0])
     assert server.last_info["skipped"] == 0.0
     assert set(server.last_info) >= {"lr", "step-mean", "step-min", "step-max"}
 
@@ -281,7 +287,7 @@ def test_adaptive_fedavg_through_the_server_is_the_weighted_mean(dtype):
             if server._exact_mean():  # the server writes the float64 mean (AdaptiveFedAvg.exact_mean)
                 assert torch.equal(p, e)
             else:  # x - (x - mean): one rounding of the pseudo-gradient away from the mean
-                torch.testing.assert_close(p, e, rtol=2 * torch.finfo(dtype).eps, atol=2 * torch.finfo(dtype).eps)
+                assert_close(p, e, rtol=2 * torch.finfo(dtype).eps, atol=2 * torch.finfo(dtype).eps)
         assert server.last_info["lr"] == 1.0 and server.last_info["skipped"] == 0.0
 
 
@@ -296,7 +302,7 @@ def test_adaptive_fedavg_two_rounds_by_hand():
     assert g0["prev_var_hat"] == pytest.approx(0.1, rel=1e-14)
     assert opt.client_lr_scale == pytest.approx(1.0)  # r_1 = 1, R_hat = 1, / t = 1
     # mu_1 = 0.7 * 0 + 0.3 * w_1, bias-corrected by 1 - 0.7^2 = 0.51
-    torch.testing.assert_close(opt.state[x]["param_avg"], torch.tensor([0.06 / 0.51, 0.12 / 0.51], dtype=torch.float64))
+    assert_close(opt.state[x]["param_avg"], torch.tensor([0.06 / 0.51, 0.12 / 0.51], dtype=torch.float64))
     x.grad = -torch.tensor([0.1, -0.1], dtype=torch.float64)
     opt.step()
     assert torch.equal(x, torch.tensor([0.2 + 0.1, 0.4 - 0.1], dtype=torch.float64))
@@ -446,3 +452,16 @@ def test_pickle_round_trip_continues_identically(name, kw):
     stats = fedadapt.step_size_stats(opt2)
     assert set(stats) == {"lr", "step-mean", "step-min", "step-max"}
     assert all(math.isfinite(v) and v > 0 for v in stats.values())
+
+
+def test_the_server_forwards_both_methods_client_hints():
+    """What the strategy sends to the clients: ``ServerOptimizer.client_hints()``."""
+    x = make_params(seed=6)
+    flash = fedadapt.ServerOptimizer(x, "flash", detector=False)
+    assert flash.client_hints()["early-stop-gamma"] == 0.04
+    y = make_params(seed=6)
+    afa = fedadapt.ServerOptimizer(y, "adaptive-fedavg", detector=False)
+    assert afa.client_hints()["lr-scale"] == 1.0
+    for r in range(4):
+        afa.step(clients_around(y, 3, seed=20 + r, scale=0.01), [1, 1, 1])
+    assert afa.client_hints()["lr-scale"] == afa.optimizer.client_lr_scale < 1.0
