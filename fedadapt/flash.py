@@ -143,6 +143,7 @@ class Flash(Optimizer):
 
     # what the federation should do for this method (read generically by the strategy)
     client_hints: ClassVar[dict[str, float]] = {"early-stop-gamma": 0.04}
+    server_lr: ClassVar[float] = 0.1  # the step size when the run names none (FL4Health's)
 
     def __init__(
         self,
