@@ -63,6 +63,11 @@ class ChangepointAdam(Optimizer):
         lr: the step size :math:`\\eta` (> 0); 0.1 suits a federated pseudo-gradient.
         betas: Adam's :math:`(\\beta_1, \\beta_2)`; (0.9, 0.99) as FedAdam.
         eps: the denominator's floor :math:`\\epsilon` (> 0).
+        eps_rel: a second floor, relative to each tensor's RMS of :math:`\\sqrt{\\hat v}`: the
+            denominator is :math:`\\sqrt{\\hat v} + \\epsilon + \\epsilon_{rel}\\,
+            \\mathrm{rms}(\\sqrt{\\hat v})`, so a coordinate whose updates are tiny next to the
+            rest of its tensor moves in proportion to them instead of by a full :math:`\\pm\\eta`
+            (scale-free, unlike a fixed :math:`\\epsilon`).
         weight_decay: coupled L2 added to the gradient.
         scale_rate: :math:`\\beta` of the log-space scale adaptation (0 = off).
         min_lr, max_lr: bounds of the adapted :math:`\\eta` (default ``lr/100``, ``100 lr``).
@@ -71,15 +76,18 @@ class ChangepointAdam(Optimizer):
     server_lr: ClassVar[float] = 0.1  # the step size when the run names none
     uses_change_detector: ClassVar[bool] = True
     change_signals: ClassVar[tuple[str, ...]] = ("start-loss",)
-    # after a change, ask the clients for this many times their local work, for these rounds
-    plasticity: ClassVar[dict[str, float]] = {"local-work": 3.0, "rounds": 5.0}
 
     def __init__(
         self,
         params: Iterable,
         lr: float = 0.1,
         betas: tuple[float, float] = (0.9, 0.99),
-        eps: float = 1e-8,
+        eps: float = 1e-3,
+        eps_rel: float = 0.0,
+        bias_correction: str = "fedadam",
+        reset: str = "first-moment",
+        local_work: float = 3.0,
+        plastic_rounds: int = 5,
         weight_decay: float = 0.0,
         scale_rate: float = 0.0,
         min_lr: float | None = None,
@@ -88,18 +96,29 @@ class ChangepointAdam(Optimizer):
         _check(isinstance(lr, int | float) and lr > 0 and math.isfinite(lr), f"lr must be a finite number > 0, got {lr!r}")
         _check(len(betas) == 2 and all(0.0 <= float(b) < 1.0 for b in betas), f"betas must be two numbers in [0, 1), got {betas!r}")
         _check(eps > 0 and math.isfinite(eps), f"eps must be > 0 (it bounds the denominator), got {eps!r}")
+        _check(bias_correction in ("fedadam", "adam"),
+               f"bias_correction must be 'fedadam' or 'adam', got {bias_correction!r}")
+        _check(reset in ("all", "first-moment", "none"),
+               f"reset must be 'all', 'first-moment' or 'none', got {reset!r}")
+        _check(local_work >= 1.0 and math.isfinite(local_work), f"local_work must be >= 1, got {local_work!r}")
+        _check(isinstance(plastic_rounds, int) and plastic_rounds >= 0,
+               f"plastic_rounds must be an int >= 0, got {plastic_rounds!r}")
+        _check(eps_rel >= 0 and math.isfinite(eps_rel), f"eps_rel must be >= 0, got {eps_rel!r}")
         _check(weight_decay >= 0, f"weight_decay must be >= 0, got {weight_decay!r}")
         _check(scale_rate >= 0 and math.isfinite(scale_rate), f"scale_rate must be >= 0, got {scale_rate!r}")
         lo = lr / 100.0 if min_lr is None else float(min_lr)
         hi = lr * 100.0 if max_lr is None else float(max_lr)
         _check(0 < lo <= lr <= hi, f"need 0 < min_lr <= lr <= max_lr, got {lo}, {lr}, {hi}")
         defaults = {"lr": float(lr), "betas": (float(betas[0]), float(betas[1])), "eps": float(eps),
+                    "eps_rel": float(eps_rel), "bias_correction": bias_correction,
+                    "reset": reset, "local_work": float(local_work), "plastic_rounds": int(plastic_rounds),
                     "weight_decay": float(weight_decay), "scale_rate": float(scale_rate),
                     "min_lr": lo, "max_lr": hi}
         super().__init__(params, defaults)
         for g in self.param_groups:
             g.setdefault("lr0", g["lr"])
             g.setdefault("step", 0)
+            g.setdefault("m_step", 0)
             g.setdefault("skipped", 0)
             g.setdefault("changes", 0)
 
@@ -124,6 +143,7 @@ class ChangepointAdam(Optimizer):
                 grads = list(torch._foreach_add(grads, params, alpha=group["weight_decay"]))
             self._scale(group, params, grads, float(sq))
             group["step"] += 1
+            group["m_step"] = group.get("m_step", 0) + 1
             b1, b2 = group["betas"]
             ms, vs = [], []
             for p in params:
@@ -136,11 +156,23 @@ class ChangepointAdam(Optimizer):
             torch._foreach_lerp_(ms, grads, 1.0 - b1)
             torch._foreach_mul_(vs, b2)
             torch._foreach_addcmul_(vs, grads, grads, 1.0 - b2)
-            s = group["step"]
-            bc1 = 1.0 - b1**s
-            c = math.sqrt(1.0 - b2**s)
+            s, sm = group["step"], group["m_step"]  # steps of v and of m since their last restart
+            if group["bias_correction"] == "fedadam":
+                # Flower's FedAdam: eta * sqrt(1 - b2^(s+1)) / (1 - b1^(s+1)) * m / (sqrt(v) + eps)
+                bc1 = 1.0 - b1 ** (sm + 1)
+                c = math.sqrt(1.0 - b2 ** (s + 1))
+                eps_c = group["eps"]
+            else:  # Adam's: m_hat / (sqrt(v_hat) + eps), written as (c / bc1) m / (sqrt(v) + eps c)
+                bc1 = 1.0 - b1**sm
+                c = math.sqrt(1.0 - b2**s)
+                eps_c = group["eps"] * c
             den = torch._foreach_sqrt(vs)
-            torch._foreach_add_(den, group["eps"] * c)
+            torch._foreach_add_(den, eps_c)
+            if group["eps_rel"]:
+                # a floor relative to the tensor's own RMS step scale: coordinates whose
+                # updates are tiny next to the rest of their tensor are not blown up to +-lr
+                floors = [v.mean().sqrt() * group["eps_rel"] for v in vs]
+                torch._foreach_add_(den, floors)
             torch._foreach_addcdiv_(params, ms, den, value=-group["lr"] * c / bc1)
         return loss
 
@@ -165,18 +197,31 @@ class ChangepointAdam(Optimizer):
                 st["prev_grad"] = g.detach().clone()
         self.state[params[0]]["prev_sq"] = torch.tensor(sq, dtype=torch.float64)
 
+    @property
+    def plasticity(self) -> dict[str, float]:
+        """After a change, ask the clients for ``local_work`` times their local work for the
+        ``plastic_rounds`` rounds that follow (read by ``ServerOptimizer.client_hints``)."""
+        g = self.param_groups[0]
+        return {"local-work": float(g["local_work"]), "rounds": float(g["plastic_rounds"])}
+
     def on_change(self) -> None:
         """A change was detected (or is known): restart both moments and the step counter;
         re-open a scale that the adaptation had shrunk below its start."""
         for group in self.param_groups:
-            group["step"] = 0
+            mode = group["reset"]
             group["changes"] += 1
+            if mode == "none":
+                continue
+            group["m_step"] = 0
+            if mode == "all":
+                group["step"] = 0
             group["lr"] = max(group["lr"], group["lr0"])
+            keys = ("exp_avg", "exp_avg_sq") if mode == "all" else ("exp_avg",)
             for p in group["params"]:
                 st = self.state.get(p)
                 if not st:
                     continue
-                for key in ("exp_avg", "exp_avg_sq"):
+                for key in keys:
                     if key in st:
                         st[key].zero_()
                 st.pop("prev_grad", None)

@@ -120,7 +120,9 @@ def strategy_overrides(token: str) -> dict[str, str]:
     parts = token.split("/")
     out = {"strategy": parts[0]}
     if parts[0] != "fedadapt":  # the scenario's server method belongs to FedAdapt only
-        out["server-optimizer"] = "sgd"
+        from simulations.config import KEYS
+
+        out["server-optimizer"] = str(KEYS["server-optimizer"].default)
     if len(parts) > 1:
         if parts[0] != "fedadapt":
             raise ConfigError(

@@ -17,9 +17,18 @@ METRICS = (
     ("best-accuracy", "best acc"),
     ("mean-accuracy", "mean acc"),
     ("rounds-to-target", "rounds to target"),
+    ("pre-drift-accuracy", "pre-drift acc"),
     ("max-drop", "max drop"),
     ("rounds-to-recover", "rounds to recover"),
+    ("rounds-to-within-2pt", "rounds to 2 pt"),
+    ("area-under-drop", "area under drop"),
+    ("mean-after", "mean acc after"),
+    ("detector-alarms", "alarms"),
 )
+
+# per-changepoint metrics, read from the first changepoint of each run
+_DRIFT_KEYS = ("pre-drift-accuracy", "max-drop", "rounds-to-recover", "rounds-to-within-2pt",
+               "area-under-drop", "mean-after")
 
 
 def _first_drift(summary: Mapping[str, Any], key: str) -> Any:
@@ -29,7 +38,7 @@ def _first_drift(summary: Mapping[str, Any], key: str) -> Any:
 
 def _value(summary: Mapping[str, Any], key: str) -> float | None:
     v = summary.get(key)
-    if v is None and key in ("max-drop", "rounds-to-recover"):
+    if v is None and key in _DRIFT_KEYS:
         v = _first_drift(summary, key)
     return float(v) if isinstance(v, int | float) else None
 

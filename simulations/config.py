@@ -381,12 +381,13 @@ def _check_cross(cfg: dict[str, Value]) -> None:
         raise ConfigError(
             f"run-config keys 'faults.*' add up to {total_faults:g}; accepted: a total <= 1"
         )
-    if cfg["strategy"] != "fedadapt" and cfg["server-optimizer"] != "sgd":
+    default_server = KEYS["server-optimizer"].default
+    if cfg["strategy"] != "fedadapt" and cfg["server-optimizer"] != default_server:
         # Only FedAdapt applies a fedadapt server method; say so instead of ignoring it.
         raise ConfigError(
             f"run-config key 'server-optimizer' ({cfg['server-optimizer']!r}) only applies to "
-            f"strategy 'fedadapt', got strategy {cfg['strategy']!r}; accepted: 'sgd' (unused) "
-            "or strategy = 'fedadapt'"
+            f"strategy 'fedadapt', got strategy {cfg['strategy']!r}; accepted: "
+            f"{default_server!r} (the default, unused) or strategy = 'fedadapt'"
         )
 
 

@@ -52,6 +52,10 @@ class Recovery:
     rounds_to_recover: int | None
     recovered_round: int | None
     area_under_drop: float | None
+    # rounds from the changepoint until the accuracy is back within 2 points (0.02) of the
+    # pre-drift level, and the mean accuracy from the changepoint to the next one (or the end)
+    rounds_to_within_2pt: int | None = None
+    mean_after: float | None = None
 
     def to_dict(self) -> dict[str, int | float | None]:
         """A JSON-ready dict."""
@@ -127,6 +131,8 @@ def recovery_metrics(
         i_min = int(np.argmin(seg_acc))
         recovered = np.flatnonzero(seg_acc[i_min:] >= threshold * pre - 1e-12)
         rec_round = int(seg_rnd[i_min + recovered[0]]) if len(recovered) else None
+        within = np.flatnonzero(seg_acc[i_min:] >= pre - 0.02 - 1e-12)
+        within_round = int(seg_rnd[i_min + within[0]]) if len(within) else None
         out.append(
             Recovery(
                 changepoint_round=c,
@@ -137,6 +143,8 @@ def recovery_metrics(
                 rounds_to_recover=None if rec_round is None else rec_round - c,
                 recovered_round=rec_round,
                 area_under_drop=float(np.clip(pre - seg_acc, 0.0, None).sum()),
+                rounds_to_within_2pt=None if within_round is None else within_round - c,
+                mean_after=float(seg_acc.mean()),
             )
         )
     return out

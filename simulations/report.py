@@ -182,12 +182,19 @@ def summarize(rows: Sequence[Mapping[str, Any]], config: Mapping[str, Any]) -> d
             if base is not None and pre is not None and pre <= base + UNLEARNED_MARGIN:
                 # a run that never learned has nothing to lose or recover: a "drop" of a few
                 # thousandths around chance would read as robustness
-                for key in ("max-drop", "rounds-to-recover", "recovered-round", "area-under-drop"):
+                for key in ("max-drop", "rounds-to-recover", "recovered-round", "area-under-drop",
+                            "rounds-to-within-2pt"):
                     d[key] = None
                 d["note"] = "pre-drift accuracy is at the untrained model's level: no recovery metrics"
         summary.update(_kebab(acc))
         summary["mean-accuracy"] = summary.pop("time-averaged-accuracy")
         summary["drifts"] = drifts
+    # the server's change detector: the rounds it raised an alarm (all are false alarms on a
+    # run without drift)
+    alarms = [int(r["round"]) for r in rows if r.get("server-change") == 1.0]
+    if any("server-change" in r for r in rows):
+        summary["detector-alarms"] = len(alarms)
+        summary["detector-alarm-rounds"] = alarms
     return summary
 
 

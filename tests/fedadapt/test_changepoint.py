@@ -115,9 +115,33 @@ def adam_reference(g_seq, lr=0.1, b1=0.9, b2=0.99, eps=1e-8, x0=0.0):
     return xs
 
 
-def test_cp_adam_is_bias_corrected_adam_by_hand():
+def flower_fedadam_reference(g_seq, eta=0.1, b1=0.9, b2=0.99, tau=1e-3, x0=0.0):
+    """Flower 1.41's FedAdam on one coordinate, written out (delta = -g)."""
+    x, m, v = x0, 0.0, 0.0
+    xs = []
+    for t, g in enumerate(g_seq, start=1):
+        delta = -g
+        m = b1 * m + (1 - b1) * delta
+        v = b2 * v + (1 - b2) * delta * delta
+        eta_norm = eta * math.sqrt(1 - b2 ** (t + 1)) / (1 - b1 ** (t + 1))
+        x = x + eta_norm * m / (math.sqrt(v) + tau)
+        xs.append(x)
+    return xs
+
+
+def test_cp_adam_is_flowers_fedadam_by_hand():
     p = torch.zeros(1, dtype=torch.float64, requires_grad=True)
     opt = fedadapt.build_optimizer("cp-adam", [p])
+    gs = [0.5, -0.2, 0.3, 0.01]  # tau = 1e-3: Flower 1.41's FedAdam default
+    for g, expected in zip(gs, flower_fedadam_reference(gs), strict=True):
+        p.grad = torch.tensor([g], dtype=torch.float64)
+        opt.step()
+        assert float(p.detach()) == pytest.approx(expected, rel=1e-12)
+
+
+def test_cp_adam_with_adams_bias_correction_by_hand():
+    p = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    opt = fedadapt.build_optimizer("cp-adam", [p], bias_correction="adam", eps=1e-8)
     gs = [0.5, -0.2, 0.3]
     for g, expected in zip(gs, adam_reference(gs), strict=True):
         p.grad = torch.tensor([g], dtype=torch.float64)
@@ -125,18 +149,50 @@ def test_cp_adam_is_bias_corrected_adam_by_hand():
         assert float(p.detach()) == pytest.approx(expected, rel=1e-12)
 
 
-def test_cp_adam_on_change_restarts_like_a_fresh_adam():
+def test_cp_adam_relative_floor_damps_coordinates_tiny_next_to_their_tensor():
+    p = torch.zeros(2, dtype=torch.float64, requires_grad=True)
+    plain = torch.zeros(2, dtype=torch.float64, requires_grad=True)
+    opt = fedadapt.build_optimizer("cp-adam", [p], eps=1e-12, eps_rel=0.5)
+    ref = fedadapt.build_optimizer("cp-adam", [plain], eps=1e-12)
+    g = torch.tensor([1.0, 1e-4], dtype=torch.float64)
+    p.grad, plain.grad = g.clone(), g.clone()
+    opt.step()
+    ref.step()
+    # without the floor both coordinates move by the same sign step; with it the tiny one barely
+    assert float(plain[1]) == pytest.approx(float(plain[0]), rel=1e-3)
+    assert abs(float(p[1])) < 1e-3 * abs(float(p[0]))
+
+
+def test_cp_adam_first_moment_reset_keeps_the_second_moment():
+    torch.manual_seed(1)
+    p = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    opt = fedadapt.build_optimizer("cp-adam", [p], reset="first-moment")
+    for _ in range(4):
+        p.grad = torch.randn(3, dtype=torch.float64)
+        opt.step()
+    v = opt.state[p]["exp_avg_sq"].clone()
+    opt.on_change()
+    assert torch.equal(opt.state[p]["exp_avg"], torch.zeros(3, dtype=torch.float64))
+    assert torch.equal(opt.state[p]["exp_avg_sq"], v)
+    g = opt.param_groups[0]
+    assert (g["step"], g["m_step"]) == (4, 0)
+    none = fedadapt.build_optimizer("cp-adam", [torch.zeros(1, requires_grad=True)], reset="none")
+    none.on_change()
+    assert none.param_groups[0]["changes"] == 1 and none.param_groups[0]["step"] == 0
+
+
+def test_cp_adam_full_reset_restarts_like_a_fresh_adam():
     torch.manual_seed(0)
     gs = [torch.randn(5, dtype=torch.float64) for _ in range(8)]
     p = torch.zeros(5, dtype=torch.float64, requires_grad=True)
-    opt = fedadapt.build_optimizer("cp-adam", [p])
+    opt = fedadapt.build_optimizer("cp-adam", [p], reset="all")
     for g in gs[:4]:
         p.grad = g.clone()
         opt.step()
     opt.on_change()
     start = p.detach().clone()
     q = start.clone().requires_grad_(True)
-    fresh = fedadapt.build_optimizer("cp-adam", [q])
+    fresh = fedadapt.build_optimizer("cp-adam", [q], reset="all")
     for g in gs[4:]:
         p.grad, q.grad = g.clone(), g.clone()
         opt.step()
@@ -157,7 +213,8 @@ def test_cp_adam_scale_adaptation_shrinks_on_oscillation_and_stays_bounded():
 
 
 @pytest.mark.parametrize("bad", [{"lr": 0.0}, {"eps": 0.0}, {"betas": (1.0, 0.9)}, {"scale_rate": -1.0},
-                                 {"min_lr": 1.0}])
+                                 {"min_lr": 1.0}, {"bias_correction": "none"}, {"local_work": 0.5},
+                                 {"plastic_rounds": -1}, {"eps_rel": -0.1}])
 def test_cp_adam_rejects_bad_options(bad):
     with pytest.raises(ValueError):
         fedadapt.build_optimizer("cp-adam", [torch.zeros(1, requires_grad=True)], **bad)
@@ -201,7 +258,7 @@ def test_server_detects_a_change_and_resets_before_the_step():
         server.step(clients, [1.0] * 6, client_start_losses=losses, client_start_weights=[1.0] * 6)
         if server.last_info["change"]:
             changes.append(r)
-            assert server.optimizer.param_groups[0]["step"] == 1  # reset, then this round's step
+            assert server.optimizer.param_groups[0]["m_step"] == 1  # m restarted, then this round's step
         assert "detector-start-loss-cusum" in server.last_info
     assert changes == [20]
 

@@ -181,3 +181,13 @@ def test_an_in_process_fedavg_run_drops_at_a_label_swap_and_recovers() -> None:
     assert r.pre_drift_accuracy is not None and r.pre_drift_accuracy > 0.7
     assert r.min_round == 5 and r.max_drop is not None and r.max_drop > 0.3
     assert r.rounds_to_recover is not None and r.rounds_to_recover <= 3
+
+
+def test_within_two_points_and_mean_after_the_change():
+    acc = [0.8, 0.8, 0.8, 0.2, 0.5, 0.75, 0.79, 0.81]
+    (r,) = recovery_metrics(acc, [4], window=3)
+    # back within 0.02 of 0.8 at round 7 (0.79), 3 rounds after the change; 95% (0.76) too
+    assert r.rounds_to_within_2pt == 3 and r.rounds_to_recover == 3
+    assert r.mean_after == approx((0.2 + 0.5 + 0.75 + 0.79 + 0.81) / 5)
+    (never,) = recovery_metrics([0.8, 0.8, 0.8, 0.2, 0.5, 0.77], [4], window=3)
+    assert never.rounds_to_within_2pt is None and never.rounds_to_recover == 2

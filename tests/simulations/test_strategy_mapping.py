@@ -14,12 +14,12 @@ def _kw(*sets: str) -> dict:
 
 def test_server_lr_per_family():
     assert _kw("server-lr=2")["server_options"]["lr"] == 2.0  # fedadapt: the optimizer's lr
-    adam = _kw("strategy=fedadam", "server-optimizer=sgd", "server-lr=0.03", "client-lr=0.2")
+    adam = _kw("strategy=fedadam", "server-lr=0.03", "client-lr=0.2")
     assert adam["eta"] == 0.03 and adam["eta_l"] == 0.2
-    avgm = _kw("strategy=fedavgm", "server-optimizer=sgd", "server-lr=0.5")
+    avgm = _kw("strategy=fedavgm", "server-lr=0.5")
     assert avgm["server_learning_rate"] == 0.5 and avgm["server_momentum"] == 0.9
-    assert _kw("strategy=fedprox", "server-optimizer=sgd")["proximal_mu"] == 0.01
-    assert _kw("strategy=fedhyper-g", "server-optimizer=sgd")["server_options"]["lr"] == 1.0
+    assert _kw("strategy=fedprox")["proximal_mu"] == 0.01
+    assert _kw("strategy=fedhyper-g")["server_options"]["lr"] == 1.0
 
 
 def test_server_autodrop_window_counts_rounds():
@@ -51,3 +51,22 @@ def test_recovery_metrics_are_withheld_for_runs_that_never_learned():
     assert d_flat["max-drop"] is None and "untrained" in d_flat["note"]
     d_learned = summarize(learned, cfg)["drifts"][0]
     assert d_learned["max-drop"] == pytest.approx(0.6) and d_learned["rounds-to-recover"] == 1
+
+
+def test_unset_server_lr_takes_each_methods_own_default():
+    kw = _kw()  # quickstart: the default server method
+    assert kw["server_optimizer"] == "cp-adam" and kw["server_options"]["lr"] == 0.1
+    assert _kw("server-optimizer=sgd")["server_options"]["lr"] == 1.0  # FedAvg
+    assert _kw("server-optimizer=hd-mult")["server_options"]["lr"] == 1.0
+    assert "eta" not in _kw("strategy=fedadam")  # Flower's own eta
+    assert _kw("strategy=fedavgm")["server_learning_rate"] == 1.0
+    assert "lr" not in _kw("strategy=adaptive-fedavg")["server_options"]  # FedAvg: none to set
+    assert _kw("strategy=flash", "server-lr=0.03")["server_options"] == {"lr": 0.03}
+
+
+def test_the_oracle_gets_the_drift_schedules_changepoints():
+    kw = strategy_kwargs(build_config("drift-digits", ["strategy=fedadam-oracle"]))
+    assert kw["change_rounds"] == [20]
+    kw = strategy_kwargs(build_config("drift-recurring", ["strategy=fedadam-oracle"]))
+    assert kw["change_rounds"] == [15, 25, 35, 45, 55]
+    assert "change_rounds" not in _kw("strategy=fedadam")
