@@ -1,26 +1,238 @@
-"""Flower ClientApp for ``flwr run`` (``[tool.flwr.app.components] clientapp``).
+"""Flower ClientApp for ``flwr run`` (``[tool.flwr.app.components] clientapp``) and its handlers.
 
 A worker supernode serves the client ids listed in each train message (simulation mode), or is
-itself one client (deployment mode: the client id is the node id). Every exception is caught and
-reported in the reply, so a failing client never kills its Ray actor.
+itself one client (deployment mode: the client id is the node id). :func:`handle_train` reads
+the message with fedadapt's two client calls, trains each client id it lists one after another
+on that client's current-concept data (lazily loaded, bounded cache), and replies once. Every
+exception is caught and reported in the reply, so a failing client never kills its Ray actor.
+
+The handlers take a :class:`simulations.world.RunSpec` (``simulations.world.read``), never the
+config dict; :func:`train_client` takes the world and the training settings only.
 """
 
 from __future__ import annotations
 
+import copy
+import json
+import math
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+import torch
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
+from fedadapt.seeding import torch_generator
 from simulations.config import resolve
-from simulations.experiment import handle_train, handle_warm_up
+from simulations.world import RunSpec, TrainingSettings, World, read, world
+
+_BATCH_STREAM = 0xB0  # seeding stream of a client's minibatch order
+
+
+def _to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    t = torch.from_numpy(np.ascontiguousarray(array))
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t
+
+
+def train_client(
+    w: World,
+    training: TrainingSettings,
+    plan: Any,
+    client_id: int,
+    model: torch.nn.Module,
+    device: torch.device,
+    data_id: int | None = None,
+) -> Any:
+    """Train one client for its local work this round; return a ``ClientOutcome``.
+
+    ``data_id`` is the partition the client trains on: its client id in simulation mode, the
+    node's ``partition-id`` in deployment mode (where the client id is the node id). The local
+    optimizer comes from ``plan.build_optimizer`` (with FedProx's proximal term when the train
+    config asks for it).
+    """
+    import fedadapt
+    from strategies import ClientOutcome
+
+    rnd = int(plan.server_round)
+    data_id = int(client_id) if data_id is None else int(data_id)
+    fault = w.faults.kind(data_id)
+    w.faults.before_training(fault, client_id, rnd, timeout=training.round_timeout)
+    X, y = w.client_data(data_id, rnd)
+    n = len(y)
+    if n == 0:
+        return ClientOutcome.failed(client_id, "client has no training examples")
+    draw = w.het.plan(np.array([data_id]), rnd)
+    bs = training.batch_size
+    if training.exact_steps:
+        steps = int(draw.work[0])
+    else:
+        steps = max(1, math.ceil(float(draw.work[0]) * n / bs))
+    dropped = bool(draw.dropped[0])
+    if dropped:
+        steps = int(steps * float(draw.dropout_point[0]))
+    plan.load_global(model)
+    model.train()
+    opt = plan.build_optimizer(model.parameters(), client_id)
+    Xt, yt = _to_device(X, device), _to_device(y, device)
+    gen = torch_generator(training.seed, _BATCH_STREAM, data_id, rnd)
+    order = torch.randperm(n, generator=gen)
+    loss_sum = torch.zeros((), device=device)
+    pos = 0
+    for _ in range(steps):
+        if pos >= n:
+            order, pos = torch.randperm(n, generator=gen), 0
+        idx = order[pos : pos + bs].to(device)
+        pos += bs
+        opt.zero_grad(set_to_none=True)
+        loss = torch.nn.functional.cross_entropy(model(Xt[idx]), yt[idx])
+        loss.backward()
+        opt.step()
+        loss_sum += loss.detach()
+    if dropped:
+        return ClientOutcome.failed(
+            client_id, f"dropped out mid-round after {steps} steps (simulated availability)"
+        )
+    state = {k: v.detach().to("cpu") for k, v in model.state_dict().items()}
+    state = w.faults.corrupt(fault, state)
+    mean_loss = float(loss_sum) / max(steps, 1)
+    return ClientOutcome(client_id, state, n, mean_loss, fedadapt.step_size_stats(opt))
+
+
+def data_id_for(
+    training: TrainingSettings, client_id: int, node_config: Mapping[str, Any] | None
+) -> int:
+    """Which partition a client trains on (see :func:`train_client`)."""
+    if not training.deployment:
+        return int(client_id)
+    if node_config and "partition-id" in node_config:
+        return int(node_config["partition-id"])
+    return int(client_id) % training.num_clients
+
+
+def _with_deadline(fn: Callable[[], Any], seconds: float) -> tuple[bool, Any]:
+    """Run ``fn`` in a daemon thread; ``(False, None)`` if it is not done after ``seconds``
+    (the thread is abandoned: it works on its own model copy, so nothing shared is touched)."""
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as exc:  # reported as the client's failure
+            box["error"] = exc
+
+    t = threading.Thread(target=target, daemon=True, name="fedadapt-client")
+    t.start()
+    t.join(seconds)
+    if t.is_alive():
+        return False, None
+    if "error" in box:
+        raise box["error"]
+    return True, box["value"]
+
+
+def handle_train(msg: Any, spec: RunSpec, node_config: Mapping[str, Any] | None = None) -> Any:
+    """The ClientApp's train handler: serve every client id in the message, reply once.
+
+    Each client trains on its own model copy under a deadline (``client-timeout``); a client
+    past it is reported and left behind, so one hung client does not cost its worker's reply.
+    """
+    from strategies import ClientOutcome, TrainReplyBuilder, error_reply, read_train_message
+
+    torch.set_num_threads(1)
+    training = spec.training
+    try:
+        w = world(spec.world)
+        device = training.device()
+        template = w.model().to(device)
+        plan = read_train_message(msg, template)
+    except Exception as exc:  # a broken message or config must not kill the actor
+        return error_reply(msg, f"worker could not read the train message: {exc!r}")
+    budget = training.client_timeout or (
+        0.8 * training.round_timeout / max(1, len(plan.client_ids))
+    )
+    builder = TrainReplyBuilder(plan)
+    for cid in plan.client_ids:
+        data_id = data_id_for(training, int(cid), node_config)
+        model = copy.deepcopy(template)
+        try:
+            def job(cid: int = int(cid), model: torch.nn.Module = model,
+                    data_id: int = data_id) -> Any:
+                return train_client(w, training, plan, cid, model, device, data_id)
+
+            done, outcome = _with_deadline(job, budget)
+            if not done:
+                outcome = ClientOutcome.failed(
+                    int(cid), f"client exceeded its deadline of {budget:.1f} s (client-timeout)")
+        except Exception as exc:  # one client's failure is reported, the others go on
+            outcome = ClientOutcome.failed(int(cid), f"{type(exc).__name__}: {exc}")
+        try:
+            builder.add(outcome)
+        except Exception as exc:  # a result the builder cannot even inspect
+            builder.add(ClientOutcome.failed(int(cid), f"invalid client result: {exc}"))
+    if training.worker_log:
+        _log_worker(training.worker_log, plan)
+    return builder.reply(msg)
+
+
+def _log_worker(path: str, plan: Any) -> None:
+    """Append where this message ran (diagnostics for placement on a Ray cluster)."""
+    node = None
+    try:
+        import ray
+
+        if ray.is_initialized():
+            node = ray.get_runtime_context().get_node_id()
+    except Exception:  # not under Ray (deployment runtime)
+        node = None
+    line = {"round": int(plan.server_round), "client-ids": [int(c) for c in plan.client_ids],
+            "pid": os.getpid(), "ray-node": node, "time": time.time()}
+    with open(path, "a") as fh:
+        fh.write(json.dumps(line) + "\n")
+
+
+def handle_warm_up(msg: Any, spec: RunSpec) -> Any:
+    """The ClientApp's query handler for ``server_app.warm_up``: build the federation, reply."""
+    from flwr.app import ConfigRecord, RecordDict
+
+    from strategies import error_reply
+
+    try:
+        world(spec.world).model()
+    except Exception as exc:
+        return error_reply(msg, f"worker could not build the federation: {exc!r}")
+    return Message(RecordDict({"config": ConfigRecord({"ready": True})}), reply_to=msg)
+
+
+_SPECS: dict[str, RunSpec] = {}
+
+
+def spec_of(context: Context) -> RunSpec:
+    """The run's :class:`RunSpec` from ``context.run_config`` (validated, cached per run)."""
+    cfg = resolve(dict(context.run_config))
+    from fedadapt.seeding import run_key
+
+    key = run_key(cfg)
+    if key not in _SPECS:
+        if len(_SPECS) > 8:
+            _SPECS.clear()
+        _SPECS[key] = read(cfg)
+    return _SPECS[key]
+
 
 app = ClientApp()
 
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
-    return handle_train(msg, resolve(dict(context.run_config)), dict(context.node_config))
+    return handle_train(msg, spec_of(context), dict(context.node_config))
 
 
 @app.query()
 def query(msg: Message, context: Context) -> Message:
-    return handle_warm_up(msg, resolve(dict(context.run_config)))
+    return handle_warm_up(msg, spec_of(context))

@@ -11,10 +11,11 @@ import pytest
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
 
+from simulations.client_app import handle_train
 from simulations.config import ConfigError, load_scenario, resolve
 from simulations.data import build_source
-from simulations.experiment import handle_train
 from simulations.report import report
+from simulations.world import read, world
 
 
 @pytest.fixture(autouse=True)
@@ -109,7 +110,8 @@ def test_report_on_a_run_without_config(tmp_path):
 
 
 def _cfg(**kw):
-    return resolve({"num-clients": 4, "clients-per-round": 2, **kw}, base=load_scenario("quickstart"))
+    cfg = resolve({"num-clients": 4, "clients-per-round": 2, **kw}, base=load_scenario("quickstart"))
+    return read(cfg)
 
 
 def test_train_message_without_arrays_gets_an_error_reply_not_a_crash():
@@ -134,10 +136,8 @@ def test_train_message_with_the_wrong_model_gets_an_error_reply():
 
 
 def test_train_message_with_client_ids_outside_the_population_reports_each():
-    from simulations.experiment import world
-
     cfg = _cfg()
-    arrays = ArrayRecord(world(cfg).model().state_dict())
+    arrays = ArrayRecord(world(cfg.world).model().state_dict())
     reply = handle_train(_train_msg(cfg, arrays, **{"fedadapt.client-ids": [1, 99]}), cfg)
     clients = reply.content["fedadapt.clients"]
     assert list(clients["ids"]) == [1]
@@ -145,10 +145,8 @@ def test_train_message_with_client_ids_outside_the_population_reports_each():
 
 
 def test_train_message_with_an_unknown_optimizer_reports_the_clients():
-    from simulations.experiment import world
-
     cfg = _cfg()
-    arrays = ArrayRecord(world(cfg).model().state_dict())
+    arrays = ArrayRecord(world(cfg.world).model().state_dict())
     reply = handle_train(_train_msg(cfg, arrays, **{"fedadapt.optimizer": "lion"}), cfg)
     clients = reply.content["fedadapt.clients"]
     assert list(clients["failed-ids"]) == [0, 1]
