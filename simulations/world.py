@@ -26,6 +26,7 @@ import logging
 import math
 import os
 import time
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -618,6 +619,16 @@ def check_before_workers(spec: RunSpec) -> None:
     if data.dataset != "hub":
         try:
             w = world(spec.world)
-            w.model()
         except (ValueError, OSError) as exc:
-            raise ConfigError(f"run-config keys 'dataset'/'model'/'partitioner': {exc}") from None
+            raise ConfigError(f"run-config key 'dataset' ({data.dataset!r}): {exc}") from None
+        try:  # a partitioner fails on the data, at the first partition a worker loads
+            with warnings.catch_warnings():  # its retry warnings; the error says it all
+                warnings.simplefilter("ignore")
+                w.source.get(0)
+        except (ValueError, OSError) as exc:
+            raise ConfigError(f"run-config keys 'partitioner'/'partition-*' "
+                              f"({data.partitioner!r}, {data.partitioner_params}): {exc}") from None
+        try:
+            w.model()
+        except ValueError as exc:
+            raise ConfigError(f"run-config key 'model' ({spec.world.model.name!r}): {exc}") from None
