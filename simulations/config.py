@@ -149,7 +149,8 @@ _KEY_LIST: list[Key] = [
     Key("server-options", "{}", "JSON object of extra server-optimizer hyperparameters, "
         'e.g. `{"hyper_lr": 0.01}`.'),
     Key("server-momentum", 0.9, "Server momentum of `fedavgm`.", low=0.0, high=0.999),
-    Key("proximal-mu", 0.01, "Proximal coefficient of `fedprox` (the client adds the term).",
+    Key("proximal-mu", 0.01, "Proximal coefficient of `fedprox` (sent in the train config; "
+        "`plan.build_optimizer` adds the term on the client, `fedadapt.proximal`).",
         low=0.0),
     Key("client-optimizer", "sgd", "fedadapt method used for local training on every client.",
         dynamic_choices=_optimizers),
