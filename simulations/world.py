@@ -605,9 +605,8 @@ def check_before_workers(spec: RunSpec) -> None:
     try:
         build_strategy(spec.strategy, **arguments)
     except (ValueError, TypeError) as exc:
-        keys = ("'server-optimizer'/'server-options'/'server-lr'" if spec.strategy == "fedadapt"
-                else "'strategy' and its options")
-        raise ConfigError(f"run-config keys {keys} (strategy {spec.strategy!r}): {exc}") from None
+        raise ConfigError(f"run-config key 'strategy' ({spec.strategy!r}) and its options "
+                          f"('server-optimizer', 'server-options', 'server-lr'): {exc}") from None
     finally:
         flwr_log.setLevel(level)
     if data.dataset != "synthetic":

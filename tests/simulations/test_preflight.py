@@ -39,7 +39,7 @@ CASES = {
                                 ["'server-options'", "hyper_lr"]),
     "server option of a Flower strategy": (
         _sets("strategy=fedexp", "server-optimizer=sgd", 'server-options={"bogus": 1}'),
-        ["'strategy' and its options", "bogus"]),
+        ["'strategy' ('fedexp') and its options", "bogus"]),
     "client option unknown": (_sets('client-options={"momentom": 0.9}'),
                               ["'client-options'", "momentom", "accepted", "momentum"]),
     "client option bad value": (_sets('client-options={"momentum": -3}'),
@@ -113,5 +113,5 @@ def test_the_command_prints_one_line_and_no_traceback(tmp_path):
     )
     assert proc.returncode == 2, proc.stderr[-2000:]
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: run-config keys"), proc.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: run-config key 'strategy'"), proc.stderr
     assert "nope" in lines[0] and proc.stdout == ""
