@@ -151,3 +151,34 @@ def test_train_message_with_an_unknown_optimizer_reports_the_clients():
     clients = reply.content["fedadapt.clients"]
     assert list(clients["failed-ids"]) == [0, 1]
     assert all("lion" in r for r in clients["failed-reasons"])
+
+
+def _finished_run(tmp_path, changepoints):
+    from simulations.report import RunWriter
+
+    cfg = resolve({}, base=load_scenario("drift-digits"))
+    writer = RunWriter(tmp_path / "run", cfg, changepoints=changepoints)
+    for r in range(0, 41):
+        acc = 0.1 if r == 0 else (0.9 if r < 20 else (0.3 if r == 20 else 0.88))
+        writer.add(r, {"accuracy": acc})
+        writer.flush(r)
+    writer.finish()
+    return tmp_path / "run"
+
+
+def test_report_reads_the_schedule_the_run_wrote_not_the_config(tmp_path):
+    run = _finished_run(tmp_path, [20])
+    config = json.loads((run / "config.json").read_text())
+    config["drift.round"] = 5  # an edited config must not move the changepoint
+    (run / "config.json").write_text(json.dumps(config))
+    report(run)
+    summary = json.loads((run / "summary.json").read_text())
+    assert [d["changepoint-round"] for d in summary["drifts"]] == [20]
+    assert summary["drifts"][0]["max-drop"] == pytest.approx(0.6)
+
+
+def test_report_on_a_run_without_its_schedule_names_the_file(tmp_path):
+    run = _finished_run(tmp_path, [20])
+    (run / "schedule.json").unlink()
+    with pytest.raises(ValueError, match="schedule.json"):
+        report(run)
