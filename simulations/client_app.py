@@ -62,7 +62,8 @@ def train_client(
     rnd = int(plan.server_round)
     data_id = int(client_id) if data_id is None else int(data_id)
     fault = w.faults.kind(data_id)
-    w.faults.before_training(fault, client_id, rnd, timeout=training.round_timeout)
+    w.faults.before_training(fault, client_id, rnd, timeout=training.round_timeout,
+                             run_key=training.run_key)
     X, y = w.client_data(data_id, rnd)
     n = len(y)
     if n == 0:

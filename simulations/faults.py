@@ -45,12 +45,12 @@ class InjectedFault(RuntimeError):
 class FaultPlan:
     """Shares of the population per fault kind (they add up to at most 1) and the seed.
 
-    ``run_key`` (:func:`fedadapt.seeding.run_key`) names the run's crash markers.
+    Which clients are faulty depends on these fields only (part of the world's cache key);
+    the run itself is named where it matters, by the crash markers' ``run_key``.
     """
 
     fractions: tuple[tuple[str, float], ...] = ()
     seed: int = 0
-    run_key: str = ""
     num_clients: int = 1
 
     def rank(self, client_id: int) -> int:
@@ -63,9 +63,10 @@ class FaultPlan:
         b = seed_int(self.seed, _RANK_STREAM) % n
         return (a * int(client_id) + b) % n
 
-    def _first_crash(self, client_id: int) -> bool:
+    @staticmethod
+    def _first_crash(client_id: int, run_key: str) -> bool:
         """True exactly once per (run, client): the marker file is created atomically."""
-        folder = Path(tempfile.gettempdir()) / "fedadapt-crash-markers" / self.run_key
+        folder = Path(tempfile.gettempdir()) / "fedadapt-crash-markers" / run_key
         folder.mkdir(parents=True, exist_ok=True)
         try:
             fd = os.open(folder / str(int(client_id)), os.O_CREAT | os.O_EXCL | os.O_WRONLY)
@@ -73,10 +74,6 @@ class FaultPlan:
             return False
         os.close(fd)
         return True
-
-    @property
-    def active(self) -> bool:
-        return bool(self.fractions)
 
     def kind(self, client_id: int) -> str | None:
         """The fault ``client_id`` has, or None (a fixed property of the client)."""
@@ -90,16 +87,15 @@ class FaultPlan:
                 return name
         return None
 
-    def faulty_share(self) -> float:
-        return sum(f for _, f in self.fractions)
-
     def before_training(self, kind: str | None, client_id: int, server_round: int,
-                        *, timeout: float) -> None:
+                        *, timeout: float, run_key: str = "") -> None:
+        """Raise, hang or crash as ``kind`` says (``run_key`` names the run's crash markers,
+        :func:`fedadapt.seeding.run_key`)."""
         if kind == "raise":
             raise InjectedFault(f"injected fault: client {client_id} raised in round {server_round}")
         if kind == "hang":
             time.sleep(timeout + 2.0)
-        if kind == "crash" and self._first_crash(client_id):
+        if kind == "crash" and self._first_crash(client_id, run_key):
             os._exit(17)
 
     def corrupt(self, kind: str | None, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

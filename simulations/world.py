@@ -136,6 +136,7 @@ class WorldSpec:
 class TrainingSettings:
     """What a ClientApp needs besides the world and the train message."""
 
+    run_key: str  # names the run's crash markers (faults.crash-fraction)
     batch_size: int
     exact_steps: bool  # local work counts steps (local-steps > 0), else epochs
     round_timeout: float
@@ -361,7 +362,7 @@ def read(cfg: Config) -> RunSpec:
         (k, float(cfg[f"faults.{k}-fraction"]))
         for k in FAULT_KINDS if float(cfg[f"faults.{k}-fraction"]) > 0
     )
-    faults = FaultPlan(fractions, seed, key, num_clients)
+    faults = FaultPlan(fractions, seed, num_clients)
     model_name = str(cfg["model"])
     if model_name == "auto":  # an MLP suits every built-in data set; hub images get the CNN
         model_name = "cnn" if cfg["dataset"] == "hub" else "mlp"
@@ -374,7 +375,7 @@ def read(cfg: Config) -> RunSpec:
         num_rounds=num_rounds,
         world=WorldSpec(data, drift, het, faults, ModelSpec(model_name, seed)),
         training=TrainingSettings(
-            batch_size=int(cfg["batch-size"]), exact_steps=steps > 0,
+            run_key=key, batch_size=int(cfg["batch-size"]), exact_steps=steps > 0,
             round_timeout=float(cfg["round-timeout"]),
             client_timeout=float(cfg["client-timeout"]),
             use_cuda=float(cfg["client-num-gpus"]) > 0, deployment=deployment,
