@@ -198,13 +198,27 @@ def _log_worker(path: str, plan: Any) -> None:
 
 
 def handle_warm_up(msg: Any, spec: RunSpec) -> Any:
-    """The ClientApp's query handler for ``server_app.warm_up``: build the federation, reply."""
+    """The ClientApp's query handler for ``server_app.warm_up``: build the federation, then
+    take one optimizer step on a dummy batch, reply.
+
+    The first optimizer a process builds imports ``torch._dynamo`` (seconds on a loaded
+    machine) and the first backward pass sets up autograd; done here, neither is charged to
+    round 1's client deadline.
+    """
     from flwr.app import ConfigRecord, RecordDict
 
+    import fedadapt
     from strategies import error_reply
 
     try:
-        world(spec.world).model()
+        torch.set_num_threads(1)
+        w = world(spec.world)
+        model = w.model()
+        opt = fedadapt.build_optimizer("sgd", model.parameters(), lr=0.0)
+        x = torch.zeros((2, *w.source.input_shape))
+        loss = torch.nn.functional.cross_entropy(model(x), torch.zeros(2, dtype=torch.long))
+        loss.backward()
+        opt.step()
     except Exception as exc:
         return error_reply(msg, f"worker could not build the federation: {exc!r}")
     return Message(RecordDict({"config": ConfigRecord({"ready": True})}), reply_to=msg)
