@@ -160,7 +160,7 @@ def _finished_run(tmp_path, changepoints):
     writer = RunWriter(tmp_path / "run", cfg, changepoints=changepoints)
     for r in range(0, 41):
         acc = 0.1 if r == 0 else (0.9 if r < 20 else (0.3 if r == 20 else 0.88))
-        writer.add(r, {"accuracy": acc})
+        writer.add(r, {"accuracy": acc, "server-lr": 1.0})
         writer.flush(r)
     writer.finish()
     return tmp_path / "run"
