@@ -9,14 +9,18 @@ fedadapt never imports flwr or ray.
 """
 
 from ._mechanism import AdaptiveOptimizer, global_dot
+from .adaptive_fedavg import AdaptiveFedAvg
 from .autodrop import AutoDrop
+from .changepoint import ChangeDetector
 from .conformity import CProp, conformity_scale
+from .cpadam import ChangepointAdam
 from .dsa import StructuredSelfAdaptive
 from .exponentiated import ExponentiatedGradientStepSize
 from .federated import FedExP, FedHyperCL, FedHyperG, FedHyperGM
+from .flash import Flash, flash_early_stop
 from .hypergradient import HypergradientDescent, MultiplicativeHypergradientDescent
 from .registry import available_optimizers, build_optimizer, register_optimizer, step_size_stats
-from .server import ServerOptimizer
+from .server import ServerOptimizer, default_server_lr, reset_on_change
 
 register_optimizer("hd", HypergradientDescent)
 register_optimizer("hd-mult", MultiplicativeHypergradientDescent)
@@ -28,14 +32,21 @@ register_optimizer("fedexp", FedExP)
 register_optimizer("fedhyper-g", FedHyperG)
 register_optimizer("fedhyper-gm", FedHyperGM)
 register_optimizer("fedhyper-cl", FedHyperCL)
+register_optimizer("cp-adam", ChangepointAdam)
+register_optimizer("flash", Flash)
+register_optimizer("adaptive-fedavg", AdaptiveFedAvg)
 
 __all__ = [
+    "AdaptiveFedAvg",
     "AdaptiveOptimizer",
     "AutoDrop",
     "CProp",
+    "ChangeDetector",
+    "ChangepointAdam",
     "ExponentiatedGradientStepSize",
     "FedExP",
     "FedHyperCL",
+    "Flash",
     "FedHyperG",
     "FedHyperGM",
     "HypergradientDescent",
@@ -45,7 +56,10 @@ __all__ = [
     "available_optimizers",
     "build_optimizer",
     "conformity_scale",
+    "default_server_lr",
+    "flash_early_stop",
     "global_dot",
     "register_optimizer",
+    "reset_on_change",
     "step_size_stats",
 ]

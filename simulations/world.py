@@ -183,6 +183,7 @@ class StrategySettings:
     availability: float
     worker_wait_timeout: float
     deployment: bool
+    change_rounds: tuple[int, ...] = ()  # the drift schedule's changepoints (for oracles)
 
 
 @dataclass(frozen=True)
@@ -403,6 +404,7 @@ def read(cfg: Config) -> RunSpec:
             availability=float(cfg["online-prob"]),
             worker_wait_timeout=float(cfg["worker-wait-timeout"]),
             deployment=deployment,
+            change_rounds=tuple(int(cp.round) for cp in drift.schedule().changepoints),
         ),
         output=OutputSettings(
             out_dir=str(cfg["out-dir"]), scenario=str(cfg["scenario"]),
@@ -443,17 +445,30 @@ def strategy_arguments(name: str, s: StrategySettings) -> dict[str, Any]:
         "worker_wait_timeout": s.worker_wait_timeout,
         "fraction_evaluate": 0.0,  # evaluation runs on the server (centralized + client panel)
     }
-    lr = s.server_lr
+    import fedadapt
+    from strategies.registry import _REGISTRY as _STRATEGIES
+
+    given = s.server_lr  # 0: the method's own default
+    lr = given if given > 0 else 1.0
+    factory = _STRATEGIES.get(name)
+    if getattr(factory, "needs_change_rounds", False):
+        # an oracle: the drift schedule's changepoints (the first round of each new concept)
+        kwargs["change_rounds"] = list(s.change_rounds)
+    preset = getattr(factory, "preset_server_optimizer", None)
+    if preset is not None:  # a FedAdapt preset with its own server method
+        own = given if given > 0 else None
+        kwargs["server_options"] = {**({"lr": own} if own is not None else {}), **server_options}
     if name == "fedadapt":
         kwargs["server_optimizer"] = s.server_optimizer
-        kwargs["server_options"] = {"lr": lr, **server_options}
+        own = given if given > 0 else fedadapt.default_server_lr(s.server_optimizer)
+        kwargs["server_options"] = {**({"lr": own} if own is not None else {}), **server_options}
         if s.server_optimizer == "autodrop" and "window" not in server_options:
             # on the server a window counts rounds: one expected pass over the population
             # (docs/METHODS.md, AutoDrop on the server), not the client default of 50 steps,
             # which a run of a few dozen rounds would never close
             per_pass = math.ceil(s.num_clients / s.clients_per_round)
             kwargs["server_options"]["window"] = max(2, min(per_pass, s.num_rounds // 4 or 2))
-    if name in ("fedavg", "fedexp", "fedprox") and lr != 1.0:
+    if name in ("fedavg", "fedexp", "fedprox") and given > 0 and given != 1.0:
         log.warning("server-lr=%g is not used by strategy %r (it has no server step size)", lr, name)
     elif name.startswith("fedhyper"):
         kwargs["server_options"] = {"lr": lr, **server_options}
@@ -465,10 +480,11 @@ def strategy_arguments(name: str, s: StrategySettings) -> dict[str, Any]:
     elif name == "fedexp":
         kwargs["server_options"] = server_options
     elif name == "fedavgm":
-        kwargs["server_learning_rate"] = lr
+        kwargs["server_learning_rate"] = lr  # Flower's default is 1.0 too
         kwargs["server_momentum"] = s.server_momentum
     elif name in ("fedadam", "fedyogi", "fedadagrad"):
-        kwargs["eta"] = lr
+        if given > 0:  # else Flower's own eta (0.1 FedAdam/FedAdagrad, 0.01 FedYogi)
+            kwargs["eta"] = given
         kwargs["eta_l"] = s.client_lr
     elif name == "fedprox":
         kwargs["proximal_mu"] = s.proximal_mu

@@ -33,6 +33,9 @@ CFG_SIGNALS = "fedadapt.signals"
 GLOBAL_UPDATE = "fedadapt.global-update"  # x_t - x_{t-1} for clients that need it (FedHyper-CL)
 CFG_REPLY_MODE = "fedadapt.reply-mode"
 CFG_BUFFER_KEYS = "fedadapt.buffer-keys"
+# what the server method asks of the clients this round (fedadapt.ServerOptimizer.client_hints):
+# "fedadapt.hint.local-work", "fedadapt.hint.lr-scale", "fedadapt.hint.early-stop-gamma", ...
+CFG_HINT_PREFIX = "fedadapt.hint."
 
 NUM_EXAMPLES = "num-examples"
 TRAIN_LOSS = "train-loss"

@@ -101,6 +101,59 @@ class FedExP(FedAdapt):
         super().__init__(**kwargs)  # type: ignore[arg-type]
 
 
+class Flash(FedAdapt):
+    """Flash (Panchal et al., "Flash: Concept Drift Adaptation in Federated Learning", ICML 2023)
+    as a FedAdapt configuration: the server step is fedadapt's ``flash`` (drift-aware adaptive
+    step, guarded denominator, docs/DRIFT.md); its clients stop local training early on a local
+    validation split (the ``early-stop-gamma`` hint the method declares)."""
+
+    preset_server_optimizer = "flash"
+
+    def __init__(self, **kwargs: object) -> None:
+        kwargs.setdefault("server_optimizer", "flash")
+        kwargs.setdefault("server_options", {})
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+
+
+class AdaptiveFedAvg(FedAdapt):
+    """Adaptive-FedAvg (Canonaco et al., "Adaptive Federated Learning in Presence of Concept
+    Drift", IJCNN 2021) as a FedAdapt configuration: FedAvg on the server whose parameter-
+    variance ratio schedules the clients' lr (fedadapt's ``adaptive-fedavg`` declares the
+    ``lr-scale`` hint, which the client calls apply)."""
+
+    preset_server_optimizer = "adaptive-fedavg"
+
+    def __init__(self, **kwargs: object) -> None:
+        kwargs.setdefault("server_optimizer", "adaptive-fedavg")
+        kwargs.setdefault("server_options", {})
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+
+
+class OracleResetFedAdam(FedAdapt):
+    """FedAdam whose whole state (both moments and the step counter) is reset at the *known*
+    changepoint rounds: an oracle for studies only, the ceiling for any change detector.
+
+    The server step is fedadapt's server ``adam`` (torch's Adam on the pseudo-gradient, with
+    bias correction; betas (0.9, 0.99) as FedAdam in Reddi et al., ICLR 2021,
+    arXiv:2003.00295; lr 0.1 = Flower's default ``eta``). ``change_rounds`` are the rounds
+    whose data are the first of a new concept; the simulation passes its drift schedule's
+    changepoints (``needs_change_rounds``)."""
+
+    needs_change_rounds = True
+    preset_server_optimizer = "adam"
+
+    def __init__(self, **kwargs: object) -> None:
+        kwargs.setdefault("server_optimizer", "adam")
+        opts = dict(kwargs.get("server_options") or {})  # type: ignore[call-overload]
+        opts.setdefault("lr", 0.1)
+        opts.setdefault("betas", (0.9, 0.99))
+        kwargs["server_options"] = opts
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+
+    def identity(self) -> dict[str, object]:
+        return {**super().identity(), "change-rounds": list(self.change_rounds)}
+
+
 # ------------------------------------------------------------------- Flower's own strategies
 
 
@@ -299,6 +352,9 @@ _REGISTRY: dict[str, Callable[..., Orchestration]] = {
     "fedhyper-cl": _fedhyper("CL"),
     "fedhyper-full": _fedhyper("FULL"),
     "fedexp": FedExP,
+    "fedadam-oracle": OracleResetFedAdam,
+    "flash": Flash,
+    "adaptive-fedavg": AdaptiveFedAvg,
     "fedavg": SampledFedAvg,
     "fedavgm": SampledFedAvgM,
     "fedadam": SampledFedAdam,

@@ -55,7 +55,7 @@ class CheckedReply:
     message: Message | None = None
 
 
-_STAT_KEYS = ("train-loss", "lr", "step-mean", "step-min", "step-max")
+_STAT_KEYS = ("train-loss", "start-loss", "lr", "step-mean", "step-min", "step-max")
 
 
 def _as_list(cfg: ConfigRecord, key: str, kind: type, *, required: bool) -> list:
