@@ -1,4 +1,4 @@
-"""The one mechanism every fedadapt method shares (ALGORITHMS.md section 7.1).
+"""The one mechanism every fedadapt method shares (docs/METHODS.md §1, "The shared mechanism").
 
 A step is ``theta <- theta - eta_t * (Gamma_t * d_t)``:
 

@@ -19,7 +19,7 @@ class StructuredSelfAdaptive(_PreviousDirection):
 
     **This is not the DSA authors' algorithm.** The paper "Differentiable Self-Adaptive
     Learning Rate" (arXiv:2210.10290) has no available full text or code; this class is the
-    reconstruction "DSA-R" of ALGORITHMS.md §2.3, built from the per-parameter hypergradient
+    reconstruction "DSA-R" described in docs/METHODS.md §5, built from the per-parameter hypergradient
     and the hierarchical scheme of Jie et al. (arXiv:2008.07277). Label results "DSA-R".
 
     The step size of each coordinate is a product of three factors, one global, one per
@@ -66,7 +66,7 @@ class StructuredSelfAdaptive(_PreviousDirection):
     :math:`\beta_p` used the two agree to :math:`O(\beta_p^2)`.
 
     Deviations: everything beyond the abstract's words ("parameter specific and internal
-    structured", "differentiable") is a project choice (ALGORITHMS.md §2.3, variant R2), and the
+    structured", "differentiable") is a project choice (docs/METHODS.md §5), and the
     defaults are not from any paper.
     """
 

@@ -53,7 +53,7 @@ class ExponentiatedGradientStepSize(AdaptiveOptimizer):
         Amid, Anil, Fifty, Warmuth, "Step-size Adaptation Using Exponentiated Gradient
         Updates", arXiv:2202.00145 (reference code: lingvo ``egdd.py``).
 
-    Deviations: this is the wrapper form of ALGORITHMS.md §5.4. The lingvo EGDD code keeps one
+    Deviations (docs/METHODS.md §8): this is a wrapper form of the paper's rule. The lingvo EGDD code keeps one
     scale per tensor (here: one global scale), drives it with the momentum buffer (here: the
     gradient average :math:`\bar g`), and multiplies the gains inside the momentum (here:
     outside any base direction, so the same rule works over Adam). Defaults for the two rates

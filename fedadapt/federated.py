@@ -123,7 +123,12 @@ class FedHyperG(HypergradientDescent):
         lr: :math:`\eta_0` (default 1.0).
         hyper_lr: :math:`\beta` (default 1.0, the code's).
         min_lr, max_lr: default ``0.2 * lr`` and ``5 * lr`` (the code's [0.2, 5]).
-        base, ...: the base direction (``base="adam"`` gives "FedAdam + FedHyper").
+        base, ...: the base direction. With ``base="adam"`` fedadapt adapts the scalar step
+            of torch's Adam direction from the hypergradient of that direction
+            (:math:`\langle \hat g_t, d_{t-1}\rangle`). This is not the FedHyper authors'
+            FedAdam variant, whose rule scales Adam's input by :math:`0.1(1 + \mathrm{agg})`
+            with its own normalisations and takes the hypergradient from the raw updates
+            (docs/METHODS.md §9).
 
     Example::
 

@@ -83,8 +83,9 @@ class HypergradientDescent(_PreviousDirection):
     Args:
         params: parameters or param groups.
         lr: initial step size :math:`\alpha_0` (default 0.01).
-        hyper_lr: :math:`\beta` (default ``1e-3`` for ``base="sgd"``, ``1e-7`` for ``"adam"``:
-            :math:`\beta` has units of 1/gradient-norm², see ALGORITHMS.md §1.3).
+        hyper_lr: :math:`\beta` (default ``1e-2`` for ``base="sgd"``, ``1e-5`` for ``"adam"``:
+            :math:`\beta` has units of 1/gradient-norm², so it depends on the base direction's
+            scale; Baydin et al. §2 and docs/METHODS.md §3).
         base, momentum, dampening, nesterov, betas, eps, weight_decay: the base direction.
         min_lr, max_lr: bounds of :math:`\alpha` (default ``0`` and ``inf``).
 

@@ -54,10 +54,10 @@ def build_config(
     return resolve(overrides, base=base)
 
 
-def _progress_runner(cfg: dict[str, Any], label: str) -> dict[str, Any]:
+def _progress_runner(cfg: dict[str, Any], spec: Any) -> dict[str, Any]:
     from simulations.experiment import run_experiment
 
-    rounds = int(cfg["num-server-rounds"])
+    rounds, label = spec.num_rounds, spec.output.scenario
     with Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -92,12 +92,15 @@ def simulate(
     out: Annotated[str | None, typer.Option(help="Run directory.")] = None,
 ) -> None:
     """Run one scenario on Flower's Ray simulation runtime and write its run directory."""
+    from simulations.experiment import prepare
+
     try:
         cfg = build_config(scenario, set_, seed, out)
+        (spec,) = prepare([cfg])  # everything the run will build, on a dummy, before Ray
     except ConfigError as exc:
         _fail(str(exc))
         return
-    summary = _progress_runner(cfg, str(cfg["scenario"]))
+    summary = _progress_runner(cfg, spec)
     console.print_json(json.dumps(summary, default=str))
     console.print(f"run directory: [bold]{summary['run-dir']}[/]")
 
@@ -169,6 +172,11 @@ def compare(
                     name = token.replace("/", "_") + (f"-{cell_name}" if cell_name else "")
                     cfg = build_config(scenario, sets, s, str(root / name / f"seed{s}"))
                     plans.append((token, dict(cell), s, cfg))
+        from simulations.experiment import prepare
+
+        if root.exists() and not root.is_dir():
+            raise ConfigError(f"--out {root}: exists and is not a directory")
+        specs = prepare([p[3] for p in plans])
     except ConfigError as exc:
         _fail(str(exc))
         return
@@ -184,13 +192,12 @@ def compare(
         console=console,
     ) as progress:
         runs_task = progress.add_task("runs", total=len(plans), status="starting Ray ...")
-        rounds_task = progress.add_task("rounds", total=int(plans[0][3]["num-server-rounds"]),
-                                        status="")
+        rounds_task = progress.add_task("rounds", total=specs[0].num_rounds, status="")
 
         def on_round(i: int, row: dict[str, Any]) -> None:
-            token, cell, s, cfg = plans[i]
+            token, cell, s, _ = plans[i]
             progress.update(rounds_task, completed=int(row["round"]),
-                            total=int(cfg["num-server-rounds"]),
+                            total=specs[i].num_rounds,
                             status=f"{token} {cell or ''} seed {s}")
 
         def on_run_end(i: int, summary: dict[str, Any]) -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -152,7 +151,8 @@ _KEY_LIST: list[Key] = [
     Key("server-options", "{}", "JSON object of extra server-optimizer hyperparameters, "
         'e.g. `{"hyper_lr": 0.01}`.'),
     Key("server-momentum", 0.9, "Server momentum of `fedavgm`.", low=0.0, high=0.999),
-    Key("proximal-mu", 0.01, "Proximal coefficient of `fedprox` (the client adds the term).",
+    Key("proximal-mu", 0.01, "Proximal coefficient of `fedprox` (sent in the train config; "
+        "`plan.build_optimizer` adds the term on the client, `fedadapt.proximal`).",
         low=0.0),
     Key("client-optimizer", "sgd", "fedadapt method used for local training on every client.",
         dynamic_choices=_optimizers),
@@ -334,74 +334,10 @@ def resolve(
                 )
             merged[key] = value
     cfg = {name: KEYS[name].coerce(value) for name, value in merged.items()}
-    _check_cross(cfg)
+    from simulations.world import check_config  # the cross-key checks live with the reader
+
+    check_config(cfg)
     return cfg
-
-
-def _check_cross(cfg: dict[str, Value]) -> None:
-    for key in ("server-options", "client-options"):
-        text = str(cfg[key])
-        try:
-            opts = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"run-config key '{key}': not a JSON object ({exc}): {text!r}") from None
-        if not isinstance(opts, dict):
-            raise ConfigError(f"run-config key '{key}': expected a JSON object, got {text!r}")
-    if int(cfg["clients-per-round"]) > int(cfg["num-clients"]):
-        raise ConfigError(
-            f"run-config key 'clients-per-round' ({cfg['clients-per-round']}) exceeds "
-            f"'num-clients' ({cfg['num-clients']}); accepted: at most num-clients"
-        )
-    if cfg["dataset"] == "hub" and not cfg["hub-dataset"]:
-        raise ConfigError("run-config key 'hub-dataset' must be set when dataset = 'hub'")
-    if cfg["drift.kind"] != "none" and int(cfg["drift.round"]) < 1:
-        raise ConfigError(
-            f"run-config key 'drift.round': drift.kind is {cfg['drift.kind']!r} but drift.round "
-            "is 0; accepted: a round >= 1"
-        )
-    if cfg["drift.kind"] != "none" and int(cfg["drift.round"]) > int(cfg["num-server-rounds"]):
-        raise ConfigError(
-            f"run-config key 'drift.round' ({cfg['drift.round']}) is after the last round "
-            f"({cfg['num-server-rounds']})"
-        )
-    if cfg["drift.kind"] == "rotation" and cfg["dataset"] in ("synthetic", "mnist1d"):
-        raise ConfigError(
-            f"run-config key 'drift.kind': rotation needs images, dataset {cfg['dataset']!r} has "
-            "none; accepted there: label-permutation, label-shift, noise, feature-shift"
-        )
-    if cfg["resume-from"]:
-        from strategies import CheckpointError, read_checkpoint
-
-        try:
-            read_checkpoint(str(cfg["resume-from"]))
-        except CheckpointError as exc:
-            raise ConfigError(f"run-config key 'resume-from': {exc}") from None
-    total_faults = sum(float(cfg[k]) for k in KEYS if k.startswith("faults."))
-    if total_faults > 1.0:
-        raise ConfigError(
-            f"run-config keys 'faults.*' add up to {total_faults:g}; accepted: a total <= 1"
-        )
-    default_server = KEYS["server-optimizer"].default
-    if cfg["strategy"] != "fedadapt" and cfg["server-optimizer"] != default_server:
-        # Only FedAdapt applies a fedadapt server method; say so instead of ignoring it.
-        raise ConfigError(
-            f"run-config key 'server-optimizer' ({cfg['server-optimizer']!r}) only applies to "
-            f"strategy 'fedadapt', got strategy {cfg['strategy']!r}; accepted: "
-            f"{default_server!r} (the default, unused) or strategy = 'fedadapt'"
-        )
-
-
-def worker_count(cfg: Mapping[str, Value], cpus: float | None = None, gpus: float = 0.0) -> int:
-    """Worker supernodes: explicit, or as many as Ray runs at once, capped at the cohort."""
-    explicit = int(cfg["num-supernodes"])
-    if explicit > 0:
-        return explicit
-    cpus = float(os.cpu_count() or 1) if cpus is None else cpus
-    parallel = int(cpus // float(cfg["client-num-cpus"]))
-    gpu_frac = float(cfg["client-num-gpus"])
-    if gpu_frac > 0 and gpus > 0:
-        parallel = min(parallel, int(gpus // gpu_frac))
-    return max(1, min(parallel, int(cfg["clients-per-round"])))
 
 
 def markdown_table() -> str:

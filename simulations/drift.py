@@ -36,7 +36,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from simulations.heterogeneity import hashed_uniform
+from fedadapt.seeding import generator, hashed_uniform
 
 __all__ = [
     "DRIFT_KINDS",
@@ -164,7 +164,7 @@ def apply_concept(
     y = np.asarray(y, dtype=np.int64)
     if concept.is_identity or len(y) == 0:
         return X, y
-    rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, *(int(k) & 0xFFFFFFFF for k in keys)])
+    rng = generator(seed, *keys)
     if concept.class_weights is not None:
         weights = np.asarray(concept.class_weights, dtype=np.float64)
         if y.max() >= len(weights):
@@ -222,7 +222,7 @@ def make_concepts(
         raise ValueError(f"severity must be >= 0, got {severity}")
     concepts = [Concept()]
     for j in range(1, num_concepts):
-        rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, 0xC0, j])
+        rng = generator(seed, 0xC0, j)
         name = f"{kind}-{j}"
         if kind == "none":
             concepts.append(Concept(name=name))

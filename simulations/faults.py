@@ -22,18 +22,19 @@ num_clients)`` clients per kind): clients are ranked by a seeded affine permutat
 
 from __future__ import annotations
 
-import hashlib
-import json
+import math
 import os
 import tempfile
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from fedadapt.seeding import seed_int
+
 KINDS = ("raise", "crash", "nan", "bad-shape", "hang")
+_RANK_STREAM = 0xFA
 
 
 class InjectedFault(RuntimeError):
@@ -42,35 +43,30 @@ class InjectedFault(RuntimeError):
 
 @dataclass(frozen=True)
 class FaultPlan:
-    """Shares of the population per fault kind (they add up to at most 1) and the seed."""
+    """Shares of the population per fault kind (they add up to at most 1) and the seed.
+
+    Which clients are faulty depends on these fields only (part of the world's cache key);
+    the run itself is named where it matters, by the crash markers' ``run_key``.
+    """
 
     fractions: tuple[tuple[str, float], ...] = ()
     seed: int = 0
-    run_key: str = ""
     num_clients: int = 1
-
-    @classmethod
-    def from_config(cls, cfg: Mapping[str, object]) -> FaultPlan:
-        fr = tuple((k, float(cfg.get(f"faults.{k}-fraction", 0.0) or 0.0)) for k in KINDS)  # type: ignore[arg-type]
-        key = hashlib.sha1(json.dumps(dict(cfg), sort_keys=True, default=str).encode()).hexdigest()
-        return cls(tuple((k, f) for k, f in fr if f > 0), int(cfg.get("seed", 0)), key[:16],  # type: ignore[call-overload]
-                   int(cfg.get("num-clients", 1)))  # type: ignore[call-overload]
 
     def rank(self, client_id: int) -> int:
         """Position of ``client_id`` in a seeded permutation of the population (a bijection
         ``c -> (a c + b) mod N`` with ``a`` coprime to ``N``)."""
-        import math
-
         n = max(1, self.num_clients)
         a = 2_654_435_761 % n or 1
         while math.gcd(a, n) != 1:
             a += 1
-        b = (self.seed * 40_503 + 12_345) % n
+        b = seed_int(self.seed, _RANK_STREAM) % n
         return (a * int(client_id) + b) % n
 
-    def _first_crash(self, client_id: int) -> bool:
+    @staticmethod
+    def _first_crash(client_id: int, run_key: str) -> bool:
         """True exactly once per (run, client): the marker file is created atomically."""
-        folder = Path(tempfile.gettempdir()) / "fedadapt-crash-markers" / self.run_key
+        folder = Path(tempfile.gettempdir()) / "fedadapt-crash-markers" / run_key
         folder.mkdir(parents=True, exist_ok=True)
         try:
             fd = os.open(folder / str(int(client_id)), os.O_CREAT | os.O_EXCL | os.O_WRONLY)
@@ -78,10 +74,6 @@ class FaultPlan:
             return False
         os.close(fd)
         return True
-
-    @property
-    def active(self) -> bool:
-        return bool(self.fractions)
 
     def kind(self, client_id: int) -> str | None:
         """The fault ``client_id`` has, or None (a fixed property of the client)."""
@@ -95,16 +87,15 @@ class FaultPlan:
                 return name
         return None
 
-    def faulty_share(self) -> float:
-        return sum(f for _, f in self.fractions)
-
     def before_training(self, kind: str | None, client_id: int, server_round: int,
-                        *, timeout: float) -> None:
+                        *, timeout: float, run_key: str = "") -> None:
+        """Raise, hang or crash as ``kind`` says (``run_key`` names the run's crash markers,
+        :func:`fedadapt.seeding.run_key`)."""
         if kind == "raise":
             raise InjectedFault(f"injected fault: client {client_id} raised in round {server_round}")
         if kind == "hang":
             time.sleep(timeout + 2.0)
-        if kind == "crash" and self._first_crash(client_id):
+        if kind == "crash" and self._first_crash(client_id, run_key):
             os._exit(17)
 
     def corrupt(self, kind: str | None, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -12,19 +12,19 @@ costs 50 hashes.
 - Stragglers (:func:`straggler_mask`, :func:`effective_work`): a persistent ``fraction`` of
   clients (slow devices, chosen from ``(seed, client id)``) completes only ``work_fraction`` of
   its planned work.
-- Availability (:func:`online_mask`, :func:`dropout_mask`): each sampled client is online in a
-  round with probability ``online_probability`` (optionally its own, within ``online_spread``);
-  an online client drops out mid-round (its reply is lost) with probability
-  ``dropout_probability``; :func:`dropout_point` says how far it got.
+- Mid-round dropout (:func:`dropout_mask`): a sampled client drops out mid-round (its reply is
+  lost) with probability ``dropout_probability``; :func:`dropout_point` says how far it got.
+  Whether a client is online at all is decided by the strategy's sampler
+  (``strategies.sampling.is_online``, run-config key ``online-prob``), not here.
 - :class:`Heterogeneity` bundles the settings and :meth:`Heterogeneity.plan` draws all of them
   for a cohort at once (a :class:`CohortPlan`).
 
 Example::
 
     het = Heterogeneity(work_distribution="lognormal", work_mean=10, work_spread=0.5,
-                        straggler_fraction=0.2, online_probability=0.9, seed=7)
+                        straggler_fraction=0.2, dropout_probability=0.1, seed=7)
     plan = het.plan(np.array([3, 17, 999_999]), server_round=4)
-    plan.work, plan.online, plan.dropped
+    plan.work, plan.dropped
 """
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fedadapt.seeding import hashed_normal, hashed_uniform
+
 __all__ = [
     "WORK_DISTRIBUTIONS",
     "CohortPlan",
@@ -40,10 +42,7 @@ __all__ = [
     "dropout_mask",
     "dropout_point",
     "effective_work",
-    "hashed_normal",
-    "hashed_uniform",
     "local_work",
-    "online_mask",
     "straggler_mask",
 ]
 
@@ -52,52 +51,7 @@ WORK_DISTRIBUTIONS: tuple[str, ...] = ("fixed", "uniform", "lognormal")
 IntOrArray = int | np.ndarray
 
 # Stream tags, so that independent draws for the same (seed, client, round) never coincide.
-_WORK, _WORK2, _STRAGGLER, _ONLINE, _ONLINE_P, _DROPOUT, _DROP_AT = (
-    0x11,
-    0x12,
-    0x21,
-    0x31,
-    0x32,
-    0x41,
-    0x42,
-)
-
-_MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
-
-
-def _splitmix64(x: np.ndarray) -> np.ndarray:
-    with np.errstate(over="ignore"):
-        z = x + np.uint64(0x9E3779B97F4A7C15)
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        return z ^ (z >> np.uint64(31))
-
-
-def _as_u64(value: IntOrArray) -> np.ndarray:
-    arr = np.asarray(value)
-    if arr.dtype.kind not in "iu":
-        raise ValueError(f"keys must be integers, got dtype {arr.dtype}")
-    return arr.astype(np.int64).astype(np.uint64) & _MASK64
-
-
-def hashed_uniform(seed: int, *keys: IntOrArray) -> np.ndarray:
-    """Uniform numbers in [0, 1) that are a pure function of ``seed`` and integer ``keys``.
-
-    Keys broadcast against each other (e.g. a scalar round and an array of client ids), so
-    ``hashed_uniform(seed, TAG, server_round, client_ids)`` draws one number per client.
-    """
-    h = _splitmix64(np.atleast_1d(_as_u64(seed)))
-    for key in keys:
-        h = _splitmix64(h ^ _as_u64(key))
-    return (h >> np.uint64(11)).astype(np.float64) * (1.0 / 2**53)
-
-
-def hashed_normal(seed: int, *keys: IntOrArray) -> np.ndarray:
-    """Standard normal numbers from :func:`hashed_uniform` (Box-Muller)."""
-    u1 = hashed_uniform(seed, *keys, 1)
-    u2 = hashed_uniform(seed, *keys, 2)
-    return np.sqrt(-2.0 * np.log1p(-u1)) * np.cos(2.0 * np.pi * u2)
-
+_WORK, _WORK2, _STRAGGLER, _DROPOUT, _DROP_AT = 0x11, 0x12, 0x21, 0x41, 0x42
 
 def _check_probability(name: str, value: float) -> None:
     if not 0.0 <= value <= 1.0:
@@ -180,29 +134,6 @@ def effective_work(
     return np.maximum(1e-3, done)
 
 
-def online_mask(
-    client_ids: IntOrArray,
-    server_round: int,
-    *,
-    seed: int,
-    probability: float,
-    spread: float = 0.0,
-) -> np.ndarray:
-    """Whether each client is online in ``server_round``.
-
-    Client ``k`` is online independently each round with its own probability
-    ``clip(probability + spread * (2 u_k - 1), 0, 1)``, ``u_k`` uniform from ``(seed, k)``
-    (``spread = 0``: every client has ``probability``).
-    """
-    _check_probability("online probability", probability)
-    _check_probability("online spread", spread)
-    ids = np.atleast_1d(np.asarray(client_ids))
-    p = np.full(ids.shape, probability)
-    if spread > 0:
-        p = np.clip(p + spread * (2.0 * hashed_uniform(seed, _ONLINE_P, ids) - 1.0), 0.0, 1.0)
-    return hashed_uniform(seed, _ONLINE, server_round, ids) < p
-
-
 def dropout_mask(
     client_ids: IntOrArray, server_round: int, *, seed: int, probability: float
 ) -> np.ndarray:
@@ -227,8 +158,7 @@ class CohortPlan:
         planned_work: Work drawn from the distribution.
         straggler: Whether the client is a straggler.
         work: Work to do this round (stragglers' share applied).
-        online: Whether the client is available this round (offline ones are not contacted).
-        dropped: Whether the client drops out mid-round (only meaningful where ``online``).
+        dropped: Whether the client drops out mid-round.
         dropout_point: Fraction of ``work`` completed before dropping out.
     """
 
@@ -236,7 +166,6 @@ class CohortPlan:
     planned_work: np.ndarray
     straggler: np.ndarray
     work: np.ndarray
-    online: np.ndarray
     dropped: np.ndarray
     dropout_point: np.ndarray
 
@@ -252,9 +181,7 @@ class Heterogeneity:
         integer_work: Whole steps (True) or fractional epochs (False).
         straggler_fraction: Share of clients that are stragglers.
         straggler_work: Fraction of their work stragglers complete.
-        online_probability: Probability that a client is online in a round.
-        online_spread: Per-client spread of that probability (:func:`online_mask`).
-        dropout_probability: Probability that an online client drops out mid-round.
+        dropout_probability: Probability that a client drops out mid-round.
         seed: Run seed.
     """
 
@@ -264,8 +191,6 @@ class Heterogeneity:
     integer_work: bool = True
     straggler_fraction: float = 0.0
     straggler_work: float = 0.5
-    online_probability: float = 1.0
-    online_spread: float = 0.0
     dropout_probability: float = 0.0
     seed: int = 0
 
@@ -284,8 +209,6 @@ class Heterogeneity:
         for name in (
             "straggler_fraction",
             "straggler_work",
-            "online_probability",
-            "online_spread",
             "dropout_probability",
         ):
             _check_probability(name, getattr(self, name))
@@ -306,13 +229,6 @@ class Heterogeneity:
         work = effective_work(
             planned, stragglers, work_fraction=self.straggler_work, integer=self.integer_work
         )
-        online = online_mask(
-            ids,
-            server_round,
-            seed=self.seed,
-            probability=self.online_probability,
-            spread=self.online_spread,
-        )
         dropped = dropout_mask(
             ids, server_round, seed=self.seed, probability=self.dropout_probability
         )
@@ -321,7 +237,6 @@ class Heterogeneity:
             planned_work=planned,
             straggler=stragglers,
             work=work,
-            online=online,
-            dropped=dropped & online,
+            dropped=dropped,
             dropout_point=dropout_point(ids, server_round, seed=self.seed),
         )

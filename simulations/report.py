@@ -3,6 +3,7 @@
 One directory per run::
 
     config.json      the resolved run config (every key, after validation)
+    schedule.json    the drift schedule the run used: its base changepoint rounds
     metrics.jsonl    one JSON object per round (accuracy, loss, step sizes, participants,
                      failures with reasons, drift events, wall time)
     summary.json     final / best accuracy, rounds to target, per-drift recovery metrics
@@ -23,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from simulations import recovery
+
+SCHEDULE_FILE = "schedule.json"
 
 
 def _clean(value: Any) -> Any:
@@ -45,14 +48,24 @@ class RunWriter:
     """Collects per-round records and writes the run directory as the run goes."""
 
     def __init__(
-        self, out_dir: str | Path, config: Mapping[str, Any], resume_round: int | None = None
+        self,
+        out_dir: str | Path,
+        config: Mapping[str, Any],
+        resume_round: int | None = None,
+        changepoints: Sequence[int] = (),
     ) -> None:
         """``resume_round``: a run resumed from the checkpoint of that round keeps the rows
-        up to it from an existing ``metrics.jsonl`` in ``out_dir`` and appends after them."""
+        up to it from an existing ``metrics.jsonl`` in ``out_dir`` and appends after them.
+        ``changepoints``: the base changepoint rounds of the run's drift schedule (written to
+        ``schedule.json``, which :func:`report` reads back)."""
         self.dir = Path(out_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.config = dict(config)
+        self.changepoints = [int(c) for c in changepoints]
         (self.dir / "config.json").write_text(json.dumps(_clean(self.config), indent=2) + "\n")
+        (self.dir / SCHEDULE_FILE).write_text(
+            json.dumps({"changepoints": self.changepoints}, indent=2) + "\n"
+        )
         self.metrics_path = self.dir / "metrics.jsonl"
         kept: list[dict[str, Any]] = []
         if resume_round is not None and self.metrics_path.exists():
@@ -83,7 +96,7 @@ class RunWriter:
     def finish(self) -> dict[str, Any]:
         for server_round in sorted(self._pending):
             self.flush(server_round)
-        summary = summarize(self.rows, self.config)
+        summary = summarize(self.rows, self.config, self.changepoints)
         (self.dir / "summary.json").write_text(json.dumps(_clean(summary), indent=2) + "\n")
         plot_run(self.dir, self.rows, self.config)
         return summary
@@ -123,22 +136,14 @@ def drift_rounds(rows: Sequence[Mapping[str, Any]]) -> list[int]:
     return [int(r["round"]) for r in rows if r.get("drift-events")]
 
 
-def changepoints(config: Mapping[str, Any]) -> list[int]:
-    """Base changepoint rounds of the run's drift schedule (for recovery metrics)."""
-    from simulations.drift import DriftSchedule
-
-    if config.get("drift.kind", "none") == "none" or not int(config.get("drift.round", 0)):
-        return []
-    schedule = DriftSchedule.from_settings(
-        str(config.get("drift.timing", "sudden")),
-        int(config["drift.round"]),
-        num_rounds=int(config.get("num-server-rounds", 1)),
-        width=int(config.get("drift.width", 1)),
-        period=int(config.get("drift.period", 0)),
-        stagger=int(config.get("drift.stagger", 0)),
-        seed=int(config.get("seed", 0)),
-    )
-    return schedule.changepoint_rounds()
+def load_changepoints(run_dir: str | Path) -> list[int]:
+    """The base changepoint rounds the run wrote (``schedule.json``)."""
+    path = Path(run_dir) / SCHEDULE_FILE
+    try:
+        data = json.loads(path.read_text())
+        return [int(c) for c in data["changepoints"]]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: not a run directory's drift schedule ({exc})") from None
 
 
 UNLEARNED_MARGIN = 0.05  # pre-drift accuracy within this of the untrained model's: not learned
@@ -148,7 +153,11 @@ def _kebab(d: Mapping[str, Any]) -> dict[str, Any]:
     return {k.replace("_", "-"): v for k, v in d.items()}
 
 
-def summarize(rows: Sequence[Mapping[str, Any]], config: Mapping[str, Any]) -> dict[str, Any]:
+def summarize(
+    rows: Sequence[Mapping[str, Any]], config: Mapping[str, Any], changepoints: Sequence[int] = ()
+) -> dict[str, Any]:
+    """The run's summary from its rows, its config (names, target, window) and the base
+    changepoint rounds of its drift schedule (recovery metrics per changepoint)."""
     curve = _accuracy_curve(rows)
     accs = [a for _, a in curve]
     rounds = [r for r, _ in curve]
@@ -170,7 +179,7 @@ def summarize(rows: Sequence[Mapping[str, Any]], config: Mapping[str, Any]) -> d
     if accs:
         acc = recovery.summarize(
             accs,
-            [c for c in changepoints(config) if c <= max(rounds)],
+            [c for c in changepoints if c <= max(rounds)],
             target=float(config.get("target-accuracy", 0.8)),
             window=int(config.get("recovery-window", 3)),
             rounds=rounds,
@@ -268,7 +277,7 @@ def report(root: str | Path) -> str:
     for run in find_runs(root):
         rows = load_rows(run)
         config = load_config(run)
-        summary = summarize(rows, config)
+        summary = summarize(rows, config, load_changepoints(run))
         (run / "summary.json").write_text(json.dumps(_clean(summary), indent=2) + "\n")
         plot_run(run, rows, config)
         summary["run"] = run.name

@@ -118,12 +118,19 @@ class TrainPlan:
     def build_optimizer(
         self, params: Iterable[torch.nn.Parameter], client_id: int
     ) -> torch.optim.Optimizer:
-        """A fresh local optimizer (``fedadapt.build_optimizer``) for ``client_id``."""
+        """A fresh local optimizer (``fedadapt.build_optimizer``) for ``client_id``.
+
+        Call it after :meth:`load_global`: when the train config carries ``proximal-mu`` > 0
+        (Flower's FedProx sends it), the optimizer also applies FedProx's proximal term around
+        the parameters' current values (``fedadapt.proximal.add_proximal_term``).
+        """
         import fedadapt
+        from fedadapt.proximal import add_proximal_term
 
         opt = fedadapt.build_optimizer(
             self.optimizer_name, params, **self.optimizer_kwargs(client_id)
         )
+        add_proximal_term(opt, self.proximal_mu)
         if self.global_update is not None and hasattr(opt, "set_global_update"):
             # x_t - x_{t-1}, in the order of the optimizer's parameters (FedHyper-CL)
             names = self.parameter_names or [
@@ -132,6 +139,11 @@ class TrainPlan:
             if all(n in self.global_update for n in names):
                 opt.set_global_update([self.global_update[n] for n in names])
         return opt
+
+    @property
+    def proximal_mu(self) -> float:
+        """FedProx's coefficient from the train config (``proximal-mu``; 0 when absent)."""
+        return float(self.config.get("proximal-mu", 0.0))  # type: ignore[arg-type]
 
     def load_global(self, model: torch.nn.Module) -> None:
         """Load the round's global model into ``model`` (call before each client)."""

@@ -52,7 +52,7 @@ class FedHyper(FedAdapt):
     paper's SL computes the local lr on the server from the global hypergradient; here the
     clients adapt their lr with HD and the server broadcasts their example-weighted mean
     (``client_lr_state="server"``), which needs no step-size math in the strategy. The
-    released code's SL is a no-op (ALGORITHMS.md §6.3).
+    released code's SL is a no-op (arXiv:2310.03156; docs/METHODS.md §9, FedHyper).
     """
 
     def __init__(self, variant: str = "G", **kwargs: object) -> None:

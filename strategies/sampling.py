@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from fedadapt.seeding import generator
+
 log = logging.getLogger(__name__)
 
 TRAIN_STREAM = 0
@@ -44,8 +46,9 @@ class Cohort:
 def round_generator(
     seed: int, server_round: int, stream: int = TRAIN_STREAM
 ) -> np.random.Generator:
-    """The generator for one round and stream: ``np.random.default_rng([seed, round, stream])``."""
-    return np.random.default_rng([int(seed), int(server_round), int(stream)])
+    """The generator for one round and stream (``fedadapt.seeding.generator(seed, round, stream)``,
+    i.e. ``np.random.default_rng([seed, round, stream])``)."""
+    return generator(seed, server_round, stream)
 
 
 def _candidates(rng: np.random.Generator, population: int, k: int) -> Iterator[int]:
@@ -69,7 +72,7 @@ def is_online(client_id: int, server_round: int, seed: int, availability: Availa
         return True
     if p <= 0.0:
         return False
-    rng = np.random.default_rng([int(seed), int(server_round), int(client_id), AVAILABILITY_STREAM])
+    rng = generator(seed, server_round, client_id, AVAILABILITY_STREAM)
     return bool(rng.random() < p)
 
 

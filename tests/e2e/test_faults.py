@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from simulations.config import load_scenario, resolve
-from simulations.faults import FaultPlan
+from simulations.world import read
 from tests.e2e.helpers import ROOT, env
 
 pytestmark = pytest.mark.slow
@@ -34,7 +34,7 @@ def _run(out: Path, *extra: str) -> list[dict]:
 def test_twenty_percent_faulty_clients(tmp_path):
     cfg = resolve({"num-clients": 25, **{f"faults.{k}-fraction": 0.04 for k in
                    ("raise", "nan", "bad-shape", "crash", "hang")}}, base=load_scenario("quickstart"))
-    plan = FaultPlan.from_config(cfg)
+    plan = read(cfg).world.faults
     faulty = {c: plan.kind(c) for c in range(25) if plan.kind(c)}
     assert len(faulty) == 5  # exactly 20% of the population, one client per kind
 

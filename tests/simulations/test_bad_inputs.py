@@ -11,10 +11,11 @@ import pytest
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
 
+from simulations.client_app import handle_train
 from simulations.config import ConfigError, load_scenario, resolve
 from simulations.data import build_source
-from simulations.experiment import handle_train
 from simulations.report import report
+from simulations.world import read, world
 
 
 @pytest.fixture(autouse=True)
@@ -109,7 +110,8 @@ def test_report_on_a_run_without_config(tmp_path):
 
 
 def _cfg(**kw):
-    return resolve({"num-clients": 4, "clients-per-round": 2, **kw}, base=load_scenario("quickstart"))
+    cfg = resolve({"num-clients": 4, "clients-per-round": 2, **kw}, base=load_scenario("quickstart"))
+    return read(cfg)
 
 
 def test_train_message_without_arrays_gets_an_error_reply_not_a_crash():
@@ -134,10 +136,8 @@ def test_train_message_with_the_wrong_model_gets_an_error_reply():
 
 
 def test_train_message_with_client_ids_outside_the_population_reports_each():
-    from simulations.experiment import world
-
     cfg = _cfg()
-    arrays = ArrayRecord(world(cfg).model().state_dict())
+    arrays = ArrayRecord(world(cfg.world).model().state_dict())
     reply = handle_train(_train_msg(cfg, arrays, **{"fedadapt.client-ids": [1, 99]}), cfg)
     clients = reply.content["fedadapt.clients"]
     assert list(clients["ids"]) == [1]
@@ -145,11 +145,40 @@ def test_train_message_with_client_ids_outside_the_population_reports_each():
 
 
 def test_train_message_with_an_unknown_optimizer_reports_the_clients():
-    from simulations.experiment import world
-
     cfg = _cfg()
-    arrays = ArrayRecord(world(cfg).model().state_dict())
+    arrays = ArrayRecord(world(cfg.world).model().state_dict())
     reply = handle_train(_train_msg(cfg, arrays, **{"fedadapt.optimizer": "lion"}), cfg)
     clients = reply.content["fedadapt.clients"]
     assert list(clients["failed-ids"]) == [0, 1]
     assert all("lion" in r for r in clients["failed-reasons"])
+
+
+def _finished_run(tmp_path, changepoints):
+    from simulations.report import RunWriter
+
+    cfg = resolve({}, base=load_scenario("drift-digits"))
+    writer = RunWriter(tmp_path / "run", cfg, changepoints=changepoints)
+    for r in range(0, 41):
+        acc = 0.1 if r == 0 else (0.9 if r < 20 else (0.3 if r == 20 else 0.88))
+        writer.add(r, {"accuracy": acc, "server-lr": 1.0})
+        writer.flush(r)
+    writer.finish()
+    return tmp_path / "run"
+
+
+def test_report_reads_the_schedule_the_run_wrote_not_the_config(tmp_path):
+    run = _finished_run(tmp_path, [20])
+    config = json.loads((run / "config.json").read_text())
+    config["drift.round"] = 5  # an edited config must not move the changepoint
+    (run / "config.json").write_text(json.dumps(config))
+    report(run)
+    summary = json.loads((run / "summary.json").read_text())
+    assert [d["changepoint-round"] for d in summary["drifts"]] == [20]
+    assert summary["drifts"][0]["max-drop"] == pytest.approx(0.6)
+
+
+def test_report_on_a_run_without_its_schedule_names_the_file(tmp_path):
+    run = _finished_run(tmp_path, [20])
+    (run / "schedule.json").unlink()
+    with pytest.raises(ValueError, match="schedule.json"):
+        report(run)

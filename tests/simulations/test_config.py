@@ -14,8 +14,8 @@ from simulations.config import (
     defaults,
     load_scenario,
     resolve,
-    worker_count,
 )
+from simulations.world import worker_count
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = [

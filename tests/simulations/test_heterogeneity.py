@@ -1,4 +1,4 @@
-"""Seeded per-client work, stragglers and availability."""
+"""Seeded per-client work, stragglers and mid-round dropout."""
 
 from __future__ import annotations
 
@@ -9,14 +9,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fedadapt.seeding import hashed_uniform
 from simulations.heterogeneity import (
     WORK_DISTRIBUTIONS,
     Heterogeneity,
     dropout_mask,
     effective_work,
-    hashed_uniform,
     local_work,
-    online_mask,
     straggler_mask,
 )
 
@@ -64,10 +63,9 @@ def test_stragglers_are_a_persistent_share_doing_part_of_their_work() -> None:
     assert effective_work(np.array([2.0]), np.array([True]), work_fraction=0.1).tolist() == [1.0]
 
 
-def test_availability_rates_and_extremes() -> None:
-    assert abs(online_mask(IDS, 4, seed=0, probability=0.7).mean() - 0.7) < 0.01
-    assert online_mask(IDS, 4, seed=0, probability=1.0).all()
-    assert not online_mask(IDS, 4, seed=0, probability=0.0).any()
+def test_dropout_rate_and_fresh_draws_per_round() -> None:
+    assert not dropout_mask(IDS, 4, seed=0, probability=0.0).any()
+    assert dropout_mask(IDS, 4, seed=0, probability=1.0).all()
     drop = dropout_mask(IDS, 4, seed=0, probability=0.1)
     assert abs(drop.mean() - 0.1) < 0.01
     assert not np.array_equal(drop, dropout_mask(IDS, 5, seed=0, probability=0.1))
@@ -79,7 +77,6 @@ def test_plan_on_a_cohort_of_a_million_clients_allocates_only_cohort_sized_array
         work_mean=10,
         work_spread=0.5,
         straggler_fraction=0.2,
-        online_probability=0.8,
         dropout_probability=0.1,
         seed=9,
     )
@@ -92,10 +89,10 @@ def test_plan_on_a_cohort_of_a_million_clients_allocates_only_cohort_sized_array
         tracemalloc.stop()
     assert peak < 100_000
     assert plan.work.shape == (50,) and (plan.work <= plan.planned_work).all()
-    assert not (plan.dropped & ~plan.online).any()
+    assert 0 < plan.dropped.sum() < 50
     again = het.plan(cohort, server_round=3)
     np.testing.assert_array_equal(plan.work, again.work)
-    np.testing.assert_array_equal(plan.online, again.online)
+    np.testing.assert_array_equal(plan.dropped, again.dropped)
 
 
 def test_bad_settings_raise_with_accepted_values() -> None:
@@ -103,8 +100,8 @@ def test_bad_settings_raise_with_accepted_values() -> None:
         local_work(IDS, 1, seed=0, distribution="pareto")
     for name in WORK_DISTRIBUTIONS:
         assert name in str(info.value)
-    with pytest.raises(ValueError, match="online probability"):
-        online_mask(IDS, 1, seed=0, probability=1.5)
+    with pytest.raises(ValueError, match="dropout probability"):
+        dropout_mask(IDS, 1, seed=0, probability=1.5)
     with pytest.raises(ValueError, match="work_spread"):
         Heterogeneity(work_distribution="uniform", work_spread=2.0)
     with pytest.raises(ValueError, match="straggler_fraction"):
@@ -125,13 +122,3 @@ def test_work_is_positive_and_stragglers_never_do_more(
     assert (planned >= 1).all() and np.isfinite(planned).all()
     done = effective_work(planned, np.ones(64, dtype=bool), work_fraction=work_fraction)
     assert (done >= 1).all() and (done <= planned).all()
-
-
-def test_online_spread_gives_clients_their_own_persistent_probability() -> None:
-    ids = np.arange(2000)
-    rounds = np.stack([online_mask(ids, t, seed=3, probability=0.5, spread=0.5) for t in range(60)])
-    per_client = rounds.mean(axis=0)  # each client's online rate over 60 rounds
-    assert abs(per_client.mean() - 0.5) < 0.02
-    assert per_client.std() > 0.2  # rates spread over ~[0, 1], not all ~0.5
-    same = np.stack([online_mask(ids, t, seed=3, probability=0.5) for t in range(60)]).mean(0)
-    assert same.std() < 0.1

@@ -5,11 +5,17 @@ from __future__ import annotations
 import pytest
 
 from simulations.cli import build_config
-from simulations.experiment import strategy_kwargs
+from simulations.world import read, strategy_arguments
+
+
+def _kw_of(scenario: str, *sets: str) -> dict:
+    spec = read(build_config(scenario, list(sets)))
+    return strategy_arguments(spec.strategy, spec.strategy_settings)
 
 
 def _kw(*sets: str) -> dict:
-    return strategy_kwargs(build_config("quickstart", list(sets)))
+    spec = read(build_config("quickstart", list(sets)))
+    return strategy_arguments(spec.strategy, spec.strategy_settings)
 
 
 def test_server_lr_per_family():
@@ -44,12 +50,14 @@ def test_recovery_metrics_are_withheld_for_runs_that_never_learned():
     from simulations.report import summarize
 
     cfg = build_config("drift-digits", [])
+    changepoints = read(cfg).world.drift.schedule().changepoint_rounds()
+    assert changepoints == [20]
     flat = [{"round": r, "accuracy": 0.10 + (0.003 if r == 5 else 0.0)} for r in range(0, 41)]
     learned = [{"round": r, "accuracy": 0.1 if r == 0 else (0.9 if r < 20 else (0.3 if r == 20 else 0.88))}
                for r in range(0, 41)]
-    d_flat = summarize(flat, cfg)["drifts"][0]
+    d_flat = summarize(flat, cfg, changepoints)["drifts"][0]
     assert d_flat["max-drop"] is None and "untrained" in d_flat["note"]
-    d_learned = summarize(learned, cfg)["drifts"][0]
+    d_learned = summarize(learned, cfg, changepoints)["drifts"][0]
     assert d_learned["max-drop"] == pytest.approx(0.6) and d_learned["rounds-to-recover"] == 1
 
 
@@ -65,8 +73,8 @@ def test_unset_server_lr_takes_each_methods_own_default():
 
 
 def test_the_oracle_gets_the_drift_schedules_changepoints():
-    kw = strategy_kwargs(build_config("drift-digits", ["strategy=fedadam-oracle"]))
+    kw = _kw_of("drift-digits", "strategy=fedadam-oracle")
     assert kw["change_rounds"] == [20]
-    kw = strategy_kwargs(build_config("drift-recurring", ["strategy=fedadam-oracle"]))
+    kw = _kw_of("drift-recurring", "strategy=fedadam-oracle")
     assert kw["change_rounds"] == [15, 25, 35, 45, 55]
     assert "change_rounds" not in _kw("strategy=fedadam")

@@ -1,0 +1,651 @@
+"""The one reader of a run configuration: a resolved config dict in, typed settings out.
+
+:func:`read` is the only code that reads run-config keys (``simulations.config`` declares and
+coerces them one by one; this module checks them together and turns them into dataclasses).
+Everything downstream takes the objects it returns, never the dict:
+
+* :class:`WorldSpec` (data source, partitions, drift schedule, heterogeneity, fault plan, model):
+  what both sides of a run need; :func:`world` builds it (cached per process by the spec itself,
+  the data source by its own settings, so runs that differ only in their strategy share it);
+* :class:`TrainingSettings` (the ClientApp), :class:`EvaluationSettings` (the ServerApp's
+  evaluation), :class:`StrategySettings` (:func:`strategy_arguments` maps them onto the strategy
+  registry), :class:`OutputSettings` (run directory, checkpoints) and :class:`RuntimeSettings`
+  (workers and their resources).
+
+:func:`check_before_workers` constructs on a dummy what every option configures (the strategy
+with its server and client optimizers and their options, the partitioner, the model, every
+path), so that a malformed option fails with one :class:`~simulations.config.ConfigError` before
+Ray or any worker starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import time
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from fedadapt.seeding import run_key as _run_key
+from simulations.config import KEYS, ConfigError, Value
+from simulations.data import ClientDataSource, build_source
+from simulations.drift import (
+    Concept,
+    DriftSchedule,
+    apply_schedule,
+    current_test_set,
+    make_concepts,
+)
+from simulations.faults import KINDS as FAULT_KINDS
+from simulations.faults import FaultPlan
+from simulations.heterogeneity import Heterogeneity
+from simulations.models import build_model
+
+log = logging.getLogger(__name__)
+Config = Mapping[str, Value]
+
+RUN_KEY = "fedadapt.run-key"  # train-config entry naming the run a message belongs to
+
+
+# ----------------------------------------------------------------------------- settings
+
+
+@dataclass(frozen=True)
+class DataSettings:
+    """The client data source: data set, population, partitioner (flwr-datasets)."""
+
+    dataset: str
+    num_clients: int
+    partitioner: str
+    partitioner_params: dict[str, Any]
+    options: dict[str, Any]
+    test_fraction: float
+    cache_size: int
+    seed: int
+
+    def build(self) -> ClientDataSource:
+        return build_source(
+            self.dataset, num_clients=self.num_clients, partitioner=self.partitioner,
+            partitioner_params=self.partitioner_params, seed=self.seed,
+            cache_size=self.cache_size, test_fraction=self.test_fraction, options=self.options,
+        )
+
+
+@dataclass(frozen=True)
+class DriftSettings:
+    """The concept operator and the schedule of changepoints."""
+
+    kind: str
+    timing: str
+    first_round: int
+    width: int
+    period: int
+    stagger: int
+    severity: float
+    num_rounds: int
+    seed: int
+
+    def schedule(self) -> DriftSchedule:
+        if self.kind == "none":
+            return DriftSchedule.none()
+        return DriftSchedule.from_settings(
+            self.timing, self.first_round, num_rounds=self.num_rounds, width=self.width,
+            period=self.period, stagger=self.stagger, seed=self.seed,
+        )
+
+    def concepts(self, num_classes: int) -> list[Concept]:
+        return make_concepts(self.kind, num_classes=num_classes, severity=self.severity,
+                             num_concepts=2, seed=self.seed)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """The model architecture (``auto`` already resolved) and its initialisation seed."""
+
+    name: str
+    seed: int
+
+    def build(self, input_shape: tuple[int, ...], num_classes: int) -> torch.nn.Module:
+        return build_model(self.name, input_shape, num_classes, seed=self.seed)
+
+
+@dataclass(frozen=True)
+class WorldSpec:
+    """Everything that defines the federation both sides see; its fields are the cache key."""
+
+    data: DataSettings
+    drift: DriftSettings
+    heterogeneity: Heterogeneity
+    faults: FaultPlan
+    model: ModelSpec
+
+    def key(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True, default=str)
+
+
+@dataclass(frozen=True)
+class TrainingSettings:
+    """What a ClientApp needs besides the world and the train message."""
+
+    run_key: str  # names the run's crash markers (faults.crash-fraction)
+    batch_size: int
+    exact_steps: bool  # local work counts steps (local-steps > 0), else epochs
+    round_timeout: float
+    client_timeout: float  # 0: share of the round timeout
+    use_cuda: bool
+    deployment: bool
+    num_clients: int
+    seed: int
+    worker_log: str
+
+    def device(self) -> torch.device:
+        """CUDA when the run gives workers a GPU share and one is visible, else CPU."""
+        return torch.device("cuda" if self.use_cuda and torch.cuda.is_available() else "cpu")
+
+
+@dataclass(frozen=True)
+class EvaluationSettings:
+    """The ServerApp's evaluation: how often, over which population, with which seed."""
+
+    every: int
+    num_rounds: int
+    num_clients: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class StrategySettings:
+    """The strategy-side options, typed (mapped onto the registry by :func:`strategy_arguments`)."""
+
+    server_optimizer: str
+    server_options: dict[str, Any]
+    server_lr: float
+    server_momentum: float
+    client_optimizer: str
+    client_options: dict[str, Any]
+    client_lr: float
+    client_lr_state: str
+    proximal_mu: float
+    num_clients: int
+    clients_per_round: int
+    num_workers: int
+    num_rounds: int
+    seed: int
+    availability: float
+    worker_wait_timeout: float
+    deployment: bool
+    change_rounds: tuple[int, ...] = ()  # the drift schedule's changepoints (for oracles)
+
+
+@dataclass(frozen=True)
+class OutputSettings:
+    """Where the run writes (run directory, checkpoints) and what it resumes from."""
+
+    out_dir: str
+    scenario: str
+    strategy: str
+    seed: int
+    checkpoint_every: int
+    resume_from: str
+
+    def directory(self) -> Path:
+        """``out-dir``, or ``$FEDADAPT_RUNS_DIR`` (``runs``) / scenario-strategy-seed-time."""
+        if self.out_dir:
+            return Path(self.out_dir)
+        root = Path(os.environ.get("FEDADAPT_RUNS_DIR", "runs"))
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        return root / f"{self.scenario}-{self.strategy}-s{self.seed}-{stamp}"
+
+
+@dataclass(frozen=True)
+class RuntimeSettings:
+    """Workers of a simulation and their Ray resources."""
+
+    num_workers: int
+    client_num_cpus: float
+    client_num_gpus: float
+    worker_wait_timeout: float
+    deployment: bool
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run, read from its resolved config (:func:`read`)."""
+
+    config: dict[str, Value] = field(repr=False)  # written to the run directory as is
+    run_key: str
+    strategy: str
+    num_rounds: int
+    world: WorldSpec
+    training: TrainingSettings
+    evaluation: EvaluationSettings
+    strategy_settings: StrategySettings
+    output: OutputSettings
+    runtime: RuntimeSettings
+
+
+# ----------------------------------------------------------------------------- the reader
+
+
+def worker_count(cfg: Config, cpus: float | None = None, gpus: float = 0.0) -> int:
+    """Worker supernodes: explicit, or as many as Ray runs at once, capped at the cohort."""
+    explicit = int(cfg["num-supernodes"])
+    if explicit > 0:
+        return explicit
+    cpus = float(os.cpu_count() or 1) if cpus is None else cpus
+    parallel = int(cpus // float(cfg["client-num-cpus"]))
+    gpu_frac = float(cfg["client-num-gpus"])
+    if gpu_frac > 0 and gpus > 0:
+        parallel = min(parallel, int(gpus // gpu_frac))
+    return max(1, min(parallel, int(cfg["clients-per-round"])))
+
+
+def _json_object(cfg: Config, key: str) -> dict[str, Any]:
+    text = str(cfg[key])
+    try:
+        opts = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"run-config key '{key}': not a JSON object ({exc}): {text!r}") from None
+    if not isinstance(opts, dict):
+        raise ConfigError(f"run-config key '{key}': expected a JSON object, got {text!r}")
+    return opts
+
+
+def _partitioner_params(cfg: Config) -> dict[str, Any]:
+    table: dict[str, dict[str, Any]] = {
+        "dirichlet": {"alpha": float(cfg["partition-alpha"])},
+        "pathological": {"classes_per_client": int(cfg["partition-classes"])},
+        "shard": {"shards_per_client": int(cfg["partition-shards"])},
+    }
+    return table.get(str(cfg["partitioner"]), {})
+
+
+def _source_options(cfg: Config) -> dict[str, Any]:
+    if cfg["dataset"] == "synthetic":
+        return {"alpha": float(cfg["synthetic-alpha"]), "beta": float(cfg["synthetic-beta"])}
+    if cfg["dataset"] == "hub":
+        opts: dict[str, Any] = {
+            "dataset": str(cfg["hub-dataset"]),
+            "feature_columns": [str(cfg["hub-feature-key"])],
+            "label_column": str(cfg["hub-label-key"]),
+        }
+        if cfg["hub-data-files"]:
+            opts["data_files"] = str(cfg["hub-data-files"])
+        return opts
+    return {}
+
+
+def check_config(cfg: Config) -> None:
+    """Cross-key checks of a coerced config (called by ``simulations.config.resolve``)."""
+    for key in ("server-options", "client-options"):
+        _json_object(cfg, key)
+    if int(cfg["clients-per-round"]) > int(cfg["num-clients"]):
+        raise ConfigError(
+            f"run-config key 'clients-per-round' ({cfg['clients-per-round']}) exceeds "
+            f"'num-clients' ({cfg['num-clients']}); accepted: at most num-clients"
+        )
+    if cfg["dataset"] == "hub" and not cfg["hub-dataset"]:
+        raise ConfigError("run-config key 'hub-dataset' must be set when dataset = 'hub'")
+    if cfg["drift.kind"] != "none" and int(cfg["drift.round"]) < 1:
+        raise ConfigError(
+            f"run-config key 'drift.round': drift.kind is {cfg['drift.kind']!r} but drift.round "
+            "is 0; accepted: a round >= 1"
+        )
+    if cfg["drift.kind"] != "none" and int(cfg["drift.round"]) > int(cfg["num-server-rounds"]):
+        raise ConfigError(
+            f"run-config key 'drift.round' ({cfg['drift.round']}) is after the last round "
+            f"({cfg['num-server-rounds']})"
+        )
+    if cfg["drift.kind"] == "rotation" and cfg["dataset"] in ("synthetic", "mnist1d"):
+        raise ConfigError(
+            f"run-config key 'drift.kind': rotation needs images, dataset {cfg['dataset']!r} has "
+            "none; accepted there: label-permutation, label-shift, noise, feature-shift"
+        )
+    if cfg["resume-from"]:
+        from strategies import CheckpointError, read_checkpoint
+
+        try:
+            read_checkpoint(str(cfg["resume-from"]))
+        except CheckpointError as exc:
+            raise ConfigError(f"run-config key 'resume-from': {exc}") from None
+    total_faults = sum(float(cfg[k]) for k in KEYS if k.startswith("faults."))
+    if total_faults > 1.0:
+        raise ConfigError(
+            f"run-config keys 'faults.*' add up to {total_faults:g}; accepted: a total <= 1"
+        )
+    default_server = KEYS["server-optimizer"].default
+    if cfg["strategy"] != "fedadapt" and cfg["server-optimizer"] != default_server:
+        # Only FedAdapt applies a fedadapt server method; say so instead of ignoring it.
+        raise ConfigError(
+            f"run-config key 'server-optimizer' ({cfg['server-optimizer']!r}) only applies to "
+            f"strategy 'fedadapt', got strategy {cfg['strategy']!r}; accepted: "
+            f"{default_server!r} (the default, unused) or strategy = 'fedadapt'"
+        )
+
+
+def read(cfg: Config) -> RunSpec:
+    """Turn a resolved config (``simulations.config.resolve``) into a :class:`RunSpec`."""
+    seed = int(cfg["seed"])
+    num_clients = int(cfg["num-clients"])
+    num_rounds = int(cfg["num-server-rounds"])
+    key = _run_key(cfg)
+    data = DataSettings(
+        dataset=str(cfg["dataset"]), num_clients=num_clients, partitioner=str(cfg["partitioner"]),
+        partitioner_params=_partitioner_params(cfg), options=_source_options(cfg),
+        test_fraction=float(cfg["test-fraction"]), cache_size=int(cfg["cache-size"]), seed=seed,
+    )
+    drift = DriftSettings(
+        kind=str(cfg["drift.kind"]), timing=str(cfg["drift.timing"]),
+        first_round=int(cfg["drift.round"]), width=int(cfg["drift.width"]),
+        period=int(cfg["drift.period"]), stagger=int(cfg["drift.stagger"]),
+        severity=float(cfg["drift.severity"]), num_rounds=num_rounds, seed=seed,
+    )
+    steps = int(cfg["local-steps"])
+    het = Heterogeneity(
+        work_distribution=str(cfg["local-steps-dist"]),
+        work_mean=float(steps if steps > 0 else cfg["local-epochs"]) or 1e-3,
+        work_spread=float(cfg["local-steps-spread"]),
+        integer_work=steps > 0,
+        straggler_fraction=float(cfg["straggler-fraction"]),
+        straggler_work=float(cfg["straggler-work"]),
+        dropout_probability=float(cfg["dropout-prob"]),
+        seed=seed,
+    )
+    fractions = tuple(
+        (k, float(cfg[f"faults.{k}-fraction"]))
+        for k in FAULT_KINDS if float(cfg[f"faults.{k}-fraction"]) > 0
+    )
+    faults = FaultPlan(fractions, seed, num_clients)
+    model_name = str(cfg["model"])
+    if model_name == "auto":  # an MLP suits every built-in data set; hub images get the CNN
+        model_name = "cnn" if cfg["dataset"] == "hub" else "mlp"
+    deployment = bool(cfg["deployment"])
+    workers = worker_count(cfg)
+    return RunSpec(
+        config=dict(cfg),
+        run_key=key,
+        strategy=str(cfg["strategy"]),
+        num_rounds=num_rounds,
+        world=WorldSpec(data, drift, het, faults, ModelSpec(model_name, seed)),
+        training=TrainingSettings(
+            run_key=key, batch_size=int(cfg["batch-size"]), exact_steps=steps > 0,
+            round_timeout=float(cfg["round-timeout"]),
+            client_timeout=float(cfg["client-timeout"]),
+            use_cuda=float(cfg["client-num-gpus"]) > 0, deployment=deployment,
+            num_clients=num_clients, seed=seed, worker_log=str(cfg["worker-log"]),
+        ),
+        evaluation=EvaluationSettings(
+            every=int(cfg["eval-every"]), num_rounds=num_rounds, num_clients=num_clients,
+            seed=seed,
+        ),
+        strategy_settings=StrategySettings(
+            server_optimizer=str(cfg["server-optimizer"]),
+            server_options=_json_object(cfg, "server-options"),
+            server_lr=float(cfg["server-lr"]),
+            server_momentum=float(cfg["server-momentum"]),
+            client_optimizer=str(cfg["client-optimizer"]),
+            client_options=_json_object(cfg, "client-options"),
+            client_lr=float(cfg["client-lr"]),
+            client_lr_state=str(cfg["client-lr-state"]),
+            proximal_mu=float(cfg["proximal-mu"]),
+            num_clients=num_clients,
+            clients_per_round=int(cfg["clients-per-round"]),
+            num_workers=workers,
+            num_rounds=num_rounds,
+            seed=seed,
+            availability=float(cfg["online-prob"]),
+            worker_wait_timeout=float(cfg["worker-wait-timeout"]),
+            deployment=deployment,
+            change_rounds=tuple(int(cp.round) for cp in drift.schedule().changepoints),
+        ),
+        output=OutputSettings(
+            out_dir=str(cfg["out-dir"]), scenario=str(cfg["scenario"]),
+            strategy=str(cfg["strategy"]), seed=seed,
+            checkpoint_every=int(cfg["checkpoint-every"]), resume_from=str(cfg["resume-from"]),
+        ),
+        runtime=RuntimeSettings(
+            num_workers=workers, client_num_cpus=float(cfg["client-num-cpus"]),
+            client_num_gpus=float(cfg["client-num-gpus"]),
+            worker_wait_timeout=float(cfg["worker-wait-timeout"]), deployment=deployment,
+        ),
+    )
+
+
+# ----------------------------------------------------------------------------- strategy arguments
+
+
+def strategy_arguments(name: str, s: StrategySettings) -> dict[str, Any]:
+    """Map the typed settings onto the registry's constructor arguments for strategy ``name``.
+
+    ``server-lr`` means the fedadapt server optimizer's ``lr`` for FedAdapt and the FedHyper
+    presets, ``server_learning_rate`` for FedAvgM and ``eta`` for FedAdam/FedYogi/FedAdagrad
+    (whose ``eta_l`` is set to ``client-lr``); FedAvg and FedExP have no server lr to set.
+    (To be replaced by ``strategies.registry.strategy_arguments`` at merge, issue 12.)
+    """
+    client_options = dict(s.client_options)
+    client_options.setdefault("lr", s.client_lr)
+    server_options = dict(s.server_options)
+    kwargs: dict[str, Any] = {
+        "client_optimizer": s.client_optimizer,
+        "client_options": client_options,
+        "client_lr_state": s.client_lr_state,
+        "num_clients": None if s.deployment else s.num_clients,
+        "clients_per_round": s.clients_per_round,
+        "num_workers": None if s.deployment else s.num_workers,
+        "seed": s.seed,
+        "availability": s.availability,
+        "worker_wait_timeout": s.worker_wait_timeout,
+        "fraction_evaluate": 0.0,  # evaluation runs on the server (centralized + client panel)
+    }
+    import fedadapt
+    from strategies.registry import _REGISTRY as _STRATEGIES
+
+    given = s.server_lr  # 0: the method's own default
+    lr = given if given > 0 else 1.0
+    factory = _STRATEGIES.get(name)
+    if getattr(factory, "needs_change_rounds", False):
+        # an oracle: the drift schedule's changepoints (the first round of each new concept)
+        kwargs["change_rounds"] = list(s.change_rounds)
+    preset = getattr(factory, "preset_server_optimizer", None)
+    if preset is not None:  # a FedAdapt preset with its own server method
+        own = given if given > 0 else None
+        kwargs["server_options"] = {**({"lr": own} if own is not None else {}), **server_options}
+    if name == "fedadapt":
+        kwargs["server_optimizer"] = s.server_optimizer
+        own = given if given > 0 else fedadapt.default_server_lr(s.server_optimizer)
+        kwargs["server_options"] = {**({"lr": own} if own is not None else {}), **server_options}
+        if s.server_optimizer == "autodrop" and "window" not in server_options:
+            # on the server a window counts rounds: one expected pass over the population
+            # (docs/METHODS.md, AutoDrop on the server), not the client default of 50 steps,
+            # which a run of a few dozen rounds would never close
+            per_pass = math.ceil(s.num_clients / s.clients_per_round)
+            kwargs["server_options"]["window"] = max(2, min(per_pass, s.num_rounds // 4 or 2))
+    if name in ("fedavg", "fedexp", "fedprox") and given > 0 and given != 1.0:
+        log.warning("server-lr=%g is not used by strategy %r (it has no server step size)", lr, name)
+    elif name.startswith("fedhyper"):
+        kwargs["server_options"] = {"lr": lr, **server_options}
+        if name == "fedhyper-sl":  # the preset's local method; client-lr stays the start
+            kwargs.pop("client_optimizer")
+            kwargs.pop("client_lr_state")
+        if name in ("fedhyper-cl", "fedhyper-full"):
+            kwargs.pop("client_optimizer")
+    elif name == "fedexp":
+        kwargs["server_options"] = server_options
+    elif name == "fedavgm":
+        kwargs["server_learning_rate"] = lr  # Flower's default is 1.0 too
+        kwargs["server_momentum"] = s.server_momentum
+    elif name in ("fedadam", "fedyogi", "fedadagrad"):
+        if given > 0:  # else Flower's own eta (0.1 FedAdam/FedAdagrad, 0.01 FedYogi)
+            kwargs["eta"] = given
+        kwargs["eta_l"] = s.client_lr
+    elif name == "fedprox":
+        kwargs["proximal_mu"] = s.proximal_mu
+    return kwargs
+
+
+# ----------------------------------------------------------------------------- the world
+
+
+@dataclass
+class World:
+    """The federation of a :class:`WorldSpec`: data source, concepts, schedule, plans."""
+
+    spec: WorldSpec
+    source: ClientDataSource
+    concepts: list[Concept]
+    schedule: DriftSchedule
+
+    @property
+    def het(self) -> Heterogeneity:
+        return self.spec.heterogeneity
+
+    @property
+    def faults(self) -> FaultPlan:
+        return self.spec.faults
+
+    @property
+    def seed(self) -> int:
+        return self.spec.data.seed
+
+    def model(self) -> torch.nn.Module:
+        return self.spec.model.build(self.source.input_shape, self.source.num_classes)
+
+    def client_data(self, client_id: int, server_round: int) -> tuple[np.ndarray, np.ndarray]:
+        """The client's training data under its current concept in ``server_round``."""
+        X, y = self.source.get(int(client_id))
+        return apply_schedule(
+            X, y, schedule=self.schedule, concepts=self.concepts, client_id=int(client_id),
+            server_round=int(server_round), seed=self.seed,
+        )
+
+    def test_data(self, server_round: int) -> tuple[np.ndarray, np.ndarray]:
+        """The centralized test set under the population's concept mix in ``server_round``."""
+        X, y = self.source.test_set()
+        return current_test_set(X, y, schedule=self.schedule, concepts=self.concepts,
+                                server_round=max(int(server_round), 1), seed=self.seed)
+
+
+_SOURCES: dict[str, ClientDataSource] = {}
+_WORLDS: dict[str, World] = {}
+_CACHE_LIMIT = 4
+
+
+def world(spec: WorldSpec) -> World:
+    """The (cached) federation of ``spec``: a worker builds it once and reuses it for every
+    message; the data source is cached by its own settings."""
+    key = spec.key()
+    if key in _WORLDS:
+        return _WORLDS[key]
+    data_key = json.dumps(dataclasses.asdict(spec.data), sort_keys=True, default=str)
+    source = _SOURCES.get(data_key)
+    if source is None:
+        source = spec.data.build()
+        if len(_SOURCES) >= _CACHE_LIMIT:
+            _SOURCES.clear()
+        _SOURCES[data_key] = source
+    w = World(spec, source, spec.drift.concepts(source.num_classes), spec.drift.schedule())
+    if len(_WORLDS) >= _CACHE_LIMIT:
+        _WORLDS.clear()
+    _WORLDS[key] = w
+    return w
+
+
+# ----------------------------------------------------------------------------- checked before workers
+
+
+def _check_output_path(key: str, path: Path, *, directory: bool) -> None:
+    """``path`` can be created (or exists with the right kind) and its folder is writable."""
+    if path.exists():
+        if directory and not path.is_dir():
+            raise ConfigError(f"run-config key '{key}': {path} exists and is not a directory; "
+                              "accepted: a new or existing directory")
+        if not directory and path.is_dir():
+            raise ConfigError(f"run-config key '{key}': {path} is a directory; accepted: a file path")
+    parent = path if path.exists() and directory else path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ConfigError(f"run-config key '{key}': {parent} (on the way to {path}) is not a "
+                          "directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"run-config key '{key}': {parent} is not writable")
+
+
+def _check_data_files(spec: DataSettings) -> None:
+    files = spec.options.get("data_files")
+    if not files or any(ch in str(files) for ch in "*?["):
+        return
+    for name in str(files).split(","):
+        if not Path(name.strip()).expanduser().is_file():
+            raise ConfigError(f"run-config key 'hub-data-files': no such file {name.strip()!r}")
+
+
+def check_before_workers(spec: RunSpec) -> None:
+    """Construct on a dummy what every option configures; raise :class:`ConfigError` naming it.
+
+    The strategy (its server optimizer and the clients' optimizer with their options, built on
+    a one-element tensor), the flwr-datasets partitioner, the model (on the data set's real
+    shapes, built-in data sets only: a hub data set is not downloaded here) and every path
+    (``out-dir``, ``worker-log``, ``hub-data-files``; ``resume-from`` is read by validation).
+    """
+    from simulations.partitions import build_partitioner
+    from strategies import build_strategy
+
+    out = spec.output.directory()
+    _check_output_path("out-dir", out, directory=True)
+    if spec.training.worker_log:
+        _check_output_path("worker-log", Path(spec.training.worker_log), directory=False)
+    data = spec.world.data
+    _check_data_files(data)
+    arguments = strategy_arguments(spec.strategy, spec.strategy_settings)
+    if "client_optimizer" in arguments:  # else the preset fixes the local method
+        import fedadapt
+
+        try:
+            fedadapt.build_optimizer(arguments["client_optimizer"],
+                                     [torch.nn.Parameter(torch.zeros(1))],
+                                     **arguments["client_options"])
+        except ValueError as exc:
+            raise ConfigError(f"run-config keys 'client-optimizer'/'client-options'/'client-lr': "
+                              f"{exc}") from None
+    flwr_log = logging.getLogger("flwr")
+    level = flwr_log.level
+    flwr_log.setLevel(logging.ERROR)  # the probe's construction warnings would repeat at start
+    try:
+        build_strategy(spec.strategy, **arguments)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"run-config key 'strategy' ({spec.strategy!r}) and its options "
+                          f"('server-optimizer', 'server-options', 'server-lr'): {exc}") from None
+    finally:
+        flwr_log.setLevel(level)
+    if data.dataset != "synthetic":
+        try:
+            build_partitioner(data.partitioner, num_partitions=data.num_clients, seed=data.seed,
+                              params=data.partitioner_params)
+        except ValueError as exc:
+            raise ConfigError(f"run-config key 'partitioner' ({data.partitioner!r}): {exc}") from None
+    if data.dataset != "hub":
+        try:
+            w = world(spec.world)
+        except (ValueError, OSError) as exc:
+            raise ConfigError(f"run-config key 'dataset' ({data.dataset!r}): {exc}") from None
+        try:  # a partitioner fails on the data, at the first partition a worker loads
+            with warnings.catch_warnings():  # its retry warnings; the error says it all
+                warnings.simplefilter("ignore")
+                w.source.get(0)
+        except (ValueError, OSError) as exc:
+            raise ConfigError(f"run-config keys 'partitioner'/'partition-*' "
+                              f"({data.partitioner!r}, {data.partitioner_params}): {exc}") from None
+        try:
+            w.model()
+        except ValueError as exc:
+            raise ConfigError(f"run-config key 'model' ({spec.world.model.name!r}): {exc}") from None
