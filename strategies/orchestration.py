@@ -18,6 +18,7 @@ Subclasses implement ``aggregate_train`` with ``_check_replies`` / ``_finish_rou
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -298,7 +299,8 @@ class Orchestration:
         gu = clients.pop("global-update")
         return {
             "identity": self.identity(),
-            "server": self.server_state(),
+            # a snapshot: the live optimizer state is updated in place every round
+            "server": copy.deepcopy(self.server_state()),
             "clients": clients,
             "global-update": gu,
         }

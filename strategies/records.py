@@ -38,6 +38,7 @@ CFG_APP_LR = "lr"  # the lr a Flower app puts in its train config (quickstart co
 
 NUM_EXAMPLES = "num-examples"
 TRAIN_LOSS = "train-loss"
+TRAIN_LOSS_ALIASES = (TRAIN_LOSS, "train_loss")  # fedadapt's key, then Flower quickstart's
 EVAL_LOSS = "eval-loss"
 
 # keys of the "fedadapt.clients" ConfigRecord (per-client lists, aligned; CONTRACTS §3): the
@@ -45,6 +46,7 @@ EVAL_LOSS = "eval-loss"
 C_IDS = "ids"
 C_NUM_EXAMPLES = "num-examples"
 C_TRAIN_LOSS = "train-loss"
+TRAIN_LOSS_ALIASES = (TRAIN_LOSS, "train_loss")  # fedadapt's key, then Flower quickstart's
 C_LR = "lr"
 C_STEP_MEAN = "step-mean"
 C_STEP_MIN = "step-min"

@@ -200,7 +200,7 @@ def check_train_reply(
     if isinstance(n, float) and not n.is_integer():
         raise ReplyRejected(f"{R.NUM_EXAMPLES!r} must be an integer count, got {n!r}")
     n = int(n)
-    loss = met.get(R.TRAIN_LOSS, math.nan)
+    loss = next((met[k] for k in R.TRAIN_LOSS_ALIASES if k in met), math.nan)
     loss = float(loss) if isinstance(loss, int | float) and not isinstance(loss, bool) else math.nan
 
     # per-client lists
