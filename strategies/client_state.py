@@ -78,4 +78,4 @@ class ClientState:
         scl = float(state.get("server-client-lr", -1.0))  # type: ignore[arg-type]
         self.server_lr = None if scl < 0 else scl
         gu = state.get("global-update") or {}
-        self.global_update = {str(k): v for k, v in gu.items()} if gu else None  # type: ignore[union-attr]
+        self.global_update = {str(k): v for k, v in gu.items()} if gu else None  # type: ignore[attr-defined]

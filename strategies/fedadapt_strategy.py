@@ -6,9 +6,11 @@ import logging
 import math
 import time
 from collections.abc import Iterable, Mapping
+from logging import INFO
 
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.common.logger import log as flwr_log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
@@ -112,8 +114,9 @@ class FedAdapt(Orchestration, FedAvg):
 
     # ------------------------------------------------------------------ Flower API
     def summary(self) -> None:
-        log.info(
-            "FedAdapt: server %s %s | client %s %s (lr state %s) | %s",
+        flwr_log(
+            INFO,
+            "\t└──> FedAdapt: server %s %s | client %s %s (lr state %s) | %s",
             self.server_optimizer,
             self.server_options,
             self.client_optimizer,

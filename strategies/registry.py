@@ -15,10 +15,12 @@ import math
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from logging import INFO
 
 import numpy as np
 import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.common.logger import log as flwr_log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAdagrad, FedAdam, FedAvg, FedAvgM, FedProx, FedYogi
 
@@ -132,8 +134,9 @@ class FlowerSampling(Orchestration):
         self._init_orchestration(opts)
 
     def summary(self) -> None:
-        log.info(
-            "%s with fedadapt sampling (population %s, %s per round)",
+        flwr_log(
+            INFO,
+            "\t└──> %s with fedadapt sampling (population %s, %s per round)",
             self._flower.__name__,
             self.num_clients,
             self.clients_per_round,

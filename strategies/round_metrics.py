@@ -111,8 +111,14 @@ class RoundMetrics:
                 info["client-lr-min"] = float(vals.min()) if vals.size else math.nan
                 info["client-lr-max"] = float(vals.max()) if vals.size else math.nan
             else:
-                f = {"step-mean": np.mean, "step-min": np.min, "step-max": np.max}[key]
-                info[f"client-{key}"] = float(f(vals)) if vals.size else math.nan
+                if not vals.size:
+                    info[f"client-{key}"] = math.nan
+                elif key == R.C_STEP_MIN:
+                    info[f"client-{key}"] = float(vals.min())
+                elif key == R.C_STEP_MAX:
+                    info[f"client-{key}"] = float(vals.max())
+                else:
+                    info[f"client-{key}"] = float(vals.mean())
         info["num-sampled"] = len(sent.client_ids)
         info["num-succeeded"] = len(ids)
         info["num-failed"] = len(failures)
@@ -170,6 +176,6 @@ class RoundMetrics:
             info["train-loss"],
             f" | server {server}" if server else "",
         )
-        reasons = Counter(str(r) for r in info.get("failed-reasons", []))  # type: ignore[union-attr]
+        reasons = Counter(str(r) for r in info.get("failed-reasons", []))  # type: ignore[attr-defined]
         for reason, count in reasons.most_common(5):
             flwr_log(WARNING, "\t│\t%d× failed: %s", count, reason)
