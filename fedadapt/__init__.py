@@ -9,11 +9,15 @@ fedadapt never imports flwr or ray.
 """
 
 from ._mechanism import AdaptiveOptimizer, global_dot
+from .adaptive_fedavg import AdaptiveFedAvg
 from .autodrop import AutoDrop
+from .changepoint import ChangeDetector
 from .conformity import CProp, conformity_scale
+from .cpadam import ChangepointAdam
 from .dsa import StructuredSelfAdaptive
 from .exponentiated import ExponentiatedGradientStepSize
 from .federated import FedExP, FedHyperCL, FedHyperG, FedHyperGM
+from .flash import Flash, flash_early_stop
 from .hypergradient import HypergradientDescent, MultiplicativeHypergradientDescent
 from .registry import (
     KNOWN_SIGNALS,
@@ -29,7 +33,7 @@ from .registry import (
     register_optimizer,
     step_size_stats,
 )
-from .server import ServerOptimizer
+from .server import ServerOptimizer, default_server_lr, reset_on_change
 
 # What each method needs lives with its registration (docs/CONTRACTS.md §1): strategies and
 # applications read ``method_spec(name)`` and never test a method's name.
@@ -49,19 +53,26 @@ register_optimizer(
 register_optimizer("fedhyper-g", FedHyperG)
 register_optimizer("fedhyper-gm", FedHyperGM)
 register_optimizer("fedhyper-cl", FedHyperCL, MethodSpec(needs_global_update=True))
+register_optimizer("cp-adam", ChangepointAdam)
+register_optimizer("flash", Flash)
+register_optimizer("adaptive-fedavg", AdaptiveFedAvg)
 
 __all__ = [
     "KNOWN_SIGNALS",
     "SIG_CLIENT_SQ_MEAN",
     "SIG_CLIENT_SQ_NORMS_MEAN",
     "SIG_NUM_CLIENTS",
+    "AdaptiveFedAvg",
     "AdaptiveOptimizer",
     "AutoDrop",
     "CProp",
+    "ChangeDetector",
+    "ChangepointAdam",
     "ExponentiatedGradientStepSize",
     "Federation",
     "FedExP",
     "FedHyperCL",
+    "Flash",
     "FedHyperG",
     "FedHyperGM",
     "HypergradientDescent",
@@ -72,9 +83,12 @@ __all__ = [
     "available_optimizers",
     "build_optimizer",
     "conformity_scale",
+    "default_server_lr",
+    "flash_early_stop",
     "global_dot",
     "method_spec",
     "one_pass_window",
     "register_optimizer",
+    "reset_on_change",
     "step_size_stats",
 ]

@@ -9,11 +9,50 @@ import torch
 from torch import Tensor
 
 from ._mechanism import global_dot
+from .changepoint import ChangeDetector
 from .registry import build_optimizer, step_size_stats
 
-__all__ = ["ServerOptimizer"]
+__all__ = ["ServerOptimizer", "default_server_lr", "reset_on_change", "START_LOSSES", "START_WEIGHTS"]
 
 _SIGNALS = ("client_sq_norms_mean", "num_clients", "client_sq_mean")
+# per-client round-start training losses and their weights (example counts): the change
+# detector's signal, accepted by every server optimizer's step()
+START_LOSSES = "client_start_losses"
+START_WEIGHTS = "client_start_weights"
+
+
+def default_server_lr(name: str) -> float | None:
+    """The server step size a method takes when none is given: its class's ``server_lr``
+    where it declares one (``cp-adam`` and ``flash``: 0.1; ``None`` for a method with no step
+    size to set, e.g. ``adaptive-fedavg``), else 1.0 (FedAvg's unit: server ``sgd`` at 1.0 is
+    FedAvg, and the scalar rules ``hd``, ``hd-mult``, ``eg``, ... start from FedAvg)."""
+    from .registry import _REGISTRY
+
+    factory = _REGISTRY.get(name)
+    if factory is None:
+        raise ValueError(f"unknown optimizer {name!r}")
+    lr = getattr(factory, "server_lr", 1.0)
+    return None if lr is None else float(lr)
+
+
+def reset_on_change(optimizer: torch.optim.Optimizer) -> None:
+    """Act on an optimizer's stale state after a change: its own ``on_change()`` where it has
+    one; otherwise every per-parameter state is dropped (moments and step counters restart, as
+    for a fresh optimizer) and a scalar ``lr`` adapted below its start ``lr0`` is re-opened."""
+    hook = getattr(optimizer, "on_change", None)
+    if callable(hook):
+        hook()
+        return
+    optimizer.state.clear()
+    for g in optimizer.param_groups:
+        if "step" in g and isinstance(g["step"], int):
+            g["step"] = 0
+        lr0 = g.get("lr0")
+        if lr0 is not None and float(g["lr"]) < float(lr0):
+            if isinstance(g["lr"], Tensor):
+                g["lr"].fill_(float(lr0))
+            else:
+                g["lr"] = float(lr0)
 
 
 class ServerOptimizer:
@@ -41,9 +80,19 @@ class ServerOptimizer:
     A round whose pseudo-gradient (or a signal) is non-finite leaves the parameters and all
     state untouched and reports ``last_info["skipped"] == 1``.
 
+    **Changes.** A :class:`fedadapt.ChangeDetector` watches the clients' round-start training
+    loss (``step(..., client_start_losses=[...], client_start_weights=[...])``) and the update
+    norm; when it raises an alarm, the optimizer's stale state is reset
+    (:func:`reset_on_change`) *before* the round's step, and ``last_info["change"]`` is 1.
+    ``change_rounds`` gives known changepoints instead (an oracle, for studies).
+
     Args:
         params: the global model's tensors (updated in place).
         name: a name from :func:`fedadapt.available_optimizers`.
+        detector: a :class:`ChangeDetector`, ``True`` (one with defaults), ``False`` (none) or
+            ``None`` (default: on when the method declares ``uses_change_detector``).
+        change_rounds: rounds (1-based, counted by this object) at which to reset as if a
+            change had been detected; for oracle studies.
         **hparams: the optimizer's hyperparameters.
 
     Example::
@@ -53,14 +102,33 @@ class ServerOptimizer:
         server.last_info["lr"]
     """
 
-    def __init__(self, params: Iterable[Tensor], name: str, **hparams: object) -> None:
+    def __init__(
+        self,
+        params: Iterable[Tensor],
+        name: str,
+        *,
+        detector: ChangeDetector | bool | None = None,
+        change_rounds: Iterable[int] = (),
+        **hparams: object,
+    ) -> None:
         self.params = [p for p in params]
         if not self.params:
             raise ValueError("ServerOptimizer needs at least one parameter tensor")
         self.name = name
         self.hparams = dict(hparams)
         self.optimizer = build_optimizer(name, self.params, **hparams)
+        if detector is None:
+            detector = bool(getattr(self.optimizer, "uses_change_detector", False))
+        if detector is True:
+            detector = ChangeDetector()
+        if detector is not False and not isinstance(detector, ChangeDetector):
+            raise ValueError(f"detector must be a ChangeDetector, True, False or None, got {detector!r}")
+        self.detector: ChangeDetector | None = detector or None
+        self.change_rounds = sorted({int(r) for r in change_rounds})
+        if any(r < 1 for r in self.change_rounds):
+            raise ValueError(f"change_rounds are 1-based rounds, got {self.change_rounds}")
         self.round = 0
+        self._plastic_left = 0  # rounds of raised client plasticity left after a change
         self._prev_pseudo_grad: list[Tensor] | None = None
         self.last_info: dict[str, float] = {}
 
@@ -152,8 +220,15 @@ class ServerOptimizer:
                 finite = finite and all(bool(torch.isfinite(t).all()) for t in v)
         self.round += 1
         if not finite:
-            self.last_info = {**step_size_stats(opt), "cosine": math.nan, "skipped": 1.0}
+            self.last_info = {**step_size_stats(opt), "cosine": math.nan, "skipped": 1.0, "change": 0.0}
             return
+        change, change_info = self._observe(pseudo, signals)
+        if self._plastic_left > 0:
+            self._plastic_left -= 1
+        if change:
+            reset_on_change(opt)
+            self._prev_pseudo_grad = None
+            self._plastic_left = int(self._plasticity().get("rounds", 0))
         cosine = math.nan
         if self._prev_pseudo_grad is not None:
             num = float(global_dot(pseudo, self._prev_pseudo_grad))
@@ -175,10 +250,58 @@ class ServerOptimizer:
         skipped = sum(int(g.get("skipped", 0)) for g in opt.param_groups) > skipped_before
         if not skipped:
             self._prev_pseudo_grad = keep
-        self.last_info = {**step_size_stats(opt), "cosine": cosine, "skipped": float(skipped)}
+        self.last_info = {**step_size_stats(opt), "cosine": cosine, "skipped": float(skipped),
+                          "change": float(change), **change_info}
+
+    def _observe(self, pseudo: list[Tensor], signals: dict) -> tuple[bool, dict[str, float]]:
+        """Feed the detector (and the oracle's known rounds); True = reset before this step."""
+        change = self.round in self.change_rounds
+        if self.detector is None:
+            return change, {}
+        losses = signals.get(START_LOSSES)
+        weights = signals.get(START_WEIGHTS)
+        values: dict[str, object] = {"update-norm": math.sqrt(max(float(global_dot(pseudo, pseudo)), 0.0))}
+        if losses is not None:
+            values["start-loss"] = [float(x) for x in losses]  # type: ignore[union-attr]
+        alarm = self.detector.update(values, {"start-loss": list(weights)} if weights is not None and losses is not None else None)  # type: ignore[arg-type]
+        info = {f"detector-{k}": float(v) for k, v in self.detector.last_info.items()}
+        return change or alarm, info
+
+    def notify_change(self) -> None:
+        """Reset the optimizer's stale state now (a change known from outside)."""
+        reset_on_change(self.optimizer)
+        self._prev_pseudo_grad = None
+        self._plastic_left = int(self._plasticity().get("rounds", 0))
+
+    def _plasticity(self) -> dict[str, float]:
+        return dict(getattr(self.optimizer, "plasticity", {}) or {})
+
+    def client_hints(self) -> dict[str, float]:
+        """What the method asks of the clients for the next round, as multipliers and options.
+
+        - ``"local-work"``: a factor on each client's local steps or epochs; after a change a
+          method that declares ``plasticity = {"local-work": f, "rounds": k}`` asks for ``f``
+          times the local work for the ``k`` rounds that follow the change;
+        - anything the method declares itself: a class attribute ``client_hints`` (a dict,
+          e.g. Flash's ``early-stop-gamma``) or a method ``client_hints()`` (computed each
+          round, e.g. Adaptive-FedAvg's ``lr-scale``).
+
+        The strategy sends them in the train config; the client calls apply ``lr-scale`` to the
+        local optimizer's lr and report the rest to the training loop (docs/DRIFT.md).
+        """
+        hints: dict[str, float] = {}
+        own = getattr(self.optimizer, "client_hints", None)
+        if callable(own):
+            own = own()
+        hints.update({str(k): float(v) for k, v in dict(own or {}).items()})
+        if self._plastic_left > 0:
+            hints["local-work"] = float(self._plasticity().get("local-work", 1.0)) * hints.get("local-work", 1.0)
+        return hints
 
     def _exact_mean(self) -> bool:
         opt = self.optimizer
+        if getattr(opt, "exact_mean", False):  # a method whose step is FedAvg's (adaptive-fedavg)
+            return True
         if type(opt) is not torch.optim.SGD:
             return False
         return all(float(g["lr"]) == 1.0 and g["momentum"] == 0 and g["weight_decay"] == 0 for g in opt.param_groups)
@@ -188,13 +311,18 @@ class ServerOptimizer:
         """Tensors and Python scalars only (safe for ``torch.load(weights_only=True)``)."""
         return {
             "optimizer": self.optimizer.state_dict(),
+            "detector": None if self.detector is None else self.detector.state_dict(),
+            "plastic_left": self._plastic_left,
             "round": self.round,
             "prev_pseudo_grad": None if self._prev_pseudo_grad is None else [t.clone() for t in self._prev_pseudo_grad],
         }
 
     def load_state_dict(self, state: dict) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
+        if self.detector is not None and state.get("detector") is not None:
+            self.detector.load_state_dict(state["detector"])
         self.round = int(state["round"])
+        self._plastic_left = int(state.get("plastic_left", 0))
         prev = state.get("prev_pseudo_grad")
         self._prev_pseudo_grad = None if prev is None else [
             t.to(device=p.device, dtype=p.dtype).clone() for t, p in zip(prev, self.params, strict=True)

@@ -143,10 +143,12 @@ _KEY_LIST: list[Key] = [
     Key("scenario", "custom", "Scenario name (informational; written into the run directory)."),
     Key("strategy", "fedadapt", "Strategy from the registry (`fedadapt methods` lists them).",
         dynamic_choices=_strategies),
-    Key("server-optimizer", "sgd", "fedadapt method applied to the pseudo-gradient on the server "
-        "(strategy `fedadapt` only).", dynamic_choices=_optimizers),
-    Key("server-lr", 1.0, "Initial server step size (FedAvg is `sgd` with 1.0; Flower's FedAdam "
-        "and friends take it as `eta`).", low=1e-12),
+    Key("server-optimizer", "cp-adam", "fedadapt method applied to the pseudo-gradient on the "
+        "server (strategy `fedadapt` only); the default `cp-adam` is fedadapt's changepoint-aware "
+        "Adam (docs/DRIFT.md).", dynamic_choices=_optimizers),
+    Key("server-lr", 0.0, "Initial server step size; 0 = the method's own default (1.0 for "
+        "FedAvg-style server methods, 0.1 for `cp-adam`, Flower's own `eta` for FedAdam and "
+        "friends, which take it as `eta`).", low=0.0),
     Key("server-options", "{}", "JSON object of extra server-optimizer hyperparameters, "
         'e.g. `{"hyper_lr": 0.01}`.'),
     Key("server-momentum", 0.9, "Server momentum of `fedavgm`.", low=0.0, high=0.999),

@@ -221,6 +221,11 @@ def train_client(
         steps = int(draw.work[0])
     else:
         steps = max(1, math.ceil(float(draw.work[0]) * n / bs))
+    # the server method may ask for more local work for a few rounds (plasticity after a
+    # change): a factor on the local steps
+    factor = float(plan.hints.get("local-work", 1.0))
+    if factor != 1.0 and steps > 0:
+        steps = max(1, round(steps * factor))
     dropped = bool(draw.dropped[0])
     if dropped:
         steps = int(steps * float(draw.dropout_point[0]))
@@ -231,14 +236,23 @@ def train_client(
     anchor = [p.detach().clone() for p in model.parameters()] if mu > 0 else None
     Xt, yt = _to_device(X, device), _to_device(y, device)
     gen = torch.Generator().manual_seed(hash((int(cfg["seed"]), data_id, rnd)) & 0x7FFFFFFF)
-    order = torch.randperm(n, generator=gen)
+    gamma = plan.hints.get("early-stop-gamma")
+    early = _EarlyStopping(gamma, Xt, yt, n, bs, gen, model) if gamma is not None and n >= 2 else None
+    train_ids = early.train_ids if early is not None else None
+    n_train = n if train_ids is None else len(train_ids)
+    order = _shuffled(train_ids, n, gen)
     loss_sum = torch.zeros((), device=device)
+    start_loss = None
     pos = 0
+    taken = 0
     for _ in range(steps):
-        if pos >= n:
-            order, pos = torch.randperm(n, generator=gen), 0
+        if pos >= n_train:
+            order, pos = _shuffled(train_ids, n, gen), 0
+            if early is not None and early.stop():  # Flash: the local validation loss stalled
+                break
         idx = order[pos : pos + bs].to(device)
         pos += bs
+        taken += 1
         opt.zero_grad(set_to_none=True)
         loss = torch.nn.functional.cross_entropy(model(Xt[idx]), yt[idx])
         if anchor is not None:  # FedProx's proximal term (Flower's FedProx only sends mu)
@@ -247,14 +261,53 @@ def train_client(
         loss.backward()
         opt.step()
         loss_sum += loss.detach()
+        if start_loss is None:  # the first minibatch's loss, before any local step
+            start_loss = loss.detach()
     if dropped:
         return ClientOutcome.failed(
             client_id, f"dropped out mid-round after {steps} steps (simulated availability)"
         )
     state = {k: v.detach().to("cpu") for k, v in model.state_dict().items()}
     state = w.faults.corrupt(fault, state)
-    mean_loss = float(loss_sum) / max(steps, 1)
-    return ClientOutcome(client_id, state, n, mean_loss, fedadapt.step_size_stats(opt))
+    mean_loss = float(loss_sum) / max(taken, 1)
+    return ClientOutcome(client_id, state, n_train, mean_loss, fedadapt.step_size_stats(opt),
+                         start_loss=math.nan if start_loss is None else float(start_loss))
+
+
+def _shuffled(ids: torch.Tensor | None, n: int, gen: torch.Generator) -> torch.Tensor:
+    if ids is None:
+        return torch.randperm(n, generator=gen)
+    return ids[torch.randperm(len(ids), generator=gen)]
+
+
+class _EarlyStopping:
+    """Flash's client-side early stopping (Panchal et al., ICML 2023): a fifth of the client's
+    data is held out; after each local epoch e its loss L_e is compared with the previous one
+    and training stops when ``fedadapt.flash_early_stop(L_{e-1}, L_e, e, gamma)`` (a decrease
+    below gamma / e). L_0 is the held-out loss before any local step."""
+
+    def __init__(self, gamma: float, X: torch.Tensor, y: torch.Tensor, n: int, bs: int,
+                 gen: torch.Generator, model: torch.nn.Module) -> None:
+        perm = torch.randperm(n, generator=gen)
+        k = max(1, n // 5)
+        self.val_ids, self.train_ids = perm[:k], perm[k:]
+        self.gamma, self.X, self.y, self.model = float(gamma), X, y, model
+        self.epoch = 0
+        self.previous = self._loss()
+
+    def _loss(self) -> float:
+        with torch.no_grad():
+            idx = self.val_ids.to(self.X.device)
+            return float(torch.nn.functional.cross_entropy(self.model(self.X[idx]), self.y[idx]))
+
+    def stop(self) -> bool:
+        import fedadapt
+
+        self.epoch += 1
+        loss = self._loss()
+        done = fedadapt.flash_early_stop(self.previous, loss, self.epoch, self.gamma)
+        self.previous = loss
+        return bool(done)
 
 
 def data_id_for(cfg: Config, client_id: int, node_config: Mapping[str, Any] | None) -> int:
@@ -433,17 +486,31 @@ def strategy_kwargs(cfg: Config) -> dict[str, Any]:
         "worker_wait_timeout": float(cfg["worker-wait-timeout"]),
         "fraction_evaluate": 0.0,  # evaluation runs on the server (centralized + client panel)
     }
-    lr = float(cfg["server-lr"])
+    import fedadapt
+
+    given = float(cfg["server-lr"])  # 0: the method's own default
+    lr = given if given > 0 else 1.0
+    from strategies.registry import _REGISTRY as _STRATEGIES
+
+    factory = _STRATEGIES.get(name)
+    if getattr(factory, "needs_change_rounds", False):
+        # an oracle: the drift schedule's changepoints (the first round of each new concept)
+        kwargs["change_rounds"] = [int(cp.round) for cp in world(cfg).schedule.changepoints]
+    preset = getattr(factory, "preset_server_optimizer", None)
+    if preset is not None:  # a FedAdapt preset with its own server method
+        own = given if given > 0 else None
+        kwargs["server_options"] = {**({"lr": own} if own is not None else {}), **server_options}
     if name == "fedadapt":
         kwargs["server_optimizer"] = str(cfg["server-optimizer"])
-        kwargs["server_options"] = {"lr": lr, **server_options}
+        own = given if given > 0 else fedadapt.default_server_lr(str(cfg["server-optimizer"]))
+        kwargs["server_options"] = {**({"lr": own} if own is not None else {}), **server_options}
         if cfg["server-optimizer"] == "autodrop" and "window" not in server_options:
             # on the server a window counts rounds: one expected pass over the population
             # (ALGORITHMS.md 7.4), not the client default of 50 steps, which a run of a few
             # dozen rounds would never close
             per_pass = math.ceil(int(cfg["num-clients"]) / int(cfg["clients-per-round"]))
             kwargs["server_options"]["window"] = max(2, min(per_pass, int(cfg["num-server-rounds"]) // 4 or 2))
-    if name in ("fedavg", "fedexp", "fedprox") and lr != 1.0:
+    if name in ("fedavg", "fedexp", "fedprox") and given > 0 and given != 1.0:
         log.warning("server-lr=%g is not used by strategy %r (it has no server step size)", lr, name)
     elif name.startswith("fedhyper"):
         kwargs["server_options"] = {"lr": lr, **server_options}
@@ -455,10 +522,11 @@ def strategy_kwargs(cfg: Config) -> dict[str, Any]:
     elif name == "fedexp":
         kwargs["server_options"] = server_options
     elif name == "fedavgm":
-        kwargs["server_learning_rate"] = lr
+        kwargs["server_learning_rate"] = lr  # Flower's default is 1.0 too
         kwargs["server_momentum"] = float(cfg["server-momentum"])
     elif name in ("fedadam", "fedyogi", "fedadagrad"):
-        kwargs["eta"] = lr
+        if given > 0:  # else Flower's own eta (0.1 FedAdam/FedAdagrad, 0.01 FedYogi)
+            kwargs["eta"] = given
         kwargs["eta_l"] = float(cfg["client-lr"])
     elif name == "fedprox":
         kwargs["proximal_mu"] = float(cfg["proximal-mu"])

@@ -58,6 +58,9 @@ class ClientOutcome:
     train_loss: float = math.nan
     step_stats: Mapping[str, float] | None = None
     error: str | None = None
+    # the training loss before any local step (the first minibatch's): the server's change
+    # detector compares it with earlier rounds (fedadapt.ChangeDetector)
+    start_loss: float = math.nan
 
     @classmethod
     def failed(cls, client_id: int, reason: str) -> ClientOutcome:
@@ -92,12 +95,24 @@ class TrainPlan:
                 return lr
         raise KeyError(f"client {client_id} is not served by this message {self.client_ids}")
 
+    @property
+    def hints(self) -> dict[str, float]:
+        """What the server method asks of the clients this round (``fedadapt.ServerOptimizer.
+        client_hints``): ``local-work`` (a factor on the local steps or epochs), ``lr-scale``
+        (already applied by :meth:`optimizer_kwargs`), ``early-stop-gamma``, ... ."""
+        p = R.CFG_HINT_PREFIX
+        return {k[len(p):]: float(v) for k, v in self.config.items() if k.startswith(p)}  # type: ignore[arg-type]
+
     def optimizer_kwargs(self, client_id: int) -> dict[str, object]:
-        """The options for ``fedadapt.build_optimizer`` with the carried lr applied."""
+        """The options for ``fedadapt.build_optimizer`` with the carried lr applied (and the
+        server's ``lr-scale`` hint, when the server method schedules the clients' lr)."""
         opts = dict(self.optimizer_options)
         lr = self.lr_for(client_id)
         if lr is not None:
             opts["lr"] = lr
+        scale = self.hints.get("lr-scale")
+        if scale is not None and "lr" in opts:
+            opts["lr"] = float(opts["lr"]) * scale  # type: ignore[arg-type]
         return opts
 
     def build_optimizer(
@@ -207,6 +222,7 @@ class TrainReplyBuilder:
         self.ids: list[int] = []
         self.num_examples: list[int] = []
         self.losses: list[float] = []
+        self.start_losses: list[float] = []
         self.stats: dict[str, list[float]] = {k: [] for k in R.STEP_STAT_KEYS}
         self.sq_norms: list[float] = []
         self.failed_ids: list[int] = []
@@ -272,6 +288,7 @@ class TrainReplyBuilder:
         self.ids.append(int(outcome.client_id))
         self.num_examples.append(n)
         self.losses.append(float(outcome.train_loss))
+        self.start_losses.append(float(outcome.start_loss))
         st = outcome.step_stats or {}
         for key in self.stats:
             self.stats[key].append(float(st.get(key, math.nan)))
@@ -284,6 +301,7 @@ class TrainReplyBuilder:
                 R.C_IDS: self.ids,
                 R.C_NUM_EXAMPLES: self.num_examples,
                 R.C_TRAIN_LOSS: self.losses,
+                R.C_START_LOSS: self.start_losses,
                 **{k: v for k, v in self.stats.items()},
                 R.C_FAILED_IDS: self.failed_ids,
                 R.C_FAILED_REASONS: self.failed_reasons,

@@ -96,6 +96,7 @@ class FedAdapt(Orchestration, FedAvg):
         server_optimizer: str = "sgd",
         server_options: Mapping[str, object] | None = None,
         options: StrategyOptions | None = None,
+        change_rounds: Iterable[int] = (),
         **kwargs: object,
     ) -> None:
         opts, flower_kwargs = split_options(options, kwargs)
@@ -103,6 +104,8 @@ class FedAdapt(Orchestration, FedAvg):
         check_optimizer_name(server_optimizer, "server_optimizer")
         self.server_optimizer = server_optimizer
         self.server_options = dict(server_options if server_options is not None else {"lr": 1.0})
+        # known changepoints (oracle studies): the server optimizer's state is reset there
+        self.change_rounds = sorted({int(r) for r in change_rounds})
         # build once on a dummy tensor: bad hyperparameters fail here, not in round 1
         _server_optimizer([torch.zeros(1)], server_optimizer, self.server_options)
         # the method's spec says which per-client signals it needs (and can use: server cprop's
@@ -130,9 +133,15 @@ class FedAdapt(Orchestration, FedAvg):
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        msgs = self._train_messages(server_round, arrays, config, grid)
+        self._layout = R.layout_of(arrays)
         self._sync_params(arrays)
-        return msgs
+        assert self._server is not None
+        hints = self._server.client_hints()
+        if hints:  # what the server method asks of the clients this round
+            config = ConfigRecord(dict(config.items()))
+            for k, v in hints.items():
+                config[R.CFG_HINT_PREFIX + k] = float(v)
+        return self._train_messages(server_round, arrays, config, grid)
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
@@ -179,7 +188,8 @@ class FedAdapt(Orchestration, FedAvg):
         ):
             self._params = {k: v.clone() for k, v in views.items()}
             self._server = _server_optimizer(
-                list(self._params.values()), self.server_optimizer, self.server_options
+                list(self._params.values()), self.server_optimizer, self.server_options,
+                self.change_rounds,
             )
             return
         with torch.no_grad():
@@ -253,6 +263,8 @@ class FedAdapt(Orchestration, FedAvg):
                     acc.add_(c.signal_arrays[k])
                 sq.append(acc.div_(total).to(self._params[k].dtype))
             sig[R.SIG_SQ_MEAN] = sq
+        if self._server is not None and self._server.detector is not None:
+            sig.update(_start_losses(checked))
         return sig
 
     # ------------------------------------------------------------------ checkpoint hooks
@@ -279,10 +291,31 @@ class FedAdapt(Orchestration, FedAvg):
             self._server.load_state_dict(state["server_optimizer"])  # type: ignore[arg-type]
 
 
-def _server_optimizer(params: list[torch.Tensor], name: str, options: Mapping[str, object]):  # noqa: ANN202
+def _server_optimizer(params: list[torch.Tensor], name: str, options: Mapping[str, object],
+                      change_rounds: Iterable[int] = ()):  # noqa: ANN202
     import fedadapt
 
-    return fedadapt.ServerOptimizer(params, name, **dict(options))
+    return fedadapt.ServerOptimizer(params, name, change_rounds=change_rounds, **dict(options))
+
+
+def _start_losses(checked: list[CheckedReply]) -> dict[str, object]:
+    """The change detector's signal: each client's round-start loss (fedadapt's client calls
+    report it); from clients that do not, the training loss they report (a standard Flower
+    ClientApp's ``train_loss``), so the detector still sees a drift's jump."""
+    import fedadapt
+
+    start = [(n, v) for c in checked for n, v in zip(c.client_num_examples, c.client_stats[R.C_START_LOSS], strict=True)]
+    if start and all(math.isfinite(v) for _, v in start):
+        pairs = start
+    else:
+        pairs = [(n, v) for c in checked for n, v in zip(c.client_num_examples, c.client_stats[R.C_TRAIN_LOSS], strict=True)]
+        if not any(math.isfinite(v) for _, v in pairs):
+            pairs = [(c.num_examples, c.train_loss) for c in checked]
+    pairs = [(n, v) for n, v in pairs if math.isfinite(v)]
+    if not pairs:
+        return {}
+    return {fedadapt.server.START_LOSSES: [v for _, v in pairs],
+            fedadapt.server.START_WEIGHTS: [float(n) for n, _ in pairs]}
 
 
 __all__ = ["FedAdapt"]

@@ -35,6 +35,9 @@ CFG_SIGNALS = "fedadapt.signals"
 CFG_REPLY_MODE = "fedadapt.reply-mode"
 CFG_BUFFER_KEYS = "fedadapt.buffer-keys"
 CFG_APP_LR = "lr"  # the lr a Flower app puts in its train config (quickstart convention)
+# what the server method asks of the clients this round (fedadapt.ServerOptimizer.client_hints):
+# "fedadapt.hint.local-work", "fedadapt.hint.lr-scale", "fedadapt.hint.early-stop-gamma", ...
+CFG_HINT_PREFIX = "fedadapt.hint."
 
 NUM_EXAMPLES = "num-examples"
 TRAIN_LOSS = "train-loss"
@@ -46,6 +49,7 @@ EVAL_LOSS = "eval-loss"
 C_IDS = "ids"
 C_NUM_EXAMPLES = "num-examples"
 C_TRAIN_LOSS = "train-loss"
+C_START_LOSS = "start-loss"  # the loss before any local step (the server's change detector)
 TRAIN_LOSS_ALIASES = (TRAIN_LOSS, "train_loss")  # fedadapt's key, then Flower quickstart's
 C_LR = "lr"
 C_STEP_MEAN = "step-mean"
@@ -55,7 +59,7 @@ C_SQ_NORM = "sq-norm"
 C_FAILED_IDS = "failed-ids"
 C_FAILED_REASONS = "failed-reasons"
 STEP_STAT_KEYS = (C_LR, C_STEP_MEAN, C_STEP_MIN, C_STEP_MAX)  # fedadapt.step_size_stats keys
-CLIENT_STAT_KEYS = (C_TRAIN_LOSS, *STEP_STAT_KEYS)
+CLIENT_STAT_KEYS = (C_TRAIN_LOSS, C_START_LOSS, *STEP_STAT_KEYS)
 
 # signal names: fedadapt's own constants (ServerOptimizer keyword arguments, CONTRACTS §1)
 SIG_SQ_NORMS = fedadapt.SIG_CLIENT_SQ_NORMS_MEAN

@@ -108,6 +108,59 @@ class FedExP(FedAdapt):
         super().__init__(**{**FEDEXP_PRESET, **kwargs})  # type: ignore[arg-type]
 
 
+class Flash(FedAdapt):
+    """Flash (Panchal et al., "Flash: Concept Drift Adaptation in Federated Learning", ICML 2023)
+    as a FedAdapt configuration: the server step is fedadapt's ``flash`` (drift-aware adaptive
+    step, guarded denominator, docs/DRIFT.md); its clients stop local training early on a local
+    validation split (the ``early-stop-gamma`` hint the method declares)."""
+
+    preset_server_optimizer = "flash"
+
+    def __init__(self, **kwargs: object) -> None:
+        kwargs.setdefault("server_optimizer", "flash")
+        kwargs.setdefault("server_options", {})
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+
+
+class AdaptiveFedAvg(FedAdapt):
+    """Adaptive-FedAvg (Canonaco et al., "Adaptive Federated Learning in Presence of Concept
+    Drift", IJCNN 2021) as a FedAdapt configuration: FedAvg on the server whose parameter-
+    variance ratio schedules the clients' lr (fedadapt's ``adaptive-fedavg`` declares the
+    ``lr-scale`` hint, which the client calls apply)."""
+
+    preset_server_optimizer = "adaptive-fedavg"
+
+    def __init__(self, **kwargs: object) -> None:
+        kwargs.setdefault("server_optimizer", "adaptive-fedavg")
+        kwargs.setdefault("server_options", {})
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+
+
+class OracleResetFedAdam(FedAdapt):
+    """FedAdam whose whole state (both moments and the step counter) is reset at the *known*
+    changepoint rounds: an oracle for studies only, the ceiling for any change detector.
+
+    The server step is fedadapt's server ``adam`` (torch's Adam on the pseudo-gradient, with
+    bias correction; betas (0.9, 0.99) as FedAdam in Reddi et al., ICLR 2021,
+    arXiv:2003.00295; lr 0.1 = Flower's default ``eta``). ``change_rounds`` are the rounds
+    whose data are the first of a new concept; the simulation passes its drift schedule's
+    changepoints (``needs_change_rounds``)."""
+
+    needs_change_rounds = True
+    preset_server_optimizer = "adam"
+
+    def __init__(self, **kwargs: object) -> None:
+        kwargs.setdefault("server_optimizer", "adam")
+        opts = dict(kwargs.get("server_options") or {})  # type: ignore[call-overload]
+        opts.setdefault("lr", 0.1)
+        opts.setdefault("betas", (0.9, 0.99))
+        kwargs["server_options"] = opts
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+
+    def identity(self) -> dict[str, object]:
+        return {**super().identity(), "change-rounds": list(self.change_rounds)}
+
+
 # ------------------------------------------------------------------- Flower's own strategies
 
 
@@ -268,6 +321,13 @@ class StrategySpec:
         fedadapt_server: the server step is a fedadapt method (``server_optimizer`` /
             ``server_options``; the method's spec supplies federation-dependent defaults).
         server_lr_option: the server lr is ``server_options["lr"]``.
+        server_lr_fallback: an unset server lr is filled in from
+            ``fedadapt.default_server_lr(method)``; ``False``: left to the strategy's own
+            default (the Flash, Adaptive-FedAvg and oracle FedAdam presets).
+        needs_change_rounds: the strategy takes the drift schedule's ``change_rounds`` (an
+            oracle for studies).
+        flower_defaults: the value a Flower argument takes when its settings field is unset
+            (otherwise it is left out: Flower's own default).
         flower_arguments: Flower constructor argument -> :class:`StrategySettings` field
             (FedAvgM's ``server_learning_rate``, FedOpt's ``eta`` and ``eta_l``, FedProx's
             ``proximal_mu``).
@@ -278,6 +338,9 @@ class StrategySpec:
     fedadapt_server: bool = False
     server_lr_option: bool = False
     flower_arguments: Mapping[str, str] = field(default_factory=dict)
+    server_lr_fallback: bool = True
+    needs_change_rounds: bool = False
+    flower_defaults: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def server_method(self) -> str | None:
@@ -301,7 +364,8 @@ class StrategySettings:
 
     ``server_lr`` is the server step size in each strategy's own terms (``server_options
     ["lr"]``, ``server_learning_rate``, ``eta``; a warning when set != 1 for a strategy without
-    one); ``client_lr`` is the start of the local lr (``client_options["lr"]`` unless given
+    one); ``None`` (the default) means the method's own default (``fedadapt.default_server_lr``
+    for a fedadapt server method, Flower's defaults for its strategies); ``client_lr`` is the start of the local lr (``client_options["lr"]`` unless given
     there, and FedOpt's ``eta_l``). ``num_workers`` is the number of worker nodes in
     simulation; ``deployment=True`` means each SuperNode is a client (no population, no
     workers).
@@ -309,7 +373,7 @@ class StrategySettings:
 
     server_optimizer: str = "sgd"
     server_options: Mapping[str, object] = field(default_factory=dict)
-    server_lr: float = 1.0
+    server_lr: float | None = None
     server_momentum: float = 0.9
     client_optimizer: str = "sgd"
     client_options: Mapping[str, object] = field(default_factory=dict)
@@ -324,6 +388,7 @@ class StrategySettings:
     availability: float = 1.0
     worker_wait_timeout: float | None = None
     deployment: bool = False
+    change_rounds: tuple[int, ...] = ()  # the drift schedule's changepoints (oracle presets)
 
 
 def _fedhyper(variant: str) -> Callable[..., FedHyper]:
@@ -339,6 +404,18 @@ def _fedhyper_spec(variant: str) -> StrategySpec:
     )
 
 
+def _preset_spec(cls: type[FedAdapt]) -> StrategySpec:
+    """A FedAdapt preset class with its own server method (and its own default server lr)."""
+    return StrategySpec(
+        cls,
+        {"server_optimizer": cls.preset_server_optimizer},  # type: ignore[attr-defined]
+        fedadapt_server=True,
+        server_lr_option=True,
+        server_lr_fallback=False,
+        needs_change_rounds=bool(getattr(cls, "needs_change_rounds", False)),
+    )
+
+
 _SPECS: dict[str, StrategySpec] = {
     "fedadapt": StrategySpec(FedAdapt, fedadapt_server=True, server_lr_option=True),
     "fedhyper-g": _fedhyper_spec("G"),
@@ -347,10 +424,14 @@ _SPECS: dict[str, StrategySpec] = {
     "fedhyper-cl": _fedhyper_spec("CL"),
     "fedhyper-full": _fedhyper_spec("FULL"),
     "fedexp": StrategySpec(FedExP, FEDEXP_PRESET, fedadapt_server=True),
+    "fedadam-oracle": _preset_spec(OracleResetFedAdam),
+    "flash": _preset_spec(Flash),
+    "adaptive-fedavg": _preset_spec(AdaptiveFedAvg),
     "fedavg": StrategySpec(SampledFedAvg),
     "fedavgm": StrategySpec(
         SampledFedAvgM,
         flower_arguments={"server_learning_rate": "server_lr", "server_momentum": "server_momentum"},
+        flower_defaults={"server_learning_rate": 1.0},
     ),
     "fedadam": StrategySpec(SampledFedAdam, flower_arguments={"eta": "server_lr", "eta_l": "client_lr"}),
     "fedyogi": StrategySpec(SampledFedYogi, flower_arguments={"eta": "server_lr", "eta_l": "client_lr"}),
@@ -359,6 +440,10 @@ _SPECS: dict[str, StrategySpec] = {
     ),
     "fedprox": StrategySpec(SampledFedProx, flower_arguments={"proximal_mu": "proximal_mu"}),
 }
+
+
+# name -> factory (kept for callers that read a factory's class attributes)
+_REGISTRY: dict[str, Callable[..., Orchestration]] = {n: sp.factory for n, sp in _SPECS.items()}
 
 
 def available_strategies() -> list[str]:
@@ -404,25 +489,34 @@ def strategy_arguments(name: str, settings: StrategySettings) -> dict[str, objec
     }
     for key in spec.fixed & {"client_optimizer", "client_lr_state"}:
         kwargs.pop(key)  # the preset's local method
-    lr = float(settings.server_lr)
+    given = None if settings.server_lr is None else float(settings.server_lr)
     if spec.fedadapt_server:
         method = spec.server_method or settings.server_optimizer
         if spec.server_method is None:
             kwargs["server_optimizer"] = method
+        lr = given
+        if lr is None and spec.server_lr_fallback:
+            lr = fedadapt.default_server_lr(method)
         federation = fedadapt.Federation(
             settings.num_clients, settings.clients_per_round, settings.num_rounds
         )
         defaults = fedadapt.method_spec(method).server_defaults(federation)
         kwargs["server_options"] = {
-            **({"lr": lr} if spec.server_lr_option else {}),
+            **({"lr": lr} if spec.server_lr_option and lr is not None else {}),
             **defaults,
             **dict(settings.server_options),
         }
     for argument, source in spec.flower_arguments.items():
-        kwargs[argument] = float(getattr(settings, source))
-    if not spec.has_server_lr and not math.isclose(lr, 1.0):
+        value = getattr(settings, source)
+        if value is None:
+            value = spec.flower_defaults.get(argument)
+        if value is not None:  # else unset: Flower's own default
+            kwargs[argument] = float(value)
+    if spec.needs_change_rounds:
+        kwargs["change_rounds"] = [int(r) for r in settings.change_rounds]
+    if given is not None and not spec.has_server_lr and not math.isclose(given, 1.0):
         log.warning(
-            "server-lr=%g is not used by strategy %r (it has no server step size)", lr, name
+            "server-lr=%g is not used by strategy %r (it has no server step size)", given, name
         )
     return kwargs
 

@@ -21,6 +21,9 @@ VARIANTS: dict[str, list[dict]] = {
     "fedhyper-g": [{"lr": 1.0, "hyper_lr": 0.5}, {"lr": 0.1, "base": "adam"}],
     "fedhyper-gm": [{"lr": 1.0, "hyper_lr": 0.5}],
     "fedhyper-cl": [{"lr": 0.05}, {"lr": 0.05, "momentum": 0.9}, {"lr": 0.01, "base": "adam"}],
+    "flash": [{"lr": 0.1}, {"lr": 0.1, "adaptive_b3": False}],
+    "adaptive-fedavg": [{}, {"decay": False}],
+    "cp-adam": [{"lr": 0.1}, {"lr": 0.05, "scale_rate": 0.3}, {"lr": 0.1, "weight_decay": 0.01}],
 }
 
 CASES = [(name, kw) for name, kws in VARIANTS.items() for kw in kws]

@@ -22,7 +22,8 @@ import fedadapt
 
 def test_every_method_is_registered():
     assert fedadapt.available_optimizers() == sorted([
-        "adam", "autodrop", "cprop", "dsa", "eg", "fedexp", "fedhyper-cl", "fedhyper-g", "fedhyper-gm",
+        "adam", "adaptive-fedavg", "autodrop", "cp-adam", "cprop", "dsa", "eg", "fedexp", "fedhyper-cl",
+        "fedhyper-g", "fedhyper-gm", "flash",
         "hd", "hd-mult", "sgd",
     ])
 
@@ -119,6 +120,9 @@ BAD = {
     "fedhyper-cl": [{"max_growth": 0.5}, {"global_coef": -1.0}],
     "sgd": [{"lr": -1.0}, {"momentum": -0.5}],
     "adam": [{"lr": -1.0}, {"betas": (1.5, 0.9)}],
+    "cp-adam": [{"lr": 0.0}, {"eps": 0.0}, {"scale_rate": -1.0}, {"betas": (0.9, 1.0)}],
+    "flash": [{"tau": 0.0}, {"den_floor": 1.5}],
+    "adaptive-fedavg": [{"max_ratio": 1.0}, {"betas": (0.7, 0.3)}],
 }
 
 

@@ -27,6 +27,10 @@ SHIPPED = [
     "lr-robustness",
     "scale-1m",
     "cifar10-dirichlet",
+    "label-shift",
+    "drift-recurring",
+    "synthetic-local",
+    "mnist1d-local",
 ]
 
 

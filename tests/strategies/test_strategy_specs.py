@@ -65,6 +65,9 @@ EXPECTED = {
     "fedyogi": {**BASE, "eta": 1.0, "eta_l": 0.05},
     "fedadagrad": {**BASE, "eta": 1.0, "eta_l": 0.05},
     "fedprox": {**BASE, "proximal_mu": 0.01},
+    "flash": {**BASE, "server_options": {"lr": 1.0}},
+    "adaptive-fedavg": {**BASE, "server_options": {"lr": 1.0}},
+    "fedadam-oracle": {**BASE, "server_options": {"lr": 1.0}, "change_rounds": []},
 }
 
 
@@ -115,6 +118,19 @@ def test_server_defaults_come_from_the_method_spec():
     assert strategy_arguments("fedadapt", mine)["server_options"]["window"] == 7
     spec = fedadapt.method_spec("autodrop")
     assert spec.server_defaults(fedadapt.Federation(20, 10, 30)) == {"window": 2}
+
+
+def test_an_unset_server_lr_is_each_methods_own_default():
+    s = StrategySettings(server_lr=None, server_optimizer="cp-adam")
+    assert strategy_arguments("fedadapt", s)["server_options"] == {"lr": 0.1}
+    assert strategy_arguments("fedadapt", StrategySettings(server_optimizer="adaptive-fedavg"))[
+        "server_options"] == {}
+    assert "eta" not in strategy_arguments("fedadam", s)  # Flower's own eta
+    assert strategy_arguments("fedavgm", s)["server_learning_rate"] == 1.0
+    assert strategy_arguments("flash", s)["server_options"] == {}  # the preset's own
+    oracle = strategy_arguments("fedadam-oracle", StrategySettings(change_rounds=(5, 9)))
+    assert oracle["change_rounds"] == [5, 9]
+    build_strategy("fedadam-oracle", **oracle)
 
 
 def test_deployment_settings_have_no_population():

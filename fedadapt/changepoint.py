@@ -1,0 +1,183 @@
+"""A change detector for federated rounds: one-sided CUSUM tests on per-round server signals.
+
+Federated data drift shows first in the clients' training loss *at the start* of local
+training: the global model was fit to the old concept, so every client that now sees the new
+one starts from a high loss. Heterogeneity and the changing cohort make that loss noisy, and
+early training makes it fall steadily; a good detector must ignore both. This one
+
+1. works per *channel* (a named signal per round, e.g. ``"start-loss"``), on the weighted mean
+   of the clients' log values (the log of their geometric mean), so that a loss going 0.7 -> 2.1
+   and one going 0.07 -> 0.21 are the same event and one huge value moves it little;
+2. tests each channel against its own history: an exponentially weighted mean and standard
+   deviation of the past rounds (the reference), the standardised residual
+   ``z_t = (x_t - mu_{t-1}) / max(sigma_{t-1}, min_std)`` and a one-sided CUSUM
+   ``S_t = max(0, S_{t-1} + z_t - slack)`` (Page, "Continuous inspection schemes",
+   Biometrika 1954; the same test as Page-Hinkley on a standardised series). A falling loss
+   (training) drives ``z`` negative and keeps ``S`` at 0;
+3. raises an alarm when ``S_t > threshold`` *and*, where per-client values are given, a share of
+   at least ``agreement`` of the cohort (example-weighted) sits above the reference by the same
+   margin: a single odd client cannot fire it;
+4. waits ``warmup`` rounds before testing (and again after each alarm, while the reference
+   re-learns the new level), so the first rounds' transients never fire it.
+
+Channels with no data in a round are skipped. The detector is pure Python (no torch, no flwr);
+its state is a dict of floats (``state_dict``/``load_state_dict``), so checkpoints and Ray
+pickling carry it. Every round's statistics are in :attr:`last_info`.
+
+Example::
+
+    det = ChangeDetector()
+    for t, losses in enumerate(rounds):
+        if det.update({"start-loss": losses}, weights={"start-loss": sizes}):
+            print("change at round", t)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+__all__ = ["ChangeDetector"]
+
+
+def _check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ValueError(msg)
+
+
+class ChangeDetector:
+    """One-sided CUSUM change detection on the log of per-round signals.
+
+    Args:
+        warmup: rounds whose values only build the reference (at the start and after an alarm).
+        threshold: CUSUM level ``h`` that raises an alarm (in reference standard deviations).
+        slack: CUSUM drift ``k`` subtracted from every residual (ignores small upward noise).
+        agreement: example-weighted share of the cohort's clients that must lie above the
+            reference by ``margin`` (only checked when per-client values are given).
+        margin: log-space margin of the agreement test: a client agrees when its value exceeds
+            the reference by this much (default ``log 1.5``, a 50% rise).
+        smoothing: weight of a new round in the reference's mean and variance (EWMA).
+        min_std: floor of the reference's standard deviation (log units): keeps the test from
+            firing on a tiny wobble after a stretch of identical values.
+        channels: the signals that may raise an alarm; any other channel given to
+            :meth:`update` is tracked and reported but never alarms.
+    """
+
+    def __init__(
+        self,
+        *,
+        warmup: int = 3,
+        threshold: float = 3.0,
+        slack: float = 1.0,
+        agreement: float = 0.5,
+        margin: float = math.log(1.5),
+        smoothing: float = 0.2,
+        min_std: float = 0.1,
+        channels: Sequence[str] = ("start-loss",),
+    ) -> None:
+        _check(isinstance(warmup, int) and warmup >= 1, f"warmup must be an int >= 1, got {warmup!r}")
+        _check(threshold > 0 and math.isfinite(threshold), f"threshold must be > 0, got {threshold!r}")
+        _check(slack >= 0 and math.isfinite(slack), f"slack must be >= 0, got {slack!r}")
+        _check(0.0 <= agreement <= 1.0, f"agreement must be in [0, 1], got {agreement!r}")
+        _check(margin >= 0 and math.isfinite(margin), f"margin must be >= 0, got {margin!r}")
+        _check(0.0 < smoothing <= 1.0, f"smoothing must be in (0, 1], got {smoothing!r}")
+        _check(min_std > 0, f"min_std must be > 0, got {min_std!r}")
+        _check(len(channels) > 0 and all(isinstance(c, str) for c in channels),
+               f"channels must be a non-empty list of names, got {channels!r}")
+        self.warmup = warmup
+        self.threshold = float(threshold)
+        self.slack = float(slack)
+        self.agreement = float(agreement)
+        self.margin = float(margin)
+        self.smoothing = float(smoothing)
+        self.min_std = float(min_std)
+        self.channels = tuple(channels)
+        self.rounds = 0
+        self.alarms: list[int] = []
+        self._ch: dict[str, dict[str, float]] = {}
+        self.last_info: dict[str, float] = {}
+
+    # ------------------------------------------------------------------ one round
+    def update(
+        self,
+        values: Mapping[str, float | Sequence[float] | None],
+        weights: Mapping[str, Sequence[float]] | None = None,
+    ) -> bool:
+        """Feed one round; return ``True`` when it raises an alarm.
+
+        ``values[name]`` is a scalar (already aggregated) or the per-client values of the
+        round's cohort (then ``weights[name]``, e.g. example counts, weights their mean and the
+        agreement test; equal weights when absent). Non-positive and non-finite values are
+        ignored (the log needs a positive signal); a channel left with nothing is skipped.
+        """
+        self.rounds += 1
+        alarm = False
+        info: dict[str, float] = {}
+        for name, raw in values.items():
+            xs, ws = self._values(raw, (weights or {}).get(name))
+            if not xs:
+                continue
+            logs = [math.log(x) for x in xs]
+            total = math.fsum(ws)
+            x = math.fsum(w * v for w, v in zip(ws, logs, strict=True)) / total  # log geometric mean
+            ch = self._ch.setdefault(name, {"n": 0.0, "mean": x, "var": 0.0, "cusum": 0.0})
+            std = max(math.sqrt(ch["var"]), self.min_std)
+            z = (x - ch["mean"]) / std
+            testing = ch["n"] >= self.warmup
+            fired = False
+            share = math.nan
+            if testing:
+                ch["cusum"] = max(0.0, ch["cusum"] + z - self.slack)
+                if len(xs) > 1:
+                    margin = self.margin
+                    share = math.fsum(w for w, v in zip(ws, logs, strict=True) if v > ch["mean"] + margin) / total
+                fired = ch["cusum"] > self.threshold and (math.isnan(share) or share >= self.agreement)
+            info[f"{name}"] = math.exp(x)  # geometric mean
+            info[f"{name}-z"] = z
+            info[f"{name}-cusum"] = ch["cusum"]
+            if not math.isnan(share):
+                info[f"{name}-share"] = share
+            if fired and name in self.channels:
+                alarm = True
+            if fired:
+                # the new level becomes the reference; test again after a fresh warm-up
+                ch.update(n=1.0, mean=x, cusum=0.0)
+            else:
+                # learn the round into the reference, its residual clipped to 3 sigma so that
+                # one odd round moves it little
+                a = self.smoothing if ch["n"] > 0 else 1.0
+                delta = min(max(x - ch["mean"], -3.0 * std), 3.0 * std) if ch["n"] > 0 else 0.0
+                ch["mean"] += a * delta
+                ch["var"] = (1.0 - a) * (ch["var"] + a * delta * delta)
+                ch["n"] += 1.0
+        if alarm:
+            self.alarms.append(self.rounds)
+        info["alarm"] = 1.0 if alarm else 0.0
+        self.last_info = info
+        return alarm
+
+    @staticmethod
+    def _values(raw: float | Sequence[float] | None, w: Sequence[float] | None) -> tuple[list[float], list[float]]:
+        if raw is None:
+            return [], []
+        if isinstance(raw, int | float):
+            raw, w = [float(raw)], [1.0]
+        xs = [float(v) for v in raw]
+        ws = [1.0] * len(xs) if w is None else [float(v) for v in w]
+        _check(len(ws) == len(xs), f"got {len(xs)} values but {len(ws)} weights")
+        keep = [(x, v) for x, v in zip(xs, ws, strict=True) if math.isfinite(x) and x > 0 and math.isfinite(v) and v > 0]
+        return [k[0] for k in keep], [k[1] for k in keep]
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, object]:
+        """Python scalars only (``torch.load(weights_only=True)`` safe)."""
+        return {
+            "rounds": self.rounds,
+            "alarms": list(self.alarms),
+            "channels": {k: dict(v) for k, v in self._ch.items()},
+        }
+
+    def load_state_dict(self, state: Mapping[str, object]) -> None:
+        self.rounds = int(state["rounds"])  # type: ignore[call-overload]
+        self.alarms = [int(a) for a in state["alarms"]]  # type: ignore[attr-defined]
+        self._ch = {str(k): {kk: float(vv) for kk, vv in v.items()} for k, v in state["channels"].items()}  # type: ignore[attr-defined]

@@ -1,0 +1,187 @@
+r"""``cp-adam``: a changepoint-aware Adam for the server, fedadapt's default server method.
+
+On stationary data it is FedAdam (Reddi et al., "Adaptive Federated Optimization", ICLR 2021,
+arXiv:2003.00295) with Adam's bias correction, applied to the pseudo-gradient
+:math:`g_t = x_t - \bar x`:
+
+.. math::
+
+    m_t = \beta_1 m_{t-1} + (1-\beta_1) g_t, \quad
+    v_t = \beta_2 v_{t-1} + (1-\beta_2) g_t^2, \quad
+    x_{t+1} = x_t - \eta_t \frac{m_t / (1-\beta_1^{s})}{\sqrt{v_t / (1-\beta_2^{s})} + \epsilon}
+
+where :math:`s` counts the steps since the last change (not since the start).
+
+What it adds is what a drift needs (docs/METHODS.md, "Drift"):
+
+- :meth:`on_change` — called by :class:`fedadapt.ServerOptimizer` when its change detector
+  (:class:`fedadapt.ChangeDetector`, driven by the clients' round-start loss) raises an alarm,
+  or at known changepoints (the oracle): the first moment, the second moment and the step
+  counter restart. After a change the old first moment points the wrong way for about
+  :math:`1/(1-\beta_1)` rounds and the inflated second moment damps every step for about
+  :math:`1/(1-\beta_2)`; with :math:`s` and both moments restarted, the bias correction makes
+  the first post-change step :math:`\eta\,\mathrm{sign}(g)`-sized, as at the very start.
+  Ellis et al., "Adam on Local Time: Addressing Nonstationarity in RL with Relative Adam Time
+  Steps", NeurIPS 2024 (arXiv:2412.17113) restart the step counter; Asadi et al., "Resetting
+  the Optimizer in Deep RL: An Empirical Study", NeurIPS 2023 (arXiv:2306.17833) restart the
+  moments.
+- optionally (``scale_rate > 0``) a log-space, exponentiated-gradient adaptation of the scale
+  :math:`\eta_t` from the cosine between consecutive pseudo-gradients (normalised, so it does
+  not depend on the clients' lr): :math:`\log\eta_{t+1} = \log\eta_t + \beta\cos(g_t, g_{t-1})`,
+  clipped to ``[min_lr, max_lr]`` (Amid, Anil, Fifty, Warmuth, "Step-size Adaptation Using
+  Exponentiated Gradient Updates", arXiv:2202.00145). Off by default: the study in RESULTS.md
+  measured it.
+- bounded denominators: :math:`\sqrt{\hat v}+\epsilon` with :math:`\epsilon > 0` (validated).
+
+The class also declares what it wants from the federation (read by the strategy and the
+client calls, never by testing its name): the detector on, the clients' round-start loss as its
+signal, and more local work for a few rounds after a change (``plasticity``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import ClassVar
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+
+__all__ = ["ChangepointAdam"]
+
+
+def _check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ValueError(msg)
+
+
+class ChangepointAdam(Optimizer):
+    """Adam with a restart on a detected change (see the module docstring).
+
+    Args:
+        lr: the step size :math:`\\eta` (> 0); 0.1 suits a federated pseudo-gradient.
+        betas: Adam's :math:`(\\beta_1, \\beta_2)`; (0.9, 0.99) as FedAdam.
+        eps: the denominator's floor :math:`\\epsilon` (> 0).
+        weight_decay: coupled L2 added to the gradient.
+        scale_rate: :math:`\\beta` of the log-space scale adaptation (0 = off).
+        min_lr, max_lr: bounds of the adapted :math:`\\eta` (default ``lr/100``, ``100 lr``).
+    """
+
+    server_lr: ClassVar[float] = 0.1  # the step size when the run names none
+    uses_change_detector: ClassVar[bool] = True
+    change_signals: ClassVar[tuple[str, ...]] = ("start-loss",)
+    # after a change, ask the clients for this many times their local work, for these rounds
+    plasticity: ClassVar[dict[str, float]] = {"local-work": 3.0, "rounds": 5.0}
+
+    def __init__(
+        self,
+        params: Iterable,
+        lr: float = 0.1,
+        betas: tuple[float, float] = (0.9, 0.99),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        scale_rate: float = 0.0,
+        min_lr: float | None = None,
+        max_lr: float | None = None,
+    ) -> None:
+        _check(isinstance(lr, int | float) and lr > 0 and math.isfinite(lr), f"lr must be a finite number > 0, got {lr!r}")
+        _check(len(betas) == 2 and all(0.0 <= float(b) < 1.0 for b in betas), f"betas must be two numbers in [0, 1), got {betas!r}")
+        _check(eps > 0 and math.isfinite(eps), f"eps must be > 0 (it bounds the denominator), got {eps!r}")
+        _check(weight_decay >= 0, f"weight_decay must be >= 0, got {weight_decay!r}")
+        _check(scale_rate >= 0 and math.isfinite(scale_rate), f"scale_rate must be >= 0, got {scale_rate!r}")
+        lo = lr / 100.0 if min_lr is None else float(min_lr)
+        hi = lr * 100.0 if max_lr is None else float(max_lr)
+        _check(0 < lo <= lr <= hi, f"need 0 < min_lr <= lr <= max_lr, got {lo}, {lr}, {hi}")
+        defaults = {"lr": float(lr), "betas": (float(betas[0]), float(betas[1])), "eps": float(eps),
+                    "weight_decay": float(weight_decay), "scale_rate": float(scale_rate),
+                    "min_lr": lo, "max_lr": hi}
+        super().__init__(params, defaults)
+        for g in self.param_groups:
+            g.setdefault("lr0", g["lr"])
+            g.setdefault("step", 0)
+            g.setdefault("skipped", 0)
+            g.setdefault("changes", 0)
+
+    @torch.no_grad()
+    def step(self, closure=None):  # type: ignore[override]
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            grads = [p.grad for p in params]
+            if any(g.is_sparse for g in grads):
+                raise ValueError("cp-adam does not support sparse gradients")
+            sq = torch.stack([n.to(torch.float64) for n in torch._foreach_norm(grads)]).square().sum()
+            if not bool(torch.isfinite(sq)):
+                group["skipped"] += 1
+                continue
+            if group["weight_decay"]:
+                grads = list(torch._foreach_add(grads, params, alpha=group["weight_decay"]))
+            self._scale(group, params, grads, float(sq))
+            group["step"] += 1
+            b1, b2 = group["betas"]
+            ms, vs = [], []
+            for p in params:
+                st = self.state[p]
+                if "exp_avg" not in st:
+                    st["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    st["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                ms.append(st["exp_avg"])
+                vs.append(st["exp_avg_sq"])
+            torch._foreach_lerp_(ms, grads, 1.0 - b1)
+            torch._foreach_mul_(vs, b2)
+            torch._foreach_addcmul_(vs, grads, grads, 1.0 - b2)
+            s = group["step"]
+            bc1 = 1.0 - b1**s
+            c = math.sqrt(1.0 - b2**s)
+            den = torch._foreach_sqrt(vs)
+            torch._foreach_add_(den, group["eps"] * c)
+            torch._foreach_addcdiv_(params, ms, den, value=-group["lr"] * c / bc1)
+        return loss
+
+    def _scale(self, group: dict, params: list[Tensor], grads: list[Tensor], sq: float) -> None:
+        """Log-space update of ``lr`` from cos(g_t, g_{t-1}); keeps g_t when the rule is on."""
+        rate = group["scale_rate"]
+        if rate == 0.0:
+            return
+        prev = [self.state[p].get("prev_grad") for p in params]
+        if all(t is not None for t in prev):
+            dots = [torch.dot(g.reshape(-1).to(torch.float64), q.reshape(-1).to(torch.float64)) for g, q in zip(grads, prev, strict=True)]
+            num = float(torch.stack(dots).sum())
+            psq = float(sum(float(self.state[p]["prev_sq"]) for p in params[:1]))
+            cos = num / math.sqrt(sq * psq) if sq > 0 and psq > 0 else 0.0
+            lr = math.exp(math.log(group["lr"]) + rate * cos)
+            group["lr"] = min(max(lr, group["min_lr"]), group["max_lr"])
+        for p, g in zip(params, grads, strict=True):
+            st = self.state[p]
+            if "prev_grad" in st:
+                st["prev_grad"].copy_(g)
+            else:
+                st["prev_grad"] = g.detach().clone()
+        self.state[params[0]]["prev_sq"] = torch.tensor(sq, dtype=torch.float64)
+
+    def on_change(self) -> None:
+        """A change was detected (or is known): restart both moments and the step counter;
+        re-open a scale that the adaptation had shrunk below its start."""
+        for group in self.param_groups:
+            group["step"] = 0
+            group["changes"] += 1
+            group["lr"] = max(group["lr"], group["lr0"])
+            for p in group["params"]:
+                st = self.state.get(p)
+                if not st:
+                    continue
+                for key in ("exp_avg", "exp_avg_sq"):
+                    if key in st:
+                        st[key].zero_()
+                st.pop("prev_grad", None)
+                st.pop("prev_sq", None)
+
+    def step_size_stats(self) -> dict[str, float]:
+        lr = float(self.param_groups[0]["lr"])
+        return {"lr": lr, "step-mean": lr, "step-min": lr, "step-max": lr}
