@@ -295,7 +295,7 @@ def _server_optimizer(params: list[torch.Tensor], name: str, options: Mapping[st
                       change_rounds: Iterable[int] = ()):  # noqa: ANN202
     import fedadapt
 
-    return fedadapt.ServerOptimizer(params, name, change_rounds=change_rounds, **dict(options))
+    return fedadapt.ServerOptimizer(params, name, change_rounds=change_rounds, **dict(options))  # type: ignore[arg-type]
 
 
 def _start_losses(checked: list[CheckedReply]) -> dict[str, object]:

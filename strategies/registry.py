@@ -490,19 +490,22 @@ def strategy_arguments(name: str, settings: StrategySettings) -> dict[str, objec
     for key in spec.fixed & {"client_optimizer", "client_lr_state"}:
         kwargs.pop(key)  # the preset's local method
     given = None if settings.server_lr is None else float(settings.server_lr)
+    takes_lr = False
     if spec.fedadapt_server:
         method = spec.server_method or settings.server_optimizer
         if spec.server_method is None:
             kwargs["server_optimizer"] = method
-        lr = given
-        if lr is None and spec.server_lr_fallback:
-            lr = fedadapt.default_server_lr(method)
+        method_lr = fedadapt.default_server_lr(method)  # None: the method has no step size
+        takes_lr = spec.server_lr_option and method_lr is not None
+        lr = given if takes_lr else None
+        if lr is None and takes_lr and spec.server_lr_fallback:
+            lr = method_lr
         federation = fedadapt.Federation(
             settings.num_clients, settings.clients_per_round, settings.num_rounds
         )
         defaults = fedadapt.method_spec(method).server_defaults(federation)
         kwargs["server_options"] = {
-            **({"lr": lr} if spec.server_lr_option and lr is not None else {}),
+            **({"lr": lr} if lr is not None else {}),
             **defaults,
             **dict(settings.server_options),
         }
@@ -514,7 +517,8 @@ def strategy_arguments(name: str, settings: StrategySettings) -> dict[str, objec
             kwargs[argument] = float(value)
     if spec.needs_change_rounds:
         kwargs["change_rounds"] = [int(r) for r in settings.change_rounds]
-    if given is not None and not spec.has_server_lr and not math.isclose(given, 1.0):
+    has_lr = spec.has_server_lr and (not spec.fedadapt_server or takes_lr)
+    if given is not None and not has_lr and not math.isclose(given, 1.0):
         log.warning(
             "server-lr=%g is not used by strategy %r (it has no server step size)", given, name
         )

@@ -66,7 +66,7 @@ EXPECTED = {
     "fedadagrad": {**BASE, "eta": 1.0, "eta_l": 0.05},
     "fedprox": {**BASE, "proximal_mu": 0.01},
     "flash": {**BASE, "server_options": {"lr": 1.0}},
-    "adaptive-fedavg": {**BASE, "server_options": {"lr": 1.0}},
+    "adaptive-fedavg": {**BASE, "server_options": {}},  # a method without a server lr
     "fedadam-oracle": {**BASE, "server_options": {"lr": 1.0}, "change_rounds": []},
 }
 
@@ -143,7 +143,8 @@ def test_deployment_settings_have_no_population():
 def test_method_specs_agree_with_the_optimizers(name):
     """The spec a strategy reads says what the optimizer itself requires and uses."""
     spec = fedadapt.method_spec(name)
-    server = fedadapt.ServerOptimizer([torch.zeros(2)], name, lr=1.0)
+    lr = fedadapt.default_server_lr(name)
+    server = fedadapt.ServerOptimizer([torch.zeros(2)], name, **({} if lr is None else {"lr": lr}))
     assert set(spec.signals) == set(server.required_signals)
     assert set(spec.optional_signals) == set(server.optional_signals)
     opt = fedadapt.build_optimizer(name, [torch.nn.Parameter(torch.zeros(2))])
