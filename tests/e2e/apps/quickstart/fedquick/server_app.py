@@ -2,6 +2,8 @@
 
 import json
 
+import torch
+
 from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAvg
@@ -43,6 +45,7 @@ def main(grid: Grid, context: Context) -> None:
         accuracy[server_round] = acc
         return MetricRecord({"accuracy": acc, "loss": loss})
 
+    torch.manual_seed(0)  # the same initial model for every strategy line
     result = strategy.start(
         grid=grid,
         initial_arrays=ArrayRecord(Net().state_dict()),
