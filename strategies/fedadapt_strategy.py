@@ -17,7 +17,7 @@ from flwr.serverapp.strategy import FedAvg
 import fedadapt
 
 from . import records as R
-from .options import StrategyOptions, check_optimizer_name, split_options
+from .options import StrategyOptions, check_optimizer_name, init_flower, split_options
 from .orchestration import Orchestration
 from .validation import CheckedReply
 
@@ -100,7 +100,7 @@ class FedAdapt(Orchestration, FedAvg):
         **kwargs: object,
     ) -> None:
         opts, flower_kwargs = split_options(options, kwargs)
-        FedAvg.__init__(self, **flower_kwargs)  # type: ignore[arg-type]
+        init_flower(FedAvg.__init__, self, flower_kwargs)
         check_optimizer_name(server_optimizer, "server_optimizer")
         self.server_optimizer = server_optimizer
         self.server_options = dict(server_options if server_options is not None else {"lr": 1.0})

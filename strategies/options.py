@@ -167,6 +167,21 @@ def split_options(
     return opts, rest
 
 
+def init_flower(init: Callable[..., None], strategy: object, kwargs: Mapping[str, object]) -> None:
+    """Call a Flower strategy's ``__init__`` with the remaining keywords; an unknown keyword
+    raises ``ValueError`` naming it and what is accepted (not a bare ``TypeError``)."""
+    import inspect
+
+    accepted = [n for n in inspect.signature(init).parameters if n != "self"]
+    unknown = sorted(set(kwargs) - set(accepted))
+    if unknown:
+        raise ValueError(
+            f"unknown strategy arguments {unknown}; accepted: the shared options "
+            f"{sorted(OPTION_NAMES)} and {getattr(init, '__qualname__', 'Flower')}'s {accepted}"
+        )
+    init(strategy, **kwargs)
+
+
 __all__ = [
     "CLIENT_LR_STATES",
     "ConfigValue",
@@ -176,5 +191,6 @@ __all__ = [
     "SIMULATION_WAIT_S",
     "StrategyOptions",
     "check_optimizer_name",
+    "init_flower",
     "split_options",
 ]

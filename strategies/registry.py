@@ -28,7 +28,7 @@ import fedadapt
 
 from . import records as R
 from .fedadapt_strategy import FedAdapt
-from .options import StrategyOptions, split_options
+from .options import StrategyOptions, init_flower, split_options
 from .orchestration import Orchestration
 
 log = logging.getLogger(__name__)
@@ -183,7 +183,7 @@ class FlowerSampling(Orchestration):
 
     def __init__(self, *, options: StrategyOptions | None = None, **kwargs: object) -> None:
         opts, flower_kwargs = split_options(options, kwargs)
-        self._flower.__init__(self, **flower_kwargs)  # type: ignore[arg-type]
+        init_flower(self._flower.__init__, self, flower_kwargs)
         self._init_orchestration(opts)
 
     def summary(self) -> None:

@@ -185,3 +185,10 @@ def test_no_strategy_module_tests_a_method_name():
                 ):
                     found.append(f"{path.name}:{node.lineno}: {c.value!r}")
     assert not found, found
+
+
+def test_an_unknown_strategy_argument_names_itself_and_the_accepted_ones():
+    with pytest.raises(ValueError, match=r"unknown strategy arguments \['num_client'\].*num_clients"):
+        build_strategy("fedadapt", num_client=10)
+    with pytest.raises(ValueError, match=r"\['etaa'\].*'eta'"):
+        build_strategy("fedadam", etaa=0.1)
