@@ -1,21 +1,128 @@
-"""Registry of optimizers by name: ``build_optimizer``, ``available_optimizers``, ``step_size_stats``."""
+"""Registry of optimizers by name: ``build_optimizer``, ``available_optimizers``, ``step_size_stats``,
+and each method's :class:`MethodSpec` (what it needs from the federation), read with
+:func:`method_spec`.
+
+The spec is the one place that says what a method needs besides its own hyperparameters: the
+per-client signals the server step requires or can use, whether a client-side method needs the
+previous global update, and server-side defaults that depend on the federation's shape. Callers
+(Flower strategies, applications) read the spec; they never test a method's name.
+"""
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterable
+import math
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 
 import torch
 from torch.optim import Optimizer
 
-__all__ = ["build_optimizer", "available_optimizers", "step_size_stats", "register_optimizer"]
+__all__ = [
+    "KNOWN_SIGNALS",
+    "SIG_CLIENT_SQ_MEAN",
+    "SIG_CLIENT_SQ_NORMS_MEAN",
+    "SIG_NUM_CLIENTS",
+    "Federation",
+    "MethodSpec",
+    "available_optimizers",
+    "build_optimizer",
+    "method_spec",
+    "one_pass_window",
+    "register_optimizer",
+    "step_size_stats",
+]
+
+# ---------------------------------------------------------------- signal names (docs/CONTRACTS.md §1)
+# Keyword arguments of ``ServerOptimizer.step`` / ``step_from_mean``, computed over a round's
+# successful clients with weights w_i = n_i / sum n.
+SIG_CLIENT_SQ_NORMS_MEAN = "client_sq_norms_mean"  # sum_i w_i ||x_i - x_t||^2 (FedExP)
+SIG_NUM_CLIENTS = "num_clients"  # |S|, the number of successful clients
+SIG_CLIENT_SQ_MEAN = "client_sq_mean"  # sum_i w_i (x_i - x_t)^2 per coordinate (conformity)
+KNOWN_SIGNALS = (SIG_CLIENT_SQ_NORMS_MEAN, SIG_NUM_CLIENTS, SIG_CLIENT_SQ_MEAN)
+
+
+@dataclass(frozen=True)
+class Federation:
+    """The federation's shape, as far as it is known (``None`` = unknown, e.g. a deployment's
+    population): population size, clients per round, number of rounds."""
+
+    num_clients: int | None = None
+    clients_per_round: int | None = None
+    num_rounds: int | None = None
+
+
+def _no_defaults(federation: Federation) -> dict[str, object]:
+    return {}
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """What a fedadapt method needs beyond its hyperparameters.
+
+    Attributes:
+        signals: per-client signals the server step cannot run without (names from
+            :data:`KNOWN_SIGNALS`), e.g. FedExP's ``client_sq_norms_mean`` and ``num_clients``.
+        optional_signals: signals the server step uses when given (server ``cprop``'s
+            conformity across clients); a strategy requests them too, so a method that can use
+            a statistic never silently falls back.
+        needs_global_update: as a *client* method, needs x_t - x_{t-1} (FedHyper-CL).
+        defaults: ``Federation -> dict`` of server-side hyperparameter defaults that depend on
+            the federation (read through :meth:`server_defaults`); explicit options win.
+    """
+
+    signals: tuple[str, ...] = ()
+    optional_signals: tuple[str, ...] = ()
+    needs_global_update: bool = False
+    defaults: Callable[[Federation], Mapping[str, object]] = field(
+        default=_no_defaults, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.signals + self.optional_signals) - set(KNOWN_SIGNALS))
+        if unknown:
+            raise ValueError(f"unknown signals {unknown}; known: {list(KNOWN_SIGNALS)}")
+
+    @property
+    def wanted_signals(self) -> tuple[str, ...]:
+        """Required then optional signals, without repeats: what a strategy must request."""
+        return tuple(dict.fromkeys(self.signals + self.optional_signals))
+
+    def server_defaults(self, federation: Federation) -> dict[str, object]:
+        """Server-side hyperparameter defaults for this federation (explicit options win)."""
+        return dict(self.defaults(federation))
+
+
+def one_pass_window(federation: Federation) -> dict[str, object]:
+    """Server AutoDrop's ``window`` counted in rounds: one expected pass over the population,
+    ``ceil(num_clients / clients_per_round)``, capped at a quarter of the run (at least 2), so
+    a run of a few dozen rounds closes windows (the client default of 50 steps would not)."""
+    quarter = (federation.num_rounds // 4 or 2) if federation.num_rounds else 2
+    if federation.num_clients and federation.clients_per_round:
+        per_pass = math.ceil(federation.num_clients / federation.clients_per_round)
+    else:
+        per_pass = quarter  # unknown population (deployment): a quarter of the run
+    return {"window": max(2, min(per_pass, quarter))}
+
 
 _REGISTRY: dict[str, Callable[..., Optimizer]] = {}
+_SPECS: dict[str, MethodSpec] = {}
 
 
-def register_optimizer(name: str, factory: Callable[..., Optimizer]) -> None:
-    """Register ``factory(params, **hparams) -> Optimizer`` under ``name``."""
+def register_optimizer(
+    name: str, factory: Callable[..., Optimizer], spec: MethodSpec | None = None
+) -> None:
+    """Register ``factory(params, **hparams) -> Optimizer`` under ``name`` with what the
+    method needs (``spec``, default: nothing)."""
     _REGISTRY[name] = factory
+    _SPECS[name] = spec if spec is not None else MethodSpec()
+
+
+def method_spec(name: str) -> MethodSpec:
+    """The :class:`MethodSpec` registered with ``name``; unknown names raise ``ValueError``."""
+    if name not in _SPECS:
+        raise ValueError(f"unknown optimizer {name!r}; accepted: {available_optimizers()}")
+    return _SPECS[name]
 
 
 def _torch_sgd(params: Iterable, lr: float = 0.01, momentum: float = 0.0, dampening: float = 0.0,

@@ -120,14 +120,19 @@ def _parse_grid(items: list[str]) -> list[tuple[str, list[str]]]:
 
 def strategy_overrides(token: str) -> dict[str, str]:
     """``fedavg`` or ``fedadapt/<server-optimizer>[/<client-optimizer>]`` -> config overrides."""
+    from simulations.config import KEYS
+    from strategies.registry import strategy_spec
+
     parts = token.split("/")
     out = {"strategy": parts[0]}
-    if parts[0] != "fedadapt":  # the scenario's server method belongs to FedAdapt only
-        from simulations.config import KEYS
-
+    try:
+        takes = strategy_spec(parts[0]).takes_server_optimizer
+    except ValueError as exc:
+        raise ConfigError(f"run-config key 'strategy' (--strategies {token!r}): {exc}") from None
+    if not takes:  # the scenario's server method belongs to FedAdapt only
         out["server-optimizer"] = str(KEYS["server-optimizer"].default)
     if len(parts) > 1:
-        if parts[0] != "fedadapt":
+        if not takes:
             raise ConfigError(
                 f"--strategies {token!r}: only 'fedadapt/<server>/<client>' takes optimizers"
             )

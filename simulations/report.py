@@ -9,6 +9,9 @@ One directory per run::
     summary.json     final / best accuracy, rounds to target, per-drift recovery metrics
     accuracy.png     accuracy per round with drift markers
     steps.png        server and client step sizes per round
+    detector.png     the server's change detector: its CUSUM statistic against the alarm
+                     threshold, the round-start loss, alarms and drift markers (when the
+                     server method has a detector)
 
 ``fedadapt report DIR`` rebuilds the summary, plots and a markdown table from finished runs, and
 ``fedadapt compare`` uses the same functions for its tables and heatmaps.
@@ -250,6 +253,35 @@ def plot_run(run_dir: Path, rows: Sequence[Mapping[str, Any]], config: Mapping[s
     fig.tight_layout()
     fig.savefig(run_dir / "steps.png")
     plt.close(fig)
+
+    cusum = [(int(r["round"]), r.get("server-detector-start-loss-cusum")) for r in rows
+             if r.get("server-detector-start-loss-cusum") is not None]
+    if cusum:
+        loss = [(int(r["round"]), r.get("server-detector-start-loss")) for r in rows
+                if r.get("server-detector-start-loss") is not None]
+        fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+        ax.plot(*zip(*cusum, strict=True), label="CUSUM of the round-start loss")
+        import fedadapt
+
+        threshold = fedadapt.ChangeDetector().threshold  # the default detector's
+        ax.axhline(threshold, color="gray", linestyle=":", label=f"alarm threshold ({threshold:g})")
+        alarms = [int(r["round"]) for r in rows if r.get("server-change") == 1.0]
+        for k, a in enumerate(alarms):
+            ax.axvline(a, color="orange", linewidth=2, alpha=0.7, label="alarm" if k == 0 else None)
+        for k, d in enumerate(drift_rounds(rows)):
+            ax.axvline(d, color="red", linestyle="--", alpha=0.6, label="drift" if k == 0 else None)
+        ax.set_xlabel("round")
+        ax.set_ylabel("CUSUM (reference std units)")
+        if loss:
+            ax2 = ax.twinx()
+            ax2.plot(*zip(*loss, strict=True), color="green", alpha=0.5, label="round-start loss")
+            ax2.set_ylabel("round-start loss (geometric mean)")
+            ax2.legend(fontsize=7, loc="upper right")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="upper left")
+        fig.tight_layout()
+        fig.savefig(run_dir / "detector.png")
+        plt.close(fig)
 
 
 def find_runs(root: str | Path) -> list[Path]:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import os
 import time
 import warnings
@@ -49,6 +48,7 @@ from simulations.faults import KINDS as FAULT_KINDS
 from simulations.faults import FaultPlan
 from simulations.heterogeneity import Heterogeneity
 from simulations.models import build_model
+from strategies.registry import StrategySettings
 
 log = logging.getLogger(__name__)
 Config = Mapping[str, Value]
@@ -160,30 +160,6 @@ class EvaluationSettings:
     num_rounds: int
     num_clients: int
     seed: int
-
-
-@dataclass(frozen=True)
-class StrategySettings:
-    """The strategy-side options, typed (mapped onto the registry by :func:`strategy_arguments`)."""
-
-    server_optimizer: str
-    server_options: dict[str, Any]
-    server_lr: float
-    server_momentum: float
-    client_optimizer: str
-    client_options: dict[str, Any]
-    client_lr: float
-    client_lr_state: str
-    proximal_mu: float
-    num_clients: int
-    clients_per_round: int
-    num_workers: int
-    num_rounds: int
-    seed: int
-    availability: float
-    worker_wait_timeout: float
-    deployment: bool
-    change_rounds: tuple[int, ...] = ()  # the drift schedule's changepoints (for oracles)
 
 
 @dataclass(frozen=True)
@@ -323,12 +299,19 @@ def check_config(cfg: Config) -> None:
             f"run-config keys 'faults.*' add up to {total_faults:g}; accepted: a total <= 1"
         )
     default_server = KEYS["server-optimizer"].default
-    if cfg["strategy"] != "fedadapt" and cfg["server-optimizer"] != default_server:
-        # Only FedAdapt applies a fedadapt server method; say so instead of ignoring it.
+    from strategies.registry import strategy_spec
+
+    takes = strategy_spec(str(cfg["strategy"])).takes_server_optimizer
+    if not takes and cfg["server-optimizer"] != default_server:
+        # Only a strategy whose server method is the caller's choice applies it; say so
+        # instead of ignoring it.
+        from strategies.registry import available_strategies
+
+        choosers = [n for n in available_strategies() if strategy_spec(n).takes_server_optimizer]
         raise ConfigError(
-            f"run-config key 'server-optimizer' ({cfg['server-optimizer']!r}) only applies to "
-            f"strategy 'fedadapt', got strategy {cfg['strategy']!r}; accepted: "
-            f"{default_server!r} (the default, unused) or strategy = 'fedadapt'"
+            f"run-config key 'server-optimizer' ({cfg['server-optimizer']!r}) is not used by "
+            f"strategy {cfg['strategy']!r}; accepted: {default_server!r} (the default, unused) "
+            f"or a strategy that takes a server method: {choosers}"
         )
 
 
@@ -390,7 +373,7 @@ def read(cfg: Config) -> RunSpec:
         strategy_settings=StrategySettings(
             server_optimizer=str(cfg["server-optimizer"]),
             server_options=_json_object(cfg, "server-options"),
-            server_lr=float(cfg["server-lr"]),
+            server_lr=float(cfg["server-lr"]) or None,  # 0: the method's own default
             server_momentum=float(cfg["server-momentum"]),
             client_optimizer=str(cfg["client-optimizer"]),
             client_options=_json_object(cfg, "client-options"),
@@ -424,71 +407,14 @@ def read(cfg: Config) -> RunSpec:
 
 
 def strategy_arguments(name: str, s: StrategySettings) -> dict[str, Any]:
-    """Map the typed settings onto the registry's constructor arguments for strategy ``name``.
+    """The registry's constructor arguments for strategy ``name`` from the typed settings
+    (``strategies.strategy_arguments``: each strategy's spec says where the server lr goes,
+    each method's spec its server defaults), with Flower's federated evaluation switched off:
+    evaluation runs on the server (centralized test set and a client panel)."""
+    from strategies.registry import strategy_arguments as _arguments
 
-    ``server-lr`` means the fedadapt server optimizer's ``lr`` for FedAdapt and the FedHyper
-    presets, ``server_learning_rate`` for FedAvgM and ``eta`` for FedAdam/FedYogi/FedAdagrad
-    (whose ``eta_l`` is set to ``client-lr``); FedAvg and FedExP have no server lr to set.
-    (To be replaced by ``strategies.registry.strategy_arguments`` at merge, issue 12.)
-    """
-    client_options = dict(s.client_options)
-    client_options.setdefault("lr", s.client_lr)
-    server_options = dict(s.server_options)
-    kwargs: dict[str, Any] = {
-        "client_optimizer": s.client_optimizer,
-        "client_options": client_options,
-        "client_lr_state": s.client_lr_state,
-        "num_clients": None if s.deployment else s.num_clients,
-        "clients_per_round": s.clients_per_round,
-        "num_workers": None if s.deployment else s.num_workers,
-        "seed": s.seed,
-        "availability": s.availability,
-        "worker_wait_timeout": s.worker_wait_timeout,
-        "fraction_evaluate": 0.0,  # evaluation runs on the server (centralized + client panel)
-    }
-    import fedadapt
-    from strategies.registry import _REGISTRY as _STRATEGIES
-
-    given = s.server_lr  # 0: the method's own default
-    lr = given if given > 0 else 1.0
-    factory = _STRATEGIES.get(name)
-    if getattr(factory, "needs_change_rounds", False):
-        # an oracle: the drift schedule's changepoints (the first round of each new concept)
-        kwargs["change_rounds"] = list(s.change_rounds)
-    preset = getattr(factory, "preset_server_optimizer", None)
-    if preset is not None:  # a FedAdapt preset with its own server method
-        own = given if given > 0 else None
-        kwargs["server_options"] = {**({"lr": own} if own is not None else {}), **server_options}
-    if name == "fedadapt":
-        kwargs["server_optimizer"] = s.server_optimizer
-        own = given if given > 0 else fedadapt.default_server_lr(s.server_optimizer)
-        kwargs["server_options"] = {**({"lr": own} if own is not None else {}), **server_options}
-        if s.server_optimizer == "autodrop" and "window" not in server_options:
-            # on the server a window counts rounds: one expected pass over the population
-            # (docs/METHODS.md, AutoDrop on the server), not the client default of 50 steps,
-            # which a run of a few dozen rounds would never close
-            per_pass = math.ceil(s.num_clients / s.clients_per_round)
-            kwargs["server_options"]["window"] = max(2, min(per_pass, s.num_rounds // 4 or 2))
-    if name in ("fedavg", "fedexp", "fedprox") and given > 0 and given != 1.0:
-        log.warning("server-lr=%g is not used by strategy %r (it has no server step size)", lr, name)
-    elif name.startswith("fedhyper"):
-        kwargs["server_options"] = {"lr": lr, **server_options}
-        if name == "fedhyper-sl":  # the preset's local method; client-lr stays the start
-            kwargs.pop("client_optimizer")
-            kwargs.pop("client_lr_state")
-        if name in ("fedhyper-cl", "fedhyper-full"):
-            kwargs.pop("client_optimizer")
-    elif name == "fedexp":
-        kwargs["server_options"] = server_options
-    elif name == "fedavgm":
-        kwargs["server_learning_rate"] = lr  # Flower's default is 1.0 too
-        kwargs["server_momentum"] = s.server_momentum
-    elif name in ("fedadam", "fedyogi", "fedadagrad"):
-        if given > 0:  # else Flower's own eta (0.1 FedAdam/FedAdagrad, 0.01 FedYogi)
-            kwargs["eta"] = given
-        kwargs["eta_l"] = s.client_lr
-    elif name == "fedprox":
-        kwargs["proximal_mu"] = s.proximal_mu
+    kwargs = _arguments(name, s)
+    kwargs["fraction_evaluate"] = 0.0
     return kwargs
 
 

@@ -19,6 +19,9 @@ from .client import (
     read_train_message,
 )
 from .fedadapt_strategy import FedAdapt
+from .options import StrategyOptions
+from .orchestration import Orchestration
+from .protocol import ProtocolError
 from .registry import (
     FedExP,
     FedHyper,
@@ -29,8 +32,12 @@ from .registry import (
     SampledFedAvgM,
     SampledFedProx,
     SampledFedYogi,
+    StrategySettings,
+    StrategySpec,
     available_strategies,
     build_strategy,
+    strategy_arguments,
+    strategy_spec,
 )
 from .sampling import Cohort, WorkersNotReady, sample_cohort, sample_nodes, split_over_workers
 
@@ -44,12 +51,19 @@ __all__ = [
     "FedExP",
     "FedHyper",
     "FlowerSampling",
+    "Orchestration",
+    "ProtocolError",
     "SampledFedAdagrad",
     "SampledFedAdam",
     "SampledFedAvg",
     "SampledFedAvgM",
     "SampledFedProx",
     "SampledFedYogi",
+    "StrategyOptions",
+    "StrategySettings",
+    "StrategySpec",
+    "strategy_arguments",
+    "strategy_spec",
     "available_strategies",
     "build_strategy",
     "TrainPlan",

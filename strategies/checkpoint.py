@@ -1,6 +1,7 @@
 """Checkpoints a resumed run continues bitwise from (CPU), loadable without unpickling objects.
 
-A checkpoint is one ``torch.save`` file ``round-000006.pt`` (and ``latest.pt``, a copy) holding
+This module only handles the file format: what goes in it is the strategy's
+``state_dict()`` (and ``load_state_dict()`` restores it). A checkpoint is one ``torch.save`` file ``round-000006.pt`` (and ``latest.pt``, a copy) holding
 only tensors, Python scalars, strings, lists and str-keyed dicts, so
 ``torch.load(path, weights_only=True)`` reads it:
 
@@ -18,19 +19,28 @@ only tensors, Python scalars, strings, lists and str-keyed dicts, so
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 from flwr.app import ArrayRecord
 
 from . import records as R
 
-if TYPE_CHECKING:
-    from .orchestration import Orchestration
-
 FORMAT = "fedadapt-strategy-checkpoint"
 VERSION = 1
+
+
+class Stateful(Protocol):
+    """What a checkpoint needs from a strategy (``strategies.Orchestration`` provides it)."""
+
+    @property
+    def checkpoint_dir(self) -> Path | None: ...
+
+    def state_dict(self) -> dict[str, object]: ...
+
+    def load_state_dict(self, state: Mapping[str, object], arrays: ArrayRecord) -> None: ...
 
 
 class CheckpointError(ValueError):
@@ -41,39 +51,27 @@ def checkpoint_path(directory: str | os.PathLike[str], server_round: int) -> Pat
     return Path(directory) / f"round-{server_round:06d}.pt"
 
 
-def save_checkpoint(strategy: Orchestration, server_round: int, arrays: ArrayRecord) -> Path:
+def save_checkpoint(strategy: Stateful, server_round: int, arrays: ArrayRecord) -> Path:
     """Write the checkpoint of ``server_round`` into ``strategy.checkpoint_dir``."""
-    assert strategy.checkpoint_dir is not None
-    strategy.checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    ids = sorted(strategy.client_lrs)
+    directory = strategy.checkpoint_dir
+    assert directory is not None
+    directory.mkdir(parents=True, exist_ok=True)
     payload = {
         "format": FORMAT,
         "version": VERSION,
-        "identity": strategy.identity(),
         "round": int(server_round),
         "arrays": {k: R.array_to_tensor(a).clone() for k, a in arrays.items()},
-        "server": strategy.server_state(),
-        "clients": {
-            "ids": ids,
-            "lrs": [float(strategy.client_lrs[i]) for i in ids],
-            "server-client-lr": -1.0
-            if strategy.server_client_lr is None
-            else float(strategy.server_client_lr),
-        },
-        "global-update": {}
-        if strategy.global_update is None
-        else {k: v.clone() for k, v in strategy.global_update.items()},
+        **strategy.state_dict(),
     }
-    path = checkpoint_path(strategy.checkpoint_dir, server_round)
+    path = checkpoint_path(directory, server_round)
     tmp = path.with_suffix(".tmp")
     torch.save(payload, tmp)
     os.replace(tmp, path)
-    latest = strategy.checkpoint_dir / "latest.pt"
+    latest = directory / "latest.pt"
     tmp_latest = latest.with_suffix(".tmp")
     torch.save(payload, tmp_latest)
     os.replace(tmp_latest, latest)
     return path
-
 
 def read_checkpoint(path: str | os.PathLike[str]) -> dict:
     """Load and sanity-check a checkpoint file (``weights_only=True``)."""
@@ -120,40 +118,18 @@ def check_layout(
             )
 
 
-def load_checkpoint(
-    strategy: Orchestration, path: str | os.PathLike[str]
-) -> tuple[int, ArrayRecord]:
+def load_checkpoint(strategy: Stateful, path: str | os.PathLike[str]) -> tuple[int, ArrayRecord]:
     """Restore ``strategy`` from ``path`` (a file or a directory with ``latest.pt``).
 
     Returns ``(round, arrays)``; ``strategy.start`` then continues with ``round + 1``.
     """
     data = read_checkpoint(path)
-    mine = strategy.identity()
-    theirs = data["identity"]
-    diffs = {k: (theirs.get(k), v) for k, v in mine.items() if theirs.get(k) != v}
-    if diffs:
-        detail = ", ".join(
-            f"{k}: checkpoint {a!r} vs strategy {b!r}" for k, (a, b) in diffs.items()
-        )
-        raise CheckpointError(
-            f"checkpoint {path} was written by a different configuration ({detail})"
-        )
     arrays = R.tensors_to_record(data["arrays"])
+    state = {k: v for k, v in data.items() if k not in ("format", "version", "round", "arrays")}
     try:
-        strategy.load_server_state(data["server"], arrays)
+        strategy.load_state_dict(state, arrays)
     except CheckpointError:
         raise
-    except Exception as exc:  # noqa: BLE001
-        raise CheckpointError(
-            f"checkpoint {path}: server state does not fit this strategy: {exc}"
-        ) from exc
-    clients = data["clients"]
-    ids, lrs = list(clients.get("ids", [])), list(clients.get("lrs", []))
-    if len(ids) != len(lrs):
-        raise CheckpointError(f"checkpoint {path}: {len(ids)} client ids but {len(lrs)} lrs")
-    strategy.client_lrs = {int(i): float(v) for i, v in zip(ids, lrs, strict=True)}
-    scl = float(clients.get("server-client-lr", -1.0))
-    strategy.server_client_lr = None if scl < 0 else scl
-    gu = data.get("global-update") or {}
-    strategy.global_update = {str(k): v for k, v in gu.items()} if gu else None
+    except Exception as exc:  # noqa: BLE001 - any mismatch is a checkpoint this strategy can't use
+        raise CheckpointError(f"checkpoint {path}: {exc}") from exc
     return int(data["round"]), arrays

@@ -172,8 +172,12 @@ def read_train_message(msg: Message, model: torch.nn.Module | None = None) -> Tr
     if len(lrs_raw) != len(ids):
         raise ValueError(f"{R.CFG_CLIENT_LRS} has {len(lrs_raw)} entries for {len(ids)} client ids")
     lrs = [None if float(v) < 0 else float(v) for v in lrs_raw]
-    opts_raw = cfg.get(R.CFG_OPTIMIZER_OPTIONS, "{}")
+    opts_raw = cfg.get(R.CFG_OPTIMIZER_OPTIONS)
     opts = json.loads(opts_raw) if isinstance(opts_raw, str) else {}
+    app_lr = cfg.get(R.CFG_APP_LR)
+    if opts_raw is None and isinstance(app_lr, int | float) and not isinstance(app_lr, bool):
+        # a plain Flower strategy: the app's own train-config lr (docs/STRATEGIES.md, precedence)
+        opts = {"lr": float(app_lr)}
     state = {k: t.clone() for k, t in R.record_to_tensors(arrays).items()}
     upd_rec = content.array_records.get(R.GLOBAL_UPDATE)
     update = (
@@ -231,12 +235,7 @@ class TrainReplyBuilder:
         self.num_examples: list[int] = []
         self.losses: list[float] = []
         self.start_losses: list[float] = []
-        self.stats: dict[str, list[float]] = {
-            "lr": [],
-            "step-mean": [],
-            "step-min": [],
-            "step-max": [],
-        }
+        self.stats: dict[str, list[float]] = {k: [] for k in R.STEP_STAT_KEYS}
         self.sq_norms: list[float] = []
         self.failed_ids: list[int] = []
         self.failed_reasons: list[str] = []
@@ -311,17 +310,17 @@ class TrainReplyBuilder:
     def content(self) -> RecordDict:
         clients = ConfigRecord(
             {
-                "ids": self.ids,
-                "num-examples": self.num_examples,
-                "train-loss": self.losses,
-                "start-loss": self.start_losses,
+                R.C_IDS: self.ids,
+                R.C_NUM_EXAMPLES: self.num_examples,
+                R.C_TRAIN_LOSS: self.losses,
+                R.C_START_LOSS: self.start_losses,
                 **{k: v for k, v in self.stats.items()},
-                "failed-ids": self.failed_ids,
-                "failed-reasons": self.failed_reasons,
+                R.C_FAILED_IDS: self.failed_ids,
+                R.C_FAILED_REASONS: self.failed_reasons,
             }
         )
         if self._want_sq_norm:
-            clients["sq-norm"] = self.sq_norms
+            clients[R.C_SQ_NORM] = self.sq_norms
         rd = RecordDict({R.CLIENTS: clients})
         if self._acc is None:  # every client failed
             return rd
@@ -404,10 +403,10 @@ def build_evaluate_reply(msg: Message, outcomes: Iterable[EvaluateOutcome]) -> M
     bad = [o for o in outcomes if not (o.error is None and o.num_examples > 0)]
     clients = ConfigRecord(
         {
-            "ids": [int(o.client_id) for o in ok],
-            "num-examples": [int(o.num_examples) for o in ok],
-            "failed-ids": [int(o.client_id) for o in bad],
-            "failed-reasons": [o.error or f"num-examples {o.num_examples} <= 0" for o in bad],
+            R.C_IDS: [int(o.client_id) for o in ok],
+            R.C_NUM_EXAMPLES: [int(o.num_examples) for o in ok],
+            R.C_FAILED_IDS: [int(o.client_id) for o in bad],
+            R.C_FAILED_REASONS: [o.error or f"num-examples {o.num_examples} <= 0" for o in bad],
         }
     )
     rd = RecordDict({R.CLIENTS: clients})

@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from logging import INFO
 
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.common.logger import log as flwr_log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
+import fedadapt
+
 from . import records as R
-from . import sampling
-from .orchestration import ConfigValue, Orchestration, RoundCallback, check_optimizer_name
+from .options import StrategyOptions, check_optimizer_name, init_flower, split_options
+from .orchestration import Orchestration
 from .validation import CheckedReply
 
 log = logging.getLogger(__name__)
@@ -41,7 +44,10 @@ class FedAdapt(Orchestration, FedAvg):
         server_optimizer: a name from ``fedadapt.available_optimizers()``.
         server_options: its hyperparameters (e.g. ``{"lr": 1.0}``).
         client_optimizer, client_options: the local optimizer every client builds with
-            ``fedadapt.build_optimizer`` (sent in the train config every round).
+            ``fedadapt.build_optimizer`` (sent in the train config every round). The local lr
+            is, in this order: the carried lr (``client_lr_state``), ``client_options["lr"]``,
+            the train config's ``"lr"`` (a warning when it disagrees with
+            ``client_options["lr"]``), the optimizer's default.
         client_lr_state: ``"reset"`` (default: every round starts from ``client_options["lr"]``;
             with a large population a client participates rarely, a step size carried from
             many rounds ago is stale, and reset keeps rounds independent like the published
@@ -49,7 +55,9 @@ class FedAdapt(Orchestration, FedAvg):
             kept by the strategy keyed by client id) or ``"server"`` (the example-weighted mean
             of the clients' final lrs, broadcast to every client next round: FedHyper-SL style).
         num_clients: population size (simulation mode); ``None`` = deployment mode, where each
-            connected SuperNode is one client and the client id is the node id.
+            connected SuperNode is one client and the client id is the node id. A standard
+            Flower ClientApp works in deployment mode with every server method: the server
+            computes the per-client statistics a method needs from the replies themselves.
         clients_per_round: cohort size (simulation; in deployment ``None`` uses
             ``fraction_train`` / ``min_train_nodes`` like FedAvg).
         evaluate_clients_per_round: evaluation cohort size (simulation; default
@@ -65,9 +73,14 @@ class FedAdapt(Orchestration, FedAvg):
             sampled / succeeded / failed and the reasons).
         extra_train_config: ``round -> dict`` merged into the train config (app keys).
         buffer_keys: state-dict keys averaged but never stepped (besides the automatic ones).
-        worker_wait_timeout: seconds to wait for workers (or deployment nodes) to register.
+        worker_wait_timeout: seconds to wait for workers (simulation) or SuperNodes
+            (deployment) to register; ``None`` (default): 120 s in simulation, 600 s in a
+            deployment.
+        options: the arguments above as one :class:`strategies.StrategyOptions` (keywords
+            given as well override its fields).
         **flower_kwargs: Flower ``FedAvg`` arguments (``fraction_evaluate``, ``min_*_nodes``,
-            ``train_metrics_aggr_fn`` is ignored: the metrics are fedadapt's).
+            ``train_metrics_aggr_fn`` / ``evaluate_metrics_aggr_fn`` aggregate the clients'
+            own MetricRecord entries, example-weighted by default, beside fedadapt's).
 
     Example::
 
@@ -82,62 +95,31 @@ class FedAdapt(Orchestration, FedAvg):
         *,
         server_optimizer: str = "sgd",
         server_options: Mapping[str, object] | None = None,
-        client_optimizer: str = "sgd",
-        client_options: Mapping[str, object] | None = None,
-        client_lr_state: str = "reset",
-        num_clients: int | None = None,
-        clients_per_round: int | None = None,
-        evaluate_clients_per_round: int | None = None,
-        num_workers: int | None = None,
-        seed: int = 0,
-        availability: sampling.Availability = 1.0,
-        reply_mode: str = "mean",
-        checkpoint_dir: str | os.PathLike[str] | None = None,
-        checkpoint_every: int = 0,
-        on_round_end: RoundCallback | None = None,
-        extra_train_config: Callable[[int], Mapping[str, ConfigValue]] | None = None,
-        buffer_keys: Iterable[str] = (),
-        worker_wait_timeout: float = 120.0,
+        options: StrategyOptions | None = None,
         change_rounds: Iterable[int] = (),
-        **flower_kwargs: object,
+        **kwargs: object,
     ) -> None:
-        FedAvg.__init__(self, **flower_kwargs)  # type: ignore[arg-type]
+        opts, flower_kwargs = split_options(options, kwargs)
+        init_flower(FedAvg.__init__, self, flower_kwargs)
         check_optimizer_name(server_optimizer, "server_optimizer")
         self.server_optimizer = server_optimizer
         self.server_options = dict(server_options if server_options is not None else {"lr": 1.0})
         # known changepoints (oracle studies): the server optimizer's state is reset there
         self.change_rounds = sorted({int(r) for r in change_rounds})
         # build once on a dummy tensor: bad hyperparameters fail here, not in round 1
-        probe = _server_optimizer([torch.zeros(1)], server_optimizer, self.server_options)
-        self._init_orchestration(
-            client_optimizer=client_optimizer,
-            client_options=client_options,
-            client_lr_state=client_lr_state,
-            num_clients=num_clients,
-            clients_per_round=clients_per_round,
-            evaluate_clients_per_round=evaluate_clients_per_round,
-            num_workers=num_workers,
-            seed=seed,
-            availability=availability,
-            reply_mode=reply_mode,
-            checkpoint_dir=checkpoint_dir,
-            checkpoint_every=checkpoint_every,
-            on_round_end=on_round_end,
-            extra_train_config=extra_train_config,
-            buffer_keys=buffer_keys,
-            worker_wait_timeout=worker_wait_timeout,
-            # optional signals too (server cprop's conformity across clients): a method that
-            # can use a per-client statistic should get it, not silently fall back
-            required_signals=tuple(probe.required_signals)
-            + tuple(getattr(probe, "optional_signals", ())),
-        )
+        _server_optimizer([torch.zeros(1)], server_optimizer, self.server_options)
+        # the method's spec says which per-client signals it needs (and can use: server cprop's
+        # conformity across clients), so it never silently falls back
+        spec = fedadapt.method_spec(server_optimizer)
+        self._init_orchestration(opts, required_signals=spec.wanted_signals)
         self._server = None  # fedadapt.ServerOptimizer over self._params
         self._params: dict[str, torch.Tensor] = {}
 
     # ------------------------------------------------------------------ Flower API
     def summary(self) -> None:
-        log.info(
-            "FedAdapt: server %s %s | client %s %s (lr state %s) | %s",
+        flwr_log(
+            INFO,
+            "\t└──> FedAdapt: server %s %s | client %s %s (lr state %s) | %s",
             self.server_optimizer,
             self.server_options,
             self.client_optimizer,
@@ -313,7 +295,7 @@ def _server_optimizer(params: list[torch.Tensor], name: str, options: Mapping[st
                       change_rounds: Iterable[int] = ()):  # noqa: ANN202
     import fedadapt
 
-    return fedadapt.ServerOptimizer(params, name, change_rounds=change_rounds, **dict(options))
+    return fedadapt.ServerOptimizer(params, name, change_rounds=change_rounds, **dict(options))  # type: ignore[arg-type]
 
 
 def _start_losses(checked: list[CheckedReply]) -> dict[str, object]:
@@ -322,11 +304,11 @@ def _start_losses(checked: list[CheckedReply]) -> dict[str, object]:
     ClientApp's ``train_loss``), so the detector still sees a drift's jump."""
     import fedadapt
 
-    start = [(n, v) for c in checked for n, v in zip(c.client_num_examples, c.client_stats["start-loss"], strict=True)]
+    start = [(n, v) for c in checked for n, v in zip(c.client_num_examples, c.client_stats[R.C_START_LOSS], strict=True)]
     if start and all(math.isfinite(v) for _, v in start):
         pairs = start
     else:
-        pairs = [(n, v) for c in checked for n, v in zip(c.client_num_examples, c.client_stats["train-loss"], strict=True)]
+        pairs = [(n, v) for c in checked for n, v in zip(c.client_num_examples, c.client_stats[R.C_TRAIN_LOSS], strict=True)]
         if not any(math.isfinite(v) for _, v in pairs):
             pairs = [(c.num_examples, c.train_loss) for c in checked]
     pairs = [(n, v) for n, v in pairs if math.isfinite(v)]

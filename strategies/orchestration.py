@@ -1,97 +1,78 @@
-"""What every fedadapt strategy shares, whatever aggregates the replies.
+"""What every fedadapt strategy shares, whatever aggregates the replies, by composition.
 
-:class:`Orchestration` is a mixin for a Flower ``FedAvg`` subclass. It owns
+:class:`Orchestration` is a mixin for a Flower ``FedAvg`` subclass that wires together parts
+with one job each:
 
-* cohort sampling (``strategies.sampling``): simulation mode (population of client ids split
-  over worker nodes) or deployment mode (client id = node id);
-* the train message (CONTRACTS §2) including per-client carried step sizes;
-* reply validation (``strategies.validation``) and failure bookkeeping;
-* per-client state (``client_lr_state``), per-round metrics and the ``on_round_end`` callback;
-* checkpoint/resume (``strategies.checkpoint``) and a ``start`` that continues a resumed run.
+* :class:`strategies.options.StrategyOptions`: the shared options, one typed object;
+* :class:`strategies.cohorts.CohortSampler`: cohort sampling (simulation: a population split
+  over workers; deployment: client id = node id);
+* :class:`strategies.protocol.MessageProtocol`: train/evaluate messages and reply checking
+  (stops the run when every reply of a round is unreadable for a protocol reason);
+* :class:`strategies.client_state.ClientState`: carried per-client step sizes, global update;
+* :class:`strategies.round_metrics.RoundMetrics`: per-round metrics, history, log lines.
 
-Subclasses implement ``_aggregate_checked(server_round, checked) -> (ArrayRecord, dict)``.
+It also runs the loop (``start``, which continues a resumed run) and exposes
+``state_dict()`` / ``load_state_dict()``; ``strategies.checkpoint`` only handles the file.
+Subclasses implement ``aggregate_train`` with ``_check_replies`` / ``_finish_round``.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
+from logging import INFO, WARNING
 
-import numpy as np
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.common.logger import log as flwr_log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Result
 
+import fedadapt
+
+from . import checkpoint as ckpt
 from . import records as R
 from . import sampling
-from .validation import (
-    NO_SUCCESS,
-    CheckedReply,
-    Failure,
-    ReplyRejected,
-    check_train_reply,
-    client_failures,
+from .client_state import ClientState
+from .cohorts import CohortSampler
+from .options import (
+    CLIENT_LR_STATES,
+    ConfigValue,
+    RoundCallback,
+    StrategyOptions,
+    check_optimizer_name,
+    split_options,
 )
+from .protocol import DUPLICATE, NO_REPLY, MessageProtocol, ProtocolError, SentRound
+from .round_metrics import RoundMetrics
+from .validation import CheckedReply, Failure
 
 log = logging.getLogger(__name__)
 
-NO_REPLY = "no reply within the round timeout"
-
-CLIENT_LR_STATES = ("reset", "persist", "server")
-DUPLICATE = "duplicate reply"
-GLOBAL_UPDATE_OPTIMIZERS = frozenset({"fedhyper-cl"})
-RoundCallback = Callable[[dict[str, object]], None]
-ConfigValue = (
-    int
-    | float
-    | str
-    | bool
-    | bytes
-    | list[int]
-    | list[float]
-    | list[str]
-    | list[bool]
-    | list[bytes]
-)
-
-
-def _fedadapt_optimizers() -> list[str]:
-    import fedadapt
-
-    return list(fedadapt.available_optimizers())
-
-
-def check_optimizer_name(name: str, what: str) -> None:
-    accepted = _fedadapt_optimizers()
-    if name not in accepted:
-        raise ValueError(
-            f"{what}={name!r} is not a fedadapt optimizer; accepted: {sorted(accepted)}"
-        )
-
-
-@dataclass
-class SentRound:
-    """What configure_train sent in the current round."""
-
-    server_round: int = 0
-    client_ids: list[int] = field(default_factory=list)
-    offline_ids: list[int] = field(default_factory=list)
-    per_node: dict[int, list[int]] = field(default_factory=dict)
+__all__ = [
+    "CLIENT_LR_STATES",
+    "DUPLICATE",
+    "NO_REPLY",
+    "ConfigValue",
+    "Orchestration",
+    "ProtocolError",
+    "RoundCallback",
+    "SentRound",
+    "StrategyOptions",
+    "check_optimizer_name",
+    "split_options",
+]
 
 
 class Orchestration:
-    """Mixin: sampling, messages, validation, client state, metrics, checkpoints."""
+    """Mixin: the parts above, a Flower-style run loop, state_dict/load_state_dict."""
 
-    # set by _init_orchestration
-    num_clients: int | None
-    clients_per_round: int | None
+    options: StrategyOptions
     # provided by the Flower FedAvg this is mixed into
     fraction_train: float
     fraction_evaluate: float
@@ -101,108 +82,57 @@ class Orchestration:
     weighted_by_key: str
     arrayrecord_key: str
     configrecord_key: str
+    train_metrics_aggr_fn: Callable[[list[RecordDict], str], MetricRecord]
     evaluate_metrics_aggr_fn: Callable[[list[RecordDict], str], MetricRecord]
 
     def _init_orchestration(
-        self,
-        *,
-        client_optimizer: str,
-        client_options: Mapping[str, object] | None,
-        client_lr_state: str,
-        num_clients: int | None,
-        clients_per_round: int | None,
-        evaluate_clients_per_round: int | None,
-        num_workers: int | None,
-        seed: int,
-        availability: sampling.Availability,
-        reply_mode: str,
-        checkpoint_dir: str | os.PathLike[str] | None,
-        checkpoint_every: int,
-        on_round_end: RoundCallback | None,
-        extra_train_config: Callable[[int], Mapping[str, ConfigValue]] | None,
-        buffer_keys: Iterable[str] = (),
-        worker_wait_timeout: float = 120.0,
-        required_signals: tuple[str, ...] = (),
+        self, options: StrategyOptions, required_signals: tuple[str, ...] = ()
     ) -> None:
-        check_optimizer_name(client_optimizer, "client_optimizer")
-        if client_lr_state not in CLIENT_LR_STATES:
-            raise ValueError(
-                f"client_lr_state must be one of {list(CLIENT_LR_STATES)}, got {client_lr_state!r}"
-            )
-        if reply_mode not in R.REPLY_MODES:
-            raise ValueError(f"reply_mode must be one of {list(R.REPLY_MODES)}, got {reply_mode!r}")
-        if num_clients is not None and num_clients < 1:
-            raise ValueError(
-                f"num_clients must be >= 1 or None (deployment mode), got {num_clients}"
-            )
-        if clients_per_round is not None and clients_per_round < 1:
-            raise ValueError(f"clients_per_round must be >= 1, got {clients_per_round}")
-        if num_clients is not None and clients_per_round is None:
-            raise ValueError("simulation mode (num_clients set) needs clients_per_round")
-        if (
-            num_clients is not None
-            and clients_per_round is not None
-            and clients_per_round > num_clients
-        ):
-            raise ValueError(
-                f"clients_per_round={clients_per_round} exceeds num_clients={num_clients}"
-            )
-        if num_workers is not None and num_workers < 1:
-            raise ValueError(f"num_workers must be >= 1, got {num_workers}")
-        if not callable(availability) and not 0.0 < float(availability) <= 1.0:
-            raise ValueError(f"availability must be in (0, 1] or a callable, got {availability}")
-        if checkpoint_every < 0:
-            raise ValueError(f"checkpoint_every must be >= 0, got {checkpoint_every}")
-        if checkpoint_every and checkpoint_dir is None:
-            raise ValueError("checkpoint_every > 0 needs checkpoint_dir")
-        opts = dict(client_options or {})
-        try:
-            opts_json = json.dumps(opts, sort_keys=True)
-        except TypeError as exc:
-            raise ValueError(f"client_options must be JSON-serializable: {exc}") from exc
-        import fedadapt
-
-        # bad local hyperparameters fail here, not on every client of every round
-        fedadapt.build_optimizer(
-            client_optimizer, [torch.nn.Parameter(torch.zeros(1))], **json.loads(opts_json)
-        )
-        self.client_optimizer = client_optimizer
-        self.client_options = opts
-        self._client_options_json = opts_json
-        self.client_lr_state = client_lr_state
-        self.num_clients = num_clients
-        self.clients_per_round = clients_per_round
-        self.evaluate_clients_per_round = evaluate_clients_per_round
-        self.num_workers = num_workers
-        self.seed = int(seed)
-        self.availability = availability
-        self.reply_mode = reply_mode
-        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
-        self.checkpoint_every = int(checkpoint_every)
-        self.on_round_end = on_round_end
-        self.extra_train_config = extra_train_config
-        self.buffer_keys = frozenset(buffer_keys)
-        self.worker_wait_timeout = float(worker_wait_timeout)
+        self.options = options
         self.required_signals = tuple(required_signals)
-        # per-client state, keyed by client id, only for clients seen
-        self.client_lrs: dict[int, float] = {}
-        self.server_client_lr: float | None = None
-        # per-round bookkeeping
-        self.history: list[dict[str, object]] = []
+        self.cohorts = CohortSampler(options)
+        self.protocol = MessageProtocol(population=options.simulation_mode)
+        self.client_state = ClientState(
+            options.client_lr_state,
+            fedadapt.method_spec(options.client_optimizer).needs_global_update,
+        )
+        self.metrics = RoundMetrics(self.train_metrics_aggr_fn, self.weighted_by_key)
         self._layout: dict[str, tuple[str, tuple[int, ...]]] | None = None
         self._current: ArrayRecord | None = None
-        self._sent = SentRound()
         self._resume_round = 0
         self._resume_arrays: ArrayRecord | None = None
-        self._settled_workers: int | None = None
-        # x_t - x_{t-1} for client methods that align with the previous global update
-        self.needs_global_update = client_optimizer in GLOBAL_UPDATE_OPTIMIZERS
-        self.global_update: dict[str, torch.Tensor] | None = None
+        self._lr_warned = False
 
-    # ------------------------------------------------------------------ mode helpers
+    # ------------------------------------------------------------------ views of the options
+    num_clients = property(lambda self: self.options.num_clients)
+    clients_per_round = property(lambda self: self.options.clients_per_round)
+    evaluate_clients_per_round = property(lambda self: self.options.evaluate_clients_per_round)
+    num_workers = property(lambda self: self.options.num_workers)
+    seed = property(lambda self: self.options.seed)
+    client_optimizer = property(lambda self: self.options.client_optimizer)
+    client_options = property(lambda self: dict(self.options.client_options))
+    client_lr_state = property(lambda self: self.options.client_lr_state)
+    reply_mode = property(lambda self: self.options.reply_mode)
+    checkpoint_dir = property(lambda self: self.options.checkpoint_path)
+    buffer_keys = property(lambda self: self.options.buffer_keys)
+    history = property(lambda self: self.metrics.history)
+    needs_global_update = property(lambda self: self.client_state.needs_global_update)
+
+    @property
+    def client_lrs(self) -> dict[int, float]:
+        return self.client_state.lrs
+
+    @property
+    def server_client_lr(self) -> float | None:
+        return self.client_state.server_lr
+
+    @property
+    def global_update(self) -> dict[str, torch.Tensor] | None:
+        return self.client_state.global_update
+
     @property
     def simulation_mode(self) -> bool:
-        return self.num_clients is not None
+        return self.options.simulation_mode
 
     def param_keys(self) -> list[str]:
         assert self._layout is not None
@@ -210,162 +140,86 @@ class Orchestration:
             k for k, (dt, _) in self._layout.items() if not R.is_buffer_key(k, dt, self.buffer_keys)
         ]
 
-    def _workers(self, grid: Grid) -> list[int]:
-        if self.num_workers is None:
-            if self._settled_workers is None:
-                # unknown count: take the registered nodes once their number stopped changing
-                nodes = sampling.wait_for_stable_nodes(
-                    lambda: list(grid.get_node_ids()), timeout=self.worker_wait_timeout
-                )
-                self._settled_workers = len(nodes)
-                return nodes
-            return sampling.wait_for_nodes(
-                lambda: list(grid.get_node_ids()), 1, timeout=self.worker_wait_timeout
-            )
-        nodes = sampling.wait_for_nodes(
-            lambda: list(grid.get_node_ids()), self.num_workers, timeout=self.worker_wait_timeout
-        )
-        if self.num_workers is not None and len(nodes) > self.num_workers:
-            nodes = nodes[: self.num_workers]
-        return nodes
-
-    def _cohort(
-        self,
-        server_round: int,
-        grid: Grid,
-        stream: int,
-        k_sim: int | None,
-        fraction: float,
-        min_nodes: int,
-    ) -> tuple[list[tuple[int, list[int]]], sampling.Cohort]:
-        if self.simulation_mode:
-            assert self.num_clients is not None
-            workers = self._workers(grid)
-            k = k_sim if k_sim is not None else (self.clients_per_round or 1)
-            cohort = sampling.sample_cohort(
-                self.num_clients,
-                k,
-                seed=self.seed,
-                server_round=server_round,
-                availability=self.availability,
-                stream=stream,
-            )
-            split = (
-                sampling.one_per_client
-                if self.reply_mode == "per-client"
-                else sampling.split_over_workers
-            )
-            return split(cohort.client_ids, workers), cohort
-        need = max(min_nodes, self.min_available_nodes, k_sim or 0, 1)  # type: ignore[attr-defined]
-        nodes = sampling.wait_for_nodes(
-            lambda: list(grid.get_node_ids()), need, timeout=self.worker_wait_timeout, what="client"
-        )
-        k = k_sim if k_sim is not None else max(int(len(nodes) * fraction), min_nodes)
-        cohort = sampling.sample_nodes(
-            nodes,
-            k,
-            seed=self.seed,
-            server_round=server_round,
-            availability=self.availability,
-            stream=stream,
-        )
-        return [(nid, [nid]) for nid in cohort.client_ids], cohort
-
     # ------------------------------------------------------------------ messages
-    def _carried_lr(self, cid: int) -> float:
-        if self.client_lr_state == "persist":
-            return float(self.client_lrs.get(cid, R.NO_LR))
-        if self.client_lr_state == "server" and self.server_client_lr is not None:
-            return float(self.server_client_lr)
-        return R.NO_LR
+    def client_signals(self) -> tuple[str, ...]:
+        """Signal names the replies must carry (from the server method's spec)."""
+        return tuple(s for s in self.required_signals if s in R.REPLY_SIGNALS)
+
+    def _client_options_json(self, config: ConfigRecord) -> str:
+        """Precedence of the local lr (docs/STRATEGIES.md): a carried lr (client_lr_state) >
+        ``client_options["lr"]`` > the train config's ``"lr"`` > the optimizer's default."""
+        opts = dict(self.options.client_options)
+        app_lr = config.get(R.CFG_APP_LR) if R.CFG_APP_LR in config else None
+        if isinstance(app_lr, int | float) and not isinstance(app_lr, bool):
+            if "lr" not in opts:
+                opts["lr"] = float(app_lr)
+            elif float(opts["lr"]) != float(app_lr) and not self._lr_warned:  # type: ignore[arg-type]
+                self._lr_warned = True
+                flwr_log(
+                    WARNING,
+                    "client_options lr=%s overrides the train config's lr=%s (precedence: "
+                    "carried lr > client_options['lr'] > train config 'lr'); drop one of them",
+                    opts["lr"],
+                    app_lr,
+                )
+        return json.dumps(opts, sort_keys=True)
 
     def _base_config(self, server_round: int, config: ConfigRecord) -> ConfigRecord:
         cfg = ConfigRecord(dict(config.items()))
-        if self.extra_train_config is not None:
-            for k, v in dict(self.extra_train_config(server_round)).items():
+        if self.options.extra_train_config is not None:
+            for k, v in dict(self.options.extra_train_config(server_round)).items():
                 cfg[k] = v
         cfg[R.CFG_ROUND] = server_round
-        cfg[R.CFG_OPTIMIZER] = self.client_optimizer
-        cfg[R.CFG_OPTIMIZER_OPTIONS] = self._client_options_json
+        cfg[R.CFG_OPTIMIZER] = self.options.client_optimizer
+        cfg[R.CFG_OPTIMIZER_OPTIONS] = self._client_options_json(cfg)
         cfg[R.CFG_SIGNALS] = list(self.client_signals())
-        cfg[R.CFG_REPLY_MODE] = self.reply_mode
+        cfg[R.CFG_REPLY_MODE] = self.options.reply_mode
         if self.buffer_keys:
             cfg[R.CFG_BUFFER_KEYS] = sorted(self.buffer_keys)
         return cfg
 
-    def client_signals(self) -> tuple[str, ...]:
-        """Signal names the replies must carry (from the server method's required signals)."""
-        return tuple(s for s in self.required_signals if s in (R.SIG_SQ_NORMS, R.SIG_SQ_MEAN))
+    def _plan(self, server_round: int, grid: Grid, stream: int, k: int | None,
+              fraction: float, min_nodes: int):  # noqa: ANN202
+        return self.cohorts.plan(
+            server_round, grid, stream, k, fraction, min_nodes, self.min_available_nodes
+        )
 
     def _train_messages(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> list[Message]:
         self._layout = R.layout_of(arrays)
         self._current = arrays
-        plan, cohort = self._cohort(
-            server_round,
-            grid,
-            sampling.TRAIN_STREAM,
-            self.clients_per_round,
-            self.fraction_train,
-            self.min_train_nodes,  # type: ignore[attr-defined]
+        plan, cohort = self._plan(
+            server_round, grid, sampling.TRAIN_STREAM, self.clients_per_round,
+            self.fraction_train, self.min_train_nodes,
         )
-        base = self._base_config(server_round, config)
-        update_record = None
-        if self.needs_global_update and self.global_update is not None:
-            update_record = R.tensors_to_record(self.global_update)
-        msgs: list[Message] = []
-        self._sent = SentRound(
-            server_round, [c for _, cs in plan for c in cs], list(cohort.offline_ids)
+        gu = self.client_state.global_update if self.needs_global_update else None
+        msgs = self.protocol.train_messages(
+            server_round, arrays, self._base_config(server_round, config), plan,
+            cohort.offline_ids, self.client_state.carried_lr, gu,
         )
-        for node_id, cids in plan:
-            cfg = ConfigRecord(dict(base.items()))
-            cfg[R.CFG_CLIENT_IDS] = cids
-            cfg[R.CFG_CLIENT_LRS] = [self._carried_lr(c) for c in cids]
-            self._sent.per_node.setdefault(node_id, []).extend(cids)
-            rd = RecordDict({R.ARRAYS: arrays, R.CONFIG: cfg})
-            if update_record is not None:
-                rd[R.GLOBAL_UPDATE] = update_record
-            msgs.append(
-                Message(content=rd, dst_node_id=int(node_id), message_type=MessageType.TRAIN)
-            )
-        log.info(
-            "round %d: %d clients over %d messages (%d offline skipped)",
-            server_round,
-            len(self._sent.client_ids),
-            len(msgs),
-            len(cohort.offline_ids),
+        flwr_log(
+            INFO,
+            "configure_train: %d clients over %d messages (%d offline skipped)",
+            len(self.protocol.sent.client_ids), len(msgs), len(cohort.offline_ids),
         )
         return msgs
 
     def _evaluate_messages(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> list[Message]:
-        if self.fraction_evaluate == 0.0:  # type: ignore[attr-defined]
+        if self.fraction_evaluate == 0.0:
             return []
         k = self.evaluate_clients_per_round if self.simulation_mode else None
         if self.simulation_mode and k is None:
             k = self.clients_per_round
         if k == 0:
             return []
-        plan, _ = self._cohort(
-            server_round,
-            grid,
-            sampling.EVALUATE_STREAM,
-            k,
-            self.fraction_evaluate,
-            self.min_evaluate_nodes,  # type: ignore[attr-defined]
+        plan, _ = self._plan(
+            server_round, grid, sampling.EVALUATE_STREAM, k, self.fraction_evaluate,
+            self.min_evaluate_nodes,
         )
-        msgs = []
-        for node_id, cids in plan:
-            cfg = ConfigRecord(dict(config.items()))
-            cfg[R.CFG_ROUND] = server_round
-            cfg[R.CFG_CLIENT_IDS] = cids
-            rd = RecordDict({R.ARRAYS: arrays, R.CONFIG: cfg})
-            msgs.append(
-                Message(content=rd, dst_node_id=int(node_id), message_type=MessageType.EVALUATE)
-            )
-        return msgs
+        return self.protocol.evaluate_messages(server_round, arrays, config, plan)
 
     # ------------------------------------------------------------------ replies
     def _check_replies(
@@ -373,72 +227,13 @@ class Orchestration:
     ) -> tuple[list[CheckedReply], list[Failure]]:
         assert self._layout is not None, "configure_train must run before aggregate_train"
         sigs = self.client_signals()
-        per_node = self._sent.per_node if self._sent.server_round == server_round else {}
-        checked: list[CheckedReply] = []
-        failures: list[Failure] = []
-        seen: set[int] = set()
-        pkeys = self.param_keys()
-        replied: set[int] = set()
-        for msg in replies:
-            node = int(msg.metadata.src_node_id)
-            replied.add(node)
-            # a node this round sent nothing to may claim no client
-            expected = per_node.get(node, []) if per_node else None
-            try:
-                c = check_train_reply(
-                    msg,
-                    self._layout,
-                    param_keys=pkeys,
-                    want_sq_norms=R.SIG_SQ_NORMS in sigs,
-                    want_sq_mean=R.SIG_SQ_MEAN in sigs,
-                    expected_ids=expected,
-                )
-                dup = seen.intersection(c.client_ids)
-                if dup:
-                    raise ReplyRejected(
-                        f"{DUPLICATE}: client ids {sorted(dup)} were already reported this round"
-                    )
-                seen.update(c.client_ids)
-                checked.append(c)
-                failures.extend(c.failures)
-            except ReplyRejected as exc:
-                reported = client_failures(msg) if not msg.has_error() else []
-                failures.extend(reported)
-                if str(exc) == NO_SUCCESS:
-                    continue  # every client failed and said why: nothing else to record
-                reported_ids = {f.client_id for f in reported}
-                lost: list[int | None] = [c for c in (expected or []) if c not in reported_ids]
-                if not expected or str(exc).startswith(DUPLICATE):
-                    lost = [None]  # the reply, not its clients, is what failed
-                for cid in lost:
-                    failures.append(Failure(cid, node, str(exc)))
-                log.warning("round %d: dropped reply from node %d: %s", server_round, node, exc)
-        # Messages without any reply (a worker that hung or died past the round timeout): their
-        # clients are failures too, with that reason, never silently missing.
-        for node, cids in per_node.items():
-            if node not in replied:
-                for cid in cids:
-                    failures.append(Failure(cid, node, NO_REPLY))
-        # Replies arrive in any order; aggregate in a fixed one (by client ids, which the seeded
-        # sampling fixes) so a run and its resumed twin sum the same floats in the same order.
-        checked.sort(key=lambda c: min(c.client_ids))
-        return checked, failures
+        glob = R.record_to_tensors(self._current) if sigs and self._current is not None else None
+        return self.protocol.check_replies(
+            server_round, replies, self._layout, self.param_keys(), sigs, glob
+        )
 
     def _update_client_state(self, checked: list[CheckedReply]) -> None:
-        pairs = [
-            (cid, n, lr)
-            for c in checked
-            for cid, n, lr in zip(
-                c.client_ids, c.client_num_examples, c.client_stats["lr"], strict=True
-            )
-            if math.isfinite(lr) and lr > 0
-        ]
-        if self.client_lr_state == "persist":
-            for cid, _, lr in pairs:
-                self.client_lrs[int(cid)] = float(lr)
-        elif self.client_lr_state == "server" and pairs:
-            tot = sum(n for _, n, _ in pairs)
-            self.server_client_lr = float(sum(n * lr for _, n, lr in pairs) / tot)
+        self.client_state.update(checked)
 
     def _round_info(
         self,
@@ -448,96 +243,38 @@ class Orchestration:
         server: Mapping[str, float],
         elapsed: float,
     ) -> dict[str, object]:
-        ids = [cid for c in checked for cid in c.client_ids]
-        ns = [n for c in checked for n in c.client_num_examples]
-        total = sum(ns)
-        info: dict[str, object] = {"round": server_round}
-        losses = [
-            (n, v)
-            for c in checked
-            for n, v in zip(c.client_num_examples, c.client_stats["train-loss"], strict=True)
-            if math.isfinite(v)
-        ]
-        if not losses:
-            losses = [
-                (c.num_examples, c.train_loss) for c in checked if math.isfinite(c.train_loss)
-            ]
-        info["train-loss"] = (
-            sum(n * v for n, v in losses) / sum(n for n, _ in losses) if losses else math.nan
+        return self.metrics.info(
+            server_round,
+            self.protocol.sent,
+            checked,
+            failures,
+            server,
+            self.metrics.client_metrics(checked),
+            self.client_state.server_lr if self.client_lr_state == "server" else None,
+            elapsed,
         )
-        info["num-examples"] = int(total)
-        for k, v in server.items():
-            info[f"server-{k}"] = float(v)
-        for key in ("lr", "step-mean", "step-min", "step-max"):
-            vals = np.array([v for c in checked for v in c.client_stats[key]], dtype=np.float64)
-            vals = vals[np.isfinite(vals)]
-            if vals.size:
-                agg = {
-                    "lr": vals.mean(),
-                    "step-mean": vals.mean(),
-                    "step-min": vals.min(),
-                    "step-max": vals.max(),
-                }[key]
-                info[f"client-{key}"] = float(agg)
-                if key == "lr":
-                    info["client-lr-min"], info["client-lr-max"] = (
-                        float(vals.min()),
-                        float(vals.max()),
-                    )
-        info["num-sampled"] = len(self._sent.client_ids)
-        info["num-succeeded"] = len(ids)
-        info["num-failed"] = len(failures)
-        info["sampled-ids"] = list(self._sent.client_ids)
-        info["offline-ids"] = list(self._sent.offline_ids)
-        info["succeeded-ids"] = ids
-        info["failed-ids"] = [f.client_id if f.client_id is not None else -1 for f in failures]
-        info["failed-reasons"] = [f.reason for f in failures]
-        info["failed-nodes"] = [f.node_id for f in failures]
-        if self.client_lr_state == "server" and self.server_client_lr is not None:
-            info["broadcast-client-lr"] = self.server_client_lr
-        info["aggregate-seconds"] = elapsed
-        return info
 
-    @staticmethod
-    def _metric_record(info: Mapping[str, object]) -> MetricRecord:
-        out = MetricRecord()
-        for k, v in info.items():
-            if k == "round":
-                continue
-            if isinstance(v, bool):
-                out[k] = int(v)
-            elif isinstance(v, int | float):
-                out[k] = v
-            elif isinstance(v, list) and all(
-                isinstance(x, int) and not isinstance(x, bool) for x in v
-            ):
-                if all(0 <= x < 2**63 for x in v) or all(abs(x) < 2**63 for x in v):
-                    out[k] = list(v)
-        return out
+    _metric_record = staticmethod(RoundMetrics.metric_record)
 
     def _finish_round(
         self, server_round: int, info: dict[str, object], arrays: ArrayRecord | None
     ) -> None:
         if self.needs_global_update and arrays is not None and self._current is not None:
-            self.global_update = {
-                k: R.array_to_tensor(arrays[k]) - R.array_to_tensor(self._current[k])
-                for k in self.param_keys()
-            }
-        self.history.append(info)
-        if self.on_round_end is not None:
-            self.on_round_end(dict(info))
-        if (
-            self.checkpoint_dir is not None
-            and self.checkpoint_every
-            and server_round % self.checkpoint_every == 0
-        ):
-            from .checkpoint import save_checkpoint
-
+            keys = self.param_keys()
+            self.client_state.record_global_update(
+                {k: R.array_to_tensor(arrays[k]) for k in keys},
+                {k: R.array_to_tensor(self._current[k]) for k in keys},
+            )
+        RoundMetrics.log_round(info)
+        if self.options.on_round_end is not None:
+            self.options.on_round_end(dict(info))
+        every = self.options.checkpoint_every
+        if self.checkpoint_dir is not None and every and server_round % every == 0:
             model = arrays if arrays is not None else self._current
             assert model is not None
-            save_checkpoint(self, server_round, model)
+            ckpt.save_checkpoint(self, server_round, model)
 
-    # ------------------------------------------------------------------ state hooks (checkpoint)
+    # ------------------------------------------------------------------ state
     def server_state(self) -> dict[str, object]:
         """State of the server-side method (subclasses); tensors/scalars/lists/str-keyed dicts."""
         return {}
@@ -546,7 +283,7 @@ class Orchestration:
         """Restore :meth:`server_state` (subclasses)."""
 
     def identity(self) -> dict[str, object]:
-        """Settings a checkpoint must agree with to be resumed by this strategy."""
+        """Settings a saved state must agree with to be resumed by this strategy."""
         return {
             "strategy": type(self).__name__,
             "seed": self.seed,
@@ -555,11 +292,37 @@ class Orchestration:
             "client-lr-state": self.client_lr_state,
         }
 
+    def state_dict(self) -> dict[str, object]:
+        """Everything a resumed run needs besides the round and the model: identity, server
+        method state, per-client state (tensors, scalars, lists, str-keyed dicts only)."""
+        clients = self.client_state.state_dict()
+        gu = clients.pop("global-update")
+        return {
+            "identity": self.identity(),
+            # a snapshot: the live optimizer state is updated in place every round
+            "server": copy.deepcopy(self.server_state()),
+            "clients": clients,
+            "global-update": gu,
+        }
+
+    def load_state_dict(self, state: Mapping[str, object], arrays: ArrayRecord) -> None:
+        """Restore :meth:`state_dict` for the model ``arrays``; ``ValueError`` names what does
+        not fit (a different configuration, other parameter keys...)."""
+        mine = self.identity()
+        theirs = state["identity"]
+        assert isinstance(theirs, Mapping)
+        diffs = {k: (theirs.get(k), v) for k, v in mine.items() if theirs.get(k) != v}
+        if diffs:
+            detail = ", ".join(f"{k}: saved {a!r} vs strategy {b!r}" for k, (a, b) in diffs.items())
+            raise ValueError(f"written by a different configuration ({detail})")
+        self.load_server_state(state["server"], arrays)  # type: ignore[arg-type]
+        clients = dict(state["clients"])  # type: ignore[call-overload]
+        clients["global-update"] = state.get("global-update") or {}
+        self.client_state.load_state_dict(clients)
+
     def load_checkpoint(self, path: str | os.PathLike[str]) -> tuple[int, ArrayRecord]:
         """Restore a checkpoint; ``start`` then continues with the round after it."""
-        from .checkpoint import load_checkpoint
-
-        rnd, arrays = load_checkpoint(self, path)
+        rnd, arrays = ckpt.load_checkpoint(self, path)
         self._resume_round, self._resume_arrays = rnd, arrays
         return rnd, arrays
 
@@ -575,26 +338,27 @@ class Orchestration:
         evaluate_fn: Callable[[int, ArrayRecord], MetricRecord | None] | None = None,
     ) -> Result:
         """Flower's ``Strategy.start`` that continues a resumed run (rounds ``k+1 .. num_rounds``
-        after :meth:`load_checkpoint` of round ``k``), waits for the workers first, and puts the
-        per-round fedadapt metrics into ``Result.train_metrics_clientapp``."""
+        after :meth:`load_checkpoint` of round ``k``), waits for the workers first, logs like
+        Flower's strategies, and puts the per-round metrics into ``Result.train_metrics_clientapp``."""
         train_config = ConfigRecord() if train_config is None else train_config
         evaluate_config = ConfigRecord() if evaluate_config is None else evaluate_config
         result = Result()
         first = self._resume_round + 1
         arrays = self._resume_arrays if self._resume_arrays is not None else initial_arrays
         if self._resume_arrays is not None:
-            from .checkpoint import check_layout
-
-            check_layout(R.layout_of(self._resume_arrays), R.layout_of(initial_arrays))
+            ckpt.check_layout(R.layout_of(self._resume_arrays), R.layout_of(initial_arrays))
         result.arrays = arrays
+        flwr_log(INFO, "Starting %s strategy:", type(self).__name__)
         self.summary()  # type: ignore[attr-defined]
         if evaluate_fn and first == 1:
             res = evaluate_fn(0, arrays)
             if res is not None:
                 result.evaluate_metrics_serverapp[0] = res
+                flwr_log(INFO, "Initial global evaluation results: %s", res)
         t0 = time.time()
         for rnd in range(first, num_rounds + 1):
-            log.info("[ROUND %d/%d]", rnd, num_rounds)
+            flwr_log(INFO, "")
+            flwr_log(INFO, "[ROUND %d/%d]", rnd, num_rounds)
             replies = grid.send_and_receive(
                 messages=self.configure_train(rnd, arrays, train_config, grid),  # type: ignore[attr-defined]
                 timeout=timeout,
@@ -612,11 +376,23 @@ class Orchestration:
             emetrics = self.aggregate_evaluate(rnd, ereplies)  # type: ignore[attr-defined]
             if emetrics is not None:
                 result.evaluate_metrics_clientapp[rnd] = emetrics
+                flwr_log(INFO, "\t└──> Aggregated evaluate MetricRecord: %s", emetrics)
             if evaluate_fn:
                 res = evaluate_fn(rnd, arrays)
                 if res is not None:
                     result.evaluate_metrics_serverapp[rnd] = res
-        log.info("strategy finished rounds %d..%d in %.2fs", first, num_rounds, time.time() - t0)
+                    flwr_log(INFO, "\t└──> Global evaluation: %s", res)
+        flwr_log(INFO, "")
+        flwr_log(
+            INFO, "Strategy execution finished in %.2fs (rounds %d..%d)",
+            time.time() - t0, first, num_rounds,
+        )
+        done = [h for h in self.history if int(h["round"]) >= first]  # type: ignore[call-overload]
+        failed = sum(int(h["num-failed"]) for h in done)  # type: ignore[call-overload]
+        flwr_log(
+            INFO, "fedadapt summary: %d rounds, %d client results, %d failures",
+            len(done), sum(int(h["num-succeeded"]) for h in done), failed,  # type: ignore[call-overload]
+        )
         self._resume_round, self._resume_arrays = 0, None
         return result
 
@@ -631,7 +407,7 @@ class Orchestration:
             mets = list(msg.content.metric_records.values())
             if len(mets) != 1:
                 continue
-            n = mets[0].get(self.weighted_by_key)  # type: ignore[attr-defined]
+            n = mets[0].get(self.weighted_by_key)
             if (
                 isinstance(n, bool)
                 or not isinstance(n, int | float)
@@ -652,4 +428,4 @@ class Orchestration:
                 )
                 for g in good
             ]
-        return self.evaluate_metrics_aggr_fn(good, self.weighted_by_key)  # type: ignore[attr-defined]
+        return self.evaluate_metrics_aggr_fn(good, self.weighted_by_key)

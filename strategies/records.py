@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from flwr.app import Array, ArrayRecord
 
+import fedadapt
+
 # ---------------------------------------------------------------- protocol keys (CONTRACTS §2-3)
 ARRAYS = "arrays"
 CONFIG = "config"
@@ -30,22 +32,42 @@ CFG_CLIENT_LRS = "fedadapt.client-lrs"
 CFG_OPTIMIZER = "fedadapt.optimizer"
 CFG_OPTIMIZER_OPTIONS = "fedadapt.optimizer-options"
 CFG_SIGNALS = "fedadapt.signals"
-GLOBAL_UPDATE = "fedadapt.global-update"  # x_t - x_{t-1} for clients that need it (FedHyper-CL)
 CFG_REPLY_MODE = "fedadapt.reply-mode"
 CFG_BUFFER_KEYS = "fedadapt.buffer-keys"
+CFG_APP_LR = "lr"  # the lr a Flower app puts in its train config (quickstart convention)
 # what the server method asks of the clients this round (fedadapt.ServerOptimizer.client_hints):
 # "fedadapt.hint.local-work", "fedadapt.hint.lr-scale", "fedadapt.hint.early-stop-gamma", ...
 CFG_HINT_PREFIX = "fedadapt.hint."
 
 NUM_EXAMPLES = "num-examples"
 TRAIN_LOSS = "train-loss"
+TRAIN_LOSS_ALIASES = (TRAIN_LOSS, "train_loss")  # fedadapt's key, then Flower quickstart's
 EVAL_LOSS = "eval-loss"
 
-# signal names (fedadapt ServerOptimizer keyword arguments, CONTRACTS §1)
-SIG_SQ_NORMS = "client_sq_norms_mean"
-SIG_NUM_CLIENTS = "num_clients"
-SIG_SQ_MEAN = "client_sq_mean"
-KNOWN_SIGNALS = (SIG_SQ_NORMS, SIG_NUM_CLIENTS, SIG_SQ_MEAN)
+# keys of the "fedadapt.clients" ConfigRecord (per-client lists, aligned; CONTRACTS §3): the
+# client writer (strategies.client) and the server reader (strategies.validation) use these
+C_IDS = "ids"
+C_NUM_EXAMPLES = "num-examples"
+C_TRAIN_LOSS = "train-loss"
+C_START_LOSS = "start-loss"  # the loss before any local step (the server's change detector)
+TRAIN_LOSS_ALIASES = (TRAIN_LOSS, "train_loss")  # fedadapt's key, then Flower quickstart's
+C_LR = "lr"
+C_STEP_MEAN = "step-mean"
+C_STEP_MIN = "step-min"
+C_STEP_MAX = "step-max"
+C_SQ_NORM = "sq-norm"
+C_FAILED_IDS = "failed-ids"
+C_FAILED_REASONS = "failed-reasons"
+STEP_STAT_KEYS = (C_LR, C_STEP_MEAN, C_STEP_MIN, C_STEP_MAX)  # fedadapt.step_size_stats keys
+CLIENT_STAT_KEYS = (C_TRAIN_LOSS, C_START_LOSS, *STEP_STAT_KEYS)
+
+# signal names: fedadapt's own constants (ServerOptimizer keyword arguments, CONTRACTS §1)
+SIG_SQ_NORMS = fedadapt.SIG_CLIENT_SQ_NORMS_MEAN
+SIG_NUM_CLIENTS = fedadapt.SIG_NUM_CLIENTS
+SIG_SQ_MEAN = fedadapt.SIG_CLIENT_SQ_MEAN
+KNOWN_SIGNALS = fedadapt.KNOWN_SIGNALS
+# the signals a reply must carry (the others the server computes itself, e.g. num_clients)
+REPLY_SIGNALS = (SIG_SQ_NORMS, SIG_SQ_MEAN)
 
 REPLY_MODES = ("mean", "per-client")
 NO_LR = -1.0  # "no carried lr" marker in fedadapt.client-lrs

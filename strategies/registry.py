@@ -11,26 +11,53 @@ dtypes (Flower's FedAdam returns float64 for a float32 model).
 from __future__ import annotations
 
 import logging
-import os
+import math
 import time
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from logging import INFO
 
 import numpy as np
 import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.common.logger import log as flwr_log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAdagrad, FedAdam, FedAvg, FedAvgM, FedProx, FedYogi
 
+import fedadapt
+
 from . import records as R
-from . import sampling
 from .fedadapt_strategy import FedAdapt
-from .orchestration import ConfigValue, Orchestration, RoundCallback
+from .options import StrategyOptions, init_flower, split_options
+from .orchestration import Orchestration
 
 log = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------------------------- presets
 
-FEDHYPER_VARIANTS = ("G", "GM", "SL", "CL", "FULL")
+# What each FedHyper variant fixes; every FedAdapt argument may still be given and overrides it.
+FEDHYPER_PRESETS: dict[str, Mapping[str, object]] = {
+    "G": {"server_optimizer": "fedhyper-g", "server_options": {"lr": 1.0}},
+    "GM": {"server_optimizer": "fedhyper-gm", "server_options": {"lr": 1.0}},
+    "SL": {
+        "server_optimizer": "sgd",
+        "server_options": {"lr": 1.0},
+        "client_optimizer": "hd",
+        "client_lr_state": "server",
+    },
+    "CL": {
+        "server_optimizer": "sgd",
+        "server_options": {"lr": 1.0},
+        "client_optimizer": "fedhyper-cl",
+    },
+    "FULL": {
+        "server_optimizer": "fedhyper-gm",
+        "server_options": {"lr": 1.0},
+        "client_optimizer": "fedhyper-cl",
+    },
+}
+FEDHYPER_VARIANTS = tuple(FEDHYPER_PRESETS)
+FEDEXP_PRESET: Mapping[str, object] = {"server_optimizer": "fedexp", "server_options": {}}
 
 
 class FedHyper(FedAdapt):
@@ -57,32 +84,12 @@ class FedHyper(FedAdapt):
 
     def __init__(self, variant: str = "G", **kwargs: object) -> None:
         v = str(variant).upper()
-        if v not in FEDHYPER_VARIANTS:
+        if v not in FEDHYPER_PRESETS:
             raise ValueError(
                 f"FedHyper variant must be one of {list(FEDHYPER_VARIANTS)}, got {variant!r}"
             )
-        preset: Mapping[str, object] = {
-            "G": {"server_optimizer": "fedhyper-g", "server_options": {"lr": 1.0}},
-            "GM": {"server_optimizer": "fedhyper-gm", "server_options": {"lr": 1.0}},
-            "SL": {
-                "server_optimizer": "sgd",
-                "server_options": {"lr": 1.0},
-                "client_optimizer": "hd",
-                "client_lr_state": "server",
-            },
-            "CL": {
-                "server_optimizer": "sgd",
-                "server_options": {"lr": 1.0},
-                "client_optimizer": "fedhyper-cl",
-            },
-            "FULL": {
-                "server_optimizer": "fedhyper-gm",
-                "server_options": {"lr": 1.0},
-                "client_optimizer": "fedhyper-cl",
-            },
-        }[v]
         self.variant = v
-        super().__init__(**{**preset, **kwargs})  # type: ignore[arg-type]
+        super().__init__(**{**FEDHYPER_PRESETS[v], **kwargs})  # type: ignore[arg-type]
 
     def identity(self) -> dict[str, object]:
         return {**super().identity(), "variant": self.variant}
@@ -91,14 +98,14 @@ class FedHyper(FedAdapt):
 class FedExP(FedAdapt):
     """FedExP (Jhunjhunwala, Wang, Joshi, ICLR 2023, arXiv:2301.09604): the server lr is the
     extrapolation ``max(1, mean ||Delta_i||^2 / (2 (||mean Delta||^2 + eps)))``, computed by
-    fedadapt's ``fedexp`` from the clients' squared update norms, which the replies carry
-    (signal ``client_sq_norms_mean`` and ``num_clients``). ``server_options`` go to ``fedexp``
-    (e.g. ``{"eps": 1e-3}``)."""
+    fedadapt's ``fedexp`` from the clients' squared update norms (signal
+    ``client_sq_norms_mean`` and ``num_clients``, which its method spec requires). With
+    fedadapt's client calls the replies carry them; with a standard Flower ClientApp in a
+    deployment the server computes them from each reply's model. ``server_options`` go to
+    ``fedexp`` (e.g. ``{"eps": 1e-3}``)."""
 
     def __init__(self, **kwargs: object) -> None:
-        kwargs.setdefault("server_optimizer", "fedexp")
-        kwargs.setdefault("server_options", {})
-        super().__init__(**kwargs)  # type: ignore[arg-type]
+        super().__init__(**{**FEDEXP_PRESET, **kwargs})  # type: ignore[arg-type]
 
 
 class Flash(FedAdapt):
@@ -174,50 +181,15 @@ class FlowerSampling(Orchestration):
 
     _flower: type[FedAvg] = FedAvg
 
-    def __init__(
-        self,
-        *,
-        client_optimizer: str = "sgd",
-        client_options: Mapping[str, object] | None = None,
-        client_lr_state: str = "reset",
-        num_clients: int | None = None,
-        clients_per_round: int | None = None,
-        evaluate_clients_per_round: int | None = None,
-        num_workers: int | None = None,
-        seed: int = 0,
-        availability: sampling.Availability = 1.0,
-        reply_mode: str = "mean",
-        checkpoint_dir: str | os.PathLike[str] | None = None,
-        checkpoint_every: int = 0,
-        on_round_end: RoundCallback | None = None,
-        extra_train_config: Callable[[int], Mapping[str, ConfigValue]] | None = None,
-        buffer_keys: Iterable[str] = (),
-        worker_wait_timeout: float = 120.0,
-        **flower_kwargs: object,
-    ) -> None:
-        self._flower.__init__(self, **flower_kwargs)  # type: ignore[arg-type]
-        self._init_orchestration(
-            client_optimizer=client_optimizer,
-            client_options=client_options,
-            client_lr_state=client_lr_state,
-            num_clients=num_clients,
-            clients_per_round=clients_per_round,
-            evaluate_clients_per_round=evaluate_clients_per_round,
-            num_workers=num_workers,
-            seed=seed,
-            availability=availability,
-            reply_mode=reply_mode,
-            checkpoint_dir=checkpoint_dir,
-            checkpoint_every=checkpoint_every,
-            on_round_end=on_round_end,
-            extra_train_config=extra_train_config,
-            buffer_keys=buffer_keys,
-            worker_wait_timeout=worker_wait_timeout,
-        )
+    def __init__(self, *, options: StrategyOptions | None = None, **kwargs: object) -> None:
+        opts, flower_kwargs = split_options(options, kwargs)
+        init_flower(self._flower.__init__, self, flower_kwargs)
+        self._init_orchestration(opts)
 
     def summary(self) -> None:
-        log.info(
-            "%s with fedadapt sampling (population %s, %s per round)",
+        flwr_log(
+            INFO,
+            "\t└──> %s with fedadapt sampling (population %s, %s per round)",
             self._flower.__name__,
             self.num_clients,
             self.clients_per_round,
@@ -337,6 +309,94 @@ SampledFedProx = _sampled(FedProx)
 # ---------------------------------------------------------------------------------- registry
 
 
+@dataclass(frozen=True)
+class StrategySpec:
+    """What a registered strategy is and which settings it takes (read by
+    :func:`strategy_arguments`; nothing tests a strategy's name).
+
+    Attributes:
+        factory: builds the strategy from keyword arguments.
+        preset: the FedAdapt arguments a preset fixes (FedHyper's variants, FedExP); a fixed
+            ``client_optimizer`` / ``client_lr_state`` is then not taken from the settings.
+        fedadapt_server: the server step is a fedadapt method (``server_optimizer`` /
+            ``server_options``; the method's spec supplies federation-dependent defaults).
+        server_lr_option: the server lr is ``server_options["lr"]``.
+        server_lr_fallback: an unset server lr is filled in from
+            ``fedadapt.default_server_lr(method)``; ``False``: left to the strategy's own
+            default (the Flash, Adaptive-FedAvg and oracle FedAdam presets).
+        needs_change_rounds: the strategy takes the drift schedule's ``change_rounds`` (an
+            oracle for studies).
+        flower_defaults: the value a Flower argument takes when its settings field is unset
+            (otherwise it is left out: Flower's own default).
+        flower_arguments: Flower constructor argument -> :class:`StrategySettings` field
+            (FedAvgM's ``server_learning_rate``, FedOpt's ``eta`` and ``eta_l``, FedProx's
+            ``proximal_mu``).
+    """
+
+    factory: Callable[..., Orchestration]
+    preset: Mapping[str, object] = field(default_factory=dict)
+    fedadapt_server: bool = False
+    server_lr_option: bool = False
+    flower_arguments: Mapping[str, str] = field(default_factory=dict)
+    server_lr_fallback: bool = True
+    needs_change_rounds: bool = False
+    flower_defaults: Mapping[str, float] = field(default_factory=dict)
+
+    @property
+    def takes_server_optimizer(self) -> bool:
+        """The strategy steps with a fedadapt server method the caller chooses
+        (``server_optimizer``): FedAdapt itself, not a preset that fixes one."""
+        return self.fedadapt_server and "server_optimizer" not in self.preset
+
+    @property
+    def server_method(self) -> str | None:
+        """The fedadapt server method a preset fixes (``None``: the settings choose)."""
+        m = self.preset.get("server_optimizer")
+        return str(m) if m is not None else None
+
+    @property
+    def has_server_lr(self) -> bool:
+        return self.server_lr_option or "server_lr" in self.flower_arguments.values()
+
+    @property
+    def fixed(self) -> frozenset[str]:
+        """Constructor arguments the preset fixes."""
+        return frozenset(self.preset)
+
+
+@dataclass(frozen=True)
+class StrategySettings:
+    """An application's strategy settings, independent of the strategy chosen.
+
+    ``server_lr`` is the server step size in each strategy's own terms (``server_options
+    ["lr"]``, ``server_learning_rate``, ``eta``; a warning when set != 1 for a strategy without
+    one); ``None`` (the default) means the method's own default (``fedadapt.default_server_lr``
+    for a fedadapt server method, Flower's defaults for its strategies); ``client_lr`` is the start of the local lr (``client_options["lr"]`` unless given
+    there, and FedOpt's ``eta_l``). ``num_workers`` is the number of worker nodes in
+    simulation; ``deployment=True`` means each SuperNode is a client (no population, no
+    workers).
+    """
+
+    server_optimizer: str = "sgd"
+    server_options: Mapping[str, object] = field(default_factory=dict)
+    server_lr: float | None = None
+    server_momentum: float = 0.9
+    client_optimizer: str = "sgd"
+    client_options: Mapping[str, object] = field(default_factory=dict)
+    client_lr: float = 0.01
+    client_lr_state: str = "reset"
+    proximal_mu: float = 0.01
+    num_clients: int | None = None
+    clients_per_round: int | None = None
+    num_workers: int | None = None
+    num_rounds: int | None = None
+    seed: int = 0
+    availability: float = 1.0
+    worker_wait_timeout: float | None = None
+    deployment: bool = False
+    change_rounds: tuple[int, ...] = ()  # the drift schedule's changepoints (oracle presets)
+
+
 def _fedhyper(variant: str) -> Callable[..., FedHyper]:
     def build(**kwargs: object) -> FedHyper:
         return FedHyper(variant=variant, **kwargs)
@@ -344,35 +404,149 @@ def _fedhyper(variant: str) -> Callable[..., FedHyper]:
     return build
 
 
-_REGISTRY: dict[str, Callable[..., Orchestration]] = {
-    "fedadapt": FedAdapt,
-    "fedhyper-g": _fedhyper("G"),
-    "fedhyper-gm": _fedhyper("GM"),
-    "fedhyper-sl": _fedhyper("SL"),
-    "fedhyper-cl": _fedhyper("CL"),
-    "fedhyper-full": _fedhyper("FULL"),
-    "fedexp": FedExP,
-    "fedadam-oracle": OracleResetFedAdam,
-    "flash": Flash,
-    "adaptive-fedavg": AdaptiveFedAvg,
-    "fedavg": SampledFedAvg,
-    "fedavgm": SampledFedAvgM,
-    "fedadam": SampledFedAdam,
-    "fedyogi": SampledFedYogi,
-    "fedadagrad": SampledFedAdagrad,
-    "fedprox": SampledFedProx,
+def _fedhyper_spec(variant: str) -> StrategySpec:
+    return StrategySpec(
+        _fedhyper(variant), FEDHYPER_PRESETS[variant], fedadapt_server=True, server_lr_option=True
+    )
+
+
+def _preset_spec(cls: type[FedAdapt]) -> StrategySpec:
+    """A FedAdapt preset class with its own server method (and its own default server lr)."""
+    return StrategySpec(
+        cls,
+        {"server_optimizer": cls.preset_server_optimizer},  # type: ignore[attr-defined]
+        fedadapt_server=True,
+        server_lr_option=True,
+        server_lr_fallback=False,
+        needs_change_rounds=bool(getattr(cls, "needs_change_rounds", False)),
+    )
+
+
+_SPECS: dict[str, StrategySpec] = {
+    "fedadapt": StrategySpec(FedAdapt, fedadapt_server=True, server_lr_option=True),
+    "fedhyper-g": _fedhyper_spec("G"),
+    "fedhyper-gm": _fedhyper_spec("GM"),
+    "fedhyper-sl": _fedhyper_spec("SL"),
+    "fedhyper-cl": _fedhyper_spec("CL"),
+    "fedhyper-full": _fedhyper_spec("FULL"),
+    "fedexp": StrategySpec(FedExP, FEDEXP_PRESET, fedadapt_server=True),
+    "fedadam-oracle": _preset_spec(OracleResetFedAdam),
+    "flash": _preset_spec(Flash),
+    "adaptive-fedavg": _preset_spec(AdaptiveFedAvg),
+    "fedavg": StrategySpec(SampledFedAvg),
+    "fedavgm": StrategySpec(
+        SampledFedAvgM,
+        flower_arguments={"server_learning_rate": "server_lr", "server_momentum": "server_momentum"},
+        flower_defaults={"server_learning_rate": 1.0},
+    ),
+    "fedadam": StrategySpec(SampledFedAdam, flower_arguments={"eta": "server_lr", "eta_l": "client_lr"}),
+    "fedyogi": StrategySpec(SampledFedYogi, flower_arguments={"eta": "server_lr", "eta_l": "client_lr"}),
+    "fedadagrad": StrategySpec(
+        SampledFedAdagrad, flower_arguments={"eta": "server_lr", "eta_l": "client_lr"}
+    ),
+    "fedprox": StrategySpec(SampledFedProx, flower_arguments={"proximal_mu": "proximal_mu"}),
 }
+
+
+# name -> factory (kept for callers that read a factory's class attributes)
+_REGISTRY: dict[str, Callable[..., Orchestration]] = {n: sp.factory for n, sp in _SPECS.items()}
 
 
 def available_strategies() -> list[str]:
     """Every name :func:`build_strategy` accepts, sorted."""
-    return sorted(_REGISTRY)
+    return sorted(_SPECS)
+
+
+def strategy_spec(name: str) -> StrategySpec:
+    """The :class:`StrategySpec` of ``name`` (case-insensitive); unknown names raise
+    ``ValueError`` listing the accepted ones."""
+    key = str(name).lower()
+    if key not in _SPECS:
+        raise ValueError(f"unknown strategy {name!r}; accepted: {available_strategies()}")
+    return _SPECS[key]
 
 
 def build_strategy(name: str, **kwargs: object) -> Orchestration:
     """Build a strategy by name (case-insensitive), e.g.
     ``build_strategy("fedadam", eta=0.01, num_clients=1000, clients_per_round=10, num_workers=5)``."""
-    key = str(name).lower()
-    if key not in _REGISTRY:
-        raise ValueError(f"unknown strategy {name!r}; accepted: {available_strategies()}")
-    return _REGISTRY[key](**kwargs)
+    return strategy_spec(name).factory(**kwargs)
+
+
+def strategy_arguments(name: str, settings: StrategySettings) -> dict[str, object]:
+    """The constructor arguments of strategy ``name`` for ``settings``, driven by its
+    :class:`StrategySpec` and its server method's ``fedadapt.MethodSpec`` (server defaults
+    from the federation's shape, e.g. server AutoDrop's window of one pass over the
+    population). ``build_strategy(name, **strategy_arguments(name, settings), **app_args)``;
+    application arguments (``fraction_evaluate``, ``on_round_end``, checkpoints...) are added
+    by the caller."""
+    spec = strategy_spec(name)
+    client_options = dict(settings.client_options)
+    client_options.setdefault("lr", float(settings.client_lr))
+    kwargs: dict[str, object] = {
+        "client_optimizer": settings.client_optimizer,
+        "client_options": client_options,
+        "client_lr_state": settings.client_lr_state,
+        "num_clients": None if settings.deployment else settings.num_clients,
+        "clients_per_round": settings.clients_per_round,
+        "num_workers": None if settings.deployment else settings.num_workers,
+        "seed": int(settings.seed),
+        "availability": float(settings.availability),
+        "worker_wait_timeout": settings.worker_wait_timeout,
+    }
+    for key in spec.fixed & {"client_optimizer", "client_lr_state"}:
+        kwargs.pop(key)  # the preset's local method
+    given = None if settings.server_lr is None else float(settings.server_lr)
+    takes_lr = False
+    if spec.fedadapt_server:
+        method = spec.server_method or settings.server_optimizer
+        if spec.server_method is None:
+            kwargs["server_optimizer"] = method
+        method_lr = fedadapt.default_server_lr(method)  # None: the method has no step size
+        takes_lr = spec.server_lr_option and method_lr is not None
+        lr = given if takes_lr else None
+        if lr is None and takes_lr and spec.server_lr_fallback:
+            lr = method_lr
+        federation = fedadapt.Federation(
+            settings.num_clients, settings.clients_per_round, settings.num_rounds
+        )
+        defaults = fedadapt.method_spec(method).server_defaults(federation)
+        kwargs["server_options"] = {
+            **({"lr": lr} if lr is not None else {}),
+            **defaults,
+            **dict(settings.server_options),
+        }
+    for argument, source in spec.flower_arguments.items():
+        value = getattr(settings, source)
+        if value is None:
+            value = spec.flower_defaults.get(argument)
+        if value is not None:  # else unset: Flower's own default
+            kwargs[argument] = float(value)
+    if spec.needs_change_rounds:
+        kwargs["change_rounds"] = [int(r) for r in settings.change_rounds]
+    has_lr = spec.has_server_lr and (not spec.fedadapt_server or takes_lr)
+    if given is not None and not has_lr and not math.isclose(given, 1.0):
+        log.warning(
+            "server-lr=%g is not used by strategy %r (it has no server step size)", given, name
+        )
+    return kwargs
+
+
+__all__ = [
+    "FEDHYPER_PRESETS",
+    "FEDHYPER_VARIANTS",
+    "FedExP",
+    "FedHyper",
+    "FlowerSampling",
+    "SampledFedAdagrad",
+    "SampledFedAdam",
+    "SampledFedAvg",
+    "SampledFedAvgM",
+    "SampledFedProx",
+    "SampledFedYogi",
+    "StrategySettings",
+    "StrategySpec",
+    "available_strategies",
+    "build_strategy",
+    "strategy_arguments",
+    "strategy_spec",
+]

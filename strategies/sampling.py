@@ -191,11 +191,12 @@ def wait_for_nodes(
     timeout: float = 120.0,
     poll: float = 0.5,
     what: str = "worker",
+    hint: str | None = None,
 ) -> list[int]:
     """Poll ``get_node_ids`` until at least ``expected`` nodes registered; return them sorted.
 
-    Raises :class:`WorkersNotReady` after ``timeout`` seconds naming the two settings that
-    must agree.
+    Raises :class:`WorkersNotReady` after ``timeout`` seconds naming the settings that must
+    agree (``hint`` replaces the simulation wording, e.g. with a deployment's).
     """
     deadline = time.monotonic() + timeout
     logged = -1
@@ -204,6 +205,11 @@ def wait_for_nodes(
         if len(nodes) >= expected:
             return nodes
         if time.monotonic() >= deadline:
+            if hint is not None:
+                raise WorkersNotReady(
+                    f"only {len(nodes)} {what}(s) connected after {timeout:.0f} s, expected "
+                    f"{expected}. {hint}"
+                )
             raise WorkersNotReady(
                 f"only {len(nodes)} {what} node(s) registered after {timeout:.0f} s, expected "
                 f"{expected}. The strategy's `num_workers` (run config `num-supernodes`) must "

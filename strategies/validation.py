@@ -29,6 +29,35 @@ class ReplyRejected(ValueError):
     """A reply that is dropped; ``str(exc)`` is the recorded reason."""
 
 
+# How to fix each protocol mismatch (a reply the strategy cannot read, as opposed to a client
+# that failed): the strategy stops the run when every reply of a round has one of these.
+FIX_TWO_CALLS = (
+    "in population mode (num_clients set) each worker serves several client ids and must "
+    "reply with fedadapt's two client calls, `plan = strategies.read_train_message(msg, model)` "
+    "and `strategies.build_train_reply(msg, plan, outcomes)`; a standard Flower ClientApp "
+    "(one client per SuperNode) needs deployment mode: num_clients=None (run config "
+    "`deployment = true`)"
+)
+FIX_RECORDS = (
+    "reply like Flower's quickstart: RecordDict({'arrays': ArrayRecord(model.state_dict()), "
+    "'metrics': MetricRecord({'num-examples': n, ...})}), or use strategies.build_train_reply"
+)
+FIX_IDS = (
+    "the reply names client ids this node was not sent: in a deployment each SuperNode is one "
+    "client (its node id); a worker that serves a population needs population mode "
+    "(num_clients, clients_per_round, num_workers) on the strategy"
+)
+
+
+class ProtocolMismatch(ReplyRejected):
+    """A reply the strategy cannot read because client and strategy disagree on the protocol;
+    ``fix`` says what to change."""
+
+    def __init__(self, reason: str, fix: str) -> None:
+        super().__init__(reason)
+        self.fix = fix
+
+
 @dataclass
 class Failure:
     """One client (or a whole reply) that did not contribute, with the reason."""
@@ -36,6 +65,7 @@ class Failure:
     client_id: int | None
     node_id: int
     reason: str
+    fix: str | None = None  # set for protocol mismatches (see ProtocolMismatch)
 
 
 @dataclass
@@ -55,7 +85,7 @@ class CheckedReply:
     message: Message | None = None
 
 
-_STAT_KEYS = ("train-loss", "start-loss", "lr", "step-mean", "step-min", "step-max")
+_STAT_KEYS = R.CLIENT_STAT_KEYS
 
 
 def _as_list(cfg: ConfigRecord, key: str, kind: type, *, required: bool) -> list:
@@ -83,8 +113,8 @@ def client_failures(msg: Message) -> list[Failure]:
         cfg = msg.content.config_records.get(R.CLIENTS)
         if cfg is None:
             return []
-        ids = _as_list(cfg, "failed-ids", int, required=False)
-        reasons = _as_list(cfg, "failed-reasons", str, required=False)
+        ids = _as_list(cfg, R.C_FAILED_IDS, int, required=False)
+        reasons = _as_list(cfg, R.C_FAILED_REASONS, str, required=False)
         reasons += ["(no reason given)"] * (len(ids) - len(reasons))
         return [Failure(c, node, r) for c, r in zip(ids, reasons, strict=False)]
     except Exception:  # noqa: BLE001
@@ -125,8 +155,17 @@ def check_train_reply(
     want_sq_norms: bool = False,
     want_sq_mean: bool = False,
     expected_ids: Collection[int] | None = None,
+    population: bool = False,
+    global_tensors: dict[str, torch.Tensor] | None = None,
 ) -> CheckedReply:
-    """Validate one train reply against the round's model ``layout``; raise ReplyRejected."""
+    """Validate one train reply against the round's model ``layout``; raise ReplyRejected
+    (:class:`ProtocolMismatch` when client and strategy disagree on the protocol).
+
+    ``population``: the node serves client ids of a population (a reply must list them in
+    ``fedadapt.clients``). ``global_tensors``: the round's global model; given, a one-client
+    reply that lacks the per-client signals (a standard Flower ClientApp in a deployment) has
+    them computed here from its model, exactly as the client writer would.
+    """
     node = int(msg.metadata.src_node_id)
     if msg.has_error():
         raise ReplyRejected(f"error reply (code {msg.error.code}): {msg.error.reason}")
@@ -138,8 +177,9 @@ def check_train_reply(
         raise ReplyRejected("empty content")
     unexpected = keys - ALLOWED_KEYS
     if unexpected:
-        raise ReplyRejected(
-            f"unexpected records {sorted(unexpected)} (allowed {sorted(ALLOWED_KEYS)})"
+        raise ProtocolMismatch(
+            f"unexpected records {sorted(unexpected)} (allowed {sorted(ALLOWED_KEYS)})",
+            FIX_RECORDS,
         )
     failures = client_failures(msg)
     if R.ARRAYS not in keys and R.METRICS not in keys and R.CLIENTS in keys:
@@ -147,7 +187,7 @@ def check_train_reply(
         raise ReplyRejected(NO_SUCCESS if failures else "reply holds no model")
     for k in (R.ARRAYS, R.METRICS):
         if k not in keys:
-            raise ReplyRejected(f"missing record {k!r}")
+            raise ProtocolMismatch(f"missing record {k!r}", FIX_RECORDS)
     arr = content[R.ARRAYS]
     met = content[R.METRICS]
     if not isinstance(arr, ArrayRecord):
@@ -160,7 +200,7 @@ def check_train_reply(
     if isinstance(n, float) and not n.is_integer():
         raise ReplyRejected(f"{R.NUM_EXAMPLES!r} must be an integer count, got {n!r}")
     n = int(n)
-    loss = met.get(R.TRAIN_LOSS, math.nan)
+    loss = next((met[k] for k in R.TRAIN_LOSS_ALIASES if k in met), math.nan)
     loss = float(loss) if isinstance(loss, int | float) and not isinstance(loss, bool) else math.nan
 
     # per-client lists
@@ -168,8 +208,8 @@ def check_train_reply(
     if cfg is not None and not isinstance(cfg, ConfigRecord):
         raise ReplyRejected(f"{R.CLIENTS!r} is not a ConfigRecord")
     if cfg is not None:
-        ids = _as_list(cfg, "ids", int, required=True)
-        ns = _as_list(cfg, "num-examples", int, required=True)
+        ids = _as_list(cfg, R.C_IDS, int, required=True)
+        ns = _as_list(cfg, R.C_NUM_EXAMPLES, int, required=True)
         if len(ns) != len(ids) or not ids:
             raise ReplyRejected(f"{R.CLIENTS}: {len(ids)} ids but {len(ns)} num-examples")
         if len(set(ids)) != len(ids):
@@ -185,31 +225,82 @@ def check_train_reply(
                 )
             stats[key] = vals
         sq = None
-        if want_sq_norms:
-            sq = _as_list(cfg, "sq-norm", float, required=True)
+        if want_sq_norms and R.C_SQ_NORM not in cfg and global_tensors is not None and len(ids) == 1:
+            sq = None  # one client's reply: derived from its model below
+        elif want_sq_norms:
+            sq = _as_list(cfg, R.C_SQ_NORM, float, required=True)
             if len(sq) != len(ids) or not all(math.isfinite(v) and v >= 0 for v in sq):
                 raise ReplyRejected(
                     f"{R.CLIENTS}['sq-norm'] must hold {len(ids)} finite values >= 0"
                 )
     else:
-        if want_sq_norms:
-            raise ReplyRejected(
-                f"missing record {R.CLIENTS!r} (the server needs per-client sq-norm)"
+        if population:
+            raise ProtocolMismatch(
+                f"missing record {R.CLIENTS!r}: the reply does not say which of the client ids "
+                f"{sorted(expected_ids or [])[:5]} sent to node {node} it served",
+                FIX_TWO_CALLS,
             )
+        if want_sq_norms and global_tensors is None:
+            raise ProtocolMismatch(
+                f"missing record {R.CLIENTS!r} (the server needs per-client sq-norm)",
+                FIX_TWO_CALLS,
+            )
+        # a standard Flower reply: one client, the node itself
         ids, ns, sq = [node], [n], None
         stats = {key: [math.nan] for key in _STAT_KEYS}
+        if isinstance(loss, float) and math.isfinite(loss):
+            stats[R.C_TRAIN_LOSS] = [loss]
     if expected_ids is not None:
         stray = set(ids) - set(expected_ids)
         if stray:
-            raise ReplyRejected(f"client ids {sorted(stray)[:5]} were not sent to node {node}")
+            raise ProtocolMismatch(
+                f"client ids {sorted(stray)[:5]} were not sent to node {node}", FIX_IDS
+            )
 
     tensors = _check_arrays(arr, layout, R.ARRAYS, list(layout))
     sig = None
+    derive = global_tensors is not None and len(ids) == 1
+    if want_sq_norms and sq is None and derive:
+        assert global_tensors is not None
+        sq = [per_client_sq_norm(tensors, global_tensors, param_keys)]
     if want_sq_mean:
-        if R.SIGNALS not in keys:
-            raise ReplyRejected(f"missing record {R.SIGNALS!r} (per-coordinate client signal)")
-        srec = content[R.SIGNALS]
-        if not isinstance(srec, ArrayRecord):
-            raise ReplyRejected(f"{R.SIGNALS!r} is not an ArrayRecord")
-        sig = _check_arrays(srec, layout, R.SIGNALS, list(param_keys))
+        if R.SIGNALS not in keys and derive:
+            assert global_tensors is not None
+            sig = per_client_sq_sum(tensors, global_tensors, param_keys, ns[0])
+        elif R.SIGNALS not in keys:
+            raise ProtocolMismatch(
+                f"missing record {R.SIGNALS!r} (per-coordinate client signal)", FIX_TWO_CALLS
+            )
+        else:
+            srec = content[R.SIGNALS]
+            if not isinstance(srec, ArrayRecord):
+                raise ReplyRejected(f"{R.SIGNALS!r} is not an ArrayRecord")
+            sig = _check_arrays(srec, layout, R.SIGNALS, list(param_keys))
     return CheckedReply(node, n, loss, tensors, ids, ns, stats, sq, sig, failures, msg)
+
+
+def per_client_sq_norm(
+    model: dict[str, torch.Tensor], global_model: dict[str, torch.Tensor], keys: Collection[str]
+) -> float:
+    """||x_i - x_t||^2 over the parameters, in float64: what ``build_train_reply`` writes as
+    ``sq-norm`` (same operations, so both routes give the same value)."""
+    total = 0.0
+    for k in keys:
+        d = model[k].to(torch.float64) - global_model[k].to(torch.float64)
+        total += float((d * d).sum())
+    return total
+
+
+def per_client_sq_sum(
+    model: dict[str, torch.Tensor],
+    global_model: dict[str, torch.Tensor],
+    keys: Collection[str],
+    n: int,
+) -> dict[str, torch.Tensor]:
+    """n_i (x_i - x_t)^2 per coordinate (float64, cast to the model dtype): the
+    ``fedadapt.signals`` record of a one-client reply."""
+    out = {}
+    for k in keys:
+        d = model[k].to(torch.float64) - global_model[k].to(torch.float64)
+        out[k] = (d * d).mul_(n).to(model[k].dtype)
+    return out

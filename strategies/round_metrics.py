@@ -1,0 +1,181 @@
+"""Per-round metrics: the ``info`` dict (``strategy.history``, ``on_round_end``), the
+``MetricRecord`` Flower puts in ``Result``, and the round lines on Flower's logger.
+
+* Every round has every key: numbers that could not be computed are NaN, lists are empty, and
+  a key seen in any earlier round (the server method's own, e.g. ``server-lr``) is NaN in a
+  round where it is missing.
+* Ids are lossless: the ``info`` dict holds Python ints (Flower node ids are uint64); the
+  ``MetricRecord``, which holds only int64, stores an id >= 2**63 as ``id - 2**64`` (two's
+  complement, ``v % 2**64`` recovers it). ``failed-reasons`` (strings, which a MetricRecord
+  cannot hold) are in ``info`` and on the log, never in the MetricRecord, in any round.
+* The clients' own MetricRecord entries (``train_loss``, ``accuracy``, ...) are aggregated with
+  the strategy's ``train_metrics_aggr_fn`` (Flower's example-weighted
+  ``aggregate_metricrecords`` by default) and sit beside fedadapt's keys; on a name clash
+  fedadapt's value wins (``num-examples``, ``train-loss``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Callable, Mapping
+from logging import INFO, WARNING
+
+import numpy as np
+from flwr.app import MetricRecord, RecordDict
+from flwr.common.logger import log as flwr_log
+
+from . import records as R
+from .protocol import SentRound
+from .validation import CheckedReply, Failure
+
+UINT64 = 2**64
+ID_KEYS = ("sampled-ids", "offline-ids", "succeeded-ids", "failed-ids", "failed-nodes")
+STRING_KEYS = ("failed-reasons",)
+FLOAT_KEYS = (
+    "train-loss",
+    "client-lr",
+    "client-lr-min",
+    "client-lr-max",
+    "client-step-mean",
+    "client-step-min",
+    "client-step-max",
+    "aggregate-seconds",
+)
+INT_KEYS = ("num-examples", "num-sampled", "num-succeeded", "num-failed")
+
+
+def int64_id(v: int) -> int:
+    """A uint64 id as int64 (two's complement) for a MetricRecord; ``v % 2**64`` inverts it."""
+    return v - UINT64 if v >= 2**63 else v
+
+
+class RoundMetrics:
+    """Computes, records and logs one round's metrics."""
+
+    def __init__(self, aggr_fn: Callable[[list[RecordDict], str], MetricRecord], weight_key: str):
+        self.aggr_fn = aggr_fn
+        self.weight_key = weight_key
+        self.history: list[dict[str, object]] = []
+        self._extra_keys: dict[str, object] = {}  # key -> empty value, for keys seen once
+
+    def client_metrics(self, checked: list[CheckedReply]) -> dict[str, object]:
+        """The clients' own MetricRecord entries, aggregated like Flower's FedAvg does."""
+        records = [
+            RecordDict({R.METRICS: c.message.content[R.METRICS]})
+            for c in checked
+            if c.message is not None and c.message.has_content() and R.METRICS in c.message.content
+        ]
+        if not records:
+            return {}
+        try:
+            agg = self.aggr_fn(records, self.weight_key)
+        except Exception as exc:  # noqa: BLE001 - a user's aggregation function
+            flwr_log(WARNING, "train_metrics_aggr_fn failed, client metrics skipped: %s", exc)
+            return {}
+        return dict(agg.items()) if agg is not None else {}
+
+    def info(
+        self,
+        server_round: int,
+        sent: SentRound,
+        checked: list[CheckedReply],
+        failures: list[Failure],
+        server: Mapping[str, float],
+        client_metrics: Mapping[str, object],
+        broadcast_lr: float | None,
+        elapsed: float,
+    ) -> dict[str, object]:
+        ids = [cid for c in checked for cid in c.client_ids]
+        ns = [n for c in checked for n in c.client_num_examples]
+        info: dict[str, object] = {"round": server_round}
+        for k, v in client_metrics.items():
+            info[k] = v
+        losses = [
+            (n, v)
+            for c in checked
+            for n, v in zip(c.client_num_examples, c.client_stats[R.C_TRAIN_LOSS], strict=True)
+            if math.isfinite(v)
+        ]
+        info["train-loss"] = (
+            sum(n * v for n, v in losses) / sum(n for n, _ in losses) if losses else math.nan
+        )
+        info["num-examples"] = int(sum(ns))
+        for k, v in server.items():
+            info[f"server-{k}"] = float(v)
+        for key in R.STEP_STAT_KEYS:
+            vals = np.array([v for c in checked for v in c.client_stats[key]], dtype=np.float64)
+            vals = vals[np.isfinite(vals)]
+            if key == R.C_LR:
+                info["client-lr"] = float(vals.mean()) if vals.size else math.nan
+                info["client-lr-min"] = float(vals.min()) if vals.size else math.nan
+                info["client-lr-max"] = float(vals.max()) if vals.size else math.nan
+            else:
+                if not vals.size:
+                    info[f"client-{key}"] = math.nan
+                elif key == R.C_STEP_MIN:
+                    info[f"client-{key}"] = float(vals.min())
+                elif key == R.C_STEP_MAX:
+                    info[f"client-{key}"] = float(vals.max())
+                else:
+                    info[f"client-{key}"] = float(vals.mean())
+        info["num-sampled"] = len(sent.client_ids)
+        info["num-succeeded"] = len(ids)
+        info["num-failed"] = len(failures)
+        info["sampled-ids"] = [int(c) for c in sent.client_ids]
+        info["offline-ids"] = [int(c) for c in sent.offline_ids]
+        info["succeeded-ids"] = [int(c) for c in ids]
+        info["failed-ids"] = [f.client_id if f.client_id is not None else -1 for f in failures]
+        info["failed-reasons"] = [f.reason for f in failures]
+        info["failed-nodes"] = [int(f.node_id) for f in failures]
+        if broadcast_lr is not None:
+            info["broadcast-client-lr"] = float(broadcast_lr)
+        info["aggregate-seconds"] = float(elapsed)
+        # every key in every round: a key seen before but missing now is NaN / empty
+        for k, v in info.items():
+            if k not in self._extra_keys and k != "round":
+                self._extra_keys[k] = [] if isinstance(v, list) else math.nan
+        for k, empty in self._extra_keys.items():
+            info.setdefault(k, list(empty) if isinstance(empty, list) else empty)
+        self.history.append(info)
+        return info
+
+    @staticmethod
+    def metric_record(info: Mapping[str, object]) -> MetricRecord:
+        """The numeric part of ``info`` (ids as int64, see the module docstring)."""
+        out = MetricRecord()
+        for k, v in info.items():
+            if k == "round" or k in STRING_KEYS:
+                continue
+            if isinstance(v, bool):
+                out[k] = int(v)
+            elif isinstance(v, int | float):
+                out[k] = v
+            elif isinstance(v, list) and all(
+                isinstance(x, int) and not isinstance(x, bool) for x in v
+            ):
+                out[k] = [int64_id(int(x)) for x in v]
+            elif isinstance(v, list) and all(isinstance(x, int | float) for x in v):
+                out[k] = [float(x) for x in v]
+        return out
+
+    @staticmethod
+    def log_round(info: Mapping[str, object]) -> None:
+        """Flower-style round lines (``flwr run --stream`` shows Flower's logger)."""
+        server = ", ".join(
+            f"{k[len('server-'):]} {float(v):.4g}"  # type: ignore[arg-type]
+            for k, v in info.items()
+            if k.startswith("server-") and isinstance(v, float) and math.isfinite(v)
+        )
+        flwr_log(
+            INFO,
+            "\t├──> fedadapt: %s sampled, %s received, %s failed | train-loss %.4g%s",
+            info["num-sampled"],
+            info["num-succeeded"],
+            info["num-failed"],
+            info["train-loss"],
+            f" | server {server}" if server else "",
+        )
+        reasons = Counter(str(r) for r in info.get("failed-reasons", []))  # type: ignore[attr-defined]
+        for reason, count in reasons.most_common(5):
+            flwr_log(WARNING, "\t│\t%d× failed: %s", count, reason)

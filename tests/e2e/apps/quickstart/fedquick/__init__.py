@@ -1,0 +1,1 @@
+"""fedquick: a quickstart-shaped Flower app for fedadapt's end-to-end tests."""
