@@ -8,7 +8,8 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import Tensor
 
-from ._mechanism import AdaptiveOptimizer, _check, apply_scaled
+from ._fused import run_rule, seeded
+from ._mechanism import AdaptiveOptimizer, _check, _check_fused
 
 __all__ = ["CProp", "conformity_scale"]
 
@@ -109,6 +110,8 @@ class CProp(AdaptiveOptimizer):
         cdf: ``"bft"`` (default) or ``"normal"``.
         base, momentum, dampening, nesterov, betas, eps, weight_decay: the base direction; ``eps``
             is also CProp's :math:`\epsilon`.
+        fused: run the update compiled (``torch.compile``), one loop per tensor (default
+            False); BENCHMARKS.md §1 says when it pays off.
 
     Example::
 
@@ -144,13 +147,15 @@ class CProp(AdaptiveOptimizer):
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
         weight_decay: float = 0.0,
+        fused: bool = False,
     ) -> None:
+        _check_fused(fused, base)
         _check(0.0 < conformity_beta < 1.0, f"conformity_beta must be in (0, 1), got {conformity_beta}")
         _check(overconfidence > 0.0, f"overconfidence must be > 0, got {overconfidence}")
         _check(cdf in _CDFS, f"cdf must be one of {list(_CDFS)}, got {cdf!r}")
         defaults = dict(lr=lr, conformity_beta=conformity_beta, overconfidence=overconfidence, cdf=cdf,
                         base=base, momentum=momentum, dampening=dampening, nesterov=nesterov,
-                        betas=betas, eps=eps, weight_decay=weight_decay, min_lr=None, max_lr=None)
+                        betas=betas, eps=eps, weight_decay=weight_decay, min_lr=None, max_lr=None, fused=fused)
         super().__init__(params, defaults)
 
     def _coordinate_scales(self, group: dict) -> list[Tensor]:
@@ -176,25 +181,26 @@ class CProp(AdaptiveOptimizer):
         torch._foreach_addcmul_(vs, grads, grads, 1.0 - beta)
         sq = signals.get("client_sq_mean")
         scale = [self.state[p].setdefault("conformity", torch.empty_like(p)) for p in params]
+        first = 0.0
         if sq is not None:
             count = float(signals.get("num_clients") or 2)
             k = 1.0 / (count - 1.0 + eps)
-            for out, q, g in zip(scale, sq, grads, strict=True):
-                torch.addcmul(q, g, g, value=-1.0, out=out)  # variance across clients
-            _abs_z(grads, scale, eps * eps / k)
-            _scale_from_z(scale, c, group["cdf"], 1.0 / math.sqrt(k), self._scratch(params, "cprop"))
-        elif t == 1:
-            for x in scale:
-                x.fill_(min(1.0, c))
+            var_coef, pre = -1.0, 1.0 / math.sqrt(k)  # variance across clients: q - g^2
         else:
             b = 1.0 - beta**t
             n = b / (1.0 - beta)
-            k = 1.0 / (b * (n - 1.0 + eps))  # se = max(sqrt(k * var_b), eps) with var_b = v - m^2 / b
-            for out, v, m in zip(scale, vs, ms, strict=True):
-                torch.addcmul(v, m, m, value=-1.0 / b, out=out)
+            k = 1.0 / (b * (n - 1.0 + eps)) if t > 1 else 1.0  # se = max(sqrt(k * var_b), eps), var_b = v - m^2 / b
             # m_hat / se = |m| / sqrt(max(var_b, eps^2 / k)) / (b sqrt(k))
-            _abs_z(ms, scale, eps * eps / k)
-            _scale_from_z(scale, c, group["cdf"], 1.0 / (b * math.sqrt(k)), self._scratch(params, "cprop"))
+            var_coef, pre = -1.0 / b, 1.0 / (b * math.sqrt(k))
+            first = 1.0 if t == 1 else 0.0
         g = self._with_weight_decay(group, params, grads)
-        d, factor = self._direction(group, params, g)
-        apply_scaled(params, d, scale, group["lr"], factor)
+        kind, bufs, dms, dvs, fresh, ds, factor = self._direction_state(group, params, g)
+        fused = group.get("fused", False) and not (fresh is not None and not all(fresh))
+        if fused and fresh is not None:
+            ds, fresh = seeded(ds), None
+        sc = [1.0 - beta, beta, first, var_coef, eps * eps / k, pre, c, group["lr"] * -factor, *ds]
+        out = None if fused else (self._scratch(params, ("adam-direction", t % 2)) if kind == "adam" else None)
+        work = None if fused or group["cdf"] != "bft" else self._scratch(params, "cprop")
+        run_rule("cprop", fused, params[0].device, params[0].dtype, kind, group["cdf"], sq is not None, params,
+                 grads, g, ms, vs, scale, None if sq is None else list(sq), bufs, dms, dvs, out, fresh,
+                 work=work, sc=sc)
