@@ -176,9 +176,6 @@ class CProp(AdaptiveOptimizer):
             vs.append(st["conformity_sq_avg"])
         group["step"] += 1
         t = group["step"]
-        torch._foreach_lerp_(ms, grads, 1.0 - beta)
-        torch._foreach_mul_(vs, beta)
-        torch._foreach_addcmul_(vs, grads, grads, 1.0 - beta)
         sq = signals.get("client_sq_mean")
         scale = [self.state[p].setdefault("conformity", torch.empty_like(p)) for p in params]
         first = 0.0
