@@ -84,10 +84,10 @@ def base_direction(kind: str, g: Sequence[Tensor], bufs: Sequence[Tensor], ms: S
     ``s`` = ``(mu, 1 - dampening, mu)`` for momentum (``buf = s0 buf + s1 g``, Nesterov's
     ``d = g + s2 buf``; ``fresh[i]``: buffer ``i`` was just seeded with ``g_i`` and is left as
     is, which ``s0, s1 = 1, 0`` also does), ``(1 - beta1, beta2, 1 - beta2, eps c)`` for Adam.
-    ``out``: buffers for ``d`` (Adam), or ``None`` to let the result be a temporary.
+    ``out``: buffers for ``d`` (Adam, Nesterov), or ``None`` to let the result be a temporary.
     """
     if kind == "sgd":
-        return list(g)
+        return g  # type: ignore[return-value] - the same list: callers test identity
     if kind in ("momentum", "nesterov"):
         mu, c, nu = s[0], s[1], s[2]
         for i, (b, gi) in enumerate(zip(bufs, g, strict=True)):
@@ -95,8 +95,15 @@ def base_direction(kind: str, g: Sequence[Tensor], bufs: Sequence[Tensor], ms: S
                 continue
             _axpy_(b.mul_(mu), gi, c)
         if kind == "nesterov":
+            if out is not None:
+                for o, gi, b in zip(out, g, bufs, strict=True):
+                    if isinstance(nu, Tensor):
+                        o.copy_(gi + b * nu)
+                    else:
+                        torch.add(gi, b, alpha=nu, out=o)
+                return list(out)
             return [gi + b * nu if isinstance(nu, Tensor) else torch.add(gi, b, alpha=nu) for gi, b in zip(g, bufs, strict=True)]
-        return list(bufs)
+        return bufs  # type: ignore[return-value]
     w1, b2, w2, eps_c = s[0], s[1], s[2], s[3]
     d = []
     for i, (m, v, gi) in enumerate(zip(ms, vs, g, strict=True)):
@@ -110,6 +117,16 @@ def base_direction(kind: str, g: Sequence[Tensor], bufs: Sequence[Tensor], ms: S
             o.add_(eps_c)
             d.append(torch.div(m, o, out=o))
     return d
+
+
+def direction_result(kind: str, g: list[Tensor], bufs: list[Tensor], out: list[Tensor] | None) -> list[Tensor]:
+    """The tensors :func:`base_direction` wrote ``d`` into (given ``out`` for Adam and Nesterov)."""
+    if kind == "sgd":
+        return g
+    if kind == "momentum":
+        return bufs
+    assert out is not None
+    return out
 
 
 def n_direction(kind: str) -> int:
