@@ -157,7 +157,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--compile-cost", action="store_true", help="time cold and warm compiles instead")
     ap.add_argument("--compile-child", default=None, help=argparse.SUPPRESS)
-    ap.add_argument("--only", default=None, help="comma-separated labels to run (plus the torch references)")
+    ap.add_argument("--only", default=None, help="labels to run, separated by ;, plus the torch references")
     args = ap.parse_args()
     if args.compile_child:
         compile_cost_child(args.compile_child)
@@ -178,7 +178,7 @@ def main() -> None:
     # methods that square gradients look arbitrarily slow late in the run)
     batches = [(torch.randn(64, 512, device=device), torch.randint(0, 10, (64,), device=device)) for _ in range(16)]
     runs = []
-    only = None if args.only is None else set(args.only.split(","))
+    only = None if args.only is None else set(args.only.split(";"))
     for label, name, hp, ref, goal in CASES:
         if only is not None and ref is not None and label not in only and label != FUSED:
             continue

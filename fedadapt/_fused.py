@@ -292,10 +292,22 @@ def dsa_update_rule(kind: str, adapt_param: bool, params: list[Tensor], g: list[
             p.addcmul_(di, ps, value=neg_lrf * float(ts))
 
 
+# ---------------------------------------------------------------------------- inner products
+def dot_pairs_rule(a: list[Tensor], b: list[Tensor], c: list[Tensor], *, work: None, sc) -> Tensor:
+    """Per-tensor ``<a_i, b_i>`` then ``<a_i, c_i>``, stacked in float64 (one pass over ``a``)."""
+    if _is_compiled(sc) or not a:
+        ab = [(x * y).sum() for x, y in zip(a, b, strict=True)]
+        ac = [(x * z).sum() for x, z in zip(a, c, strict=True)]
+    else:
+        ab = [torch.dot(x.reshape(-1), y.reshape(-1)) for x, y in zip(a, b, strict=True)]
+        ac = [torch.dot(x.reshape(-1), z.reshape(-1)) for x, z in zip(a, c, strict=True)]
+    return torch.stack([x.to(torch.float64) for x in ab + ac]) if a else torch.zeros(0, dtype=torch.float64)
+
+
 # ---------------------------------------------------------------------------- dispatch
 _COMPILED: dict[tuple[str, str, torch.dtype], Callable] = {}
 _FAILED: dict[tuple[str, str, torch.dtype], str] = {}
-RULES: dict[str, Callable] = {"eg": eg_rule, "cprop": cprop_rule, "dsa-stats": dsa_stats_rule,
+RULES: dict[str, Callable] = {"dot-pairs": dot_pairs_rule, "eg": eg_rule, "cprop": cprop_rule, "dsa-stats": dsa_stats_rule,
                               "dsa-update": dsa_update_rule}
 
 

@@ -107,10 +107,6 @@ class ExponentiatedGradientStepSize(AdaptiveOptimizer):
 
     def _group_step(self, group, params, grads, signals):
         g = self._with_weight_decay(group, params, grads)
-        gg = global_dot(g, g)
-        if not _is_finite(gg):
-            group["skipped"] += 1
-            return
         gains, avgs = [], []
         for p in params:
             st = self.state[p]
@@ -119,10 +115,25 @@ class ExponentiatedGradientStepSize(AdaptiveOptimizer):
                 st["grad_avg"] = torch.zeros_like(p)
             gains.append(st["gain"])
             avgs.append(st["grad_avg"])
+        if group.get("fused", False):
+            # both inner products in one compiled pass over g and gbar, one host read
+            vals = run_rule("dot-pairs", True, params[0].device, params[0].dtype, g, g, avgs, work=None, sc=[]).tolist()
+            n = len(params)
+            gg, dot = math.fsum(vals[:n]), math.fsum(vals[n:])
+            if not math.isfinite(gg):
+                group["skipped"] += 1
+                return
+        else:
+            gg = global_dot(g, g)
+            if not _is_finite(gg):
+                group["skipped"] += 1
+                return
+            dot = None
         group["step"] += 1
         beta = group["grad_beta"]
         if group["step"] > 1:
-            dot = global_dot(g, avgs)
+            if dot is None:
+                dot = global_dot(g, avgs)
             aa = group["grad_avg_sq"]
             if group["scale_lr"] > 0:
                 den = (gg * aa) ** 0.5
