@@ -126,9 +126,13 @@ def compile_cost_child(label: str) -> None:
     for _ in range(3):
         nn.functional.cross_entropy(model(x), y).backward()
         t0 = time.perf_counter()
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")  # a fallback to foreach must not pass for a compile time
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
             opt.step()
+        # a fallback to foreach must not pass for a compile time
+        bad = [w for w in caught if "fused=True could not compile" in str(w.message)]
+        if bad:
+            raise SystemExit(str(bad[0].message))
         times.append(time.perf_counter() - t0)
         opt.zero_grad(set_to_none=True)
     print(f"RESULT {times[0]:.3f} {times[2]:.6f}")

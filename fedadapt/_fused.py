@@ -76,7 +76,7 @@ def _is_compiled(sc) -> bool:
 # ---------------------------------------------------------------------------- base direction
 def base_direction(kind: str, g: Sequence[Tensor], bufs: Sequence[Tensor], ms: Sequence[Tensor],
                    vs: Sequence[Tensor], s: Sequence[Scalar], out: Sequence[Tensor] | None,
-                   fresh: Sequence[bool] | None = None) -> list[Tensor]:
+                   fresh: Sequence[bool] | None = None, v_done: bool = False) -> list[Tensor]:
     """The base optimizer's unit-lr direction ``d_raw`` (scaled by a factor the caller knows).
 
     ``kind``: ``"sgd"`` (``d = g``, no copy), ``"momentum"`` (``d`` = the buffer),
@@ -85,6 +85,7 @@ def base_direction(kind: str, g: Sequence[Tensor], bufs: Sequence[Tensor], ms: S
     ``d = g + s2 buf``; ``fresh[i]``: buffer ``i`` was just seeded with ``g_i`` and is left as
     is, which ``s0, s1 = 1, 0`` also does), ``(1 - beta1, beta2, 1 - beta2, eps c)`` for Adam.
     ``out``: buffers for ``d`` (Adam, Nesterov), or ``None`` to let the result be a temporary.
+    ``v_done``: the caller already advanced ``vs`` this step (CProp sharing Adam's ``v``).
     """
     if kind == "sgd":
         return g  # type: ignore[return-value] - the same list: callers test identity
@@ -108,7 +109,8 @@ def base_direction(kind: str, g: Sequence[Tensor], bufs: Sequence[Tensor], ms: S
     d = []
     for i, (m, v, gi) in enumerate(zip(ms, vs, g, strict=True)):
         m.lerp_(gi, w1)
-        _addcmul_(v.mul_(b2), gi, gi, w2)
+        if not v_done:
+            _addcmul_(v.mul_(b2), gi, gi, w2)
         o = out[i] if out is not None else None
         if o is None:
             d.append(m / (v.sqrt() + eps_c))
@@ -160,7 +162,7 @@ def _apply_scaled(p: Tensor, d: Tensor, gamma: Tensor, neg_lrf: Scalar) -> None:
 
 
 # ---------------------------------------------------------------------------- EG
-def eg_rule(kind: str, adapt: bool, params: list[Tensor], g: list[Tensor], gains: list[Tensor],
+def eg_rule(kind: str, adapt: bool, shared: bool, params: list[Tensor], g: list[Tensor], gains: list[Tensor],
             avgs: list[Tensor], bufs: list[Tensor], ms: list[Tensor], vs: list[Tensor],
             out: list[Tensor] | None, fresh: list[bool] | None, *,
             work: tuple[list[Tensor], list[Tensor]] | None, sc) -> None:
@@ -178,8 +180,9 @@ def eg_rule(kind: str, adapt: bool, params: list[Tensor], g: list[Tensor], gains
             f = _mul(s, cosh_m1, None if work is None else work[1][i])
             f = f.add_(sinh).mul_(s)
             gain.addcmul_(gain, f).clamp_(lo, hi)
-    for ai, gi in zip(avgs, g, strict=True):
-        ai.lerp_(gi, w)
+    if not shared:  # shared: gbar is Adam's m, which the direction advances
+        for ai, gi in zip(avgs, g, strict=True):
+            ai.lerp_(gi, w)
     d = base_direction(kind, g, bufs, ms, vs, [sc[6 + k] for k in range(n_direction(kind))],
                        out, fresh)
     for p, di, gain in zip(params, d, gains, strict=True):
@@ -187,7 +190,7 @@ def eg_rule(kind: str, adapt: bool, params: list[Tensor], g: list[Tensor], gains
 
 
 # ---------------------------------------------------------------------------- CProp
-def cprop_rule(kind: str, cdf: str, server: bool, params: list[Tensor], grads: list[Tensor], g: list[Tensor],
+def cprop_rule(kind: str, cdf: str, server: bool, shared_v: bool, params: list[Tensor], grads: list[Tensor], g: list[Tensor],
                mavg: list[Tensor], vavg: list[Tensor], scale: list[Tensor], sq: list[Tensor] | None,
                bufs: list[Tensor], ms: list[Tensor], vs: list[Tensor], out: list[Tensor] | None,
                fresh: list[bool] | None, *, work: list[Tensor] | None, sc) -> None:
@@ -236,7 +239,7 @@ def cprop_rule(kind: str, cdf: str, server: bool, params: list[Tensor], grads: l
             if compiled:
                 x.copy_(torch.where(first > 0, torch.clamp(c, max=1.0), z))
     d = base_direction(kind, g, bufs, ms, vs, [sc[8 + k] for k in range(n_direction(kind))],
-                       out, fresh)
+                       out, fresh, v_done=shared_v)
     for p, di, x in zip(params, d, scale, strict=True):
         _apply_scaled(p, di, x, neg_lrf)
 
@@ -341,10 +344,16 @@ def run_rule(name: str, fused: bool, device: torch.device, dtype: torch.dtype, *
         key = (name, device.type, dtype)
         if key not in _FAILED:
             compiled = _COMPILED.get(key)
-            if compiled is None:
-                compiled = torch.compile(fn, fullgraph=True, dynamic=False)
-                _COMPILED[key] = compiled
             try:
+                if compiled is None:
+                    compiled = torch.compile(fn, fullgraph=True, dynamic=False)
+                    with warnings.catch_warnings():
+                        # torch's own deprecation notices while compiling are not the user's
+                        # concern (and under -W error would turn into a compile failure)
+                        warnings.simplefilter("ignore", DeprecationWarning)
+                        out = compiled(*args, work=None, sc=pack(sc, dtype, device))
+                    _COMPILED[key] = compiled
+                    return out
                 return compiled(*args, work=None, sc=pack(sc, dtype, device))
             except Exception as exc:  # noqa: BLE001 - any compiler failure falls back to the eager rule
                 first = (str(exc).strip().splitlines() or [""])[0][:200]

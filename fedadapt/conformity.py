@@ -126,7 +126,9 @@ class CProp(AdaptiveOptimizer):
     amplified by :math:`1/\epsilon`). The standard error is floored at :math:`\epsilon`
     (the code adds :math:`\epsilon` to it and clamps the variance at 0): one ``clamp`` and one
     ``rsqrt`` pass instead of ``clamp``, ``sqrt``, ``add`` and ``div``; the two differ only
-    where the standard error is of the order of :math:`\epsilon`. The moments are kept separately from Adam's (no buffer sharing).
+    where the standard error is of the order of :math:`\epsilon`. With an Adam base, ``conformity_beta`` equal
+    to Adam's :math:`\beta_2` (the defaults) and no weight decay, :math:`v_t` *is* Adam's second
+    moment, and one state tensor holds both.
     """
 
     per_coordinate = True
@@ -167,13 +169,23 @@ class CProp(AdaptiveOptimizer):
             return
         beta, c, eps = group["conformity_beta"], group["overconfidence"], group["eps"]
         ms, vs = [], []
+        # with an Adam base, conformity_beta == beta2 and no weight decay, the conformity
+        # second moment is Adam's v bit for bit: one tensor serves both (one state tensor and
+        # one pass fewer)
+        share = group["base"] == "adam" and beta == group["betas"][1] and not group.get("weight_decay", 0.0)
+        shared_v = share
         for p in params:
             st = self.state[p]
             if "conformity_avg" not in st:
                 st["conformity_avg"] = torch.zeros_like(p)
-                st["conformity_sq_avg"] = torch.zeros_like(p)
+                if share and "exp_avg" not in st:
+                    st["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    st["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                st["conformity_sq_avg"] = st["exp_avg_sq"] if share else torch.zeros_like(p)
             ms.append(st["conformity_avg"])
             vs.append(st["conformity_sq_avg"])
+            # a loaded state_dict holds two equal copies: then both are advanced
+            shared_v = shared_v and st["conformity_sq_avg"] is st.get("exp_avg_sq")
         group["step"] += 1
         t = group["step"]
         sq = signals.get("client_sq_mean")
@@ -198,6 +210,6 @@ class CProp(AdaptiveOptimizer):
         sc = [1.0 - beta, beta, first, var_coef, eps * eps / k, pre, c, group["lr"] * -factor, *ds]
         out = None if fused else (self._scratch(params, ("adam-direction", t % 2)) if kind == "adam" else None)
         work = None if fused or group["cdf"] != "bft" else self._scratch(params, "cprop")
-        run_rule("cprop", fused, params[0].device, params[0].dtype, kind, group["cdf"], sq is not None, params,
+        run_rule("cprop", fused, params[0].device, params[0].dtype, kind, group["cdf"], sq is not None, shared_v, params,
                  grads, g, ms, vs, scale, None if sq is None else list(sq), bufs, dms, dvs, out, fresh,
                  work=work, sc=sc)

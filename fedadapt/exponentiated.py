@@ -108,13 +108,22 @@ class ExponentiatedGradientStepSize(AdaptiveOptimizer):
     def _group_step(self, group, params, grads, signals):
         g = self._with_weight_decay(group, params, grads)
         gains, avgs = [], []
+        # with an Adam base and grad_beta == beta1, gbar is Adam's m bit for bit (the same lerp
+        # of the same g from 0): one tensor serves both, one state tensor and one pass fewer
+        share = group["base"] == "adam" and group["grad_beta"] == group["betas"][0]
+        shared = share
         for p in params:
             st = self.state[p]
             if "gain" not in st:
                 st["gain"] = torch.ones_like(p)
-                st["grad_avg"] = torch.zeros_like(p)
+                if share and "exp_avg" not in st:
+                    st["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    st["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                st["grad_avg"] = st["exp_avg"] if share else torch.zeros_like(p)
             gains.append(st["gain"])
             avgs.append(st["grad_avg"])
+            # a loaded state_dict holds two equal copies: then both are advanced
+            shared = shared and st["grad_avg"] is st.get("exp_avg")
         if group.get("fused", False):
             # both inner products in one compiled pass over g and gbar, one host read
             vals = run_rule("dot-pairs", True, params[0].device, params[0].dtype, g, g, avgs, work=None, sc=[]).tolist()
@@ -159,6 +168,6 @@ class ExponentiatedGradientStepSize(AdaptiveOptimizer):
         adapt = fused or (group["step"] > 1 and eta > 0)
         out = None if fused else (self._scratch(params, ("adam-direction", group["step"] % 2)) if kind == "adam" else None)
         work = (self._scratch(params, "eg-sign"), self._scratch(params, "eg-factor")) if adapt and not fused else None
-        run_rule("eg", fused, params[0].device, params[0].dtype, kind, adapt, params, g, gains, avgs,
+        run_rule("eg", fused, params[0].device, params[0].dtype, kind, adapt, shared, params, g, gains, avgs,
                  bufs, ms, vs, out, fresh, work=work, sc=sc)
 
