@@ -138,10 +138,12 @@ def compile_cost_child(label: str) -> None:
     print(f"RESULT {times[0]:.3f} {times[2]:.6f}")
 
 
-def compile_cost() -> None:
+def compile_cost(only: set[str] | None) -> None:
     print("| rule (first fused=True step, 1,055,242-parameter MLP, 6 tensors) | cold cache (s) | warm cache (s) | third step (ms) |")
     print("|---|---|---|---|")
     for label, _, _ in COMPILE_CASES:
+        if only is not None and label not in only:
+            continue
         with tempfile.TemporaryDirectory() as cache:
             env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=cache)
             res = []
@@ -167,7 +169,7 @@ def main() -> None:
         compile_cost_child(args.compile_child)
         return
     if args.compile_cost:
-        compile_cost()
+        compile_cost(None if args.only is None else set(args.only.split(";")))
         return
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
