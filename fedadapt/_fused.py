@@ -88,7 +88,7 @@ def base_direction(kind: str, g: Sequence[Tensor], bufs: Sequence[Tensor], ms: S
     ``v_done``: the caller already advanced ``vs`` this step (CProp sharing Adam's ``v``).
     """
     if kind == "sgd":
-        return g  # type: ignore[return-value] - the same list: callers test identity
+        return g  # type: ignore[return-value]  # the same list: callers test identity
     if kind in ("momentum", "nesterov"):
         mu, c, nu = s[0], s[1], s[2]
         for i, (b, gi) in enumerate(zip(bufs, g, strict=True)):
@@ -111,10 +111,10 @@ def base_direction(kind: str, g: Sequence[Tensor], bufs: Sequence[Tensor], ms: S
         m.lerp_(gi, w1)
         if not v_done:
             _addcmul_(v.mul_(b2), gi, gi, w2)
-        o = out[i] if out is not None else None
-        if o is None:
+        if out is None:
             d.append(m / (v.sqrt() + eps_c))
         else:
+            o = out[i]
             torch.sqrt(v, out=o)
             o.add_(eps_c)
             d.append(torch.div(m, o, out=o))

@@ -81,7 +81,7 @@ def _check(cond: bool, msg: str) -> None:
         raise ValueError(msg)
 
 
-def _check_fused(fused: object, base: str) -> None:
+def _check_fused(fused: object) -> None:
     _check(isinstance(fused, bool), f"fused must be True or False, got {fused!r}")
 
 

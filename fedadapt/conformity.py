@@ -151,7 +151,7 @@ class CProp(AdaptiveOptimizer):
         weight_decay: float = 0.0,
         fused: bool = False,
     ) -> None:
-        _check_fused(fused, base)
+        _check_fused(fused)
         _check(0.0 < conformity_beta < 1.0, f"conformity_beta must be in (0, 1), got {conformity_beta}")
         _check(overconfidence > 0.0, f"overconfidence must be > 0, got {overconfidence}")
         _check(cdf in _CDFS, f"cdf must be one of {list(_CDFS)}, got {cdf!r}")

@@ -98,7 +98,7 @@ class StructuredSelfAdaptive(_PreviousDirection):
         max_lr: float | None = None,
         fused: bool = False,
     ) -> None:
-        _check_fused(fused, base)
+        _check_fused(fused)
         _check(0.0 <= hyper_beta < 1.0, f"hyper_beta must be in [0, 1), got {hyper_beta}")
         for name, v in (("param_hyper_lr", param_hyper_lr), ("tensor_hyper_lr", tensor_hyper_lr),
                         ("global_hyper_lr", global_hyper_lr)):

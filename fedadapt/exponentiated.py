@@ -88,7 +88,7 @@ class ExponentiatedGradientStepSize(AdaptiveOptimizer):
         max_lr: float | None = None,
         fused: bool = False,
     ) -> None:
-        _check_fused(fused, base)
+        _check_fused(fused)
         _check(scale_lr >= 0 and math.isfinite(scale_lr), f"scale_lr must be a finite number >= 0, got {scale_lr}")
         _check(gain_lr >= 0 and math.isfinite(gain_lr), f"gain_lr must be a finite number >= 0, got {gain_lr}")
         _check(0.0 <= grad_beta < 1.0, f"grad_beta must be in [0, 1), got {grad_beta}")
