@@ -289,7 +289,7 @@ def dsa_update_rule(kind: str, adapt_param: bool, params: list[Tensor], g: list[
     d = base_direction(kind, g, bufs, ms, vs,
                        [sc[4 + 2 * n + k] for k in range(n_direction(kind))], out, fresh)
     for p, di, ps, ts in zip(params, d, pscales, tscales, strict=True):
-        if _is_compiled(sc):
+        if _is_compiled(sc) or isinstance(neg_lrf, Tensor):  # compiled, or a device lr (no host read)
             p.add_(di * ps * (ts * neg_lrf))
         else:
             p.addcmul_(di, ps, value=neg_lrf * float(ts))
