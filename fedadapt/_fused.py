@@ -190,6 +190,36 @@ def eg_rule(kind: str, adapt: bool, shared: bool, params: list[Tensor], g: list[
 
 
 # ---------------------------------------------------------------------------- CProp
+def conformity_of_var(z: Tensor, mean: Tensor, eps_sq_k: Scalar, pre: Scalar, c: Scalar, cdf: str,
+                      work: Tensor | None) -> Tensor:
+    """In place on ``z`` (a variance): ``min(1, 2c |Phi(pre |mean| / sqrt(max(z, eps_sq_k))) - 1/2|)``.
+
+    Tensor scalars (compiled) or floats (eager, ``work`` a scratch buffer or ``None``).
+    """
+    compiled = isinstance(pre, Tensor)
+    z = z.clamp_min_(eps_sq_k).rsqrt_().mul_(mean).abs_()
+    if cdf == "normal":
+        # 2 |Phi(z) - 1/2| = erf(|z| / sqrt 2); erf(6) == 1 in float32 and float64, larger
+        # arguments only produce denormal intermediates (very slow on CPU)
+        z = z.mul_(pre / math.sqrt(2.0)).clamp_max_(6.0).erf_()
+        if compiled or c != 1.0:
+            z = z.mul_(c)
+    else:
+        # Bowling et al. logistic fit: 2 |Phi(z) - 1/2| = 2 sigmoid(u) - 1, u = 0.07056 z^3
+        # + 1.5976 z; with z = pre * y: u = y (0.07056 pre^3 y^2 + 1.5976 pre)
+        if compiled:
+            u = z * (1.5976 * pre + 0.07056 * pre**3 * z * z)
+        else:
+            u = (torch.empty_like(z) if work is None else work).fill_(1.5976 * pre)
+            u.addcmul_(z, z, value=0.07056 * pre**3)
+            u = z.mul_(u)
+        # sigmoid(40) == 1 in float32 and float64 (to 4e-18); beyond: denormal exp(-u)
+        z = u.clamp_max_(40.0).sigmoid_().mul_(2.0 * c).sub_(c)
+    if compiled or c > 1.0:
+        z = z.clamp_max_(1.0)
+    return z
+
+
 def cprop_rule(kind: str, cdf: str, server: bool, shared_v: bool, params: list[Tensor], grads: list[Tensor], g: list[Tensor],
                mavg: list[Tensor], vavg: list[Tensor], scale: list[Tensor], sq: list[Tensor] | None,
                bufs: list[Tensor], ms: list[Tensor], vs: list[Tensor], out: list[Tensor] | None,
@@ -216,26 +246,7 @@ def cprop_rule(kind: str, cdf: str, server: bool, shared_v: bool, params: list[T
         for i, (x, q, mi) in enumerate(zip(scale, var, mean, strict=True)):
             # |mean| / sqrt(max(var, eps^2/k)), var = q - m^2 / b (moments) or q - g^2 (server)
             z = _addcmul(q, mi, mi, var_coef, x if not compiled else None)
-            z = z.clamp_min_(eps_sq_k).rsqrt_().mul_(mi).abs_()
-            if cdf == "normal":
-                # 2 |Phi(z) - 1/2| = erf(|z| / sqrt 2); erf(6) == 1 in float32 and float64, larger
-                # arguments only produce denormal intermediates (very slow on CPU)
-                z = z.mul_(pre / math.sqrt(2.0)).clamp_max_(6.0).erf_()
-                if compiled or c != 1.0:
-                    z = z.mul_(c)
-            else:
-                # Bowling et al. logistic fit: 2 |Phi(z) - 1/2| = 2 sigmoid(u) - 1, u = 0.07056 z^3
-                # + 1.5976 z; with z = pre * y: u = y (0.07056 pre^3 y^2 + 1.5976 pre)
-                if compiled:
-                    u = z * (1.5976 * pre + 0.07056 * pre**3 * z * z)
-                else:
-                    u = (torch.empty_like(z) if work is None else work[i]).fill_(1.5976 * pre)
-                    u.addcmul_(z, z, value=0.07056 * pre**3)
-                    u = z.mul_(u)
-                # sigmoid(40) == 1 in float32 and float64 (to 4e-18); beyond: denormal exp(-u)
-                z = u.clamp_max_(40.0).sigmoid_().mul_(2.0 * c).sub_(c)
-            if compiled or c > 1.0:
-                z = z.clamp_max_(1.0)
+            z = conformity_of_var(z, mi, eps_sq_k, pre, c, cdf, None if work is None else work[i])
             if compiled:
                 x.copy_(torch.where(first > 0, torch.clamp(c, max=1.0), z))
     d = base_direction(kind, g, bufs, ms, vs, [sc[8 + k] for k in range(n_direction(kind))],

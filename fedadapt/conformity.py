@@ -8,52 +8,12 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import Tensor
 
-from ._fused import run_rule, seeded
+from ._fused import conformity_of_var, run_rule, seeded
 from ._mechanism import AdaptiveOptimizer, _check, _check_fused
 
 __all__ = ["CProp", "conformity_scale"]
 
 _CDFS = ("normal", "bft")
-
-
-def _scale_from_z(z: list[Tensor], overconfidence: float, cdf: str, pre_scale: float, work: list[Tensor]) -> list[Tensor]:
-    """In place: ``z`` (>= 0, times ``1/pre_scale``) -> ``min(1, 2c |Phi(z) - 1/2|)``; ``work`` is scratch."""
-    c = overconfidence
-    if cdf == "normal":
-        # 2 |Phi(z) - 1/2| = erf(|z| / sqrt 2)
-        torch._foreach_mul_(z, pre_scale / math.sqrt(2.0))
-        # erf(6) == 1 in float32 and float64; larger arguments only produce denormal
-        # intermediates (exp(-x^2)), which are very slow on CPU
-        torch._foreach_clamp_max_(z, 6.0)
-        torch._foreach_erf_(z)
-        if c != 1.0:
-            torch._foreach_mul_(z, c)
-    else:
-        # Bowling et al. logistic fit: Phi(z) ~ sigmoid(u), u = 0.07056 z^3 + 1.5976 z, so
-        # 2 |Phi(z) - 1/2| = 2 sigmoid(u) - 1 for z >= 0; with z = pre_scale * y:
-        # u = y (0.07056 pre^3 y^2 + 1.5976 pre), so pre_scale costs no pass of its own
-        for y, w in zip(z, work, strict=True):
-            w.fill_(1.5976 * pre_scale)
-            w.addcmul_(y, y, value=0.07056 * pre_scale**3)
-        torch._foreach_mul_(z, work)
-        # sigmoid(40) == 1 in float32 and float64 (to 4e-18); larger arguments only produce
-        # denormal exp(-u), which is very slow on CPU
-        torch._foreach_clamp_max_(z, 40.0)
-        torch._foreach_sigmoid_(z)
-        torch._foreach_mul_(z, 2.0 * c)
-        torch._foreach_add_(z, -c)
-    if c > 1.0:
-        torch._foreach_clamp_max_(z, 1.0)
-    return z
-
-
-def _abs_z(mean: Sequence[Tensor], var: list[Tensor], eps_sq: float) -> list[Tensor]:
-    """In place on ``var``: ``|mean| / sqrt(max(var, eps_sq))``."""
-    torch._foreach_clamp_min_(var, eps_sq)
-    torch._foreach_rsqrt_(var)
-    for x, m in zip(var, mean, strict=True):
-        x.mul_(m).abs_()
-    return var
 
 
 def conformity_scale(
@@ -69,8 +29,8 @@ def conformity_scale(
     _check(cdf in _CDFS, f"cdf must be one of {list(_CDFS)}, got {cdf!r}")
     k = 1.0 / (count - 1.0 + eps)
     # |mean| / max(sqrt(k var), eps) = |mean| / sqrt(max(var, eps^2 / k)) / sqrt(k)
-    z = _abs_z(mean, [v.clone() for v in var], eps * eps / k)
-    return _scale_from_z(z, overconfidence, cdf, 1.0 / math.sqrt(k), [torch.empty_like(x) for x in z])
+    return [conformity_of_var(v.clone(), m, eps * eps / k, 1.0 / math.sqrt(k), overconfidence, cdf, None)
+            for m, v in zip(mean, var, strict=True)]
 
 
 class CProp(AdaptiveOptimizer):
