@@ -175,3 +175,42 @@ def test_compile_failure_warns_once_and_runs_foreach(monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # once per (rule, device, dtype), not per step
         _run("cprop", {"lr": 0.05, "conformity_beta": 0.9}, True)
+
+
+@pytest.mark.parametrize(("name", "kw", "own", "adam"), [
+    ("eg", {"lr": 0.01, "base": "adam"}, "grad_avg", "exp_avg"),
+    ("cprop", {"lr": 0.01, "base": "adam"}, "conformity_sq_avg", "exp_avg_sq"),
+])
+def test_shared_moment_and_checkpoint_round_trip(name, kw, own, adam):
+    """One tensor serves the method and Adam; a checkpoint (torch.save, two copies or not) resumes exactly."""
+    import io
+
+    grads = _grads(torch.float64, 6)
+
+    def steps(params, opt, gs):
+        for step in gs:
+            for p, g in zip(params, step, strict=True):
+                p.grad = g.clone()
+            opt.step()
+
+    params = _params(torch.float64)
+    opt = fedadapt.build_optimizer(name, params, **kw)
+    steps(params, opt, grads[:3])
+    assert all(opt.state[p][own] is opt.state[p][adam] for p in params)
+    buf = io.BytesIO()
+    torch.save({"params": [p.detach().clone() for p in params], "opt": opt.state_dict()}, buf)
+    steps(params, opt, grads[3:])
+
+    buf.seek(0)
+    ck = torch.load(buf, weights_only=True)
+    resumed = [p.clone().requires_grad_() for p in ck["params"]]
+    opt2 = fedadapt.build_optimizer(name, resumed, **kw)
+    sd = ck["opt"]
+    for st in sd["state"].values():  # a checkpoint writer that copied each entry separately
+        st[own] = st[own].clone()
+    opt2.load_state_dict(sd)
+    steps(resumed, opt2, grads[3:])
+    for a, b in zip(params, resumed, strict=True):
+        assert torch.equal(a, b)
+        assert torch.equal(opt.state[a][adam], opt2.state[b][adam])
+        assert torch.equal(opt.state[a][own], opt2.state[b][own])
