@@ -89,6 +89,8 @@ def base_direction(kind: str, g: Sequence[Tensor], bufs: Sequence[Tensor], ms: S
     """
     if kind == "sgd":
         return g  # type: ignore[return-value]  # the same list: callers test identity
+    if not isinstance(s[0], Tensor):  # eager: foreach ops (one C++ call per op for all tensors)
+        return _base_direction_foreach(kind, g, bufs, ms, vs, s, out, fresh, v_done)
     if kind in ("momentum", "nesterov"):
         mu, c, nu = s[0], s[1], s[2]
         for i, (b, gi) in enumerate(zip(bufs, g, strict=True)):
@@ -118,6 +120,37 @@ def base_direction(kind: str, g: Sequence[Tensor], bufs: Sequence[Tensor], ms: S
             torch.sqrt(v, out=o)
             o.add_(eps_c)
             d.append(torch.div(m, o, out=o))
+    return d
+
+
+def _base_direction_foreach(kind, g, bufs, ms, vs, s, out, fresh, v_done) -> list[Tensor]:
+    """:func:`base_direction` with float scalars, as foreach ops (same arithmetic)."""
+    if kind in ("momentum", "nesterov"):
+        mu, c, nu = s[0], s[1], s[2]
+        old = list(bufs) if fresh is None else [b for b, f in zip(bufs, fresh, strict=True) if not f]
+        og = list(g) if fresh is None else [x for x, f in zip(g, fresh, strict=True) if not f]
+        if old:
+            torch._foreach_mul_(old, mu)
+            torch._foreach_add_(old, og, alpha=c)
+        if kind == "nesterov":
+            if out is not None:
+                for o, gi, b in zip(out, g, bufs, strict=True):
+                    torch.add(gi, b, alpha=nu, out=o)
+                return list(out)
+            return list(torch._foreach_add(list(g), list(bufs), alpha=nu))
+        return bufs  # type: ignore[return-value]
+    w1, b2, w2, eps_c = s[0], s[1], s[2], s[3]
+    ms, vs = list(ms), list(vs)
+    torch._foreach_lerp_(ms, list(g), w1)
+    if not v_done:
+        torch._foreach_mul_(vs, b2)
+        torch._foreach_addcmul_(vs, list(g), list(g), w2)
+    d = list(out) if out is not None else [torch.empty_like(m) for m in ms]
+    for v, o in zip(vs, d, strict=True):
+        torch.sqrt(v, out=o)
+    torch._foreach_add_(d, eps_c)
+    for m, o in zip(ms, d, strict=True):
+        torch.div(m, o, out=o)
     return d
 
 
@@ -156,6 +189,15 @@ def direction_scalars(group: dict) -> tuple[str, list[float], float]:
     return "adam", [1.0 - beta1, beta2, 1.0 - beta2, group["eps"] * c], c / bc1
 
 
+def _apply_scaled_all(params: list[Tensor], d: list[Tensor], gamma: list[Tensor], neg_lrf: Scalar) -> None:
+    """``params += neg_lrf * gamma * d`` (eager: one foreach call for a float step size)."""
+    if isinstance(neg_lrf, Tensor):
+        for p, di, x in zip(params, d, gamma, strict=True):
+            _addcmul_(p, di, x, neg_lrf)
+    else:
+        torch._foreach_addcmul_(params, list(d), gamma, value=neg_lrf)
+
+
 def _apply_scaled(p: Tensor, d: Tensor, gamma: Tensor, neg_lrf: Scalar) -> None:
     """``p += neg_lrf * gamma * d``."""
     _addcmul_(p, d, gamma, neg_lrf)
@@ -174,6 +216,23 @@ def eg_rule(kind: str, adapt: bool, shared: bool, params: list[Tensor], g: list[
     form always runs it (one graph for every step) and the eager form skips it (``adapt``).
     """
     sinh, cosh_m1, lo, hi, w, neg_lrf = sc[0], sc[1], sc[2], sc[3], sc[4], sc[5]
+    if not _is_compiled(sc):  # eager: the same arithmetic as foreach ops
+        if adapt:
+            sign = work[0] if work is not None else [torch.empty_like(x) for x in g]
+            f = work[1] if work is not None else [torch.empty_like(x) for x in g]
+            for gi, ai, si, fi in zip(g, avgs, sign, f, strict=True):
+                torch.mul(gi, ai, out=si)
+                torch.mul(si.sign_(), cosh_m1, out=fi)
+            torch._foreach_add_(f, sinh)
+            torch._foreach_mul_(f, sign)
+            torch._foreach_addcmul_(gains, gains, f)
+            for x in gains:
+                x.clamp_(lo, hi)
+        if not shared:
+            torch._foreach_lerp_(avgs, g, w)
+        d = base_direction(kind, g, bufs, ms, vs, [sc[6 + k] for k in range(n_direction(kind))], out, fresh)
+        _apply_scaled_all(params, d, gains, neg_lrf)
+        return
     if adapt:
         for i, (gi, ai, gain) in enumerate(zip(g, avgs, gains, strict=True)):
             s = _mul(gi, ai, None if work is None else work[0][i]).sign_()
@@ -190,6 +249,33 @@ def eg_rule(kind: str, adapt: bool, shared: bool, params: list[Tensor], g: list[
 
 
 # ---------------------------------------------------------------------------- CProp
+def _conformity_of_var_foreach(zs: list[Tensor], means: list[Tensor], eps_sq_k: float, pre: float, c: float,
+                               cdf: str, work: list[Tensor]) -> list[Tensor]:
+    """:func:`conformity_of_var` over lists with float scalars, as foreach ops (same arithmetic)."""
+    torch._foreach_clamp_min_(zs, eps_sq_k)
+    torch._foreach_rsqrt_(zs)
+    for z, m in zip(zs, means, strict=True):
+        z.mul_(m).abs_()
+    if cdf == "normal":
+        torch._foreach_mul_(zs, pre / math.sqrt(2.0))
+        torch._foreach_clamp_max_(zs, 6.0)
+        torch._foreach_erf_(zs)
+        if c != 1.0:
+            torch._foreach_mul_(zs, c)
+    else:
+        for z, u in zip(zs, work, strict=True):
+            u.fill_(1.5976 * pre)
+            u.addcmul_(z, z, value=0.07056 * pre**3)
+        torch._foreach_mul_(zs, work)
+        torch._foreach_clamp_max_(zs, 40.0)
+        torch._foreach_sigmoid_(zs)
+        torch._foreach_mul_(zs, 2.0 * c)
+        torch._foreach_add_(zs, -c)
+    if c > 1.0:
+        torch._foreach_clamp_max_(zs, 1.0)
+    return zs
+
+
 def conformity_of_var(z: Tensor, mean: Tensor, eps_sq_k: Scalar, pre: Scalar, c: Scalar, cdf: str,
                       work: Tensor | None) -> Tensor:
     """In place on ``z`` (a variance): ``min(1, 2c |Phi(pre |mean| / sqrt(max(z, eps_sq_k))) - 1/2|)``.
@@ -233,6 +319,25 @@ def cprop_rule(kind: str, cdf: str, server: bool, shared_v: bool, params: list[T
     """
     w, beta, first, var_coef, eps_sq_k, pre, c, neg_lrf = (sc[k] for k in range(8))
     compiled = _is_compiled(sc)
+    if not compiled:  # eager: the same arithmetic as foreach ops
+        torch._foreach_lerp_(mavg, grads, w)
+        torch._foreach_mul_(vavg, beta)
+        torch._foreach_addcmul_(vavg, grads, grads, w)
+        if first:
+            for x in scale:
+                x.fill_(min(1.0, c))
+        else:
+            mean = grads if server else mavg
+            var = sq if server else vavg
+            assert var is not None
+            for x, q, mi in zip(scale, var, mean, strict=True):
+                torch.addcmul(q, mi, mi, value=var_coef, out=x)
+            _conformity_of_var_foreach(scale, mean, eps_sq_k, pre, c, cdf,
+                                       work if work is not None else [torch.empty_like(x) for x in scale])
+        d = base_direction(kind, g, bufs, ms, vs, [sc[8 + k] for k in range(n_direction(kind))],
+                           out, fresh, v_done=shared_v)
+        _apply_scaled_all(params, d, scale, neg_lrf)
+        return
     for m, v, gr in zip(mavg, vavg, grads, strict=True):
         m.lerp_(gr, w)
         _addcmul_(v.mul_(beta), gr, gr, w)
