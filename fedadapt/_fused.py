@@ -235,10 +235,9 @@ def eg_rule(kind: str, adapt: bool, shared: bool, params: list[Tensor], g: list[
         return
     if adapt:
         for i, (gi, ai, gain) in enumerate(zip(g, avgs, gains, strict=True)):
-            s = _mul(gi, ai, None if work is None else work[0][i]).sign_()
-            f = _mul(s, cosh_m1, None if work is None else work[1][i])
-            f = f.add_(sinh).mul_(s)
-            gain.addcmul_(gain, f).clamp_(lo, hi)
+            si = _mul(gi, ai, None if work is None else work[0][i]).sign_()
+            fi = _mul(si, cosh_m1, None if work is None else work[1][i]).add_(sinh).mul_(si)
+            gain.addcmul_(gain, fi).clamp_(lo, hi)
     if not shared:  # shared: gbar is Adam's m, which the direction advances
         for ai, gi in zip(avgs, g, strict=True):
             ai.lerp_(gi, w)
@@ -297,7 +296,7 @@ def conformity_of_var(z: Tensor, mean: Tensor, eps_sq_k: Scalar, pre: Scalar, c:
             u = z * (1.5976 * pre + 0.07056 * pre**3 * z * z)
         else:
             u = (torch.empty_like(z) if work is None else work).fill_(1.5976 * pre)
-            u.addcmul_(z, z, value=0.07056 * pre**3)
+            u.addcmul_(z, z, value=0.07056 * float(pre) ** 3)
             u = z.mul_(u)
         # sigmoid(40) == 1 in float32 and float64 (to 4e-18); beyond: denormal exp(-u)
         z = u.clamp_max_(40.0).sigmoid_().mul_(2.0 * c).sub_(c)
