@@ -24,6 +24,8 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
+from ._fused import base_direction, direction_scalars
+
 BASES = ("sgd", "adam")
 
 __all__ = ["AdaptiveOptimizer", "global_dot", "BASES"]
@@ -77,6 +79,10 @@ def _clip(x: float | Tensor, lo: float, hi: float) -> float | Tensor:
 def _check(cond: bool, msg: str) -> None:
     if not cond:
         raise ValueError(msg)
+
+
+def _check_fused(fused: object) -> None:
+    _check(isinstance(fused, bool), f"fused must be True or False, got {fused!r}")
 
 
 class AdaptiveOptimizer(Optimizer):
@@ -213,56 +219,47 @@ class AdaptiveOptimizer(Optimizer):
 
         ``grads`` already contain weight decay. For plain SGD ``d_raw`` *is* ``grads`` (no
         copy); for momentum without Nesterov it is the momentum buffers themselves.
-        ``group["step"]`` must already count this step.
+        ``group["step"]`` must already count this step. The arithmetic is
+        :func:`fedadapt._fused.base_direction`, shared with the per-coordinate rules.
         """
-        if group["base"] == "sgd":
-            mu = group.get("momentum", 0.0)
-            if mu == 0.0:
-                return grads, 1.0
-            bufs = []
-            fresh = []
+        kind, bufs, ms, vs, fresh, s, factor = self._direction_state(group, params, grads)
+        out = self._scratch(params, ("adam-direction", group["step"] % 2)) if kind == "adam" else None
+        return base_direction(kind, grads, bufs, ms, vs, s, out, fresh), factor
+
+    def _direction_state(self, group: dict, params: list[Tensor], grads: list[Tensor]):
+        """The base state for :func:`~fedadapt._fused.base_direction`, created on first use.
+
+        Returns ``(kind, momentum_buffers, exp_avgs, exp_avg_sqs, fresh, scalars, factor)``;
+        ``fresh[i]``: momentum buffer ``i`` was just seeded with ``grads[i]`` (torch's
+        convention: the first step's buffer is the gradient), ``None`` when none was.
+        Two alternating scratch buffers hold an Adam ``d_t`` (``_direction``), so ``d_{t-1}``
+        (kept by reference as the previous direction) is intact while ``d_t`` is computed.
+        """
+        kind, s, factor = direction_scalars(group)
+        bufs: list[Tensor] = []
+        ms: list[Tensor] = []
+        vs: list[Tensor] = []
+        fresh: list[bool] | None = None
+        if kind in ("momentum", "nesterov"):
+            flags = []
             for p, g in zip(params, grads, strict=True):
                 st = self.state[p]
                 if "momentum_buffer" not in st:
                     st["momentum_buffer"] = torch.clone(g).detach()
-                    fresh.append(True)
+                    flags.append(True)
                 else:
-                    fresh.append(False)
+                    flags.append(False)
                 bufs.append(st["momentum_buffer"])
-            old = [b for b, f in zip(bufs, fresh, strict=True) if not f]
-            if old:
-                og = [g for g, f in zip(grads, fresh, strict=True) if not f]
-                torch._foreach_mul_(old, mu)
-                torch._foreach_add_(old, og, alpha=1.0 - group.get("dampening", 0.0))
-            if group.get("nesterov"):
-                return list(torch._foreach_add(grads, bufs, alpha=mu)), 1.0
-            return bufs, 1.0
-        # adam
-        beta1, beta2 = group["betas"]
-        ms, vs = [], []
-        for p in params:
-            st = self.state[p]
-            if "exp_avg" not in st:
-                st["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                st["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            ms.append(st["exp_avg"])
-            vs.append(st["exp_avg_sq"])
-        t = group["step"]
-        torch._foreach_lerp_(ms, grads, 1.0 - beta1)
-        torch._foreach_mul_(vs, beta2)
-        torch._foreach_addcmul_(vs, grads, grads, 1.0 - beta2)
-        bc1 = 1.0 - beta1**t
-        c = math.sqrt(1.0 - beta2**t)
-        # m_hat / (sqrt(v_hat) + eps) = (c / bc1) * m / (sqrt(v) + eps * c): one pass fewer than
-        # dividing sqrt(v) by c. Two alternating scratch buffers hold d_t, so d_{t-1} (kept by
-        # reference as the previous direction) is still intact while d_t is computed.
-        d = self._scratch(params, ("adam-direction", t % 2))
-        for v, out in zip(vs, d, strict=True):
-            torch.sqrt(v, out=out)
-        torch._foreach_add_(d, group["eps"] * c)
-        for m, out in zip(ms, d, strict=True):
-            torch.div(m, out, out=out)
-        return d, c / bc1
+            fresh = flags if any(flags) else None
+        elif kind == "adam":
+            for p in params:
+                st = self.state[p]
+                if "exp_avg" not in st:
+                    st["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    st["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                ms.append(st["exp_avg"])
+                vs.append(st["exp_avg_sq"])
+        return kind, bufs, ms, vs, fresh, s, factor
 
     def _scratch(self, params: list[Tensor], slot: object) -> list[Tensor]:
         """Per-parameter work buffers reused across steps (transient: not state, not pickled).

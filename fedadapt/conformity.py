@@ -8,51 +8,12 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import Tensor
 
-from ._mechanism import AdaptiveOptimizer, _check, apply_scaled
+from ._fused import conformity_of_var, run_rule, seeded
+from ._mechanism import AdaptiveOptimizer, _check, _check_fused
 
 __all__ = ["CProp", "conformity_scale"]
 
 _CDFS = ("normal", "bft")
-
-
-def _scale_from_z(z: list[Tensor], overconfidence: float, cdf: str, pre_scale: float, work: list[Tensor]) -> list[Tensor]:
-    """In place: ``z`` (>= 0, times ``1/pre_scale``) -> ``min(1, 2c |Phi(z) - 1/2|)``; ``work`` is scratch."""
-    c = overconfidence
-    if cdf == "normal":
-        # 2 |Phi(z) - 1/2| = erf(|z| / sqrt 2)
-        torch._foreach_mul_(z, pre_scale / math.sqrt(2.0))
-        # erf(6) == 1 in float32 and float64; larger arguments only produce denormal
-        # intermediates (exp(-x^2)), which are very slow on CPU
-        torch._foreach_clamp_max_(z, 6.0)
-        torch._foreach_erf_(z)
-        if c != 1.0:
-            torch._foreach_mul_(z, c)
-    else:
-        # Bowling et al. logistic fit: Phi(z) ~ sigmoid(u), u = 0.07056 z^3 + 1.5976 z, so
-        # 2 |Phi(z) - 1/2| = 2 sigmoid(u) - 1 for z >= 0; with z = pre_scale * y:
-        # u = y (0.07056 pre^3 y^2 + 1.5976 pre), so pre_scale costs no pass of its own
-        for y, w in zip(z, work, strict=True):
-            w.fill_(1.5976 * pre_scale)
-            w.addcmul_(y, y, value=0.07056 * pre_scale**3)
-        torch._foreach_mul_(z, work)
-        # sigmoid(40) == 1 in float32 and float64 (to 4e-18); larger arguments only produce
-        # denormal exp(-u), which is very slow on CPU
-        torch._foreach_clamp_max_(z, 40.0)
-        torch._foreach_sigmoid_(z)
-        torch._foreach_mul_(z, 2.0 * c)
-        torch._foreach_add_(z, -c)
-    if c > 1.0:
-        torch._foreach_clamp_max_(z, 1.0)
-    return z
-
-
-def _abs_z(mean: Sequence[Tensor], var: list[Tensor], eps_sq: float) -> list[Tensor]:
-    """In place on ``var``: ``|mean| / sqrt(max(var, eps_sq))``."""
-    torch._foreach_clamp_min_(var, eps_sq)
-    torch._foreach_rsqrt_(var)
-    for x, m in zip(var, mean, strict=True):
-        x.mul_(m).abs_()
-    return var
 
 
 def conformity_scale(
@@ -68,8 +29,8 @@ def conformity_scale(
     _check(cdf in _CDFS, f"cdf must be one of {list(_CDFS)}, got {cdf!r}")
     k = 1.0 / (count - 1.0 + eps)
     # |mean| / max(sqrt(k var), eps) = |mean| / sqrt(max(var, eps^2 / k)) / sqrt(k)
-    z = _abs_z(mean, [v.clone() for v in var], eps * eps / k)
-    return _scale_from_z(z, overconfidence, cdf, 1.0 / math.sqrt(k), [torch.empty_like(x) for x in z])
+    return [conformity_of_var(v.clone(), m, eps * eps / k, 1.0 / math.sqrt(k), overconfidence, cdf, None)
+            for m, v in zip(mean, var, strict=True)]
 
 
 class CProp(AdaptiveOptimizer):
@@ -109,6 +70,8 @@ class CProp(AdaptiveOptimizer):
         cdf: ``"bft"`` (default) or ``"normal"``.
         base, momentum, dampening, nesterov, betas, eps, weight_decay: the base direction; ``eps``
             is also CProp's :math:`\epsilon`.
+        fused: run the update compiled (``torch.compile``), one loop per tensor (default
+            False); BENCHMARKS.md §1 says when it pays off.
 
     Example::
 
@@ -123,11 +86,13 @@ class CProp(AdaptiveOptimizer):
     amplified by :math:`1/\epsilon`). The standard error is floored at :math:`\epsilon`
     (the code adds :math:`\epsilon` to it and clamps the variance at 0): one ``clamp`` and one
     ``rsqrt`` pass instead of ``clamp``, ``sqrt``, ``add`` and ``div``; the two differ only
-    where the standard error is of the order of :math:`\epsilon`. The moments are kept separately from Adam's (no buffer sharing).
+    where the standard error is of the order of :math:`\epsilon`.
     The conformity statistics use the raw gradient, before weight decay; the authors'
     ``CPropAdam`` adds the weight-decay term to the gradient first, so with ``weight_decay > 0``
     the scales differ (by about 1.5e-3 after 50 steps at weight decay 1e-2 in a differential
     check); with ``weight_decay = 0`` they agree to float rounding (docs/METHODS.md §7).
+    With an Adam base, ``conformity_beta`` equal to Adam's :math:`\beta_2` (the defaults) and no
+    weight decay, :math:`v_t` *is* Adam's second moment, and one state tensor holds both.
     """
 
     per_coordinate = True
@@ -148,13 +113,15 @@ class CProp(AdaptiveOptimizer):
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
         weight_decay: float = 0.0,
+        fused: bool = False,
     ) -> None:
+        _check_fused(fused)
         _check(0.0 < conformity_beta < 1.0, f"conformity_beta must be in (0, 1), got {conformity_beta}")
         _check(overconfidence > 0.0, f"overconfidence must be > 0, got {overconfidence}")
         _check(cdf in _CDFS, f"cdf must be one of {list(_CDFS)}, got {cdf!r}")
         defaults = dict(lr=lr, conformity_beta=conformity_beta, overconfidence=overconfidence, cdf=cdf,
                         base=base, momentum=momentum, dampening=dampening, nesterov=nesterov,
-                        betas=betas, eps=eps, weight_decay=weight_decay, min_lr=None, max_lr=None)
+                        betas=betas, eps=eps, weight_decay=weight_decay, min_lr=None, max_lr=None, fused=fused)
         super().__init__(params, defaults)
 
     def _coordinate_scales(self, group: dict) -> list[Tensor]:
@@ -166,39 +133,47 @@ class CProp(AdaptiveOptimizer):
             return
         beta, c, eps = group["conformity_beta"], group["overconfidence"], group["eps"]
         ms, vs = [], []
+        # with an Adam base, conformity_beta == beta2 and no weight decay, the conformity
+        # second moment is Adam's v bit for bit: one tensor serves both (one state tensor and
+        # one pass fewer)
+        share = group["base"] == "adam" and beta == group["betas"][1] and not group.get("weight_decay", 0.0)
+        shared_v = share
         for p in params:
             st = self.state[p]
             if "conformity_avg" not in st:
                 st["conformity_avg"] = torch.zeros_like(p)
-                st["conformity_sq_avg"] = torch.zeros_like(p)
+                if share and "exp_avg" not in st:
+                    st["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    st["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                st["conformity_sq_avg"] = st["exp_avg_sq"] if share else torch.zeros_like(p)
             ms.append(st["conformity_avg"])
             vs.append(st["conformity_sq_avg"])
+            # a loaded state_dict holds two equal copies: then both are advanced
+            shared_v = shared_v and st["conformity_sq_avg"] is st.get("exp_avg_sq")
         group["step"] += 1
         t = group["step"]
-        torch._foreach_lerp_(ms, grads, 1.0 - beta)
-        torch._foreach_mul_(vs, beta)
-        torch._foreach_addcmul_(vs, grads, grads, 1.0 - beta)
         sq = signals.get("client_sq_mean")
         scale = [self.state[p].setdefault("conformity", torch.empty_like(p)) for p in params]
+        first = 0.0
         if sq is not None:
             count = float(signals.get("num_clients") or 2)
             k = 1.0 / (count - 1.0 + eps)
-            for out, q, g in zip(scale, sq, grads, strict=True):
-                torch.addcmul(q, g, g, value=-1.0, out=out)  # variance across clients
-            _abs_z(grads, scale, eps * eps / k)
-            _scale_from_z(scale, c, group["cdf"], 1.0 / math.sqrt(k), self._scratch(params, "cprop"))
-        elif t == 1:
-            for x in scale:
-                x.fill_(min(1.0, c))
+            var_coef, pre = -1.0, 1.0 / math.sqrt(k)  # variance across clients: q - g^2
         else:
             b = 1.0 - beta**t
             n = b / (1.0 - beta)
-            k = 1.0 / (b * (n - 1.0 + eps))  # se = max(sqrt(k * var_b), eps) with var_b = v - m^2 / b
-            for out, v, m in zip(scale, vs, ms, strict=True):
-                torch.addcmul(v, m, m, value=-1.0 / b, out=out)
+            k = 1.0 / (b * (n - 1.0 + eps)) if t > 1 else 1.0  # se = max(sqrt(k * var_b), eps), var_b = v - m^2 / b
             # m_hat / se = |m| / sqrt(max(var_b, eps^2 / k)) / (b sqrt(k))
-            _abs_z(ms, scale, eps * eps / k)
-            _scale_from_z(scale, c, group["cdf"], 1.0 / (b * math.sqrt(k)), self._scratch(params, "cprop"))
+            var_coef, pre = -1.0 / b, 1.0 / (b * math.sqrt(k))
+            first = 1.0 if t == 1 else 0.0
         g = self._with_weight_decay(group, params, grads)
-        d, factor = self._direction(group, params, g)
-        apply_scaled(params, d, scale, group["lr"], factor)
+        kind, bufs, dms, dvs, fresh, ds, factor = self._direction_state(group, params, g)
+        fused = group.get("fused", False) and not (fresh is not None and not all(fresh))
+        if fused and fresh is not None:
+            ds, fresh = seeded(ds), None
+        sc = [1.0 - beta, beta, first, var_coef, eps * eps / k, pre, c, group["lr"] * -factor, *ds]
+        out = None if fused else (self._scratch(params, ("adam-direction", t % 2)) if kind == "adam" else None)
+        work = None if fused or group["cdf"] != "bft" else self._scratch(params, "cprop")
+        run_rule("cprop", fused, params[0].device, params[0].dtype, kind, group["cdf"], sq is not None, shared_v, params,
+                 grads, g, ms, vs, scale, None if sq is None else list(sq), bufs, dms, dvs, out, fresh,
+                 work=work, sc=sc)

@@ -8,7 +8,8 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor
 
-from ._mechanism import _check, _is_finite, apply_scaled
+from ._fused import direction_result, run_rule, seeded
+from ._mechanism import _check, _check_fused
 from .hypergradient import _PreviousDirection
 
 __all__ = ["StructuredSelfAdaptive"]
@@ -50,6 +51,8 @@ class StructuredSelfAdaptive(_PreviousDirection):
         scale_bounds: bounds of the tensor and parameter factors (default (0.1, 10)).
         base, momentum, dampening, nesterov, betas, eps, weight_decay: the base direction.
         min_lr, max_lr: bounds of the global step size (default ``0.1 * lr`` and ``10 * lr``).
+        fused: run the update compiled (``torch.compile``), one loop per tensor (default
+            False); BENCHMARKS.md §1 says when it pays off.
 
     Example::
 
@@ -93,7 +96,9 @@ class StructuredSelfAdaptive(_PreviousDirection):
         weight_decay: float = 0.0,
         min_lr: float | None = None,
         max_lr: float | None = None,
+        fused: bool = False,
     ) -> None:
+        _check_fused(fused)
         _check(0.0 <= hyper_beta < 1.0, f"hyper_beta must be in [0, 1), got {hyper_beta}")
         for name, v in (("param_hyper_lr", param_hyper_lr), ("tensor_hyper_lr", tensor_hyper_lr),
                         ("global_hyper_lr", global_hyper_lr)):
@@ -105,7 +110,7 @@ class StructuredSelfAdaptive(_PreviousDirection):
                         tensor_hyper_lr=tensor_hyper_lr, global_hyper_lr=global_hyper_lr,
                         scale_bounds=(float(scale_bounds[0]), float(scale_bounds[1])), base=base,
                         momentum=momentum, dampening=dampening, nesterov=nesterov, betas=betas,
-                        eps=eps, weight_decay=weight_decay, min_lr=min_lr, max_lr=max_lr)
+                        eps=eps, weight_decay=weight_decay, min_lr=min_lr, max_lr=max_lr, fused=fused)
         super().__init__(params, defaults)
 
     def _init_group(self, group: dict) -> None:
@@ -123,6 +128,8 @@ class StructuredSelfAdaptive(_PreviousDirection):
         g = self._with_weight_decay(group, params, grads)
         prev, reused = self._previous(params, grads)
         lo, hi_bound = group["scale_bounds"]
+        fused = group.get("fused", False)
+        device, dtype = params[0].device, params[0].dtype
         pscales, tscales = [], []
         for p in params:
             st = self.state[p]
@@ -132,57 +139,53 @@ class StructuredSelfAdaptive(_PreviousDirection):
                 st["hyper_avg"] = torch.zeros_like(p)
             pscales.append(st["param_scale"])
             tscales.append(st["tensor_scale"])
+        n = len(params)
+        bp, bt, bg = group["param_hyper_lr"], group["tensor_hyper_lr"], group["global_hyper_lr"]
+        coefs, tmults = [0.0] * n, [1.0] * n
+        adapt = False
         if prev is not None and not reused:
-            h = self._scratch(params, "dsa-h")
             new_avg = self._scratch(params, "dsa-avg")
-            w = 1.0 - group["hyper_beta"]
-            for p, gi, di, hi, ni in zip(params, g, prev, h, new_avg, strict=True):
-                torch.mul(gi, di, out=hi)
-                if group["direction_factor"] != 1.0:
-                    hi.mul_(group["direction_factor"])
-                torch.lerp(self.state[p]["hyper_avg"], hi, w, out=ni)
-            # squared norms per tensor double as the finiteness check of g (through h)
-            sq = [torch.dot(x.reshape(-1), x.reshape(-1)) for x in new_avg]
-            if not _is_finite(torch.stack([s.to(torch.float64) for s in sq]).sum()):
+            work = None if fused else self._scratch(params, "dsa-h")
+            stats = run_rule("dsa-stats", fused, device, dtype, g, prev, [self.state[p]["hyper_avg"] for p in params],
+                             new_avg, work=work, sc=[group["direction_factor"], 1.0 - group["hyper_beta"]])
+            vals = stats.tolist()  # one host read: squared norms and sums per tensor
+            sq, sums = vals[:n], vals[n:]
+            # the squared norms double as the finiteness check of g (through h)
+            total_sq = math.fsum(sq)
+            if not math.isfinite(total_sq):
                 group["skipped"] += 1
                 return
             old = self.__dict__["_scratch_buffers"]["dsa-avg"]
             for p, x in zip(params, new_avg, strict=True):
                 old[p] = self.state[p]["hyper_avg"]  # swap: the old average becomes work space
                 self.state[p]["hyper_avg"] = x
-            hbar = new_avg
-            sums = [x.sum() for x in hbar]
-            rms = [torch.sqrt(s / x.numel()) for s, x in zip(sq, hbar, strict=True)]
-            bp, bt, bg = group["param_hyper_lr"], group["tensor_hyper_lr"], group["global_hyper_lr"]
+            sizes = [p.numel() for p in params]
+            rms = [math.sqrt(q / k) for q, k in zip(sq, sizes, strict=True)]
+            adapt = bp > 0
             if bp > 0:
-                # a_param *= 1 + bp * clip(hbar / rms, -1, 1)
-                for hi, x, r in zip(h, hbar, rms, strict=True):
-                    torch.mul(x, bp / (r + 1e-30), out=hi)
-                    hi.clamp_(-bp, bp)
-                torch._foreach_addcmul_(pscales, pscales, h)
-                for x in pscales:
-                    x.clamp_(lo, hi_bound)
+                coefs = [bp / (r + 1e-30) for r in rms]
             if bt > 0:
-                for ts, s, r, x in zip(tscales, sums, rms, hbar, strict=True):
-                    ts.mul_(torch.exp(bt * ((s / x.numel()) / (r + 1e-30)).clamp(-1.0, 1.0))).clamp_(lo, hi_bound)
+                tmults = [math.exp(bt * min(max((s / k) / (r + 1e-30), -1.0), 1.0))
+                          for s, k, r in zip(sums, sizes, rms, strict=True)]
             if bg > 0:
-                n = sum(x.numel() for x in hbar)
-                total = torch.stack([s.to(torch.float64) for s in sums]).sum()
-                total_sq = torch.stack([s.to(torch.float64) for s in sq]).sum()
-                signal = (total / (torch.sqrt(n * total_sq) + 1e-300)).clamp(-1.0, 1.0)  # in [-1, 1] up to underflow
-                if isinstance(group["lr"], Tensor):
-                    self._set_lr(group, group["lr"] * torch.exp(bg * signal))
-                else:
-                    self._set_lr(group, group["lr"] * math.exp(bg * float(signal)))
+                total = math.fsum(sums)
+                signal = min(max(total / (math.sqrt(sum(sizes) * total_sq) + 1e-300), -1.0), 1.0)
+                self._set_lr(group, group["lr"] * math.exp(bg * signal))
         elif not self._grads_finite(g):
             group["skipped"] += 1
             return
         group["step"] += 1
-        d, factor = self._direction(group, params, g)
-        if isinstance(group["lr"], Tensor):
-            gamma = [ps * ts for ps, ts in zip(pscales, tscales, strict=True)]
-            apply_scaled(params, d, gamma, group["lr"], factor)
-        else:
-            for p, di, ps, ts in zip(params, d, pscales, tscales, strict=True):
-                p.addcmul_(di, ps, value=-group["lr"] * factor * float(ts))
+        kind, bufs, ms, vs, fresh, ds, factor = self._direction_state(group, params, g)
+        if fused and fresh is not None:
+            if all(fresh):
+                ds, fresh = seeded(ds), None
+            else:
+                fused = False
+        # the direction is kept as d_{t-1}: Adam's and Nesterov's go to alternating scratch buffers
+        out = self._scratch(params, ("adam-direction", group["step"] % 2)) if kind in ("adam", "nesterov") else None
+        sc = [bp, lo, hi_bound, group["lr"] * -factor, *coefs, *tmults, *ds]
+        run_rule("dsa-update", fused, device, dtype, kind, adapt or fused, params, g,
+                 [self.state[p]["hyper_avg"] for p in params], pscales, [t.view(1) for t in tscales],
+                 bufs, ms, vs, out, fresh, work=None if fused else self._scratch(params, "dsa-h"), sc=sc)
+        d = direction_result(kind, g, bufs, out)
         self._store_direction(group, params, grads, d, factor)

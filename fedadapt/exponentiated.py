@@ -8,7 +8,8 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor
 
-from ._mechanism import AdaptiveOptimizer, _check, _is_finite, apply_scaled, global_dot
+from ._fused import run_rule, seeded
+from ._mechanism import AdaptiveOptimizer, _check, _check_fused, _is_finite, global_dot
 
 __all__ = ["ExponentiatedGradientStepSize"]
 
@@ -44,6 +45,8 @@ class ExponentiatedGradientStepSize(AdaptiveOptimizer):
         min_gain, max_gain: gain bounds (default 1e-2, 1e2).
         base, momentum, dampening, nesterov, betas, eps, weight_decay: the base direction.
         min_lr, max_lr: bounds of the scaled step size (default ``0.1 * lr`` and ``10 * lr``).
+        fused: run the per-coordinate update compiled (``torch.compile``), one loop per tensor
+            (default False); BENCHMARKS.md §1 says when it pays off.
 
     Example::
 
@@ -83,7 +86,9 @@ class ExponentiatedGradientStepSize(AdaptiveOptimizer):
         weight_decay: float = 0.0,
         min_lr: float | None = None,
         max_lr: float | None = None,
+        fused: bool = False,
     ) -> None:
+        _check_fused(fused)
         _check(scale_lr >= 0 and math.isfinite(scale_lr), f"scale_lr must be a finite number >= 0, got {scale_lr}")
         _check(gain_lr >= 0 and math.isfinite(gain_lr), f"gain_lr must be a finite number >= 0, got {gain_lr}")
         _check(0.0 <= grad_beta < 1.0, f"grad_beta must be in [0, 1), got {grad_beta}")
@@ -91,7 +96,7 @@ class ExponentiatedGradientStepSize(AdaptiveOptimizer):
         defaults = dict(lr=lr, scale_lr=scale_lr, gain_lr=gain_lr, grad_beta=grad_beta,
                         min_gain=min_gain, max_gain=max_gain, base=base, momentum=momentum,
                         dampening=dampening, nesterov=nesterov, betas=betas, eps=eps,
-                        weight_decay=weight_decay, min_lr=min_lr, max_lr=max_lr)
+                        weight_decay=weight_decay, min_lr=min_lr, max_lr=max_lr, fused=fused)
         super().__init__(params, defaults)
 
     def _init_group(self, group: dict) -> None:
@@ -102,22 +107,42 @@ class ExponentiatedGradientStepSize(AdaptiveOptimizer):
 
     def _group_step(self, group, params, grads, signals):
         g = self._with_weight_decay(group, params, grads)
-        gg = global_dot(g, g)
-        if not _is_finite(gg):
-            group["skipped"] += 1
-            return
         gains, avgs = [], []
+        # with an Adam base and grad_beta == beta1, gbar is Adam's m bit for bit (the same lerp
+        # of the same g from 0): one tensor serves both, one state tensor and one pass fewer
+        share = group["base"] == "adam" and group["grad_beta"] == group["betas"][0]
+        shared = share
         for p in params:
             st = self.state[p]
             if "gain" not in st:
                 st["gain"] = torch.ones_like(p)
-                st["grad_avg"] = torch.zeros_like(p)
+                if share and "exp_avg" not in st:
+                    st["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    st["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                st["grad_avg"] = st["exp_avg"] if share else torch.zeros_like(p)
             gains.append(st["gain"])
             avgs.append(st["grad_avg"])
+            # a loaded state_dict holds two equal copies: then both are advanced
+            shared = shared and st["grad_avg"] is st.get("exp_avg")
+        if group.get("fused", False):
+            # both inner products in one compiled pass over g and gbar, one host read
+            vals = run_rule("dot-pairs", True, params[0].device, params[0].dtype, g, g, avgs, work=None, sc=[]).tolist()
+            n = len(params)
+            gg, dot = math.fsum(vals[:n]), math.fsum(vals[n:])
+            if not math.isfinite(gg):
+                group["skipped"] += 1
+                return
+        else:
+            gg = global_dot(g, g)
+            if not _is_finite(gg):
+                group["skipped"] += 1
+                return
+            dot = None
         group["step"] += 1
         beta = group["grad_beta"]
         if group["step"] > 1:
-            dot = global_dot(g, avgs)
+            if dot is None:
+                dot = global_dot(g, avgs)
             aa = group["grad_avg_sq"]
             if group["scale_lr"] > 0:
                 den = (gg * aa) ** 0.5
@@ -126,25 +151,23 @@ class ExponentiatedGradientStepSize(AdaptiveOptimizer):
                     self._set_lr(group, group["lr"] * torch.exp(group["scale_lr"] * cos))
                 elif den > 0:
                     self._set_lr(group, group["lr"] * math.exp(group["scale_lr"] * dot / den))
-            if group["gain_lr"] > 0:
-                eta = group["gain_lr"]
-                up, down = math.expm1(eta), math.expm1(-eta)
-                sinh, cosh_m1 = (up - down) / 2.0, (up + down) / 2.0
-                sign = self._scratch(params, "eg-sign")
-                f = self._scratch(params, "eg-factor")
-                for gi, ai, si, fi in zip(g, avgs, sign, f, strict=True):
-                    torch.mul(gi, ai, out=si)
-                    torch.mul(si.sign_(), cosh_m1, out=fi)
-                # exp(eta s) - 1 = s (sinh + s (cosh - 1)) for s in {-1, 0, 1}
-                torch._foreach_add_(f, sinh)
-                torch._foreach_mul_(f, sign)
-                torch._foreach_addcmul_(gains, gains, f)
-                for x in gains:
-                    x.clamp_(group["min_gain"], group["max_gain"])
             # ||gbar_t||^2 from quantities already at hand (no third pass over the parameters)
             group["grad_avg_sq"] = beta * beta * aa + 2.0 * beta * (1.0 - beta) * dot + (1.0 - beta) ** 2 * gg
         else:
             group["grad_avg_sq"] = (1.0 - beta) ** 2 * gg
-        torch._foreach_lerp_(avgs, g, 1.0 - beta)
-        d, factor = self._direction(group, params, g)
-        apply_scaled(params, d, gains, group["lr"], factor)
+        kind, bufs, ms, vs, fresh, ds, factor = self._direction_state(group, params, g)
+        fused = group.get("fused", False) and not (fresh is not None and not all(fresh))
+        if fused and fresh is not None:
+            ds, fresh = seeded(ds), None
+        eta = group["gain_lr"]
+        up, down = math.expm1(eta), math.expm1(-eta)
+        # exp(eta s) - 1 = s (sinh + s (cosh - 1)) for s in {-1, 0, 1}
+        sinh, cosh_m1 = (up - down) / 2.0, (up + down) / 2.0
+        lr = group["lr"]
+        sc = [sinh, cosh_m1, group["min_gain"], group["max_gain"], 1.0 - beta, lr * -factor, *ds]
+        adapt = fused or (group["step"] > 1 and eta > 0)
+        out = None if fused else (self._scratch(params, ("adam-direction", group["step"] % 2)) if kind == "adam" else None)
+        work = (self._scratch(params, "eg-sign"), self._scratch(params, "eg-factor")) if adapt and not fused else None
+        run_rule("eg", fused, params[0].device, params[0].dtype, kind, adapt, shared, params, g, gains, avgs,
+                 bufs, ms, vs, out, fresh, work=work, sc=sc)
+
