@@ -90,7 +90,8 @@ class ServerOptimizer:
         params: the global model's tensors (updated in place).
         name: a name from :func:`fedadapt.available_optimizers`.
         detector: a :class:`ChangeDetector`, ``True`` (one with defaults), ``False`` (none) or
-            ``None`` (default: on when the method declares ``uses_change_detector``).
+            ``None`` (default: on when the method declares ``uses_change_detector`` and no
+            ``change_rounds`` are given).
         change_rounds: rounds (1-based, counted by this object) at which to reset as if a
             change had been detected; for oracle studies.
         **hparams: the optimizer's hyperparameters.
@@ -117,8 +118,9 @@ class ServerOptimizer:
         self.name = name
         self.hparams = dict(hparams)
         self.optimizer = build_optimizer(name, self.params, **hparams)
-        if detector is None:
-            detector = bool(getattr(self.optimizer, "uses_change_detector", False))
+        change_rounds = list(change_rounds)
+        if detector is None:  # known changepoints replace the detector
+            detector = bool(getattr(self.optimizer, "uses_change_detector", False)) and not list(change_rounds)
         if detector is True:
             detector = ChangeDetector()
         if detector is not False and not isinstance(detector, ChangeDetector):

@@ -137,24 +137,22 @@ class AdaptiveFedAvg(FedAdapt):
 
 
 class OracleResetFedAdam(FedAdapt):
-    """FedAdam whose whole state (both moments and the step counter) is reset at the *known*
-    changepoint rounds: an oracle for studies only, the ceiling for any change detector.
+    """FedAdam whose state is reset at the *known* changepoint rounds: an oracle for studies
+    only, the ceiling for fedadapt's change detector.
 
-    The server step is fedadapt's server ``adam`` (torch's Adam on the pseudo-gradient, with
-    bias correction; betas (0.9, 0.99) as FedAdam in Reddi et al., ICLR 2021,
-    arXiv:2003.00295; lr 0.1 = Flower's default ``eta``). ``change_rounds`` are the rounds
-    whose data are the first of a new concept; the simulation passes its drift schedule's
-    changepoints (``needs_change_rounds``)."""
+    The server step is ``cp-adam`` (Flower's FedAdam, Reddi et al., ICLR 2021,
+    arXiv:2003.00295: eta 0.1, betas (0.9, 0.99), tau 1e-3) with its detector replaced by the
+    known rounds: at each one the same reaction as the default method (the first moment
+    restarts, 3x local work for 5 rounds; ``server_options={"reset": "all"}`` restarts both
+    moments). ``change_rounds`` are the rounds whose data are the first of a new concept; the
+    simulation passes its drift schedule's changepoints (``needs_change_rounds``)."""
 
     needs_change_rounds = True
-    preset_server_optimizer = "adam"
+    preset_server_optimizer = "cp-adam"
 
     def __init__(self, **kwargs: object) -> None:
-        kwargs.setdefault("server_optimizer", "adam")
-        opts = dict(kwargs.get("server_options") or {})  # type: ignore[call-overload]
-        opts.setdefault("lr", 0.1)
-        opts.setdefault("betas", (0.9, 0.99))
-        kwargs["server_options"] = opts
+        kwargs.setdefault("server_optimizer", "cp-adam")
+        kwargs["server_options"] = dict(kwargs.get("server_options") or {})  # type: ignore[call-overload]
         super().__init__(**kwargs)  # type: ignore[arg-type]
 
     def identity(self) -> dict[str, object]:

@@ -75,11 +75,14 @@ def test_oracle_resets_fedadam_at_the_known_changepoints():
     seen = []
     s = build_strategy("fedadam-oracle", change_rounds=[3], num_clients=20, clients_per_round=4,
                        num_workers=2, on_round_end=seen.append)
-    assert s.server_optimizer == "adam"
-    s.start(FakeGrid([1, 2]), ArrayRecord(tiny_model().state_dict()), num_rounds=5)
+    assert s.server_optimizer == "cp-adam"
+    grid = FakeGrid([1, 2])
+    s.start(grid, ArrayRecord(tiny_model().state_dict()), num_rounds=5)
+    assert s._server.detector is None  # the known rounds replace the detector
     assert [d["server-change"] for d in seen] == [0.0, 0.0, 1.0, 0.0, 0.0]
-    steps = float(next(iter(s._server.optimizer.state.values()))["step"])
-    assert steps == 3.0  # rounds 3, 4, 5 since the reset
+    group = s._server.optimizer.param_groups[0]
+    assert (group["m_step"], group["step"]) == (3, 5)  # first moment restarted at round 3
+    assert [r for r, h in hints_by_round(grid).items() if h is not None] == [4, 5]
 
 
 def test_lr_scale_hint_scales_the_clients_lr():
