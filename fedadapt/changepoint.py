@@ -121,7 +121,16 @@ class ChangeDetector:
             total = math.fsum(ws)
             x = math.fsum(w * v for w, v in zip(ws, logs, strict=True)) / total  # log geometric mean
             ch = self._ch.setdefault(name, {"n": 0.0, "mean": x, "var": 0.0, "cusum": 0.0})
-            std = max(math.sqrt(ch["var"]), self.min_std)
+            # the rounds' sampling noise: the cohort's spread over its effective size (a
+            # heterogeneous cohort moves its mean more from round to round), averaged like the
+            # reference
+            se2 = 0.0
+            if len(xs) > 1:
+                spread = math.fsum(w * (v - x) ** 2 for w, v in zip(ws, logs, strict=True)) / total
+                n_eff = total * total / math.fsum(w * w for w in ws)
+                se2 = spread / n_eff
+            ch.setdefault("se2", se2)
+            std = max(math.sqrt(ch["var"]), math.sqrt(ch["se2"]), self.min_std)
             z = (x - ch["mean"]) / std
             testing = ch["n"] >= self.warmup
             fired = False
@@ -143,12 +152,18 @@ class ChangeDetector:
                 # the new level becomes the reference; test again after a fresh warm-up
                 ch.update(n=1.0, mean=x, cusum=0.0)
             else:
-                # learn the round into the reference, its residual clipped to 3 sigma so that
-                # one odd round moves it little
+                # learn the round into the reference
                 a = self.smoothing if ch["n"] > 0 else 1.0
-                delta = min(max(x - ch["mean"], -3.0 * std), 3.0 * std) if ch["n"] > 0 else 0.0
+                # a rise is clipped to 3 sigma (one odd round moves the reference little), a
+                # fall is followed at once (the loss of a federation that learns)
+                delta = min(x - ch["mean"], 3.0 * std) if ch["n"] > 0 else 0.0
                 ch["mean"] += a * delta
-                ch["var"] = (1.0 - a) * (ch["var"] + a * delta * delta)
+                # the test is one-sided, so is its noise scale: an upward semi-variance (x2, the
+                # variance of symmetric noise); a falling loss (training, the recovery after a
+                # change) must not widen the band that the next rise is measured against
+                up = max(delta, 0.0)
+                ch["var"] = (1.0 - a) * (ch["var"] + a * 2.0 * up * up)
+                ch["se2"] += a * (se2 - ch["se2"])
                 ch["n"] += 1.0
         if alarm:
             self.alarms.append(self.rounds)

@@ -29,6 +29,20 @@ def test_detector_fires_at_a_step_change_and_only_there():
     assert det.alarms == [20]
 
 
+def test_detector_fires_at_every_switch_of_a_recurring_drift():
+    # each switch triples the loss, which then falls back as the federation relearns; the
+    # steep fall must not widen the band the next switch is measured against
+    rng = np.random.default_rng(2)
+    det = ChangeDetector()
+    fired = []
+    for t in range(1, 56):
+        since = (t - 15) % 10 if t >= 15 else t + 10
+        level = 0.5 + 8.0 * math.exp(-since / 2.5) if t >= 15 else 0.5 + 2.0 * math.exp(-t / 3)
+        if det.update({"start-loss": noisy_losses(rng, level)}):
+            fired.append(t)
+    assert fired == [15, 25, 35, 45, 55]
+
+
 @pytest.mark.parametrize("seed", range(20))
 def test_detector_stays_quiet_on_a_noisy_stationary_series(seed):
     rng = np.random.default_rng(seed)
