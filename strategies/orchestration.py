@@ -100,6 +100,7 @@ class Orchestration:
         self._layout: dict[str, tuple[str, tuple[int, ...]]] | None = None
         self._current: ArrayRecord | None = None
         self._resume_round = 0
+        self._pending_checkpoint: tuple[int, ArrayRecord] | None = None
         self._resume_arrays: ArrayRecord | None = None
         self._lr_warned = False
 
@@ -272,7 +273,16 @@ class Orchestration:
         if self.checkpoint_dir is not None and every and server_round % every == 0:
             model = arrays if arrays is not None else self._current
             assert model is not None
-            ckpt.save_checkpoint(self, server_round, model)
+            # written by ``start`` once the round's evaluation (and the app's row for it) is
+            # done: a run killed in between resumes from the round before and redoes this one,
+            # so no round's metrics are lost
+            self._pending_checkpoint = (server_round, model)
+
+    def _write_pending_checkpoint(self) -> None:
+        pending = self._pending_checkpoint
+        if pending is not None:
+            self._pending_checkpoint = None
+            ckpt.save_checkpoint(self, pending[0], pending[1])
 
     # ------------------------------------------------------------------ state
     def server_state(self) -> dict[str, object]:
@@ -382,6 +392,7 @@ class Orchestration:
                 if res is not None:
                     result.evaluate_metrics_serverapp[rnd] = res
                     flwr_log(INFO, "\t└──> Global evaluation: %s", res)
+            self._write_pending_checkpoint()
         flwr_log(INFO, "")
         flwr_log(
             INFO, "Strategy execution finished in %.2fs (rounds %d..%d)",

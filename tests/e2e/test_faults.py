@@ -17,7 +17,7 @@ from simulations.world import read
 from tests.e2e.helpers import ROOT, env
 
 pytestmark = pytest.mark.slow
-BASE = ["--set", "num-clients=25", "--set", "round-timeout=20"]
+BASE = ["--set", "num-clients=25", "--set", "round-timeout=30"]
 FAULTS = ["--set", "faults.raise-fraction=0.04", "--set", "faults.nan-fraction=0.04",
           "--set", "faults.bad-shape-fraction=0.04", "--set", "faults.crash-fraction=0.04",
           "--set", "faults.hang-fraction=0.04"]

@@ -22,6 +22,9 @@ CASES = {
     "fedhyper-sl": ("fedhyper-sl", {}),
     "fedhyper-full": ("fedhyper-full", {}),
     "flower-fedadam": ("fedadam", {"eta": 0.05}),
+    # the default method: detector state, plasticity countdown and a change at round 3
+    "cp-adam-oracle": ("fedadam-oracle", {"change_rounds": [3]}),
+    "cp-adam": ("fedadapt", {"server_optimizer": "cp-adam", "server_options": {}}),
 }
 
 
