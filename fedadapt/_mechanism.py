@@ -63,6 +63,41 @@ def global_dots(*pairs: tuple[Sequence[Tensor], Sequence[Tensor]]) -> list[float
     return [torch.stack([p.to(torch.float64) for p in ps]).sum() if ps else 0.0 for ps in parts]
 
 
+def run_closure(closure) -> object:  # noqa: ANN001
+    """torch's optimizer convention: re-evaluate the loss with gradients enabled."""
+    if closure is None:
+        return None
+    with torch.enable_grad():
+        return closure()
+
+
+def params_with_grads(group: dict, name: str) -> tuple[list[Tensor], list[Tensor]]:
+    """The group's parameters that have a gradient, and those gradients (dense only)."""
+    params = [p for p in group["params"] if p.grad is not None]
+    grads = [p.grad for p in params]
+    if any(g.is_sparse for g in grads):
+        raise ValueError(f"{name} does not support sparse gradients")
+    return params, grads  # type: ignore[return-value]
+
+
+def squared_norm(grads: Sequence[Tensor]) -> Tensor:
+    """Sum of the tensors' squared norms, in float64 (one 0-dim tensor; non-finite if any is)."""
+    return torch.stack([n.to(torch.float64) for n in torch._foreach_norm(list(grads))]).square().sum()
+
+
+def adam_moments(state: dict, params: Sequence[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
+    """Adam's first and second moments ``exp_avg``/``exp_avg_sq`` of ``params`` (zeros when new)."""
+    ms, vs = [], []
+    for p in params:
+        st = state[p]
+        if "exp_avg" not in st:
+            st["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            st["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        ms.append(st["exp_avg"])
+        vs.append(st["exp_avg_sq"])
+    return ms, vs
+
+
 def _is_finite(x: float | Tensor) -> bool:
     if isinstance(x, Tensor):
         # one host synchronisation: see the note on CUDA in AdaptiveOptimizer's docstring
@@ -174,18 +209,11 @@ class AdaptiveOptimizer(Optimizer):
     @torch.no_grad()
     def step(self, closure=None, **signals):  # type: ignore[override]
         self._check_signals(signals)
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = run_closure(closure)
         for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
-            if not params:
-                continue
-            grads = [p.grad for p in params]
-            if any(g.is_sparse for g in grads):
-                raise ValueError(f"{type(self).__name__} does not support sparse gradients")
-            self._group_step(group, params, grads, signals)
+            params, grads = params_with_grads(group, type(self).__name__)
+            if params:
+                self._group_step(group, params, grads, signals)
         return loss
 
     def _group_step(self, group: dict, params: list[Tensor], grads: list[Tensor], signals: dict) -> None:
@@ -252,13 +280,7 @@ class AdaptiveOptimizer(Optimizer):
                 bufs.append(st["momentum_buffer"])
             fresh = flags if any(flags) else None
         elif kind == "adam":
-            for p in params:
-                st = self.state[p]
-                if "exp_avg" not in st:
-                    st["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                    st["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                ms.append(st["exp_avg"])
-                vs.append(st["exp_avg_sq"])
+            ms, vs = adam_moments(self.state, params)
         return kind, bufs, ms, vs, fresh, s, factor
 
     def _scratch(self, params: list[Tensor], slot: object) -> list[Tensor]:

@@ -52,6 +52,8 @@ from typing import ClassVar
 import torch
 from torch.optim import Optimizer
 
+from ._mechanism import params_with_grads, run_closure, squared_norm
+
 __all__ = ["AdaptiveFedAvg"]
 
 # global (whole-model) statistics, kept as Python floats in param_groups[0]
@@ -126,17 +128,15 @@ class AdaptiveFedAvg(Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):  # type: ignore[override]
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        params = [p for group in self.param_groups for p in group["params"] if p.grad is not None]
+        loss = run_closure(closure)
+        params, grads = [], []
+        for group in self.param_groups:
+            ps, gs = params_with_grads(group, "adaptive-fedavg")
+            params += ps
+            grads += gs
         if not params:
             return loss
-        grads = [p.grad for p in params]
-        if any(g.is_sparse for g in grads):
-            raise ValueError("adaptive-fedavg does not support sparse gradients")
-        sq = torch.stack([n.to(torch.float64) for n in torch._foreach_norm(grads)]).square().sum()
+        sq = squared_norm(grads)
         g0 = self.param_groups[0]
         if not bool(torch.isfinite(sq)):
             for group in self.param_groups:

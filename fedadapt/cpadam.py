@@ -48,6 +48,8 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
+from ._mechanism import adam_moments, params_with_grads, run_closure, squared_norm
+
 __all__ = ["ChangepointAdam"]
 
 
@@ -124,18 +126,12 @@ class ChangepointAdam(Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):  # type: ignore[override]
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = run_closure(closure)
         for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
+            params, grads = params_with_grads(group, "cp-adam")
             if not params:
                 continue
-            grads = [p.grad for p in params]
-            if any(g.is_sparse for g in grads):
-                raise ValueError("cp-adam does not support sparse gradients")
-            sq = torch.stack([n.to(torch.float64) for n in torch._foreach_norm(grads)]).square().sum()
+            sq = squared_norm(grads)
             if not bool(torch.isfinite(sq)):
                 group["skipped"] += 1
                 continue
@@ -145,14 +141,7 @@ class ChangepointAdam(Optimizer):
             group["step"] += 1
             group["m_step"] = group.get("m_step", 0) + 1
             b1, b2 = group["betas"]
-            ms, vs = [], []
-            for p in params:
-                st = self.state[p]
-                if "exp_avg" not in st:
-                    st["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                    st["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                ms.append(st["exp_avg"])
-                vs.append(st["exp_avg_sq"])
+            ms, vs = adam_moments(self.state, params)
             torch._foreach_lerp_(ms, grads, 1.0 - b1)
             torch._foreach_mul_(vs, b2)
             torch._foreach_addcmul_(vs, grads, grads, 1.0 - b2)

@@ -67,6 +67,8 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
+from ._mechanism import params_with_grads, run_closure, squared_norm
+
 __all__ = ["Flash", "flash_early_stop"]
 
 
@@ -183,18 +185,12 @@ class Flash(Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):  # type: ignore[override]
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = run_closure(closure)
         for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
+            params, grads = params_with_grads(group, "flash")
             if not params:
                 continue
-            grads = [p.grad for p in params]
-            if any(g.is_sparse for g in grads):
-                raise ValueError("flash does not support sparse gradients")
-            sq = torch.stack([n.to(torch.float64) for n in torch._foreach_norm(grads)]).square().sum()
+            sq = squared_norm(grads)
             if not bool(torch.isfinite(sq)):
                 group["skipped"] += 1
                 continue
