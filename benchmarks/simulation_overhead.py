@@ -41,7 +41,7 @@ if __package__ in (None, ""):  # run as a script: make the sibling helper import
 
 import _procmem  # noqa: E402
 
-VARIANTS = ("flower", "fedadapt", "loop")
+VARIANTS = ("flower", "fedadapt", "loop")  # also "fedadapt-flower-poll" (A/B of the engine poll)
 NUM_CLIENTS = 200
 PER_ROUND = 20
 WORKERS = 2
@@ -183,7 +183,7 @@ def child_flower(s: dict) -> None:
     stamps: list[float] = []
     server_app, client_app = flower_apps(s, stamps)
     run_in_process(server_app, client_app, num_workers=s["num-clients"], client_num_cpus=1.0,
-                   client_num_gpus=0.0, restart_crashed_workers=False)
+                   client_num_gpus=0.0, restart_crashed_workers=False, fast_poll=False)
     _procmem.emit(_procmem.round_times(stamps, _procmem.process_start_time()))
 
 
@@ -198,11 +198,22 @@ def child_fedadapt(s: dict) -> None:
     torch.set_num_threads(1)
     if s.get("pull-interval"):
         _procmem.set_grid_pull_interval(float(s["pull-interval"]))
+    if s.get("flower-poll"):  # A/B: Flower's own 100 ms engine poll instead of fedadapt's
+        import contextlib
+
+        import simulations.runtime as runtime
+
+        runtime.fast_engine_poll = lambda: contextlib.nullcontext(False)
     stamps: list[float] = []
     summary = run_experiment(_fedadapt_cfg(s), on_round=lambda row: stamps.append(time.time()))
     res = _procmem.round_times(stamps, _procmem.process_start_time())
     res["final-accuracy"] = summary.get("final-accuracy")
     _procmem.emit(res)
+
+
+def child_fedadapt_flower_poll(s: dict) -> None:
+    """(b) with Flower's own 100 ms engine poll: the A/B for ``simulations.runtime.fast_engine_poll``."""
+    child_fedadapt({**s, "flower-poll": True})
 
 
 # ----------------------------------------------------------------------------- (c) loop
@@ -266,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.pull_interval is not None and v == "fedadapt":
                 s["pull-interval"] = args.pull_interval
             t0 = time.time()
-            r = _procmem.run_child("simulation_overhead", f"child_{v}", s, timeout=1200,
+            r = _procmem.run_child("simulation_overhead", "child_" + v.replace("-", "_"), s, timeout=1200,
                                    log_path=str(log_dir / f"{v}-{rep}.log"))
             results[v].append(r)
             print(f"[rep {rep}] {v:9s} start-up {_fmt(r['startup'], ' s')}  steady "

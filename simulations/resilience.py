@@ -32,16 +32,17 @@ def is_retryable(reply: Any) -> bool:
 class RetryingGrid:
     """A Flower ``Grid`` whose ``send_and_receive`` re-sends messages lost to dead workers.
 
-    It pushes and pulls like Flower's own ``send_and_receive`` but polls every 10 ms instead
-    of 100 ms (measured: a steady simulated round went from ~205 to ~100 ms, since Flower's
-    fixed 0.1 s poll rounded every round up to a multiple of it); a reply that says the worker
+    It pushes and pulls like Flower's own ``send_and_receive`` but polls every 2 ms instead
+    of 100 ms (measured: a steady simulated round went from ~205 to ~100 ms at 10 ms, since
+    Flower's fixed 0.1 s poll rounded every round up to a multiple of it; one poll of the
+    in-memory LinkState for a round's few message ids costs tens of microseconds); a reply that says the worker
     process died is not returned but re-sent (after ``backoff`` seconds, doubling, at most
     ``retries`` times), as soon as it arrives and within the same timeout. Everything else is
     delegated to the wrapped grid.
     """
 
     def __init__(self, grid: Any, *, retries: int = 3, backoff: float = 2.0,
-                 pull_interval: float = 0.01) -> None:
+                 pull_interval: float = 0.002) -> None:
         self._grid = grid
         self.retries = retries
         self.backoff = backoff

@@ -10,13 +10,93 @@ does not go through here.
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 import logging
 import os
+import threading
+import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 ACTOR_MAX_RESTARTS = 1000
+
+log = logging.getLogger(__name__)
+
+# Flower 1.41's simulation engine hands queued messages to its Ray workers from one thread,
+# ``vce_api.add_messages_to_queue``, which polls the LinkState and then sleeps a literal 0.1 s
+# (no setting reaches it). A message the ServerApp pushes waits 50 ms on average, up to 100 ms,
+# before a worker sees it: most of a steady round's gap to the in-process loop (BENCHMARKS.md §3).
+ENGINE_POLL_S = 0.002
+# The poll never takes more than this share of a core: with many supernodes one pass over the
+# LinkState costs more, and the wait grows with it (at most Flower's 0.1 s).
+ENGINE_POLL_DUTY = 0.2
+_FLOWER_POLL = "f_stop.wait(0.1)"
+_patch_lock = threading.Lock()
+
+
+def _fast_add_messages_to_queue(state: Any, queue: Any, nodes_mapping: Any, f_stop: threading.Event) -> None:
+    """Flower's ``add_messages_to_queue`` with a shorter, load-bounded wait between passes.
+
+    The same loop (every node, at most one message per node per pass, into the same queue); the
+    wait is ``ENGINE_POLL_S``, or ``(1 / ENGINE_POLL_DUTY - 1)`` times the last pass's duration
+    when that is longer, capped at Flower's 0.1 s.
+    """
+    while not f_stop.is_set():
+        t0 = time.perf_counter()
+        for node_id in nodes_mapping.keys():
+            for msg in state.get_message_ins(node_id=node_id, limit=1):
+                queue.put(msg)
+        spent = time.perf_counter() - t0
+        f_stop.wait(min(0.1, max(ENGINE_POLL_S, spent * (1.0 / ENGINE_POLL_DUTY - 1.0))))
+
+
+@contextlib.contextmanager
+def fast_engine_poll() -> Iterator[bool]:
+    """While inside, Flower's engine polls for new messages every ~2 ms instead of 100 ms.
+
+    Yields whether the adjustment is in place. It replaces ``add_messages_to_queue`` in
+    ``flwr.server.superlink.fleet.vce.vce_api`` (a private function that ``run_api`` looks up
+    when it starts the engine) only if its source still is the loop this was written against
+    (it contains ``f_stop.wait(0.1)``); otherwise, e.g. after a Flower upgrade, it logs why and
+    leaves Flower's loop alone. Flower's original is put back on exit.
+    """
+    try:
+        from flwr.server.superlink.fleet.vce import vce_api
+    except ImportError as exc:  # pragma: no cover - flwr is a dependency
+        log.warning("fedadapt: Flower's simulation engine not found (%s); its 100 ms poll is kept", exc)
+        yield False
+        return
+    with _patch_lock:
+        original = vce_api.add_messages_to_queue
+        if original is _fast_add_messages_to_queue:  # nested: already in place
+            yield True
+            return
+        try:
+            source = inspect.getsource(original)
+        except (OSError, TypeError):
+            source = ""
+        if _FLOWER_POLL not in source or "get_message_ins" not in source:
+            log.warning("fedadapt: Flower's simulation engine no longer polls with %r (flwr %s); "
+                        "its message poll is left as Flower ships it", _FLOWER_POLL, _flwr_version())
+            yield False
+            return
+        vce_api.add_messages_to_queue = _fast_add_messages_to_queue
+    try:
+        yield True
+    finally:
+        with _patch_lock:
+            vce_api.add_messages_to_queue = original
+
+
+def _flwr_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("flwr")
+    except Exception:  # noqa: BLE001 - only for a log line
+        return "unknown"
 
 
 def ray_address() -> str | None:
@@ -34,10 +114,12 @@ def run_in_process(
     init_num_cpus: int | None = None,
     verbose: bool = False,
     restart_crashed_workers: bool = True,
+    fast_poll: bool = True,
 ) -> None:
     """Run ``server_app`` against ``num_workers`` worker supernodes on Ray.
 
-    ``restart_crashed_workers=False`` gives Flower's plain behaviour (benchmark baselines).
+    ``restart_crashed_workers=False`` and ``fast_poll=False`` give Flower's plain behaviour
+    (benchmark baselines); ``fast_poll`` shortens the engine's message poll (:func:`fast_engine_poll`).
     With ``RAY_ADDRESS`` set (``ray start --head`` ...), Ray attaches to that cluster and the
     workers are spread over its nodes; otherwise a local Ray instance is started and shut down.
     """
@@ -64,7 +146,8 @@ def run_in_process(
     # Ray and Flower are chatty at INFO; keep the user's terminal for the progress bar.
     if not verbose:
         logging.getLogger("flwr").setLevel(logging.WARNING)
-    with warnings.catch_warnings():
+    poll = fast_engine_poll() if fast_poll else contextlib.nullcontext(False)
+    with warnings.catch_warnings(), poll:
         warnings.simplefilter("ignore", DeprecationWarning)
         run_simulation(
             server_app=server_app,
