@@ -38,6 +38,54 @@ def test_every_partitioner_splits_digits_into_disjoint_nonempty_parts(
     assert len(X) == len(parts[5]) and X.shape[1:] == (1, 8, 8)
 
 
+@pytest.mark.parametrize(("name", "params"), CASES)
+def test_partition_rows_are_flwr_datasets_own_answer_for_every_client(
+    name: str, params: dict[str, float | int | str]
+) -> None:
+    """The per-client memo and the read of the partitioner's full assignment give exactly
+    what ``load_partition`` gives, client by client, in any order of first requests."""
+    source = build_source("digits", num_clients=12, partitioner=name, partitioner_params=params, seed=4)
+    assert isinstance(source, PartitionedSource)
+    order = [7, 0, 11, 3, 7, 5, 1, 2, 4, 6, 8, 9, 10]
+    fast = {k: source.partition_indices(k) for k in order}
+    assert source.partition_indices(7) is fast[7]  # asked again: the kept answer
+    reference = build_partitioner(name, num_partitions=12, seed=4, params=params)
+    from datasets import Dataset
+
+    reference.dataset = Dataset.from_dict({"idx": np.arange(len(source._y)), "label": source._y})
+    for k in range(12):
+        expected = np.asarray(reference.load_partition(k).with_format("numpy")["idx"], dtype=np.int64)
+        np.testing.assert_array_equal(fast[k], expected)
+
+
+def test_an_assignment_that_disagrees_with_load_partition_is_not_used() -> None:
+    """A partitioner whose private assignment is not what ``load_partition`` returns (an
+    flwr-datasets change) is asked through its public API for every client."""
+    source = build_source("digits", num_clients=6, partitioner="dirichlet",
+                          partitioner_params={"alpha": 0.5}, seed=1)
+    assert isinstance(source, PartitionedSource)
+    truth = _partitions(source)
+    source2 = build_source("digits", num_clients=6, partitioner="dirichlet",
+                           partitioner_params={"alpha": 0.5}, seed=1)
+    assert isinstance(source2, PartitionedSource)
+    real = source2._partitioner
+
+    class Disagreeing:  # answers like the real one, but holds another private assignment
+        _partition_id_to_indices = {k: [0] for k in range(6)}
+
+        def __setattr__(self, name: str, value: object) -> None:
+            setattr(real, name, value)
+
+        def load_partition(self, k: int):  # type: ignore[no-untyped-def]
+            return real.load_partition(k)
+
+    source2._partitioner = Disagreeing()  # type: ignore[assignment]
+    again = _partitions(source2)
+    assert source2._assignment is None
+    for a, b in zip(truth, again, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_partitions_are_deterministic_for_a_seed() -> None:
     def parts(seed: int) -> list[np.ndarray]:
         source = build_source(
