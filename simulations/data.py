@@ -18,7 +18,10 @@ Four families (``build_source(name, ...)``):
 
 The real-data families are partitioned with flwr-datasets partitioners
 (:func:`simulations.partitions.build_partitioner`). The partitioner indexes the pool once (on the
-first ``get``); per-client arrays are only built when a client is asked for.
+first ``get``); per-client arrays are only built when a client is asked for. A partitioner that
+assigns every client at once has that assignment kept on disk (:func:`partition_cache_dir`,
+``FEDADAPT_CACHE_DIR``; ``off`` disables), so that simulation workers and later runs of the same
+partitioning read it instead of importing flwr-datasets and partitioning again.
 
 Example::
 
@@ -31,10 +34,17 @@ Example::
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
+import logging
 import math
+import os
+import tempfile
+import zipfile
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -58,6 +68,8 @@ __all__ = [
     "make_mnist1d",
     "split_train_test",
 ]
+
+log = logging.getLogger(__name__)
 
 Arrays = tuple[np.ndarray, np.ndarray]
 """``(X float32, y int64)``."""
@@ -256,6 +268,83 @@ class ClientDataSource(ABC):
         self._cache.clear()
 
 
+_CACHE_FORMAT = 1
+_cache_warned: set[str] = set()
+
+
+def partition_cache_dir() -> Path | None:
+    """Where partitions are kept between processes: ``$FEDADAPT_CACHE_DIR`` (``off`` disables),
+    else ``$XDG_CACHE_HOME/fedadapt`` or ``~/.cache/fedadapt``, subfolder ``partitions``."""
+    env = os.environ.get("FEDADAPT_CACHE_DIR")
+    if env is not None and env.strip().lower() in ("", "off", "0", "none"):
+        return None
+    if env:
+        base = Path(env).expanduser()
+    else:
+        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fedadapt"
+    return base / "partitions"
+
+
+def partition_cache_file(partitioner: str, params: Mapping[str, Any] | None, num_clients: int, seed: int,
+                         labels: np.ndarray) -> Path | None:
+    """The cache file of one partitioning: named by a digest of everything the partitioner's
+    answer depends on (its name, parameters, client count, seed, the pool's labels in order,
+    and flwr-datasets' version)."""
+    root = partition_cache_dir()
+    if root is None:
+        return None
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        fds = version("flwr-datasets")
+    except PackageNotFoundError:  # pragma: no cover - a dependency
+        fds = "unknown"
+    head = json.dumps({"format": _CACHE_FORMAT, "flwr-datasets": fds, "partitioner": partitioner,
+                       "params": {str(k): v for k, v in (params or {}).items()},
+                       "num-clients": int(num_clients), "seed": int(seed)}, sort_keys=True, default=str)
+    digest = hashlib.sha256(head.encode())
+    digest.update(np.ascontiguousarray(labels, dtype=np.int64).tobytes())
+    return root / f"{partitioner}-{num_clients}-{digest.hexdigest()[:24]}.npz"
+
+
+def read_partition_cache(path: Path | None, num_clients: int, pool_size: int) -> list[np.ndarray] | None:
+    """The rows of every client from ``path``, or None when it is absent or not a valid
+    partitioning of ``pool_size`` rows over ``num_clients`` clients (then it is recomputed)."""
+    if path is None or not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            offsets = np.asarray(z["offsets"], dtype=np.int64)
+            rows = np.asarray(z["rows"], dtype=np.int64)
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        return None
+    if (offsets.shape != (num_clients + 1,) or offsets[0] != 0 or offsets[-1] != len(rows)
+            or (np.diff(offsets) < 0).any() or (rows.size and (rows.min() < 0 or rows.max() >= pool_size))):
+        return None
+    return [rows[offsets[k]:offsets[k + 1]] for k in range(num_clients)]
+
+
+def write_partition_cache(path: Path | None, assignment: Mapping[int, Any], num_clients: int) -> None:
+    """Keep a full assignment in ``path`` (atomically: a reader never sees half a file). A
+    cache that cannot be written costs only the time it would have saved: one warning."""
+    if path is None:
+        return
+    parts = [np.asarray(assignment[k], dtype=np.int64).reshape(-1) for k in range(num_clients)]
+    offsets = np.concatenate([[0], np.cumsum([len(p) for p in parts])]).astype(np.int64)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, offsets=offsets, rows=np.concatenate(parts) if parts else np.zeros(0, np.int64))
+        os.replace(tmp, path)
+    except OSError as exc:
+        key = str(path.parent)
+        if key not in _cache_warned:
+            _cache_warned.add(key)
+            log.warning("fedadapt: partitions are not cached (%s); set FEDADAPT_CACHE_DIR to a "
+                        "writable folder, or to 'off'", exc)
+
+
 def _full_assignment(partitioner: Any, cid: int, idx: np.ndarray, num_clients: int) -> Mapping[int, Any] | None:
     """The partitioner's own client -> rows assignment, when it holds one for every client and
     it gives ``idx`` for ``cid`` (the rows its public ``load_partition`` returned); else None."""
@@ -322,15 +411,21 @@ class PartitionedSource(ClientDataSource):
             else int(max(self._y.max(), self._test[1].max(initial=0)) + 1)
         )
         self.partitioner_name = partitioner
-        self._partitioner: Partitioner = build_partitioner(
-            partitioner,
-            num_partitions=num_clients,
-            seed=seed,
-            params=partitioner_params,
-        )
-        self._partitioner_ready = False
         self._indices: dict[int, np.ndarray] = {}
-        self._assignment: Mapping[int, Any] | None = None
+        self._assignment: Mapping[int, Any] | Sequence[np.ndarray] | None = None
+        self._partitioner_ready = False
+        self._cache_file = partition_cache_file(partitioner, partitioner_params, num_clients, seed, self._y)
+        cached = read_partition_cache(self._cache_file, num_clients, len(self._y))
+        if cached is not None:  # flwr-datasets' own answer from an earlier process
+            self._assignment = cached
+            self._partitioner: Partitioner | None = None
+        else:
+            self._partitioner = build_partitioner(
+                partitioner,
+                num_partitions=num_clients,
+                seed=seed,
+                params=partitioner_params,
+            )
 
     @property
     def num_classes(self) -> int:
@@ -339,6 +434,11 @@ class PartitionedSource(ClientDataSource):
     @property
     def input_shape(self) -> tuple[int, ...]:
         return tuple(int(d) for d in self._X.shape[1:])
+
+    @property
+    def partitions_cached(self) -> bool:
+        """Every client's rows came from the partition cache (no partitioner was built)."""
+        return self._partitioner is None
 
     def test_set(self) -> Arrays:
         return self._test
@@ -362,6 +462,7 @@ class PartitionedSource(ClientDataSource):
         if self._assignment is not None:
             idx = np.asarray(self._assignment[cid], dtype=np.int64)
         else:
+            assert self._partitioner is not None
             if not self._partitioner_ready:
                 from datasets import Dataset
 
@@ -373,6 +474,8 @@ class PartitionedSource(ClientDataSource):
             idx = np.asarray(part.with_format("numpy")["idx"], dtype=np.int64)
             if not self._indices:
                 self._assignment = _full_assignment(self._partitioner, cid, idx, self.num_clients)
+                if self._assignment is not None:
+                    write_partition_cache(self._cache_file, self._assignment, self.num_clients)
         self._indices[cid] = idx
         return idx
 

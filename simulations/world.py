@@ -553,17 +553,28 @@ def check_before_workers(spec: RunSpec) -> None:
                           f"('server-optimizer', 'server-options', 'server-lr'): {exc}") from None
     finally:
         flwr_log.setLevel(level)
-    if data.dataset != "synthetic":
+
+    def check_partitioner() -> None:
         try:
             build_partitioner(data.partitioner, num_partitions=data.num_clients, seed=data.seed,
                               params=data.partitioner_params)
         except ValueError as exc:
             raise ConfigError(f"run-config key 'partitioner' ({data.partitioner!r}): {exc}") from None
+
+    # a partitioning kept from an earlier run of these exact settings was accepted by this
+    # flwr-datasets then: it is not built again (nor is flwr-datasets imported, ~3 s)
+    cached = False
     if data.dataset != "hub":
         try:
             w = world(spec.world)
         except (ValueError, OSError) as exc:
+            if data.dataset != "synthetic":
+                check_partitioner()  # the partitioner's own error names its key
             raise ConfigError(f"run-config key 'dataset' ({data.dataset!r}): {exc}") from None
+        cached = bool(getattr(w.source, "partitions_cached", False))
+    if data.dataset != "synthetic" and not cached:
+        check_partitioner()
+    if data.dataset != "hub":
         try:  # a partitioner fails on the data, at the first partition a worker loads
             with warnings.catch_warnings():  # its retry warnings; the error says it all
                 warnings.simplefilter("ignore")

@@ -58,9 +58,10 @@ def test_partition_rows_are_flwr_datasets_own_answer_for_every_client(
         np.testing.assert_array_equal(fast[k], expected)
 
 
-def test_an_assignment_that_disagrees_with_load_partition_is_not_used() -> None:
+def test_an_assignment_that_disagrees_with_load_partition_is_not_used(monkeypatch) -> None:
     """A partitioner whose private assignment is not what ``load_partition`` returns (an
     flwr-datasets change) is asked through its public API for every client."""
+    monkeypatch.setenv("FEDADAPT_CACHE_DIR", "off")
     source = build_source("digits", num_clients=6, partitioner="dirichlet",
                           partitioner_params={"alpha": 0.5}, seed=1)
     assert isinstance(source, PartitionedSource)
@@ -84,6 +85,69 @@ def test_an_assignment_that_disagrees_with_load_partition_is_not_used() -> None:
     assert source2._assignment is None
     for a, b in zip(truth, again, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def _dirichlet(seed: int = 3, alpha: float = 0.4, clients: int = 9) -> PartitionedSource:
+    source = build_source("digits", num_clients=clients, partitioner="dirichlet",
+                          partitioner_params={"alpha": alpha}, seed=seed)
+    assert isinstance(source, PartitionedSource)
+    return source
+
+
+def test_a_later_process_reads_the_kept_partitioning_without_flwr_datasets(monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("FEDADAPT_CACHE_DIR", str(tmp_path))
+    first = _dirichlet()
+    rows = _partitions(first)
+    assert len(list((tmp_path / "partitions").glob("*.npz"))) == 1
+    again = _dirichlet()  # what a worker process builds: no partitioner at all
+    assert again._partitioner is None
+    for a, b in zip(rows, _partitions(again), strict=True):
+        np.testing.assert_array_equal(a, b)
+    X, y = again.get(4)
+    np.testing.assert_array_equal(y, first.get(4)[1])
+
+
+def test_another_seed_or_parameter_is_another_partitioning(monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("FEDADAPT_CACHE_DIR", str(tmp_path))
+    base = _partitions(_dirichlet())
+    for other in (_dirichlet(seed=4), _dirichlet(alpha=0.5), _dirichlet(clients=8)):
+        assert other._partitioner is not None  # not read from the first one's file
+        _partitions(other)
+    assert len(list((tmp_path / "partitions").glob("*.npz"))) == 4
+    assert any(len(a) != len(b) or (a != b).any()
+               for a, b in zip(base, _partitions(_dirichlet(seed=4)), strict=True))
+
+
+def test_a_damaged_cache_file_is_recomputed_and_replaced(monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("FEDADAPT_CACHE_DIR", str(tmp_path))
+    truth = _partitions(_dirichlet())
+    (path,) = (tmp_path / "partitions").glob("*.npz")
+    for damage in (b"not a zip", b""):
+        path.write_bytes(damage)
+        source = _dirichlet()
+        assert source._partitioner is not None
+        for a, b in zip(truth, _partitions(source), strict=True):
+            np.testing.assert_array_equal(a, b)
+    np.savez(path, offsets=np.array([0, 5]), rows=np.arange(5))  # valid zip, wrong shape
+    redo = _dirichlet()
+    assert redo._partitioner is not None
+    _partitions(redo)  # partitions again, and rewrites the file
+    assert _dirichlet()._partitioner is None
+
+
+def test_the_cache_can_be_turned_off_and_an_unwritable_one_only_warns(monkeypatch, tmp_path, caplog) -> None:
+    monkeypatch.setenv("FEDADAPT_CACHE_DIR", "off")
+    _partitions(_dirichlet())
+    assert not list(tmp_path.rglob("*.npz"))
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where the cache folder would be")
+    monkeypatch.setenv("FEDADAPT_CACHE_DIR", str(blocker))
+    import logging
+
+    with caplog.at_level(logging.WARNING):
+        rows = _partitions(_dirichlet(seed=11))
+    assert "not cached" in caplog.text and "FEDADAPT_CACHE_DIR" in caplog.text
+    assert sum(len(r) for r in rows) > 0
 
 
 def test_partitions_are_deterministic_for_a_seed() -> None:
