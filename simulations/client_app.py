@@ -203,7 +203,7 @@ def handle_train(msg: Any, spec: RunSpec, node_config: Mapping[str, Any] | None 
     try:
         w = world(spec.world)
         device = training.device()
-        template = w.model().to(device)
+        template = w.template(device)
         plan = read_train_message(msg, template)
     except Exception as exc:  # a broken message or config must not kill the actor
         return error_reply(msg, f"worker could not read the train message: {exc!r}")

@@ -445,6 +445,17 @@ class World:
     def model(self) -> torch.nn.Module:
         return self.spec.model.build(self.source.input_shape, self.source.num_classes)
 
+    def template(self, device: torch.device | str = "cpu") -> torch.nn.Module:
+        """A model of this world on ``device``, built once per process and device, for reading
+        shapes, dtypes and keys and for copying; callers never train or modify it. (Building
+        one costs ~1.1 ms, paid by every message a worker served: ``torch.manual_seed``
+        records a stack trace for each lazily initialised accelerator backend.)"""
+        key = str(torch.device(device))
+        cache = self.__dict__.setdefault("_templates", {})
+        if key not in cache:
+            cache[key] = self.model().to(device)
+        return cache[key]
+
     def client_data(self, client_id: int, server_round: int) -> tuple[np.ndarray, np.ndarray]:
         """The client's training data under its current concept in ``server_round``."""
         X, y = self.source.get(int(client_id))

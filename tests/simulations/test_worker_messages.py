@@ -51,3 +51,17 @@ def test_clients_served_together_get_what_each_gets_alone(model):
         parts = [a["arrays"].to_torch_state_dict()[key].double() for a in alone]
         expected = sum(k * p for k, p in zip(n, parts, strict=True)) / sum(n)
         torch.testing.assert_close(value.double(), expected, rtol=1e-6, atol=1e-7)
+
+
+def test_the_workers_template_model_is_never_trained():
+    """Each message copies the world's cached template; training leaves the template as built."""
+    spec = read(resolve({"num-clients": 4, "clients-per-round": 2}, base=load_scenario("quickstart")))
+    w = world(spec.world)
+    template = w.template("cpu")
+    assert w.template("cpu") is template
+    fresh = w.model().state_dict()
+    arrays = ArrayRecord({k: v + 0.5 for k, v in fresh.items()})  # a global model unlike the template
+    for _ in range(2):
+        _reply(spec, arrays, [0, 1, 3])
+    for key, value in template.state_dict().items():
+        torch.testing.assert_close(value, fresh[key], rtol=0, atol=0)
