@@ -33,6 +33,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -329,20 +330,29 @@ def write_partition_cache(path: Path | None, assignment: Mapping[int, Any], num_
     cache that cannot be written costs only the time it would have saved: one warning."""
     if path is None:
         return
-    parts = [np.asarray(assignment[k], dtype=np.int64).reshape(-1) for k in range(num_clients)]
+    try:
+        parts = [np.asarray(assignment[k], dtype=np.int64).reshape(-1) for k in range(num_clients)]
+    except (KeyError, TypeError, ValueError):  # not a full assignment after all: nothing kept
+        return
     offsets = np.concatenate([[0], np.cumsum([len(p) for p in parts])]).astype(np.int64)
+    tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
         with os.fdopen(fd, "wb") as fh:
             np.savez(fh, offsets=offsets, rows=np.concatenate(parts) if parts else np.zeros(0, np.int64))
         os.replace(tmp, path)
+        tmp = None
     except OSError as exc:
         key = str(path.parent)
         if key not in _cache_warned:
             _cache_warned.add(key)
             log.warning("fedadapt: partitions are not cached (%s); set FEDADAPT_CACHE_DIR to a "
                         "writable folder, or to 'off'", exc)
+    finally:
+        if tmp is not None:  # a half-written file is not left behind
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
 
 
 def _full_assignment(partitioner: Any, cid: int, idx: np.ndarray, num_clients: int) -> Mapping[int, Any] | None:

@@ -34,6 +34,7 @@ ENGINE_POLL_S = 0.002
 ENGINE_POLL_DUTY = 0.2
 _FLOWER_POLL = "f_stop.wait(0.1)"
 _patch_lock = threading.Lock()
+_active: list = [0, None]  # runs inside fast_engine_poll, and Flower's function to put back
 
 
 def _fast_add_messages_to_queue(state: Any, queue: Any, nodes_mapping: Any, f_stop: threading.Event) -> None:
@@ -60,7 +61,8 @@ def fast_engine_poll() -> Iterator[bool]:
     ``flwr.server.superlink.fleet.vce.vce_api`` (a private function that ``run_api`` looks up
     when it starts the engine) only if its source still is the loop this was written against
     (it contains ``f_stop.wait(0.1)``); otherwise, e.g. after a Flower upgrade, it logs why and
-    leaves Flower's loop alone. Flower's original is put back on exit.
+    leaves Flower's loop alone. Nested and concurrent uses share it; Flower's original is put
+    back when the last one exits.
     """
     try:
         from flwr.server.superlink.fleet.vce import vce_api
@@ -69,25 +71,35 @@ def fast_engine_poll() -> Iterator[bool]:
         yield False
         return
     with _patch_lock:
-        original = vce_api.add_messages_to_queue
-        if original is _fast_add_messages_to_queue:  # nested: already in place
-            yield True
-            return
-        try:
-            source = inspect.getsource(original)
-        except (OSError, TypeError):
-            source = ""
-        if _FLOWER_POLL not in source or "get_message_ins" not in source:
-            log.warning("fedadapt: Flower's simulation engine no longer polls with %r (flwr %s); "
-                        "its message poll is left as Flower ships it", _FLOWER_POLL, _flwr_version())
-            yield False
-            return
-        vce_api.add_messages_to_queue = _fast_add_messages_to_queue
+        if _active[0] == 0:
+            original = vce_api.add_messages_to_queue
+            try:
+                source = inspect.getsource(original)
+            except (OSError, TypeError):
+                source = ""
+            if _FLOWER_POLL not in source or "get_message_ins" not in source:
+                applied = False
+            else:
+                _active[1] = original
+                vce_api.add_messages_to_queue = _fast_add_messages_to_queue
+                applied = True
+        else:  # already in place (nested, or another thread's run): share it
+            applied = True
+        if applied:
+            _active[0] += 1
+    if not applied:
+        log.warning("fedadapt: Flower's simulation engine no longer polls with %r (flwr %s); "
+                    "its message poll is left as Flower ships it", _FLOWER_POLL, _flwr_version())
+        yield False
+        return
     try:
         yield True
     finally:
         with _patch_lock:
-            vce_api.add_messages_to_queue = original
+            _active[0] -= 1
+            if _active[0] == 0:  # the last one out puts Flower's back
+                vce_api.add_messages_to_queue = _active[1]
+                _active[1] = None
 
 
 def _flwr_version() -> str:

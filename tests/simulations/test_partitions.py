@@ -150,6 +150,26 @@ def test_the_cache_can_be_turned_off_and_an_unwritable_one_only_warns(monkeypatc
     assert sum(len(r) for r in rows) > 0
 
 
+def test_a_failed_cache_write_leaves_no_partial_file_and_an_incomplete_assignment_none(
+        monkeypatch, tmp_path) -> None:
+    from simulations import data
+
+    target = tmp_path / "partitions" / "x.npz"
+
+    def broken_savez(fh, **arrays):  # the disk fills up mid-write
+        fh.write(b"half")
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(data.np, "savez", broken_savez)
+    data.write_partition_cache(target, {0: [1], 1: [2]}, 2)
+    assert not list((tmp_path / "partitions").iterdir())
+    monkeypatch.undo()
+    data.write_partition_cache(target, {0: [1]}, 2)  # client 1 missing: nothing is kept
+    assert not target.exists()
+    data.write_partition_cache(target, {0: [1], 1: [2, 3]}, 2)
+    assert [list(r) for r in data.read_partition_cache(target, 2, 10)] == [[1], [2, 3]]
+
+
 def test_partitions_are_deterministic_for_a_seed() -> None:
     def parts(seed: int) -> list[np.ndarray]:
         source = build_source(

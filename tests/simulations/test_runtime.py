@@ -32,6 +32,18 @@ def test_the_adjustment_is_in_place_only_inside_and_flowers_loop_comes_back():
     assert vce_api.add_messages_to_queue is original
 
 
+def test_overlapping_runs_share_the_adjustment_until_the_last_one_ends():
+    original = vce_api.add_messages_to_queue
+    first, second = runtime.fast_engine_poll(), runtime.fast_engine_poll()
+    assert first.__enter__() and second.__enter__()
+    with runtime.fast_engine_poll(), runtime.fast_engine_poll():  # and nesting never blocks
+        pass
+    first.__exit__(None, None, None)  # the other run's engine may still start: stays in place
+    assert vce_api.add_messages_to_queue is runtime._fast_add_messages_to_queue
+    second.__exit__(None, None, None)
+    assert vce_api.add_messages_to_queue is original
+
+
 def test_a_changed_flower_loop_is_left_alone_with_a_warning(monkeypatch, caplog):
     def other_loop(state, queue, nodes_mapping, f_stop):  # a future Flower's loop
         while not f_stop.is_set():
