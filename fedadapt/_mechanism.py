@@ -17,7 +17,7 @@ so ``state_dict()``, pickling and LR schedulers work without custom code.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import ClassVar
 
 import torch
@@ -83,6 +83,21 @@ def params_with_grads(group: dict, name: str) -> tuple[list[Tensor], list[Tensor
 def squared_norm(grads: Sequence[Tensor]) -> Tensor:
     """Sum of the tensors' squared norms, in float64 (one 0-dim tensor; non-finite if any is)."""
     return torch.stack([n.to(torch.float64) for n in torch._foreach_norm(list(grads))]).square().sum()
+
+
+def finite_groups(optimizer: Optimizer, name: str) -> Iterator[tuple[dict, list[Tensor], list[Tensor], Tensor]]:
+    """``(group, params, grads, squared norm)`` of each param group that has gradients; a group
+    whose gradients are not all finite counts a skipped step (``group["skipped"]``) and is left
+    out, its state untouched (one host read per group)."""
+    for group in optimizer.param_groups:
+        params, grads = params_with_grads(group, name)
+        if not params:
+            continue
+        sq = squared_norm(grads)
+        if not bool(torch.isfinite(sq)):
+            group["skipped"] += 1
+            continue
+        yield group, params, grads, sq
 
 
 def adam_moments(state: dict, params: Sequence[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
@@ -222,8 +237,7 @@ class AdaptiveOptimizer(Optimizer):
     # ------------------------------------------------------------------ helpers
     @staticmethod
     def _grads_finite(grads: Sequence[Tensor]) -> bool:
-        norms = torch._foreach_norm(list(grads))
-        return _is_finite(torch.stack([n.to(torch.float64) for n in norms]).sum())
+        return _is_finite(squared_norm(grads))
 
     @staticmethod
     def _with_weight_decay(group: dict, params: list[Tensor], grads: list[Tensor]) -> list[Tensor]:

@@ -48,7 +48,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from ._mechanism import adam_moments, params_with_grads, run_closure, squared_norm
+from ._mechanism import adam_moments, finite_groups, run_closure
 
 __all__ = ["ChangepointAdam"]
 
@@ -127,14 +127,7 @@ class ChangepointAdam(Optimizer):
     @torch.no_grad()
     def step(self, closure=None):  # type: ignore[override]
         loss = run_closure(closure)
-        for group in self.param_groups:
-            params, grads = params_with_grads(group, "cp-adam")
-            if not params:
-                continue
-            sq = squared_norm(grads)
-            if not bool(torch.isfinite(sq)):
-                group["skipped"] += 1
-                continue
+        for group, params, grads, sq in finite_groups(self, "cp-adam"):
             if group["weight_decay"]:
                 grads = list(torch._foreach_add(grads, params, alpha=group["weight_decay"]))
             self._scale(group, params, grads, float(sq))

@@ -67,7 +67,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from ._mechanism import params_with_grads, run_closure, squared_norm
+from ._mechanism import finite_groups, run_closure
 
 __all__ = ["Flash", "flash_early_stop"]
 
@@ -186,14 +186,7 @@ class Flash(Optimizer):
     @torch.no_grad()
     def step(self, closure=None):  # type: ignore[override]
         loss = run_closure(closure)
-        for group in self.param_groups:
-            params, grads = params_with_grads(group, "flash")
-            if not params:
-                continue
-            sq = squared_norm(grads)
-            if not bool(torch.isfinite(sq)):
-                group["skipped"] += 1
-                continue
+        for group, params, grads, _ in finite_groups(self, "flash"):
             b1, b2 = group["betas"]
             rho, tau, lr = group["den_floor"], group["tau"], group["lr"]
             n_guarded = torch.zeros((), dtype=torch.float64, device=params[0].device)
