@@ -14,3 +14,17 @@ if "FEDADAPT_CACHE_DIR" not in os.environ:
     import tempfile
 
     os.environ["FEDADAPT_CACHE_DIR"] = tempfile.mkdtemp(prefix="fedadapt-test-cache-")
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture
+def task_identity():
+    """Instruction messages need a run/node/task identity (Flower sets it in a ServerApp)."""
+    from flwr.supercore.task_identity import TaskIdentity
+
+    old = (TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id)
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
+    yield
+    TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = old

@@ -17,16 +17,7 @@ from simulations.data import build_source
 from simulations.report import report
 from simulations.world import read, world
 
-
-@pytest.fixture(autouse=True)
-def _task_identity():
-    """Instruction messages need a run/node/task identity (Flower sets it in a ServerApp)."""
-    from flwr.supercore.task_identity import TaskIdentity
-
-    old = (TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id)
-    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
-    yield
-    TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = old
+pytestmark = pytest.mark.usefixtures("task_identity")  # tests/conftest.py
 
 
 @pytest.fixture

@@ -6,19 +6,12 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
-import simulations.experiment as experiment
 from simulations.cli import app
 
 runner = CliRunner()
 
 
-@pytest.fixture(autouse=True)
-def no_runs(monkeypatch):
-    def boom(*args, **kwargs):  # pragma: no cover - reaching it is the failure
-        raise AssertionError("a run started despite invalid input")
-
-    monkeypatch.setattr(experiment, "run_experiment", boom)
-    monkeypatch.setattr(experiment, "run_many", boom)
+pytestmark = pytest.mark.usefixtures("no_runs")  # tests/simulations/conftest.py
 
 
 @pytest.mark.parametrize(

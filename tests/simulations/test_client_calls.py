@@ -13,15 +13,7 @@ import fedadapt
 from fedadapt.proximal import add_proximal_term, proximal_value
 from strategies import read_train_message
 
-
-@pytest.fixture(autouse=True)
-def _task_identity():
-    from flwr.supercore.task_identity import TaskIdentity
-
-    old = (TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id)
-    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
-    yield
-    TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = old
+pytestmark = pytest.mark.usefixtures("task_identity")  # tests/conftest.py
 
 
 def _model() -> torch.nn.Module:

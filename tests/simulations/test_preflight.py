@@ -12,20 +12,13 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-import simulations.experiment as experiment
 from simulations.cli import app
 
 ROOT = Path(__file__).resolve().parents[2]
 runner = CliRunner()
 
 
-@pytest.fixture(autouse=True)
-def no_runs(monkeypatch):
-    def boom(*args, **kwargs):  # pragma: no cover - reaching it is the failure
-        raise AssertionError("a run started despite invalid input")
-
-    monkeypatch.setattr(experiment, "run_experiment", boom)
-    monkeypatch.setattr(experiment, "run_many", boom)
+pytestmark = pytest.mark.usefixtures("no_runs")  # tests/simulations/conftest.py
 
 
 def _sets(*items: str) -> list[str]:

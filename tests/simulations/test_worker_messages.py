@@ -13,15 +13,7 @@ from simulations.client_app import handle_train
 from simulations.config import load_scenario, resolve
 from simulations.world import read, world
 
-
-@pytest.fixture(autouse=True)
-def _task_identity():
-    from flwr.supercore.task_identity import TaskIdentity
-
-    old = (TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id)
-    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
-    yield
-    TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = old
+pytestmark = pytest.mark.usefixtures("task_identity")  # tests/conftest.py
 
 
 def _reply(spec, arrays, ids, optimizer="hd", options=None):
