@@ -317,8 +317,7 @@ def cprop_rule(kind: str, cdf: str, server: bool, shared_v: bool, params: list[T
     variance floor ``eps^2/k``) and ``pre`` (the factor turning ``|mean|/sqrt(var)`` into ``z``).
     """
     w, beta, first, var_coef, eps_sq_k, pre, c, neg_lrf = (sc[k] for k in range(8))
-    compiled = _is_compiled(sc)
-    if not compiled:  # eager: the same arithmetic as foreach ops
+    if not _is_compiled(sc):  # eager: the same arithmetic as foreach ops
         torch._foreach_lerp_(mavg, grads, w)
         torch._foreach_mul_(vavg, beta)
         torch._foreach_addcmul_(vavg, grads, grads, w)
@@ -337,22 +336,18 @@ def cprop_rule(kind: str, cdf: str, server: bool, shared_v: bool, params: list[T
                            out, fresh, v_done=shared_v)
         _apply_scaled_all(params, d, scale, neg_lrf)
         return
+    # compiled (tensor scalars, no work buffers): one loop per tensor, one graph for every step
     for m, v, gr in zip(mavg, vavg, grads, strict=True):
         m.lerp_(gr, w)
         _addcmul_(v.mul_(beta), gr, gr, w)
-    if not compiled and first:
-        for x in scale:
-            x.fill_(min(1.0, c))
-    else:
-        mean = grads if server else mavg
-        var = sq if server else vavg
-        assert var is not None
-        for i, (x, q, mi) in enumerate(zip(scale, var, mean, strict=True)):
-            # |mean| / sqrt(max(var, eps^2/k)), var = q - m^2 / b (moments) or q - g^2 (server)
-            z = _addcmul(q, mi, mi, var_coef, x if not compiled else None)
-            z = conformity_of_var(z, mi, eps_sq_k, pre, c, cdf, None if work is None else work[i])
-            if compiled:
-                x.copy_(torch.where(first > 0, torch.clamp(c, max=1.0), z))
+    mean = grads if server else mavg
+    var = sq if server else vavg
+    assert var is not None
+    for x, q, mi in zip(scale, var, mean, strict=True):
+        # |mean| / sqrt(max(var, eps^2/k)), var = q - m^2 / b (moments) or q - g^2 (server);
+        # at the first step without server statistics the scale is min(1, c)
+        z = conformity_of_var(_addcmul(q, mi, mi, var_coef, None), mi, eps_sq_k, pre, c, cdf, None)
+        x.copy_(torch.where(first > 0, torch.clamp(c, max=1.0), z))
     d = base_direction(kind, g, bufs, ms, vs, [sc[8 + k] for k in range(n_direction(kind))],
                        out, fresh, v_done=shared_v)
     for p, di, x in zip(params, d, scale, strict=True):
