@@ -20,6 +20,7 @@ from .federated import FedExP, FedHyperCL, FedHyperG, FedHyperGM
 from .flash import Flash, flash_early_stop
 from .hypergradient import HypergradientDescent, MultiplicativeHypergradientDescent
 from .registry import (
+    DEFAULT_SERVER_METHOD,
     KNOWN_SIGNALS,
     SIG_CLIENT_SQ_MEAN,
     SIG_CLIENT_SQ_NORMS_MEAN,
@@ -28,36 +29,64 @@ from .registry import (
     MethodSpec,
     available_optimizers,
     build_optimizer,
+    check_side,
     method_spec,
+    methods_for,
     one_pass_window,
     register_optimizer,
     step_size_stats,
 )
 from .server import ServerOptimizer, default_server_lr, reset_on_change
 
-# What each method needs lives with its registration (docs/CONTRACTS.md §1): strategies and
-# applications read ``method_spec(name)`` and never test a method's name.
-register_optimizer("hd", HypergradientDescent)
-register_optimizer("hd-mult", MultiplicativeHypergradientDescent)
-register_optimizer("dsa", StructuredSelfAdaptive)
+# What each method is and needs lives with its registration (docs/CONTRACTS.md §1): strategies,
+# the CLI and applications read ``method_spec(name)`` and never test a method's name.
+# ``carried_lr_bounds`` are each method's own lr bounds (multiples of the configured lr); the
+# additive HD has no upper bound within a round, and carries at most 1e3x like multiplicative HD.
+register_optimizer("hd", HypergradientDescent, MethodSpec(carried_lr_bounds=(1e-3, 1e3)))
+register_optimizer(
+    "hd-mult", MultiplicativeHypergradientDescent, MethodSpec(carried_lr_bounds=(1e-3, 1e3))
+)
+register_optimizer("dsa", StructuredSelfAdaptive, MethodSpec(carried_lr_bounds=(0.1, 10.0)))
 # on the server a window counts rounds: one expected pass over the population
-register_optimizer("autodrop", AutoDrop, MethodSpec(defaults=one_pass_window))
-# conformity across clients when the strategy supplies it, else across rounds
+register_optimizer(
+    "autodrop", AutoDrop, MethodSpec(defaults=one_pass_window, carried_lr_bounds=(1e-3, 1.0))
+)
+# conformity across clients when the strategy supplies it, else across rounds; the scalar lr
+# is not adapted (the per-coordinate scale is), so nothing is carried
 register_optimizer(
     "cprop", CProp, MethodSpec(optional_signals=(SIG_CLIENT_SQ_MEAN, SIG_NUM_CLIENTS))
 )
-register_optimizer("eg", ExponentiatedGradientStepSize)
+register_optimizer("eg", ExponentiatedGradientStepSize, MethodSpec(carried_lr_bounds=(0.1, 10.0)))
 register_optimizer(
-    "fedexp", FedExP, MethodSpec(signals=(SIG_CLIENT_SQ_NORMS_MEAN, SIG_NUM_CLIENTS))
+    "fedexp",
+    FedExP,
+    MethodSpec(side="server", signals=(SIG_CLIENT_SQ_NORMS_MEAN, SIG_NUM_CLIENTS)),
 )
-register_optimizer("fedhyper-g", FedHyperG)
-register_optimizer("fedhyper-gm", FedHyperGM)
-register_optimizer("fedhyper-cl", FedHyperCL, MethodSpec(needs_global_update=True))
-register_optimizer("cp-adam", ChangepointAdam)
-register_optimizer("flash", Flash)
-register_optimizer("adaptive-fedavg", AdaptiveFedAvg)
+register_optimizer("fedhyper-g", FedHyperG, MethodSpec(side="server"))
+register_optimizer("fedhyper-gm", FedHyperGM, MethodSpec(side="server"))
+# FedHyper-CL is the clients' local rule (it needs the server's last global update); its
+# server form is the same rule over the pseudo-gradient (the differential test keeps both)
+register_optimizer(
+    "fedhyper-cl",
+    FedHyperCL,
+    MethodSpec(needs_global_update=True, carried_lr_bounds=(0.1, 10.0)),
+)
+# the detector reads each client's round-start loss: per-client values
+register_optimizer(
+    "cp-adam",
+    ChangepointAdam,
+    MethodSpec(side="server", server_lr=0.1, uses_change_detector=True, per_client_values=True),
+)
+register_optimizer(
+    "flash",
+    Flash,
+    MethodSpec(side="server", server_lr=0.1, client_hints={"early-stop-gamma": 0.04}),
+)
+# FedAvg's server step (no step size to set); it schedules the clients' lr per round
+register_optimizer("adaptive-fedavg", AdaptiveFedAvg, MethodSpec(side="server", server_lr=None))
 
 __all__ = [
+    "DEFAULT_SERVER_METHOD",
     "KNOWN_SIGNALS",
     "SIG_CLIENT_SQ_MEAN",
     "SIG_CLIENT_SQ_NORMS_MEAN",
@@ -82,11 +111,13 @@ __all__ = [
     "StructuredSelfAdaptive",
     "available_optimizers",
     "build_optimizer",
+    "check_side",
     "conformity_scale",
     "default_server_lr",
     "flash_early_stop",
     "global_dot",
     "method_spec",
+    "methods_for",
     "one_pass_window",
     "register_optimizer",
     "reset_on_change",

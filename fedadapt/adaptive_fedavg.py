@@ -87,8 +87,6 @@ class AdaptiveFedAvg(Optimizer):
     # FedAvg: a server that has the float64 weighted mean may write it instead of x - g
     exact_mean: ClassVar[bool] = True
 
-    server_lr: ClassVar[None] = None  # FedAvg: no server step size to set
-
     def __init__(
         self,
         params: Iterable,

@@ -49,7 +49,7 @@ is FedAdam without bias correction (Reddi et al., "Adaptive Federated Optimizati
 arXiv:2003.00295) with :math:`v_0 = 0`: :math:`x_{t+1} = x_t + \eta\, m_t/(\sqrt{v_t} + \tau)`.
 
 **Client side.** Flash's clients stop local training early on a local validation loss
-(:func:`flash_early_stop`); the class declares it in :attr:`Flash.client_hints` for the strategy
+(:func:`flash_early_stop`); its MethodSpec declares it (``client_hints``) for the strategy
 (``"early-stop-gamma"``: the :math:`\gamma` of the rule).
 
 Defaults (as the FL4Health implementation, `VectorInstitute/FL4Health`): :math:`\eta = 0.1`,
@@ -61,7 +61,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -97,7 +96,7 @@ def flash_early_stop(previous_loss: float, loss: float, epoch: int, gamma: float
         loss: :math:`L_e`, the validation loss after epoch ``epoch``. A NaN loss stops
             (the local model diverged: training further cannot help).
         epoch: :math:`e \ge 1`, the 1-based local epoch just finished.
-        gamma: :math:`\gamma \ge 0` (``Flash.client_hints["early-stop-gamma"]``).
+        gamma: :math:`\gamma \ge 0` (``fedadapt.method_spec("flash").client_hints["early-stop-gamma"]``).
 
     A rise of the loss (:math:`L_{e-1} - L_e < 0`) stops as well. FedCCFA stops only on a
     positive decrease below the threshold (``0 < L_{e-1} - L_e < gamma / e``); this function
@@ -143,9 +142,8 @@ class Flash(Optimizer):
     ``exp_avg_sq`` (v), ``drift`` (d), tensors only.
     """
 
-    # what the federation should do for this method (read generically by the strategy)
-    client_hints: ClassVar[dict[str, float]] = {"early-stop-gamma": 0.04}
-    server_lr: ClassVar[float] = 0.1  # the step size when the run names none (FL4Health's)
+    # its default server lr (0.1, FL4Health's) and the clients' early-stop hint are declared in
+    # its MethodSpec (fedadapt/__init__.py)
 
     def __init__(
         self,

@@ -10,6 +10,7 @@ previous global update, and server-side defaults that depend on the federation's
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import math
@@ -26,9 +27,13 @@ __all__ = [
     "SIG_NUM_CLIENTS",
     "Federation",
     "MethodSpec",
+    "DEFAULT_SERVER_METHOD",
+    "SIDES",
     "available_optimizers",
     "build_optimizer",
+    "check_side",
     "method_spec",
+    "methods_for",
     "one_pass_window",
     "register_optimizer",
     "step_size_stats",
@@ -57,11 +62,44 @@ def _no_defaults(federation: Federation) -> dict[str, object]:
     return {}
 
 
+SIDES = ("client", "server", "both")
+# fedadapt's default server method: what ``strategy = "fedadapt"`` and ``FedAdapt()`` run when
+# no server method is named (docs/DRIFT.md)
+DEFAULT_SERVER_METHOD = "cp-adam"
+
+
 @dataclass(frozen=True)
 class MethodSpec:
-    """What a fedadapt method needs beyond its hyperparameters.
+    """Everything a fedadapt method declares besides its own hyperparameters: where it runs,
+    its default step sizes, the bounds of a carried step size, what it needs from the
+    federation and what it asks of the clients. Every entry point (``build_optimizer``,
+    ``ServerOptimizer``, the strategies, the CLI, the docs) reads these; none tests a name.
 
     Attributes:
+        side: where the method runs: ``"client"`` (a local optimizer only, e.g. FedHyper-CL,
+            which needs the server's last global update), ``"server"`` (a rule over the
+            aggregated pseudo-gradient only: FedExP, cp-adam, Flash, Adaptive-FedAvg, the
+            FedHyper server rules) or ``"both"``. :func:`build_optimizer` (the client's
+            builder) refuses a server-only method; ``ServerOptimizer`` a client-only one.
+        server_lr: the server step size when a run names none (``None``: the method has no
+            step size to set, e.g. Adaptive-FedAvg, whose server step is FedAvg's). 1.0 is
+            FedAvg's unit: server ``sgd`` at 1.0 is FedAvg and the scalar rules start there.
+        client_lr: the client step size when a run names none; ``None`` at registration means
+            the factory's own ``lr`` default (filled in by :func:`register_optimizer`).
+        carried_lr_bounds: ``(low, high)`` multiples of the *configured* client lr within which
+            a client step size carried across rounds (``client-lr-state`` ``persist`` or
+            ``server``) is kept; ``None`` = the method does not adapt its scalar step size, so
+            there is nothing to carry. The bounds are the method's own lr bounds (e.g. HD's
+            ``[1e-3, 1e3] x lr``), anchored to the configured lr, not to last round's carried
+            value, so rounds cannot walk a step size out of them.
+        uses_change_detector: the server method acts on a detected change (a
+            :class:`fedadapt.ChangeDetector` is on by default).
+        client_hints: fixed hints the server method sends every client (e.g. Flash's
+            ``early-stop-gamma``); a method computing hints per round defines
+            ``client_hints()`` on its optimizer instead.
+        per_client_values: the server step needs values of single clients (per-client norms,
+            per-coordinate conformity, per-client losses for the detector), not only sums over
+            the cohort; ``False`` is what secure aggregation leaves a server.
         signals: per-client signals the server step cannot run without (names from
             :data:`KNOWN_SIGNALS`), e.g. FedExP's ``client_sq_norms_mean`` and ``num_clients``.
         optional_signals: signals the server step uses when given (server ``cprop``'s
@@ -72,6 +110,13 @@ class MethodSpec:
             the federation (read through :meth:`server_defaults`); explicit options win.
     """
 
+    side: str = "both"
+    server_lr: float | None = 1.0
+    client_lr: float | None = None
+    carried_lr_bounds: tuple[float, float] | None = None
+    uses_change_detector: bool = False
+    client_hints: Mapping[str, float] = field(default_factory=dict)
+    per_client_values: bool = False
     signals: tuple[str, ...] = ()
     optional_signals: tuple[str, ...] = ()
     needs_global_update: bool = False
@@ -83,6 +128,28 @@ class MethodSpec:
         unknown = sorted(set(self.signals + self.optional_signals) - set(KNOWN_SIGNALS))
         if unknown:
             raise ValueError(f"unknown signals {unknown}; known: {list(KNOWN_SIGNALS)}")
+        if self.side not in SIDES:
+            raise ValueError(f"side must be one of {list(SIDES)}, got {self.side!r}")
+        for what, lr in (("server_lr", self.server_lr), ("client_lr", self.client_lr)):
+            if lr is not None and not (math.isfinite(lr) and lr > 0):
+                raise ValueError(f"{what} must be a finite number > 0 or None, got {lr!r}")
+        b = self.carried_lr_bounds
+        if b is not None and not (len(b) == 2 and 0 < b[0] <= 1.0 <= b[1] < math.inf):
+            raise ValueError(
+                f"carried_lr_bounds must be (low, high) with 0 < low <= 1 <= high < inf, got {b!r}"
+            )
+        if self.signals or self.optional_signals:
+            object.__setattr__(self, "per_client_values", True)  # signals are per-client
+
+    @property
+    def on_client(self) -> bool:
+        """The method can be a client's local optimizer."""
+        return self.side in ("client", "both")
+
+    @property
+    def on_server(self) -> bool:
+        """The method can be the server's step."""
+        return self.side in ("server", "both")
 
     @property
     def wanted_signals(self) -> tuple[str, ...]:
@@ -92,6 +159,13 @@ class MethodSpec:
     def server_defaults(self, federation: Federation) -> dict[str, object]:
         """Server-side hyperparameter defaults for this federation (explicit options win)."""
         return dict(self.defaults(federation))
+
+    def clamp_carried_lr(self, lr: float, configured: float) -> float:
+        """``lr`` held within :attr:`carried_lr_bounds` times the configured lr."""
+        if self.carried_lr_bounds is None:
+            return float(configured)
+        lo, hi = self.carried_lr_bounds
+        return float(min(max(lr, lo * configured), hi * configured))
 
 
 def one_pass_window(federation: Federation) -> dict[str, object]:
@@ -113,10 +187,16 @@ _SPECS: dict[str, MethodSpec] = {}
 def register_optimizer(
     name: str, factory: Callable[..., Optimizer], spec: MethodSpec | None = None
 ) -> None:
-    """Register ``factory(params, **hparams) -> Optimizer`` under ``name`` with what the
-    method needs (``spec``, default: nothing)."""
+    """Register ``factory(params, **hparams) -> Optimizer`` under ``name`` with its
+    :class:`MethodSpec` (default: runs on both sides, needs nothing). A spec without a
+    ``client_lr`` takes the factory's own ``lr`` default."""
+    spec = spec if spec is not None else MethodSpec()
+    if spec.client_lr is None and spec.on_client:
+        lr = inspect.signature(factory).parameters.get("lr")
+        if lr is not None and isinstance(lr.default, int | float) and lr.default > 0:
+            spec = dataclasses.replace(spec, client_lr=float(lr.default))
     _REGISTRY[name] = factory
-    _SPECS[name] = spec if spec is not None else MethodSpec()
+    _SPECS[name] = spec
 
 
 def method_spec(name: str) -> MethodSpec:
@@ -124,6 +204,25 @@ def method_spec(name: str) -> MethodSpec:
     if name not in _SPECS:
         raise ValueError(f"unknown optimizer {name!r}; accepted: {available_optimizers()}")
     return _SPECS[name]
+
+
+def methods_for(side: str) -> list[str]:
+    """Registered names that run on ``side`` (``"client"`` or ``"server"``), sorted."""
+    if side not in ("client", "server"):
+        raise ValueError(f"side must be 'client' or 'server', got {side!r}")
+    return sorted(n for n, sp in _SPECS.items() if sp.side in (side, "both"))
+
+
+def check_side(name: str, side: str, what: str | None = None) -> None:
+    """Raise ``ValueError`` when method ``name`` does not run on ``side``, naming the methods
+    that do (``what``: the setting that named it, e.g. ``client-optimizer``)."""
+    spec = method_spec(name)
+    if spec.side not in (side, "both"):
+        where = f"{what}={name!r}: " if what else ""
+        raise ValueError(
+            f"{where}{name!r} runs only on the {spec.side} (its MethodSpec side) and cannot be "
+            f"a {side} optimizer; {side} methods: {methods_for(side)}"
+        )
 
 
 def _torch_sgd(params: Iterable, lr: float = 0.01, momentum: float = 0.0, dampening: float = 0.0,
@@ -155,11 +254,15 @@ def available_optimizers() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def build_optimizer(name: str, params: Iterable, **hparams: object) -> Optimizer:
+def build_optimizer(
+    name: str, params: Iterable, *, side: str = "client", **hparams: object
+) -> Optimizer:
     """Build the optimizer registered as ``name`` over ``params``.
 
-    Unknown names and unknown or invalid hyperparameters raise ``ValueError`` naming the
-    accepted values.
+    ``side`` is where it will run: ``"client"`` (default: a local optimizer; a server-only
+    method such as ``cp-adam`` or ``fedexp`` is refused) or ``"server"`` (what
+    :class:`fedadapt.ServerOptimizer` asks for; a client-only method is refused). Unknown names
+    and unknown or invalid hyperparameters raise ``ValueError`` naming the accepted values.
 
     Example::
 
@@ -167,6 +270,7 @@ def build_optimizer(name: str, params: Iterable, **hparams: object) -> Optimizer
     """
     if name not in _REGISTRY:
         raise ValueError(f"unknown optimizer {name!r}; accepted: {available_optimizers()}")
+    check_side(name, side)
     factory = _REGISTRY[name]
     accepted = _accepted(factory)
     unknown = sorted(set(hparams) - set(accepted))

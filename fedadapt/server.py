@@ -10,11 +10,10 @@ from torch import Tensor
 
 from ._mechanism import global_dot
 from .changepoint import ChangeDetector
-from .registry import build_optimizer, step_size_stats
+from .registry import build_optimizer, method_spec, step_size_stats
 
 __all__ = ["ServerOptimizer", "default_server_lr", "reset_on_change", "START_LOSSES", "START_WEIGHTS"]
 
-_SIGNALS = ("client_sq_norms_mean", "num_clients", "client_sq_mean")
 # per-client round-start training losses and their weights (example counts): the change
 # detector's signal, accepted by every server optimizer's step()
 START_LOSSES = "client_start_losses"
@@ -22,17 +21,11 @@ START_WEIGHTS = "client_start_weights"
 
 
 def default_server_lr(name: str) -> float | None:
-    """The server step size a method takes when none is given: its class's ``server_lr``
-    where it declares one (``cp-adam`` and ``flash``: 0.1; ``None`` for a method with no step
-    size to set, e.g. ``adaptive-fedavg``), else 1.0 (FedAvg's unit: server ``sgd`` at 1.0 is
-    FedAvg, and the scalar rules ``hd``, ``hd-mult``, ``eg``, ... start from FedAvg)."""
-    from .registry import _REGISTRY
-
-    factory = _REGISTRY.get(name)
-    if factory is None:
-        raise ValueError(f"unknown optimizer {name!r}")
-    lr = getattr(factory, "server_lr", 1.0)
-    return None if lr is None else float(lr)
+    """The server step size a method takes when none is given: its spec's ``server_lr``
+    (``cp-adam`` and ``flash``: 0.1; ``None`` for a method with no step size to set, e.g.
+    ``adaptive-fedavg``; 1.0 for the rest: FedAvg's unit, server ``sgd`` at 1.0 is FedAvg and
+    the scalar rules ``hd``, ``hd-mult``, ``eg``, ... start from FedAvg)."""
+    return method_spec(name).server_lr
 
 
 def reset_on_change(optimizer: torch.optim.Optimizer) -> None:
@@ -90,7 +83,7 @@ class ServerOptimizer:
         params: the global model's tensors (updated in place).
         name: a name from :func:`fedadapt.available_optimizers`.
         detector: a :class:`ChangeDetector`, ``True`` (one with defaults), ``False`` (none) or
-            ``None`` (default: on when the method declares ``uses_change_detector`` and no
+            ``None`` (default: on when the method's spec says ``uses_change_detector`` and no
             ``change_rounds`` are given).
         change_rounds: rounds (1-based, counted by this object) at which to reset as if a
             change had been detected; for oracle studies.
@@ -117,10 +110,11 @@ class ServerOptimizer:
             raise ValueError("ServerOptimizer needs at least one parameter tensor")
         self.name = name
         self.hparams = dict(hparams)
-        self.optimizer = build_optimizer(name, self.params, **hparams)
+        self.spec = method_spec(name)
+        self.optimizer = build_optimizer(name, self.params, side="server", **hparams)
         change_rounds = list(change_rounds)
         if detector is None:  # known changepoints replace the detector
-            detector = bool(getattr(self.optimizer, "uses_change_detector", False)) and not list(change_rounds)
+            detector = self.spec.uses_change_detector and not change_rounds
         if detector is True:
             detector = ChangeDetector()
         if detector is not False and not isinstance(detector, ChangeDetector):
@@ -284,18 +278,17 @@ class ServerOptimizer:
         - ``"local-work"``: a factor on each client's local steps or epochs; after a change a
           method that declares ``plasticity = {"local-work": f, "rounds": k}`` asks for ``f``
           times the local work for the ``k`` rounds that follow the change;
-        - anything the method declares itself: a class attribute ``client_hints`` (a dict,
-          e.g. Flash's ``early-stop-gamma``) or a method ``client_hints()`` (computed each
-          round, e.g. Adaptive-FedAvg's ``lr-scale``).
+        - anything the method declares itself: fixed hints in its spec (``MethodSpec.
+          client_hints``, e.g. Flash's ``early-stop-gamma``) or a method ``client_hints()`` on
+          the optimizer (computed each round, e.g. Adaptive-FedAvg's ``lr-scale``).
 
         The strategy sends them in the train config; the client calls apply ``lr-scale`` to the
         local optimizer's lr and report the rest to the training loop (docs/DRIFT.md).
         """
-        hints: dict[str, float] = {}
+        hints: dict[str, float] = {str(k): float(v) for k, v in self.spec.client_hints.items()}
         own = getattr(self.optimizer, "client_hints", None)
         if callable(own):
-            own = own()
-        hints.update({str(k): float(v) for k, v in dict(own or {}).items()})
+            hints.update({str(k): float(v) for k, v in dict(own() or {}).items()})
         if self._plastic_left > 0:
             hints["local-work"] = float(self._plasticity().get("local-work", 1.0)) * hints.get("local-work", 1.0)
         return hints

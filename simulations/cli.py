@@ -246,8 +246,36 @@ def methods() -> None:
     import fedadapt
     import strategies
 
-    print("optimizers (client-optimizer, server-optimizer):", ", ".join(fedadapt.available_optimizers()))
+    print(method_table())
+    print()
     print("strategies (strategy):", ", ".join(strategies.available_strategies()))
+
+
+def method_table() -> str:
+    """Every fedadapt method with what its spec declares: where it runs (`client-optimizer`
+    takes client and both-sides methods, `server-optimizer` server and both-sides ones), its
+    default step sizes, the bounds of a carried client step size, and its needs."""
+    import fedadapt
+
+    def num(v: float | None) -> str:
+        return "-" if v is None else f"{v:g}"
+
+    rows = ["| method | side | server lr | client lr | carried lr bounds | needs |",
+            "|---|---|---|---|---|---|"]
+    for name in fedadapt.available_optimizers():
+        sp = fedadapt.method_spec(name)
+        needs = [*sp.signals, *(f"{s} (optional)" for s in sp.optional_signals)]
+        if sp.needs_global_update:
+            needs.append("global update")
+        if sp.uses_change_detector:
+            needs.append("change detector")
+        if sp.per_client_values:
+            needs.append("per-client values")
+        bounds = "-" if sp.carried_lr_bounds is None else "[{:g}, {:g}] x lr".format(*sp.carried_lr_bounds)
+        rows.append(f"| {name} | {sp.side} | {num(sp.server_lr if sp.on_server else None)} | "
+                    f"{num(sp.client_lr if sp.on_client else None)} | {bounds} | "
+                    f"{', '.join(needs) or '-'} |")
+    return "\n".join(rows)
 
 
 @app.command()

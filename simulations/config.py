@@ -120,10 +120,16 @@ def _parse_scalar(text: str) -> object:
     return text
 
 
-def _optimizers() -> list[str]:
-    from fedadapt import available_optimizers
+def _server_methods() -> list[str]:
+    from fedadapt import methods_for
 
-    return list(available_optimizers())
+    return methods_for("server")
+
+
+def _client_methods() -> list[str]:
+    from fedadapt import methods_for
+
+    return methods_for("client")
 
 
 def _strategies() -> list[str]:
@@ -144,7 +150,8 @@ _KEY_LIST: list[Key] = [
         dynamic_choices=_strategies),
     Key("server-optimizer", "cp-adam", "fedadapt method applied to the pseudo-gradient on the "
         "server (strategy `fedadapt` only); the default `cp-adam` is fedadapt's changepoint-aware "
-        "Adam (docs/DRIFT.md).", dynamic_choices=_optimizers),
+        "Adam (docs/DRIFT.md). Server-only and both-sides methods (`fedadapt methods`).",
+        dynamic_choices=_server_methods),
     Key("server-lr", 0.0, "Initial server step size; 0 = the method's own default (1.0 for "
         "FedAvg-style server methods, 0.1 for `cp-adam`, Flower's own `eta` for FedAdam and "
         "friends, which take it as `eta`).", low=0.0),
@@ -154,8 +161,9 @@ _KEY_LIST: list[Key] = [
     Key("proximal-mu", 0.01, "Proximal coefficient of `fedprox` (sent in the train config; "
         "`plan.build_optimizer` adds the term on the client, `fedadapt.proximal`).",
         low=0.0),
-    Key("client-optimizer", "sgd", "fedadapt method used for local training on every client.",
-        dynamic_choices=_optimizers),
+    Key("client-optimizer", "sgd", "fedadapt method used for local training on every client; "
+        "client-only and both-sides methods (`fedadapt methods`).",
+        dynamic_choices=_client_methods),
     Key("client-lr", 0.05, "Initial local step size.", low=1e-12),
     Key("client-options", "{}", "JSON object of extra client-optimizer hyperparameters."),
     Key("client-lr-state", "reset", "Adapted client step size across rounds: `reset` every round, "

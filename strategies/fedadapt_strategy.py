@@ -41,8 +41,12 @@ class FedAdapt(Orchestration, FedAvg):
     ``buffer_keys``) take the plain weighted mean.
 
     Args:
-        server_optimizer: a name from ``fedadapt.available_optimizers()``.
-        server_options: its hyperparameters (e.g. ``{"lr": 1.0}``).
+        server_optimizer: a server method (``fedadapt.methods_for("server")``); default
+            ``fedadapt.DEFAULT_SERVER_METHOD`` (``cp-adam``, docs/DRIFT.md).
+        server_options: its hyperparameters. An unset ``lr`` is the method's own default
+            (``fedadapt.method_spec(name).server_lr``: 0.1 for ``cp-adam``, 1.0 for ``sgd``);
+            what is given wins. (``strategies.strategy_arguments`` also fills the spec's
+            federation-dependent defaults, which need the number of rounds.)
         client_optimizer, client_options: the local optimizer every client builds with
             ``fedadapt.build_optimizer`` (sent in the train config every round). The local lr
             is, in this order: the carried lr (``client_lr_state``), ``client_options["lr"]``,
@@ -93,7 +97,7 @@ class FedAdapt(Orchestration, FedAvg):
     def __init__(
         self,
         *,
-        server_optimizer: str = "sgd",
+        server_optimizer: str | None = None,
         server_options: Mapping[str, object] | None = None,
         options: StrategyOptions | None = None,
         change_rounds: Iterable[int] = (),
@@ -101,9 +105,11 @@ class FedAdapt(Orchestration, FedAvg):
     ) -> None:
         opts, flower_kwargs = split_options(options, kwargs)
         init_flower(FedAvg.__init__, self, flower_kwargs)
-        check_optimizer_name(server_optimizer, "server_optimizer")
+        if server_optimizer is None:
+            server_optimizer = fedadapt.DEFAULT_SERVER_METHOD
+        check_optimizer_name(server_optimizer, "server_optimizer", "server")
         self.server_optimizer = server_optimizer
-        self.server_options = dict(server_options if server_options is not None else {"lr": 1.0})
+        self.server_options = _server_options(server_optimizer, server_options)
         # known changepoints (oracle studies): the server optimizer's state is reset there
         self.change_rounds = sorted({int(r) for r in change_rounds})
         # build once on a dummy tensor: bad hyperparameters fail here, not in round 1
@@ -289,6 +295,12 @@ class FedAdapt(Orchestration, FedAvg):
                 )
             assert self._server is not None
             self._server.load_state_dict(state["server_optimizer"])  # type: ignore[arg-type]
+
+
+def _server_options(name: str, given: Mapping[str, object] | None) -> dict[str, object]:
+    """The server method's options: its spec's default lr under what the caller gave."""
+    lr = fedadapt.method_spec(name).server_lr
+    return {**({} if lr is None else {"lr": lr}), **dict(given or {})}
 
 
 def _server_optimizer(params: list[torch.Tensor], name: str, options: Mapping[str, object],

@@ -41,12 +41,15 @@ ConfigValue = (
 )
 
 
-def check_optimizer_name(name: str, what: str) -> None:
+def check_optimizer_name(name: str, what: str, side: str) -> None:
+    """``name`` is a fedadapt method that runs on ``side`` (its spec), or ``ValueError``
+    naming ``what`` and the methods accepted there."""
     import fedadapt
 
-    accepted = fedadapt.available_optimizers()
-    if name not in accepted:
+    accepted = fedadapt.methods_for(side)
+    if name not in fedadapt.available_optimizers():
         raise ValueError(f"{what}={name!r} is not a fedadapt optimizer; accepted: {accepted}")
+    fedadapt.check_side(name, side, what)
 
 
 @dataclass(frozen=True)
@@ -85,7 +88,7 @@ class StrategyOptions:
 
     # ------------------------------------------------------------------ validation
     def validate(self) -> None:
-        check_optimizer_name(self.client_optimizer, "client_optimizer")
+        check_optimizer_name(self.client_optimizer, "client_optimizer", "client")
         if self.client_lr_state not in CLIENT_LR_STATES:
             raise ValueError(
                 f"client_lr_state must be one of {list(CLIENT_LR_STATES)}, got {self.client_lr_state!r}"

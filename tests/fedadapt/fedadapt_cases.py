@@ -68,3 +68,11 @@ def state_equal(a, b):
                 assert torch.equal(v, w), n
             else:
                 assert v == w, n
+
+
+def side_of(name: str) -> str:
+    """Where a test that loops over methods builds ``name`` (``fedadapt.build_optimizer``'s
+    ``side``): a server-only method on the server, every other one on a client."""
+    import fedadapt
+
+    return "server" if fedadapt.method_spec(name).side == "server" else "client"

@@ -145,7 +145,7 @@ def flower_fedadam_reference(g_seq, eta=0.1, b1=0.9, b2=0.99, tau=1e-3, x0=0.0):
 
 def test_cp_adam_is_flowers_fedadam_by_hand():
     p = torch.zeros(1, dtype=torch.float64, requires_grad=True)
-    opt = fedadapt.build_optimizer("cp-adam", [p])
+    opt = fedadapt.build_optimizer("cp-adam", [p], side="server")
     gs = [0.5, -0.2, 0.3, 0.01]  # tau = 1e-3: Flower 1.41's FedAdam default
     for g, expected in zip(gs, flower_fedadam_reference(gs), strict=True):
         p.grad = torch.tensor([g], dtype=torch.float64)
@@ -155,7 +155,7 @@ def test_cp_adam_is_flowers_fedadam_by_hand():
 
 def test_cp_adam_with_adams_bias_correction_by_hand():
     p = torch.zeros(1, dtype=torch.float64, requires_grad=True)
-    opt = fedadapt.build_optimizer("cp-adam", [p], bias_correction="adam", eps=1e-8)
+    opt = fedadapt.build_optimizer("cp-adam", [p], side="server", bias_correction="adam", eps=1e-8)
     gs = [0.5, -0.2, 0.3]
     for g, expected in zip(gs, adam_reference(gs), strict=True):
         p.grad = torch.tensor([g], dtype=torch.float64)
@@ -166,8 +166,8 @@ def test_cp_adam_with_adams_bias_correction_by_hand():
 def test_cp_adam_relative_floor_damps_coordinates_tiny_next_to_their_tensor():
     p = torch.zeros(2, dtype=torch.float64, requires_grad=True)
     plain = torch.zeros(2, dtype=torch.float64, requires_grad=True)
-    opt = fedadapt.build_optimizer("cp-adam", [p], eps=1e-12, eps_rel=0.5)
-    ref = fedadapt.build_optimizer("cp-adam", [plain], eps=1e-12)
+    opt = fedadapt.build_optimizer("cp-adam", [p], side="server", eps=1e-12, eps_rel=0.5)
+    ref = fedadapt.build_optimizer("cp-adam", [plain], side="server", eps=1e-12)
     g = torch.tensor([1.0, 1e-4], dtype=torch.float64)
     p.grad, plain.grad = g.clone(), g.clone()
     opt.step()
@@ -180,7 +180,7 @@ def test_cp_adam_relative_floor_damps_coordinates_tiny_next_to_their_tensor():
 def test_cp_adam_first_moment_reset_keeps_the_second_moment():
     torch.manual_seed(1)
     p = torch.zeros(3, dtype=torch.float64, requires_grad=True)
-    opt = fedadapt.build_optimizer("cp-adam", [p], reset="first-moment")
+    opt = fedadapt.build_optimizer("cp-adam", [p], side="server", reset="first-moment")
     for _ in range(4):
         p.grad = torch.randn(3, dtype=torch.float64)
         opt.step()
@@ -190,7 +190,7 @@ def test_cp_adam_first_moment_reset_keeps_the_second_moment():
     assert torch.equal(opt.state[p]["exp_avg_sq"], v)
     g = opt.param_groups[0]
     assert (g["step"], g["m_step"]) == (4, 0)
-    none = fedadapt.build_optimizer("cp-adam", [torch.zeros(1, requires_grad=True)], reset="none")
+    none = fedadapt.build_optimizer("cp-adam", [torch.zeros(1, requires_grad=True)], side="server", reset="none")
     none.on_change()
     assert none.param_groups[0]["changes"] == 1 and none.param_groups[0]["step"] == 0
 
@@ -199,14 +199,14 @@ def test_cp_adam_full_reset_restarts_like_a_fresh_adam():
     torch.manual_seed(0)
     gs = [torch.randn(5, dtype=torch.float64) for _ in range(8)]
     p = torch.zeros(5, dtype=torch.float64, requires_grad=True)
-    opt = fedadapt.build_optimizer("cp-adam", [p], reset="all")
+    opt = fedadapt.build_optimizer("cp-adam", [p], side="server", reset="all")
     for g in gs[:4]:
         p.grad = g.clone()
         opt.step()
     opt.on_change()
     start = p.detach().clone()
     q = start.clone().requires_grad_(True)
-    fresh = fedadapt.build_optimizer("cp-adam", [q], reset="all")
+    fresh = fedadapt.build_optimizer("cp-adam", [q], side="server", reset="all")
     for g in gs[4:]:
         p.grad, q.grad = g.clone(), g.clone()
         opt.step()
@@ -217,7 +217,7 @@ def test_cp_adam_full_reset_restarts_like_a_fresh_adam():
 
 def test_cp_adam_scale_adaptation_shrinks_on_oscillation_and_stays_bounded():
     p = torch.zeros(3, dtype=torch.float64, requires_grad=True)
-    opt = fedadapt.build_optimizer("cp-adam", [p], lr=0.1, scale_rate=0.5)
+    opt = fedadapt.build_optimizer("cp-adam", [p], side="server", lr=0.1, scale_rate=0.5)
     for t in range(200):
         p.grad = torch.full((3,), 1.0 if t % 2 else -1.0, dtype=torch.float64)  # cos = -1
         opt.step()
@@ -231,12 +231,12 @@ def test_cp_adam_scale_adaptation_shrinks_on_oscillation_and_stays_bounded():
                                  {"plastic_rounds": -1}, {"eps_rel": -0.1}])
 def test_cp_adam_rejects_bad_options(bad):
     with pytest.raises(ValueError):
-        fedadapt.build_optimizer("cp-adam", [torch.zeros(1, requires_grad=True)], **bad)
+        fedadapt.build_optimizer("cp-adam", [torch.zeros(1, requires_grad=True)], side="server", **bad)
 
 
 def test_cp_adam_pickles_and_resumes():
     p = torch.zeros(4, requires_grad=True)
-    opt = fedadapt.build_optimizer("cp-adam", [p], scale_rate=0.2)
+    opt = fedadapt.build_optimizer("cp-adam", [p], side="server", scale_rate=0.2)
     for t in range(3):
         p.grad = torch.ones(4) * (t + 1)
         opt.step()

@@ -12,7 +12,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from fedadapt_cases import grad_stream, make_params, set_grads, state_equal
+from fedadapt_cases import grad_stream, make_params, set_grads, side_of, state_equal
 
 import fedadapt
 from fedadapt import registry
@@ -228,13 +228,13 @@ def test_flash_through_the_server_moves_towards_the_clients():
 
 
 def test_flash_declares_its_client_hint_and_validates_hyperparameters():
-    assert Flash.client_hints == {"early-stop-gamma": 0.04}
+    assert fedadapt.method_spec("flash").client_hints == {"early-stop-gamma": 0.04}
     for bad in ({"lr": 0.0}, {"tau": 0.0}, {"tau": float("nan")}, {"den_floor": 0.0}, {"den_floor": 1.5},
                 {"betas": (0.9, 1.0)}, {"adaptive_b3": 1}, {"eps": 1e-3}):
         with pytest.raises(ValueError):
-            fedadapt.build_optimizer("flash", make_params(), **bad)
+            fedadapt.build_optimizer("flash", make_params(), side="server", **bad)
     with pytest.raises(ValueError, match="tau"):
-        fedadapt.build_optimizer("flash", make_params(), tau=-1.0)
+        fedadapt.build_optimizer("flash", make_params(), side="server", tau=-1.0)
 
 
 def test_flash_early_stop_rule():
@@ -383,7 +383,7 @@ def test_adaptive_fedavg_on_change_restarts_the_statistics():
 def test_adaptive_fedavg_validates_hyperparameters():
     for bad in ({"betas": (0.7, 0.3)}, {"betas": (0.7, 1.0, 0.7)}, {"decay": "yes"}, {"max_ratio": 1.0}, {"lr": 0.5}):
         with pytest.raises(ValueError):
-            fedadapt.build_optimizer("adaptive-fedavg", make_params(), **bad)
+            fedadapt.build_optimizer("adaptive-fedavg", make_params(), side="server", **bad)
 
 
 def test_adaptive_fedavg_nonfinite_round_is_skipped():
@@ -410,7 +410,7 @@ CASES = [("flash", {}), ("flash", {"adaptive_b3": False, "den_floor": 0.5}), ("a
 @pytest.mark.parametrize(("name", "kw"), CASES)
 def test_state_dict_resume_continues_the_identical_trajectory(name, kw):
     params = make_params()
-    opt = fedadapt.build_optimizer(name, params, **kw)
+    opt = fedadapt.build_optimizer(name, params, side=side_of(name), **kw)
     grads = [[0.3 * g for g in gs] for gs in grad_stream(params, 8)]
     for gs in grads[:4]:
         set_grads(params, gs)
@@ -419,7 +419,7 @@ def test_state_dict_resume_continues_the_identical_trajectory(name, kw):
     torch.save(opt.state_dict(), buf)
     buf.seek(0)
     params2 = [p.clone() for p in params]
-    opt2 = fedadapt.build_optimizer(name, params2, **kw)
+    opt2 = fedadapt.build_optimizer(name, params2, side=side_of(name), **kw)
     opt2.load_state_dict(torch.load(buf, weights_only=True))
     for gs in grads[4:]:
         set_grads(params, gs)
@@ -435,7 +435,7 @@ def test_state_dict_resume_continues_the_identical_trajectory(name, kw):
 @pytest.mark.parametrize(("name", "kw"), CASES)
 def test_pickle_round_trip_continues_identically(name, kw):
     params = make_params()
-    opt = fedadapt.build_optimizer(name, params, **kw)
+    opt = fedadapt.build_optimizer(name, params, side=side_of(name), **kw)
     grads = [[0.3 * g for g in gs] for gs in grad_stream(params, 6)]
     for gs in grads[:3]:
         set_grads(params, gs)

@@ -15,6 +15,7 @@ import warnings
 
 import pytest
 import torch
+from fedadapt_cases import side_of
 
 import fedadapt
 from fedadapt import _fused
@@ -52,7 +53,7 @@ def _grads(dtype: torch.dtype, steps: int) -> list[list[torch.Tensor]]:
 
 def _run(name: str, kw: dict, fused: bool, dtype: torch.dtype = torch.float32, signals=None):
     params = _params(dtype)
-    opt = fedadapt.build_optimizer(name, params, fused=fused, **kw)
+    opt = fedadapt.build_optimizer(name, params, side=side_of(name), fused=fused, **kw)
     for i, grads in enumerate(_grads(dtype, STEPS)):
         for p, g in zip(params, grads, strict=True):
             p.grad = g.clone()
@@ -154,7 +155,7 @@ def test_lr_schedule_state_dict_and_pickle_behave_as_without_fused():
 def test_fused_must_be_a_bool():
     for name in ("eg", "dsa", "cprop"):
         with pytest.raises(ValueError, match="fused must be True or False"):
-            fedadapt.build_optimizer(name, _params(torch.float32), lr=0.01, fused="yes")
+            fedadapt.build_optimizer(name, _params(torch.float32), side=side_of(name), lr=0.01, fused="yes")
 
 
 def test_compile_failure_warns_once_and_runs_foreach(monkeypatch):
@@ -194,7 +195,7 @@ def test_shared_moment_and_checkpoint_round_trip(name, kw, own, adam):
             opt.step()
 
     params = _params(torch.float64)
-    opt = fedadapt.build_optimizer(name, params, **kw)
+    opt = fedadapt.build_optimizer(name, params, side=side_of(name), **kw)
     steps(params, opt, grads[:3])
     assert all(opt.state[p][own] is opt.state[p][adam] for p in params)
     buf = io.BytesIO()
@@ -204,7 +205,7 @@ def test_shared_moment_and_checkpoint_round_trip(name, kw, own, adam):
     buf.seek(0)
     ck = torch.load(buf, weights_only=True)
     resumed = [p.clone().requires_grad_() for p in ck["params"]]
-    opt2 = fedadapt.build_optimizer(name, resumed, **kw)
+    opt2 = fedadapt.build_optimizer(name, resumed, side=side_of(name), **kw)
     sd = ck["opt"]
     for st in sd["state"].values():  # a checkpoint writer that copied each entry separately
         st[own] = st[own].clone()

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from fedadapt_cases import side_of
 
 import fedadapt
 
@@ -28,7 +29,7 @@ def steps_to_target(digits, name, lr, steps=STEPS, target=TARGET, **kw):
     x, y = digits
     w = torch.zeros(64, 10, requires_grad=True)
     b = torch.zeros(10, requires_grad=True)
-    opt = fedadapt.build_optimizer(name, [w, b], lr=lr, **kw)
+    opt = fedadapt.build_optimizer(name, [w, b], side=side_of(name), lr=lr, **kw)
     for t in range(steps):
         loss = torch.nn.functional.cross_entropy(x @ w + b, y)
         if loss.item() < target:

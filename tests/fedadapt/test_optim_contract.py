@@ -13,6 +13,7 @@ from fedadapt_cases import (
     grad_stream,
     make_params,
     set_grads,
+    side_of,
     signals_for,
     state_equal,
 )
@@ -37,7 +38,7 @@ def run_steps(opt, params, name, grads, start=0):
 @pytest.mark.parametrize(("name", "kw"), CASES, ids=CASE_IDS)
 def test_finite_and_stats(name, kw):
     params = make_params()
-    opt = fedadapt.build_optimizer(name, params, **kw)
+    opt = fedadapt.build_optimizer(name, params, side=side_of(name), **kw)
     run_steps(opt, params, name, grad_stream(params, 10))
     assert all(torch.isfinite(p).all() for p in params)
     stats = fedadapt.step_size_stats(opt)
@@ -49,7 +50,7 @@ def test_finite_and_stats(name, kw):
 @pytest.mark.parametrize(("name", "kw"), CASES, ids=CASE_IDS)
 def test_pickle_round_trip_continues_identically(name, kw):
     params = make_params()
-    opt = fedadapt.build_optimizer(name, params, **kw)
+    opt = fedadapt.build_optimizer(name, params, side=side_of(name), **kw)
     grads = grad_stream(params, 8)
     run_steps(opt, params, name, grads[:4])
     params2, opt2 = pickle.loads(pickle.dumps((params, opt)))
@@ -63,7 +64,7 @@ def test_pickle_round_trip_continues_identically(name, kw):
 @pytest.mark.parametrize(("name", "kw"), CASES, ids=CASE_IDS)
 def test_state_dict_resume_gives_the_identical_trajectory(name, kw):
     params = make_params()
-    opt = fedadapt.build_optimizer(name, params, **kw)
+    opt = fedadapt.build_optimizer(name, params, side=side_of(name), **kw)
     grads = grad_stream(params, 9)
     run_steps(opt, params, name, grads[:4])
     buf = io.BytesIO()
@@ -71,7 +72,7 @@ def test_state_dict_resume_gives_the_identical_trajectory(name, kw):
     buf.seek(0)
     saved = torch.load(buf, weights_only=True)
     params2 = [p.clone() for p in params]
-    opt2 = fedadapt.build_optimizer(name, params2, **kw)
+    opt2 = fedadapt.build_optimizer(name, params2, side=side_of(name), **kw)
     opt2.load_state_dict(saved)
     for i, g in enumerate(grads[4:]):
         run_steps(opt, params, name, [g], start=4 + i)
@@ -84,7 +85,7 @@ def test_state_dict_resume_gives_the_identical_trajectory(name, kw):
                          ids=[i for i, c in zip(CASE_IDS, CASES, strict=True) if c[0] not in ("sgd", "adam")])
 def test_nonfinite_gradient_skips_the_step_and_counts_it(name, kw):
     params = make_params()
-    opt = fedadapt.build_optimizer(name, params, **kw)
+    opt = fedadapt.build_optimizer(name, params, side=side_of(name), **kw)
     grads = grad_stream(params, 4)
     run_steps(opt, params, name, grads[:3])
     before = [p.clone() for p in params]
@@ -130,7 +131,7 @@ BAD = {
 def test_bad_hyperparameters_raise_value_error(name):
     for kw in BAD[name] + [{"no_such_option": 1}]:
         with pytest.raises(ValueError):
-            fedadapt.build_optimizer(name, make_params(), **kw)
+            fedadapt.build_optimizer(name, make_params(), side=side_of(name), **kw)
 
 
 def test_error_messages_name_the_accepted_values():
@@ -146,7 +147,7 @@ def test_error_messages_name_the_accepted_values():
 
 def test_server_rules_without_signals_raise():
     params = make_params()
-    opt = fedadapt.build_optimizer("fedexp", params)
+    opt = fedadapt.build_optimizer("fedexp", params, side="server")
     set_grads(params, grad_stream(params, 1)[0])
     with pytest.raises(ValueError, match="num_clients"):
         opt.step()

@@ -8,6 +8,7 @@ from fedadapt_cases import (
     grad_stream,
     make_params,
     set_grads,
+    side_of,
     signals_for,
     state_equal,
 )
@@ -19,7 +20,7 @@ import fedadapt
 def test_client_and_server_forms_agree(name, kw):
     a = make_params()
     b = [p.clone() for p in a]
-    client = fedadapt.build_optimizer(name, a, **kw)
+    client = fedadapt.build_optimizer(name, a, side=side_of(name), **kw)
     server = fedadapt.ServerOptimizer(b, name, **kw)
     assert type(server.optimizer) is type(client)
     for i, g in enumerate(grad_stream(a, 8)):
@@ -35,7 +36,7 @@ def test_client_and_server_forms_agree(name, kw):
 def test_server_from_mean_matches_up_to_rounding(name, kw):
     a = make_params()
     b = [p.clone() for p in a]
-    client = fedadapt.build_optimizer(name, a, **kw)
+    client = fedadapt.build_optimizer(name, a, side=side_of(name), **kw)
     server = fedadapt.ServerOptimizer(b, name, **kw)
     for i, g in enumerate(grad_stream(a, 5)):
         set_grads(a, g)

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from fedadapt_cases import grad_stream, make_params, set_grads
+from fedadapt_cases import grad_stream, make_params, set_grads, side_of
 
 import fedadapt
 
@@ -33,7 +33,7 @@ def test_degenerate_setting_equals_torch_base(method, base_kw, ref):
     name = method.split("-never")[0]
     a = make_params()
     b = [p.clone() for p in a]
-    ours = fedadapt.build_optimizer(name, a, lr=0.1, **DEGENERATE[method], **base_kw)
+    ours = fedadapt.build_optimizer(name, a, side=side_of(name), lr=0.1, **DEGENERATE[method], **base_kw)
     theirs = ref(b)
     for g in grad_stream(a, 10):
         set_grads(a, g)
@@ -63,7 +63,7 @@ def test_fedexp_with_huge_eps_is_fedavg():
 def test_fedhyper_gm_with_zero_hyper_lr_is_fedavg():
     a = make_params()
     b = [p.clone() for p in a]
-    ours = fedadapt.build_optimizer("fedhyper-gm", a, hyper_lr=0.0)
+    ours = fedadapt.build_optimizer("fedhyper-gm", a, side="server", hyper_lr=0.0)
     ref = torch.optim.SGD(b, lr=1.0)
     for g in grad_stream(a, 5):
         set_grads(a, g), set_grads(b, g)

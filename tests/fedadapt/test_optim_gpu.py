@@ -2,7 +2,15 @@
 
 import pytest
 import torch
-from fedadapt_cases import CASE_IDS, CASES, grad_stream, make_params, set_grads, signals_for
+from fedadapt_cases import (
+    CASE_IDS,
+    CASES,
+    grad_stream,
+    make_params,
+    set_grads,
+    side_of,
+    signals_for,
+)
 
 import fedadapt
 
@@ -15,8 +23,8 @@ cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_state_stays_on_device_and_matches_cpu(name, kw):
     cpu = make_params()
     dev = [p.cuda() for p in cpu]
-    a = fedadapt.build_optimizer(name, cpu, **kw)
-    b = fedadapt.build_optimizer(name, dev, **kw)
+    a = fedadapt.build_optimizer(name, cpu, side=side_of(name), **kw)
+    b = fedadapt.build_optimizer(name, dev, side=side_of(name), **kw)
     for i, g in enumerate(grad_stream(cpu, 6)):
         set_grads(cpu, g)
         set_grads(dev, [t.cuda() for t in g])

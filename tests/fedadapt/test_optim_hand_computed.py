@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from fedadapt_cases import side_of
 
 import fedadapt
 
@@ -12,7 +13,7 @@ G = [[1.0, -1.0], [2.0, 0.5], [0.5, 1.0]]
 
 def run(name, grads, x0=(1.0, 2.0), signals=None, **kw):
     p = torch.tensor(x0, dtype=torch.float64, requires_grad=True)
-    opt = fedadapt.build_optimizer(name, [p], **kw)
+    opt = fedadapt.build_optimizer(name, [p], side=side_of(name), **kw)
     out = []
     for i, g in enumerate(grads):
         p.grad = torch.tensor(g, dtype=torch.float64)

@@ -3,6 +3,7 @@
 import math
 
 import torch
+from fedadapt_cases import side_of
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -22,7 +23,7 @@ def test_lr_stays_within_its_bounds(grads, name, lr):
     kw = {"hyper_lr": 1.0} if name == "hd" else {}
     if name == "autodrop":
         kw = {"window": 1, "patience": 0, "threshold": 90.0}
-    opt = fedadapt.build_optimizer(name, [p], lr=lr, **kw)
+    opt = fedadapt.build_optimizer(name, [p], side=side_of(name), lr=lr, **kw)
     group = opt.param_groups[0]
     for g in grads:
         p.grad = torch.tensor(g, dtype=torch.float64)

@@ -71,6 +71,9 @@ def test_dotted_key_hint():
         ("dataset", "mnist", "one of digits, mnist1d, synthetic, hub"),
         ("client-lr-state", "keep", "one of reset, persist, server"),
         ("server-optimizer", "lion", "one of"),
+        # a server-only method is no local optimizer (its MethodSpec side), and refused here
+        ("client-optimizer", "cp-adam", "one of adam, autodrop, cprop, dsa, eg, fedhyper-cl, hd, hd-mult, sgd"),
+        ("client-optimizer", "fedexp", "one of adam"),
         ("strategy", "fedsgd", "one of"),
         ("server-options", "{not json", "not a JSON object"),
         ("client-options", "[1, 2]", "expected a JSON object"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import logging
+import math
 from pathlib import Path
 
 import pytest
@@ -147,8 +148,15 @@ def test_method_specs_agree_with_the_optimizers(name):
     server = fedadapt.ServerOptimizer([torch.zeros(2)], name, **({} if lr is None else {"lr": lr}))
     assert set(spec.signals) == set(server.required_signals)
     assert set(spec.optional_signals) == set(server.optional_signals)
-    opt = fedadapt.build_optimizer(name, [torch.nn.Parameter(torch.zeros(2))])
+    side = "server" if spec.side == "server" else "client"
+    opt = fedadapt.build_optimizer(name, [torch.nn.Parameter(torch.zeros(2))], side=side)
     assert spec.needs_global_update == hasattr(opt, "set_global_update")
+    if spec.carried_lr_bounds is not None:  # the carried bounds are the method's own lr bounds
+        g = fedadapt.build_optimizer(name, [torch.nn.Parameter(torch.zeros(2))], lr=0.5).param_groups[0]
+        lo, hi = spec.carried_lr_bounds
+        assert g["min_lr"] == pytest.approx(lo * 0.5) or g["min_lr"] == 0.0
+        assert g["max_lr"] == pytest.approx(hi * 0.5) or g["max_lr"] == math.inf
+    assert (spec.client_lr is not None) == spec.on_client
 
 
 def test_specs_reject_unknown_names_and_signals():
@@ -192,3 +200,24 @@ def test_an_unknown_strategy_argument_names_itself_and_the_accepted_ones():
         build_strategy("fedadapt", num_client=10)
     with pytest.raises(ValueError, match=r"\['etaa'\].*'eta'"):
         build_strategy("fedadam", etaa=0.1)
+
+
+def test_fedadapt_takes_the_methods_own_defaults():
+    """The README's adoption line: ``FedAdapt(server_optimizer="cp-adam")`` runs cp-adam at
+    its own lr 0.1 (not 1.0), and ``FedAdapt()`` runs fedadapt's default method."""
+    from strategies import FedAdapt
+
+    assert FedAdapt(server_optimizer="cp-adam").server_options == {"lr": 0.1}
+    default = FedAdapt()
+    assert default.server_optimizer == fedadapt.DEFAULT_SERVER_METHOD == "cp-adam"
+    assert default.server_options == {"lr": 0.1}
+    assert FedAdapt(server_optimizer="sgd").server_options == {"lr": 1.0}
+    assert FedAdapt(server_optimizer="cp-adam", server_options={"lr": 0.03}).server_options == {"lr": 0.03}
+    assert FedAdapt(server_optimizer="adaptive-fedavg").server_options == {}
+
+
+def test_a_server_only_method_is_refused_as_the_client_optimizer_before_any_round():
+    from strategies import FedAdapt
+
+    with pytest.raises(ValueError, match="client_optimizer='fedexp'.*runs only on the server"):
+        FedAdapt(client_optimizer="fedexp")
