@@ -8,7 +8,11 @@ One directory per run::
                      failures with reasons, drift events, wall time)
     summary.json     final / best accuracy, rounds to target, per-drift recovery metrics
     accuracy.png     accuracy per round with drift markers
-    steps.png        server and client step sizes per round
+    steps.png        step sizes per round: the clients' lr as the cohort's distribution
+                     (median, interquartile band, min-max band), the clients' per-coordinate
+                     step spread (per-coordinate methods), the server's step (its own axis
+                     when the scales differ), detector alarms and the rounds with extra
+                     local work (:func:`steps_figure`)
     detector.png     the server's change detector: its CUSUM statistic against the alarm
                      threshold, the round-start loss, alarms and drift markers (when the
                      server method has a detector)
@@ -24,9 +28,12 @@ import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from simulations import recovery
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 SCHEDULE_FILE = "schedule.json"
 
@@ -207,7 +214,175 @@ def summarize(
     if any("server-change" in r for r in rows):
         summary["detector-alarms"] = len(alarms)
         summary["detector-alarm-rounds"] = alarms
+    extra = local_work_rounds(rows)
+    if extra:
+        summary["local-work-rounds"] = extra
+    ignored = [(int(r["round"]), int(r.get(IGNORED_REPLIES) or 0)) for r in rows]
+    ignored = [(rnd, n) for rnd, n in ignored if n > 0]
+    if ignored:
+        # a client method named in the strategy that the clients never ran (a standard
+        # Flower ClientApp trains with its own optimizer; strategies.protocol)
+        summary["ignored-client-optimizer"] = {
+            "method": config.get("client-optimizer"),
+            "replies": sum(n for _, n in ignored),
+            "rounds": [rnd for rnd, _ in ignored],
+        }
     return summary
+
+
+IGNORED_REPLIES = "ignored-client-optimizer-replies"
+
+
+def local_work_rounds(rows: Sequence[Mapping[str, Any]]) -> list[int]:
+    """Rounds in which the server method asked the clients for more local work (the round
+    metric ``local-work`` > 1)."""
+    return [
+        int(r["round"]) for r in rows
+        if isinstance(r.get("local-work"), int | float) and float(r["local-work"]) > 1.0
+    ]
+
+
+def _runs(rounds: Sequence[int]) -> list[tuple[int, int]]:
+    """Consecutive rounds as (first, last) spans."""
+    spans: list[tuple[int, int]] = []
+    for r in sorted(rounds):
+        if spans and r == spans[-1][1] + 1:
+            spans[-1] = (spans[-1][0], r)
+        else:
+            spans.append((r, r))
+    return spans
+
+
+def _positive(rows: Sequence[Mapping[str, Any]], *keys: str) -> list[tuple[float, ...]]:
+    """(round, value, ...) for the rows >= round 1 where every key is a finite number > 0 (a
+    log axis cannot show the rest)."""
+    out: list[tuple[float, ...]] = []
+    for r in rows:
+        vals = [r.get(k) for k in keys]
+        nums = [float(v) for v in vals if isinstance(v, int | float)]
+        if int(r["round"]) >= 1 and len(nums) == len(keys) and all(
+            math.isfinite(v) and v > 0 for v in nums
+        ):
+            out.append((int(r["round"]), *nums))
+    return out
+
+
+def _title(config: Mapping[str, Any]) -> str:
+    return (
+        f"{config.get('scenario')}: {config.get('strategy')} "
+        f"(server {config.get('server-optimizer')}, client {config.get('client-optimizer')})"
+    )
+
+
+def steps_figure(rows: Sequence[Mapping[str, Any]], config: Mapping[str, Any]) -> Figure:
+    """The figure of ``steps.png`` (a matplotlib Figure; the caller saves and closes it).
+
+    Log-scaled step sizes per round: the clients' final lr as the cohort's distribution
+    (``client-lr-median`` line, ``-p25``..``-p75`` and ``-min``..``-max`` bands; runs written
+    before the median existed show ``client-lr``, the mean); where some round's clients report
+    a per-coordinate spread (``client-step-min`` < ``client-step-max``: ``dsa``, ``cprop``,
+    ``eg``, ...) that band and the mean per-coordinate step; the server's step ``server-lr``, on
+    a second axis when it is more than 10x from the clients' steps; a vertical line per detector
+    alarm (``server-detector-alarm``) and per other server reset (``server-change``, e.g. a known
+    changepoint), drift markers, and shading over the rounds with ``local-work`` > 1. Artists
+    carry a ``gid`` (``client-lr``, ``client-lr-range``, ``client-lr-iqr``, ``client-step-range``,
+    ``client-step-mean``, ``server-lr``, ``alarm``, ``change``, ``drift``, ``local-work``).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    fig, ax = plt.subplots(figsize=(8, 4.2), dpi=100)
+    client_vals: list[float] = []
+    median_key = "client-lr-median" if any(
+        r.get("client-lr-median") is not None for r in rows) else "client-lr"
+    lo_hi = _positive(rows, "client-lr-min", "client-lr-max")
+    if lo_hi:
+        xs, lo, hi = zip(*lo_hi, strict=True)
+        ax.fill_between(xs, lo, hi, color="tab:blue", alpha=0.15, linewidth=0,
+                        label="clients' lr, min-max", gid="client-lr-range")
+        client_vals += [*lo, *hi]
+    iqr = _positive(rows, "client-lr-p25", "client-lr-p75")
+    if iqr:
+        xs, lo, hi = zip(*iqr, strict=True)
+        ax.fill_between(xs, lo, hi, color="tab:blue", alpha=0.3, linewidth=0,
+                        label="clients' lr, 25-75%", gid="client-lr-iqr")
+    med = _positive(rows, median_key)
+    if med:
+        xs, ys = zip(*med, strict=True)
+        label = "clients' lr, median" if median_key == "client-lr-median" else "clients' lr, mean"
+        ax.plot(xs, ys, color="tab:blue", marker="." if len(xs) < 40 else None, label=label,
+                gid="client-lr")
+        client_vals += list(ys)
+    # per-coordinate methods: the spread of the effective per-coordinate step
+    steps = _positive(rows, "client-step-min", "client-step-max")
+    if any(hi > lo * (1 + 1e-9) for _, lo, hi in steps):
+        xs, lo, hi = zip(*steps, strict=True)
+        ax.fill_between(xs, lo, hi, facecolor="none", edgecolor="tab:purple", hatch="///",
+                        alpha=0.5, linewidth=0.5, label="clients' per-coordinate step, min-max",
+                        gid="client-step-range")
+        client_vals += [*lo, *hi]
+        mean = _positive(rows, "client-step-mean")
+        if mean:
+            mx, my = zip(*mean, strict=True)
+            ax.plot(mx, my, color="tab:purple", linestyle="--",
+                    label="clients' per-coordinate step, mean", gid="client-step-mean")
+    ax.set_yscale("log")
+    ax.set_ylabel("client step size")
+    server = _positive(rows, "server-lr")
+    sax = ax
+    if server:
+        sx, sy = zip(*server, strict=True)
+        if client_vals:
+            gap = abs(math.log10(_geomean(sy)) - math.log10(_geomean(client_vals)))
+            if gap > 1.0:  # more than 10x apart: the server's step gets its own axis
+                sax = ax.twinx()
+                sax.set_yscale("log")
+                sax.set_ylabel("server step size")
+        sax.plot(sx, sy, color="black", linewidth=1.2, label="server step", gid="server-lr")
+        if sax is ax:
+            ax.set_ylabel("step size")
+    # events: detector alarms, other resets, drift, extra local work
+    alarm_rounds = [int(r["round"]) for r in rows if r.get("server-detector-alarm") == 1.0]
+    change_rounds = [int(r["round"]) for r in rows
+                     if r.get("server-change") == 1.0 and int(r["round"]) not in alarm_rounds]
+    for k, a in enumerate(alarm_rounds):
+        ax.axvline(a, color="darkorange", linewidth=2, alpha=0.8, gid="alarm",
+                   label="detector alarm" if k == 0 else None)
+    for k, c in enumerate(change_rounds):
+        ax.axvline(c, color="gray", linestyle=":", linewidth=1.5, gid="change",
+                   label="server reset (known change)" if k == 0 else None)
+    for k, d in enumerate(drift_rounds(rows)):
+        ax.axvline(d, color="red", linestyle="--", alpha=0.6, gid="drift",
+                   label="drift" if k == 0 else None)
+    factors = sorted({float(r["local-work"]) for r in rows
+                      if isinstance(r.get("local-work"), int | float) and r["local-work"] > 1.0})
+    for k, (first, last) in enumerate(_runs(local_work_rounds(rows))):
+        span_label = (
+            f"extra local work (x{', x'.join(f'{f:g}' for f in factors)})" if k == 0 else None
+        )
+        ax.axvspan(first - 0.5, last + 0.5, color="tab:green", alpha=0.15, linewidth=0,
+                   gid="local-work", label=span_label)
+    ax.set_xlabel("round")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_title(_title(config), fontsize=9)
+    ax.grid(alpha=0.3)
+    handles, labels = ax.get_legend_handles_labels()
+    if sax is not ax:
+        h2, l2 = sax.get_legend_handles_labels()
+        handles, labels = handles + h2, labels + l2
+    if handles:
+        # outside the data: to the right of the axes (and of the server's axis)
+        ax.legend(handles, labels, fontsize=7, loc="upper left",
+                  bbox_to_anchor=(1.16 if sax is not ax else 1.02, 1.0), borderaxespad=0.0)
+    fig.tight_layout()
+    return fig
+
+
+def _geomean(values: Sequence[float]) -> float:
+    return math.exp(sum(math.log(v) for v in values) / len(values))
 
 
 def plot_run(run_dir: Path, rows: Sequence[Mapping[str, Any]], config: Mapping[str, Any]) -> None:
@@ -236,22 +411,8 @@ def plot_run(run_dir: Path, rows: Sequence[Mapping[str, Any]], config: Mapping[s
     fig.savefig(run_dir / "accuracy.png")
     plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
-    server = [(int(r["round"]), r.get("server-lr")) for r in rows if r.get("server-lr") is not None]
-    client = [(int(r["round"]), r.get("client-lr")) for r in rows if r.get("client-lr") is not None]
-    if server:
-        ax.plot(*zip(*server, strict=True), label="server step size")
-    if client:
-        ax.plot(*zip(*client, strict=True), label="client final lr (mean)")
-    for d in drift_rounds(rows):
-        ax.axvline(d, color="red", linestyle="--", alpha=0.6)
-    ax.set_yscale("log")
-    ax.set_xlabel("round")
-    ax.set_ylabel("step size")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(run_dir / "steps.png")
+    fig = steps_figure(rows, config)
+    fig.savefig(run_dir / "steps.png", bbox_inches="tight")
     plt.close(fig)
 
     cusum = [(int(r["round"]), r.get("server-detector-start-loss-cusum")) for r in rows

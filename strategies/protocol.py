@@ -6,16 +6,24 @@ recorded with their reasons, and a round whose every reply was rejected for a *p
 reason (a missing record, ids that were never sent, a worker protocol in a deployment) raises
 :class:`ProtocolError`, naming the cause and the fix, instead of completing a run with an
 untrained model.
+
+A standard Flower ClientApp (a reply without ``fedadapt.clients``) trains with its own
+optimizer: when the strategy names another client method than :data:`PLAIN_CLIENT_OPTIMIZER`,
+the first round with such replies logs a warning that names the method and the fix, and every
+round counts them (:func:`ignored_client_optimizer_replies`, the round metric
+``ignored-client-optimizer-replies``).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from logging import WARNING
 
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
+from flwr.common.logger import log as flwr_log
 
 from . import records as R
 from .cohorts import Plan
@@ -34,6 +42,16 @@ log = logging.getLogger(__name__)
 
 NO_REPLY = "no reply within the round timeout"
 DUPLICATE = "duplicate reply"
+# what a standard Flower ClientApp runs anyway (the quickstart's torch SGD with the train
+# config's lr; ``strategies.client`` reads a message without fedadapt keys as this method)
+PLAIN_CLIENT_OPTIMIZER = "sgd"
+FIX_CLIENT_OPTIMIZER = (
+    "use fedadapt's ClientApp (simulations.client_app) or, in your own ClientApp, the two client "
+    "calls `plan = strategies.read_train_message(msg, model)` (then "
+    "`plan.build_optimizer(model.parameters(), client_id)`) and "
+    "`strategies.build_train_reply(msg, plan, outcomes)`; or leave client_optimizer at "
+    f"{PLAIN_CLIENT_OPTIMIZER!r}"
+)
 
 
 class ProtocolError(RuntimeError):
@@ -48,6 +66,25 @@ class SentRound:
     client_ids: list[int] = field(default_factory=list)
     offline_ids: list[int] = field(default_factory=list)
     per_node: dict[int, list[int]] = field(default_factory=dict)
+    client_optimizer: str = PLAIN_CLIENT_OPTIMIZER  # the fedadapt method the clients were told
+    # the server method's hints in the train config (``fedadapt.hint.<name>`` -> value)
+    hints: dict[str, float] = field(default_factory=dict)
+
+
+def ignored_client_optimizer_replies(sent: SentRound, checked: Sequence[CheckedReply]) -> int:
+    """Accepted replies of a standard Flower ClientApp in a round whose client method is not
+    :data:`PLAIN_CLIENT_OPTIMIZER`: clients that never built the method they were told to run."""
+    if sent.client_optimizer == PLAIN_CLIENT_OPTIMIZER:
+        return 0
+    return sum(1 for c in checked if c.standard)
+
+
+def _hints(config: ConfigRecord) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for k, v in config.items():
+        if k.startswith(R.CFG_HINT_PREFIX) and isinstance(v, int | float) and not isinstance(v, bool):
+            out[k[len(R.CFG_HINT_PREFIX) :]] = float(v)
+    return out
 
 
 class MessageProtocol:
@@ -56,6 +93,7 @@ class MessageProtocol:
     def __init__(self, population: bool) -> None:
         self.population = population
         self.sent = SentRound()
+        self._warned_ignored_optimizer = False
 
     # ------------------------------------------------------------------ messages
     def train_messages(
@@ -70,7 +108,11 @@ class MessageProtocol:
     ) -> list[Message]:
         update_record = R.tensors_to_record(global_update) if global_update is not None else None
         self.sent = SentRound(
-            server_round, [c for _, cs in plan for c in cs], [int(c) for c in offline_ids]
+            server_round,
+            [c for _, cs in plan for c in cs],
+            [int(c) for c in offline_ids],
+            client_optimizer=str(base.get(R.CFG_OPTIMIZER, PLAIN_CLIENT_OPTIMIZER)),
+            hints=_hints(base),
         )
         msgs: list[Message] = []
         for node_id, cids in plan:
@@ -173,7 +215,28 @@ class MessageProtocol:
             if node not in replied:
                 for cid in cids:
                     failures.append(Failure(cid, node, NO_REPLY))
+        self._warn_ignored_optimizer(server_round, checked, n_replies)
         # Replies arrive in any order; aggregate in a fixed one (by client ids, which the seeded
         # sampling fixes) so a run and its resumed twin sum the same floats in the same order.
         checked.sort(key=lambda c: min(c.client_ids))
         return checked, failures
+
+    def _warn_ignored_optimizer(
+        self, server_round: int, checked: Sequence[CheckedReply], n_replies: int
+    ) -> None:
+        """Once per run, at the first round it happens: the client method is not being run."""
+        sent = self.sent if self.sent.server_round == server_round else SentRound()
+        count = ignored_client_optimizer_replies(sent, checked)
+        if not count or self._warned_ignored_optimizer:
+            return
+        self._warned_ignored_optimizer = True
+        flwr_log(
+            WARNING,
+            "round %d: client_optimizer %r is ignored by %d of %d replies: they come from a "
+            "standard Flower ClientApp (`arrays` + a MetricRecord with `num-examples`, no %r), "
+            "which trains with its own optimizer and never builds %r. To run it on the "
+            "clients, %s. Counted per round as `ignored-client-optimizer-replies` (summary.json: "
+            "`ignored-client-optimizer`).",
+            server_round, sent.client_optimizer, count, n_replies, R.CLIENTS,
+            sent.client_optimizer, FIX_CLIENT_OPTIMIZER,
+        )

@@ -12,6 +12,17 @@
   the strategy's ``train_metrics_aggr_fn`` (Flower's example-weighted
   ``aggregate_metricrecords`` by default) and sit beside fedadapt's keys; on a name clash
   fedadapt's value wins (``num-examples``, ``train-loss``).
+* The clients' step sizes are the cohort's distribution over the round's successful clients
+  (unweighted: each client counts once): ``client-lr`` (mean), ``-min``, ``-p25``,
+  ``-median``, ``-p75``, ``-max`` of the final ``lr``; ``client-step-min`` / ``-max`` /
+  ``-mean`` summarize the per-coordinate effective step (lowest ``step-min``, highest
+  ``step-max``, mean of ``step-mean``).
+* What the server method asked of the clients this round (its hints in the train config):
+  ``local-work`` (the factor on local steps, 1 without a hint) and ``hint-<name>`` for any other
+  hint (``hint-lr-scale``, ``hint-early-stop-gamma``).
+* ``ignored-client-optimizer-replies``: accepted replies from a standard Flower ClientApp while
+  the strategy names a client method other than ``sgd`` (those clients never ran it; see
+  ``strategies.protocol``).
 """
 
 from __future__ import annotations
@@ -26,7 +37,7 @@ from flwr.app import MetricRecord, RecordDict
 from flwr.common.logger import log as flwr_log
 
 from . import records as R
-from .protocol import SentRound
+from .protocol import SentRound, ignored_client_optimizer_replies
 from .validation import CheckedReply, Failure
 
 UINT64 = 2**64
@@ -36,18 +47,41 @@ FLOAT_KEYS = (
     "train-loss",
     "client-lr",
     "client-lr-min",
+    "client-lr-p25",
+    "client-lr-median",
+    "client-lr-p75",
     "client-lr-max",
     "client-step-mean",
     "client-step-min",
     "client-step-max",
+    "local-work",
     "aggregate-seconds",
 )
-INT_KEYS = ("num-examples", "num-sampled", "num-succeeded", "num-failed")
+INT_KEYS = (
+    "num-examples",
+    "num-sampled",
+    "num-succeeded",
+    "num-failed",
+    "ignored-client-optimizer-replies",
+)
+LOCAL_WORK = "local-work"  # the hint name and the round metric
+HINT_PREFIX = "hint-"  # round metric of any other hint: hint-<name>
 
 
 def int64_id(v: int) -> int:
     """A uint64 id as int64 (two's complement) for a MetricRecord; ``v % 2**64`` inverts it."""
     return v - UINT64 if v >= 2**63 else v
+
+
+def cohort_lr_stats(lrs: np.ndarray) -> dict[str, float]:
+    """``client-lr`` (mean), ``-min``, ``-p25``, ``-median``, ``-p75``, ``-max`` of the finite
+    final lrs of the round's clients (each client once); NaN when there are none."""
+    keys = ("client-lr", "client-lr-min", "client-lr-p25", "client-lr-median", "client-lr-p75",
+            "client-lr-max")
+    if not lrs.size:
+        return dict.fromkeys(keys, math.nan)
+    q = np.quantile(lrs, [0.0, 0.25, 0.5, 0.75, 1.0])
+    return {"client-lr": float(lrs.mean()), **{k: float(v) for k, v in zip(keys[1:], q, strict=True)}}
 
 
 class RoundMetrics:
@@ -107,9 +141,7 @@ class RoundMetrics:
             vals = np.array([v for c in checked for v in c.client_stats[key]], dtype=np.float64)
             vals = vals[np.isfinite(vals)]
             if key == R.C_LR:
-                info["client-lr"] = float(vals.mean()) if vals.size else math.nan
-                info["client-lr-min"] = float(vals.min()) if vals.size else math.nan
-                info["client-lr-max"] = float(vals.max()) if vals.size else math.nan
+                info.update(cohort_lr_stats(vals))
             else:
                 if not vals.size:
                     info[f"client-{key}"] = math.nan
@@ -128,6 +160,16 @@ class RoundMetrics:
         info["failed-ids"] = [f.client_id if f.client_id is not None else -1 for f in failures]
         info["failed-reasons"] = [f.reason for f in failures]
         info["failed-nodes"] = [int(f.node_id) for f in failures]
+        hints = sent.hints if sent.server_round == server_round else {}
+        info[LOCAL_WORK] = float(hints.get(LOCAL_WORK, 1.0))
+        for k, v in sorted(hints.items()):
+            if k != LOCAL_WORK:
+                info[HINT_PREFIX + k] = float(v)
+        info["ignored-client-optimizer-replies"] = (
+            ignored_client_optimizer_replies(sent, checked)
+            if sent.server_round == server_round
+            else 0
+        )
         if broadcast_lr is not None:
             info["broadcast-client-lr"] = float(broadcast_lr)
         info["aggregate-seconds"] = float(elapsed)

@@ -83,6 +83,9 @@ class CheckedReply:
     signal_arrays: dict[str, torch.Tensor] | None
     failures: list[Failure] = field(default_factory=list)
     message: Message | None = None
+    # a standard Flower reply (no ``fedadapt.clients``): one client that never read the train
+    # message's fedadapt keys, so it trained with its own optimizer, not the strategy's
+    standard: bool = False
 
 
 _STAT_KEYS = R.CLIENT_STAT_KEYS
@@ -276,7 +279,9 @@ def check_train_reply(
             if not isinstance(srec, ArrayRecord):
                 raise ReplyRejected(f"{R.SIGNALS!r} is not an ArrayRecord")
             sig = _check_arrays(srec, layout, R.SIGNALS, list(param_keys))
-    return CheckedReply(node, n, loss, tensors, ids, ns, stats, sq, sig, failures, msg)
+    return CheckedReply(
+        node, n, loss, tensors, ids, ns, stats, sq, sig, failures, msg, standard=cfg is None
+    )
 
 
 def per_client_sq_norm(
