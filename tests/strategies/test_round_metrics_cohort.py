@@ -187,7 +187,6 @@ def standard_client(msg: Message) -> Message:
 def _run_logged(strategy, respond, caplog, rounds=2):
     flwr_logger = logging.getLogger("flwr")
     flwr_logger.addHandler(caplog.handler)
-    caplog.handler.setLevel(logging.WARNING)
     try:
         strategy.start(
             FakeGrid(NODES, respond),
