@@ -169,6 +169,9 @@ _KEY_LIST: list[Key] = [
     Key("client-lr-state", "reset", "Adapted client step size across rounds: `reset` every round, "
         "`persist` from the client's last participation, `server`: aggregated and broadcast.",
         choices=("reset", "persist", "server")),
+    Key("client-lr-on-change", "restart", "What an alarm of the server's change detector does to "
+        "carried client step sizes: `restart` from `client-lr`, or `keep` them.",
+        choices=("restart", "keep")),
     # --- federation size
     Key("num-server-rounds", 10, "Number of rounds.", low=1),
     Key("num-clients", 20, "Population: client ids (data partitions), decoupled from workers.",

@@ -379,6 +379,7 @@ def read(cfg: Config) -> RunSpec:
             client_options=_json_object(cfg, "client-options"),
             client_lr=float(cfg["client-lr"]),
             client_lr_state=str(cfg["client-lr-state"]),
+            client_lr_on_change=str(cfg["client-lr-on-change"]),
             proximal_mu=float(cfg["proximal-mu"]),
             num_clients=num_clients,
             clients_per_round=int(cfg["clients-per-round"]),

@@ -56,8 +56,14 @@ class FedAdapt(Orchestration, FedAvg):
             with a large population a client participates rarely, a step size carried from
             many rounds ago is stale, and reset keeps rounds independent like the published
             baselines), ``"persist"`` (each client's final lr from its last participation,
-            kept by the strategy keyed by client id) or ``"server"`` (the example-weighted mean
-            of the clients' final lrs, broadcast to every client next round: FedHyper-SL style).
+            kept by the strategy keyed by client id) or ``"server"`` (the clients' final lrs
+            aggregated by ``strategies.client_state.aggregate_lrs``, a trimmed geometric mean
+            over clients, broadcast to every client next round: FedHyper-SL style). A carried
+            lr stays within the client method's ``MethodSpec.carried_lr_bounds`` times
+            ``client_options["lr"]``.
+        client_lr_on_change: what an alarm of the server's change detector does to the
+            carried lrs: ``"restart"`` (default; the next clients start from the configured lr)
+            or ``"keep"``.
         num_clients: population size (simulation mode); ``None`` = deployment mode, where each
             connected SuperNode is one client and the client id is the node id. A standard
             Flower ClientApp works in deployment mode with every server method: the server
@@ -160,10 +166,10 @@ class FedAdapt(Orchestration, FedAvg):
             self._finish_round(server_round, info, None)
             return None, self._metric_record(info)
         out = self._aggregate_checked(checked)
-        self._update_client_state(checked)
         server_info: dict[str, float] = (
             dict(self._server.last_info) if self._server is not None else {}
         )
+        self._update_client_state(checked, change=bool(server_info.get("change", 0.0)))
         info = self._round_info(
             server_round, checked, failures, server_info, time.perf_counter() - t0
         )

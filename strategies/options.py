@@ -66,6 +66,7 @@ class StrategyOptions:
     client_optimizer: str = "sgd"
     client_options: Mapping[str, object] = field(default_factory=dict)
     client_lr_state: str = "reset"
+    client_lr_on_change: str = "restart"
     num_clients: int | None = None
     clients_per_round: int | None = None
     evaluate_clients_per_round: int | None = None
@@ -89,6 +90,13 @@ class StrategyOptions:
     # ------------------------------------------------------------------ validation
     def validate(self) -> None:
         check_optimizer_name(self.client_optimizer, "client_optimizer", "client")
+        from .client_state import CLIENT_LR_ON_CHANGE
+
+        if self.client_lr_on_change not in CLIENT_LR_ON_CHANGE:
+            raise ValueError(
+                f"client_lr_on_change must be one of {list(CLIENT_LR_ON_CHANGE)}, "
+                f"got {self.client_lr_on_change!r}"
+            )
         if self.client_lr_state not in CLIENT_LR_STATES:
             raise ValueError(
                 f"client_lr_state must be one of {list(CLIENT_LR_STATES)}, got {self.client_lr_state!r}"

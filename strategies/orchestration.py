@@ -92,9 +92,13 @@ class Orchestration:
         self.required_signals = tuple(required_signals)
         self.cohorts = CohortSampler(options)
         self.protocol = MessageProtocol(population=options.simulation_mode)
+        lr = options.client_options.get("lr")
         self.client_state = ClientState(
             options.client_lr_state,
             fedadapt.method_spec(options.client_optimizer).needs_global_update,
+            options.client_optimizer,
+            float(lr) if isinstance(lr, int | float) else None,  # type: ignore[arg-type]
+            options.client_lr_on_change,
         )
         self.metrics = RoundMetrics(self.train_metrics_aggr_fn, self.weighted_by_key)
         self._layout: dict[str, tuple[str, tuple[int, ...]]] | None = None
@@ -233,8 +237,12 @@ class Orchestration:
             server_round, replies, self._layout, self.param_keys(), sigs, glob
         )
 
-    def _update_client_state(self, checked: list[CheckedReply]) -> None:
+    def _update_client_state(self, checked: list[CheckedReply], change: bool = False) -> None:
+        """Take the round's final client lrs; ``change``: the server's detector raised an
+        alarm this round (the carried lrs then follow ``client_lr_on_change``)."""
         self.client_state.update(checked)
+        if change:
+            self.client_state.on_change()
 
     def _round_info(
         self,

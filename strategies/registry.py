@@ -383,6 +383,7 @@ class StrategySettings:
     client_options: Mapping[str, object] = field(default_factory=dict)
     client_lr: float = 0.01
     client_lr_state: str = "reset"
+    client_lr_on_change: str = "restart"
     proximal_mu: float = 0.01
     num_clients: int | None = None
     clients_per_round: int | None = None
@@ -484,6 +485,7 @@ def strategy_arguments(name: str, settings: StrategySettings) -> dict[str, objec
         "client_optimizer": settings.client_optimizer,
         "client_options": client_options,
         "client_lr_state": settings.client_lr_state,
+        "client_lr_on_change": settings.client_lr_on_change,
         "num_clients": None if settings.deployment else settings.num_clients,
         "clients_per_round": settings.clients_per_round,
         "num_workers": None if settings.deployment else settings.num_workers,
