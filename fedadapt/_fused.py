@@ -69,6 +69,29 @@ def _lerp(x: Tensor, y: Tensor, w: Scalar, out: Tensor | None) -> Tensor:
     return torch.lerp(x, y, w) if out is None else torch.lerp(x, y, w, out=out)
 
 
+_OPERANDS: dict[tuple[float, torch.dtype], Tensor] = {}
+
+
+def operand(value: float, like: Tensor) -> float | Tensor:
+    """``value`` as the scalar operand of an eager multiply on CPU: a cached 0-dim tensor of
+    ``like``'s dtype (float32 or float64), else the Python float itself.
+
+    Same result bit for bit: torch converts a Python number to the op's float type, exactly as
+    the tensor holds it. Cheaper: torch wraps every Python number in a new tensor and converts
+    it (about a microsecond per tensor per op, the size of the op itself on a small model).
+    Only for group constants (betas, ``c``): the cache is cleared past 64 values.
+    """
+    if not value or like.device.type != "cpu" or like.dtype not in (torch.float32, torch.float64):
+        return value  # zeros stay Python floats: the cache would not tell 0.0 from -0.0
+    key = (value, like.dtype)
+    t = _OPERANDS.get(key)
+    if t is None:
+        if len(_OPERANDS) >= 64:
+            _OPERANDS.clear()
+        t = _OPERANDS[key] = torch.tensor(value, dtype=like.dtype)
+    return t
+
+
 def _is_compiled(sc) -> bool:
     return isinstance(sc, Tensor)
 
@@ -220,14 +243,19 @@ def eg_rule(kind: str, adapt: bool, shared: bool, params: list[Tensor], g: list[
         if adapt:
             sign = work[0] if work is not None else [torch.empty_like(x) for x in g]
             f = work[1] if work is not None else [torch.empty_like(x) for x in g]
-            for gi, ai, si, fi in zip(g, avgs, sign, f, strict=True):
+            for gi, ai, si in zip(g, avgs, sign, strict=True):
                 torch.mul(gi, ai, out=si)
-                torch.mul(si.sign_(), cosh_m1, out=fi)
-            torch._foreach_add_(f, sinh)
+            torch._foreach_sign_(sign)
+            k = operand(cosh_m1, g[0])
+            for si, fi in zip(sign, f, strict=True):
+                torch.mul(si, k, out=fi)
+            k = operand(sinh, g[0])
+            for fi in f:  # torch's foreach add of a tensor scalar takes its slow path on CPU
+                fi.add_(k)
             torch._foreach_mul_(f, sign)
             torch._foreach_addcmul_(gains, gains, f)
-            for x in gains:
-                x.clamp_(lo, hi)
+            torch._foreach_clamp_min_(gains, lo)
+            torch._foreach_clamp_max_(gains, hi)
         if not shared:
             torch._foreach_lerp_(avgs, g, w)
         d = base_direction(kind, g, bufs, ms, vs, [sc[6 + k] for k in range(n_direction(kind))], out, fresh)
@@ -251,25 +279,34 @@ def eg_rule(kind: str, adapt: bool, shared: bool, params: list[Tensor], g: list[
 def _conformity_of_var_foreach(zs: list[Tensor], means: list[Tensor], eps_sq_k: float, pre: float, c: float,
                                cdf: str, work: list[Tensor]) -> list[Tensor]:
     """:func:`conformity_of_var` over lists with float scalars, as foreach ops (same arithmetic)."""
+    z0 = zs[0]
     torch._foreach_clamp_min_(zs, eps_sq_k)
     torch._foreach_rsqrt_(zs)
-    for z, m in zip(zs, means, strict=True):
-        z.mul_(m).abs_()
+    torch._foreach_mul_(zs, list(means))
+    torch._foreach_abs_(zs)
     if cdf == "normal":
-        torch._foreach_mul_(zs, pre / math.sqrt(2.0))
+        torch._foreach_mul_(zs, operand(pre / math.sqrt(2.0), z0))
         torch._foreach_clamp_max_(zs, 6.0)
         torch._foreach_erf_(zs)
         if c != 1.0:
-            torch._foreach_mul_(zs, c)
+            torch._foreach_mul_(zs, operand(c, z0))
     else:
-        for z, u in zip(zs, work, strict=True):
-            u.fill_(1.5976 * pre)
-            u.addcmul_(z, z, value=0.07056 * pre**3)
+        # u = a + b z^2 with the 0-dim a broadcast: what fill_(a) then addcmul_ computed
+        a = operand(1.5976 * pre, z0)
+        if isinstance(a, Tensor):
+            for z, u in zip(zs, work, strict=True):
+                torch.addcmul(a, z, z, value=0.07056 * pre**3, out=u)
+        else:
+            for z, u in zip(zs, work, strict=True):
+                u.fill_(a)
+                u.addcmul_(z, z, value=0.07056 * pre**3)
         torch._foreach_mul_(zs, work)
         torch._foreach_clamp_max_(zs, 40.0)
         torch._foreach_sigmoid_(zs)
-        torch._foreach_mul_(zs, 2.0 * c)
-        torch._foreach_add_(zs, -c)
+        torch._foreach_mul_(zs, operand(2.0 * c, z0))
+        k = operand(c, z0)
+        for z in zs:  # torch's foreach add/sub of a tensor scalar takes its slow path on CPU
+            z.sub_(k)
     if c > 1.0:
         torch._foreach_clamp_max_(zs, 1.0)
     return zs
@@ -319,7 +356,7 @@ def cprop_rule(kind: str, cdf: str, server: bool, shared_v: bool, params: list[T
     w, beta, first, var_coef, eps_sq_k, pre, c, neg_lrf = (sc[k] for k in range(8))
     if not _is_compiled(sc):  # eager: the same arithmetic as foreach ops
         torch._foreach_lerp_(mavg, grads, w)
-        torch._foreach_mul_(vavg, beta)
+        torch._foreach_mul_(vavg, operand(beta, vavg[0]))
         torch._foreach_addcmul_(vavg, grads, grads, w)
         if first:
             for x in scale:

@@ -153,7 +153,13 @@ class CProp(AdaptiveOptimizer):
         group["step"] += 1
         t = group["step"]
         sq = signals.get("client_sq_mean")
-        scale = [self.state[p].setdefault("conformity", torch.empty_like(p)) for p in params]
+        scale = []
+        for p in params:
+            st = self.state[p]
+            x = st.get("conformity")
+            if x is None:  # not setdefault: its default would allocate on every step
+                x = st["conformity"] = torch.empty_like(p)
+            scale.append(x)
         first = 0.0
         if sq is not None:
             count = float(signals.get("num_clients") or 2)

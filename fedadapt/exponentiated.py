@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from ._fused import run_rule, seeded
-from ._mechanism import AdaptiveOptimizer, _check, _check_fused, _is_finite, global_dot
+from ._mechanism import AdaptiveOptimizer, _check, _check_fused, _is_finite, global_dot, global_dots
 
 __all__ = ["ExponentiatedGradientStepSize"]
 
@@ -129,6 +129,12 @@ class ExponentiatedGradientStepSize(AdaptiveOptimizer):
             vals = run_rule("dot-pairs", True, params[0].device, params[0].dtype, g, g, avgs, work=None, sc=[]).tolist()
             n = len(params)
             gg, dot = math.fsum(vals[:n]), math.fsum(vals[n:])
+            if not math.isfinite(gg):
+                group["skipped"] += 1
+                return
+        elif group["step"] > 0 and not isinstance(group["lr"], Tensor):
+            # both inner products with one host read (the second is unused on a skipped step)
+            gg, dot = global_dots((g, g), (g, avgs))
             if not math.isfinite(gg):
                 group["skipped"] += 1
                 return
