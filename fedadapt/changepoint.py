@@ -193,6 +193,44 @@ class ChangeDetector:
         }
 
     def load_state_dict(self, state: Mapping[str, object]) -> None:
-        self.rounds = int(state["rounds"])  # type: ignore[call-overload]
-        self.alarms = [int(a) for a in state["alarms"]]  # type: ignore[attr-defined]
-        self._ch = {str(k): {kk: float(vv) for kk, vv in v.items()} for k, v in state["channels"].items()}  # type: ignore[attr-defined]
+        """Restore :meth:`state_dict`; a state a detector could not have reached (NaN or
+        negative variances, a CUSUM below 0, alarms after the last round...) raises
+        ``ValueError`` naming the field, before anything is changed: a NaN reference would
+        never alarm again."""
+        rounds, alarms, channels = self._checked_state(state)
+        self.rounds, self.alarms, self._ch = rounds, alarms, channels
+
+    @staticmethod
+    def _checked_state(state: Mapping[str, object]) -> tuple[int, list[int], dict[str, dict[str, float]]]:
+        _check(isinstance(state, Mapping), f"detector state must be a dict, got {type(state).__name__}")
+        for key in ("rounds", "alarms", "channels"):
+            _check(key in state, f"detector state lacks {key!r}")
+        rounds = state["rounds"]
+        _check(isinstance(rounds, int) and not isinstance(rounds, bool) and rounds >= 0,
+               f"detector.rounds must be an int >= 0, got {rounds!r}")
+        assert isinstance(rounds, int)
+        alarms = state["alarms"]
+        _check(isinstance(alarms, list | tuple)
+               and all(isinstance(a, int) and not isinstance(a, bool) and 1 <= a <= rounds for a in alarms)
+               and list(alarms) == sorted(set(alarms)),
+               f"detector.alarms must be increasing rounds in [1, {rounds}], got {alarms!r}")
+        channels = state["channels"]
+        _check(isinstance(channels, Mapping), "detector.channels must be a dict")
+        assert isinstance(channels, Mapping) and isinstance(alarms, list | tuple)
+        out: dict[str, dict[str, float]] = {}
+        for name, ch in channels.items():
+            where = f"detector.channels[{name!r}]"
+            _check(isinstance(ch, Mapping), f"{where} must be a dict")
+            vals: dict[str, float] = {}
+            for k in ("n", "mean", "var", "cusum"):
+                _check(k in ch, f"{where} lacks {k!r}")
+            for k, v in ch.items():
+                _check(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v),
+                       f"{where}.{k} must be a finite number, got {v!r}")
+                vals[str(k)] = float(v)
+            for k in ("n", "var", "cusum", "se2"):
+                if k in vals:
+                    _check(vals[k] >= 0, f"{where}.{k} must be >= 0, got {vals[k]!r}")
+            _check(vals["n"] <= rounds, f"{where}.n = {vals['n']} exceeds detector.rounds = {rounds}")
+            out[str(name)] = vals
+        return rounds, [int(a) for a in alarms], out

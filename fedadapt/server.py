@@ -313,6 +313,9 @@ class ServerOptimizer:
         }
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict` after :meth:`check_state_dict` (a ``ValueError`` naming
+        the field, before anything is changed)."""
+        self.check_state_dict(state)
         self.optimizer.load_state_dict(state["optimizer"])
         if self.detector is not None and state.get("detector") is not None:
             self.detector.load_state_dict(state["detector"])
@@ -322,3 +325,160 @@ class ServerOptimizer:
         self._prev_pseudo_grad = None if prev is None else [
             t.to(device=p.device, dtype=p.dtype).clone() for t, p in zip(prev, self.params, strict=True)
         ]
+
+    def check_state_dict(self, state: object) -> None:
+        """Refuse a saved state that this object, freshly built, could not have produced.
+
+        A resumed state passes the same validation as a newly constructed one (DESIGN "Failure
+        behaviour"): the optimizer's hyperparameters equal the configured ones (its own
+        argument checks ran on those), the adapted ``lr`` lies within the method's bounds
+        (``min_lr``/``max_lr`` of a fresh optimizer, the spec's ``carried_lr_bounds`` or
+        :data:`MAX_LR_GROWTH` times the configured lr), every state tensor is finite with the
+        shape of its parameter (or a scalar), squared accumulators are >= 0, counters are
+        integers in ``[0, round]``, the plasticity countdown within the method's
+        ``plastic_rounds`` and the detector's state in range. ``ValueError`` names the field.
+        """
+        _need(isinstance(state, dict), "server state must be a dict")
+        assert isinstance(state, dict)
+        for key in ("optimizer", "round"):
+            _need(key in state, f"server state lacks {key!r}")
+        rnd = state["round"]
+        _need(isinstance(rnd, int) and not isinstance(rnd, bool) and rnd >= 0,
+              f"server state 'round' must be an int >= 0, got {rnd!r}")
+        self._check_optimizer_state(state["optimizer"], int(rnd))
+        plastic = state.get("plastic_left", 0)
+        max_plastic = int(float(self._plasticity().get("rounds", 0)))
+        _need(isinstance(plastic, int) and not isinstance(plastic, bool) and 0 <= plastic <= max_plastic,
+              f"server state 'plastic_left' (rounds of extra local work left) must be an int in "
+              f"[0, {max_plastic}] (the method's plastic_rounds), got {plastic!r}")
+        prev = state.get("prev_pseudo_grad")
+        if prev is not None:
+            _need(isinstance(prev, list | tuple) and len(prev) == len(self.params),
+                  f"server state 'prev_pseudo_grad' must be a list of {len(self.params)} tensors")
+            for j, (t, p) in enumerate(zip(prev, self.params, strict=True)):
+                _check_tensor(t, f"prev_pseudo_grad[{j}]", tuple(p.shape))
+        det = state.get("detector")
+        if det is not None and self.detector is not None:
+            try:
+                ChangeDetector().load_state_dict(det)  # the same checks, on a throw-away copy
+            except (ValueError, TypeError, KeyError, AttributeError) as exc:
+                raise ValueError(f"server state 'detector': {exc}") from None
+
+    def _check_optimizer_state(self, saved: object, rnd: int) -> None:
+        from .registry import _REGISTRY, _accepted
+
+        fresh = self.optimizer.state_dict()
+        _need(isinstance(saved, dict) and "state" in saved and "param_groups" in saved,
+              "server state 'optimizer' must hold 'state' and 'param_groups'")
+        assert isinstance(saved, dict)
+        groups = saved["param_groups"]
+        _need(isinstance(groups, list) and len(groups) == len(fresh["param_groups"]),
+              f"optimizer.param_groups: {len(groups) if isinstance(groups, list) else groups!r} "
+              f"groups, the model's optimizer has {len(fresh['param_groups'])}")
+        ctor = set(_accepted(_REGISTRY[self.name])) - {"lr", "min_lr", "max_lr"}
+        shapes: dict[int, tuple[int, ...]] = {}
+        for i, (g, f) in enumerate(zip(groups, fresh["param_groups"], strict=True)):
+            where = f"optimizer.param_groups[{i}]"
+            _need(isinstance(g, dict), f"{where} must be a dict")
+            _need(list(g.get("params", [])) == list(f["params"]),
+                  f"{where}.params {g.get('params')!r} differ from the model's {f['params']!r}")
+            ps = [p for p in self.optimizer.param_groups[i]["params"]]
+            shapes.update({idx: tuple(p.shape) for idx, p in zip(f["params"], ps, strict=True)})
+            for k, v in f.items():
+                if k == "params":
+                    continue
+                _need(k in g, f"{where} lacks {k!r}")
+                got = g[k]
+                if k in ctor:
+                    _need(got == v or (isinstance(v, float) and math.isnan(v) and isinstance(got, float) and math.isnan(got)),
+                          f"{where}.{k}: saved {got!r}, the strategy is configured with {v!r} "
+                          "(a checkpoint of another configuration or a corrupt one)")
+                    continue
+                if k == "lr":
+                    self._check_lr(got, f, where)
+                    continue
+                if k in ("min_lr", "max_lr"):
+                    continue
+                _check_scalar(got, v, f"{where}.{k}", rnd)
+        state = saved["state"]
+        _need(isinstance(state, dict), "optimizer.state must be a dict")
+        for idx, st in state.items():
+            _need(idx in shapes, f"optimizer.state has an entry for parameter {idx!r}; the model has {sorted(shapes)}")
+            _need(isinstance(st, dict), f"optimizer.state[{idx}] must be a dict")
+            for k, t in st.items():
+                what = f"optimizer.state[{idx}].{k}"
+                if isinstance(t, Tensor):
+                    _check_tensor(t, what, shapes[idx], nonneg=_nonneg_state(k))
+                else:
+                    _check_scalar(t, t, what, rnd)
+
+    def _check_lr(self, lr: object, fresh_group: dict, where: str) -> None:
+        ok = isinstance(lr, int | float | Tensor) and not isinstance(lr, bool)
+        _need(ok, f"{where}.lr must be a number, got {lr!r}")
+        value = float(lr)  # type: ignore[arg-type]
+        ref = float(fresh_group["lr"])
+        lo = float(fresh_group.get("min_lr", 0.0) or 0.0)
+        hi = float(fresh_group.get("max_lr", math.inf))
+        bounds = self.spec.carried_lr_bounds
+        hi = min(hi, ref * (bounds[1] if bounds is not None else MAX_LR_GROWTH))
+        _need(math.isfinite(value) and value > 0 and lo <= value <= hi,
+              f"{where}.lr must be a finite number > 0 in [{lo:g}, {hi:g}] (the method's bounds "
+              f"around the configured lr {ref:g}), got {value!r}")
+
+
+# A resumed server lr may exceed the configured one by at most this factor when the method
+# declares no tighter bound (MethodSpec.carried_lr_bounds, the optimizer's own max_lr).
+MAX_LR_GROWTH = 1e3
+_COUNTERS = ("step", "m_step", "skipped", "changes", "drops", "window_step", "wait")
+
+
+def _need(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ValueError(msg)
+
+
+def _nonneg_state(key: str) -> bool:
+    """Squared accumulators (Adam's second moment, Adagrad's sum, squared norms) and counters."""
+    return "sq" in key or key in ("sum", "step")
+
+
+def _check_tensor(t: object, what: str, shape: tuple[int, ...], *, nonneg: bool = False) -> None:
+    _need(isinstance(t, Tensor), f"{what} must be a tensor, got {type(t).__name__}")
+    assert isinstance(t, Tensor)
+    _need(t.dim() == 0 or tuple(t.shape) == shape,
+          f"{what} has shape {tuple(t.shape)}, its parameter has {shape}")
+    if t.is_floating_point() or t.is_complex():
+        _need(bool(torch.isfinite(t).all()), f"{what} holds non-finite values (NaN or inf)")
+    if nonneg:
+        _need(bool((t >= 0).all()), f"{what} holds negative values (it is a squared accumulator or a counter)")
+
+
+def _check_scalar(got: object, fresh: object, what: str, rnd: int) -> None:
+    """A group entry that the optimizer adapts or counts: same kind as a fresh one, finite
+    (unless the fresh value is not, e.g. AutoDrop's undefined ``omega``), counters in
+    ``[0, round]``."""
+    if isinstance(fresh, bool) or isinstance(got, bool):
+        _need(isinstance(got, bool) == isinstance(fresh, bool), f"{what} must be a bool like a fresh one, got {got!r}")
+        return
+    if isinstance(fresh, int):
+        _need(isinstance(got, int), f"{what} must be an int, got {got!r}")
+        assert isinstance(got, int)
+        _need(got >= 0, f"{what} must be >= 0, got {got}")
+        if what.rsplit(".", 1)[-1] in _COUNTERS:
+            _need(got <= rnd, f"{what} = {got} counts past the server's round {rnd}")
+        return
+    if isinstance(fresh, float):
+        _need(isinstance(got, int | float), f"{what} must be a number, got {got!r}")
+        assert isinstance(got, int | float)
+        _need(math.isfinite(got) or not math.isfinite(fresh),
+              f"{what} must be finite, got {got!r}")
+        return
+    if isinstance(fresh, Tensor):
+        _need(isinstance(got, Tensor), f"{what} must be a tensor, got {type(got).__name__}")
+        assert isinstance(got, Tensor)
+        if got.is_floating_point():
+            _need(bool(torch.isfinite(got).all()), f"{what} holds non-finite values")
+        return
+    if isinstance(fresh, str | tuple | list) or fresh is None:
+        _need(type(got) is type(fresh) or fresh is None,
+              f"{what} must be a {type(fresh).__name__}, got {got!r}")

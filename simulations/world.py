@@ -559,7 +559,7 @@ def check_before_workers(spec: RunSpec) -> None:
     level = flwr_log.level
     flwr_log.setLevel(logging.ERROR)  # the probe's construction warnings would repeat at start
     try:
-        build_strategy(spec.strategy, **arguments)
+        probe = build_strategy(spec.strategy, **arguments)
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"run-config key 'strategy' ({spec.strategy!r}) and its options "
                           f"('server-optimizer', 'server-options', 'server-lr'): {exc}") from None
@@ -595,6 +595,27 @@ def check_before_workers(spec: RunSpec) -> None:
             raise ConfigError(f"run-config keys 'partitioner'/'partition-*' "
                               f"({data.partitioner!r}, {data.partitioner_params}): {exc}") from None
         try:
-            w.model()
+            model = w.model()
         except ValueError as exc:
             raise ConfigError(f"run-config key 'model' ({spec.world.model.name!r}): {exc}") from None
+        if spec.output.resume_from:
+            _check_resume(probe, spec, model)
+
+
+def _check_resume(strategy: Any, spec: RunSpec, model: torch.nn.Module) -> None:
+    """The checkpoint to resume passes the checks of a freshly built state (strategy and
+    server-method settings, finite tensors of the model's shapes, counters in range) and
+    leaves rounds to run: before any worker starts, naming the field."""
+    from flwr.app import ArrayRecord
+
+    from strategies import CheckpointError
+    from strategies import checkpoint as ckpt
+    from strategies import records as R
+
+    path = spec.output.resume_from
+    try:
+        rnd, arrays = strategy.load_checkpoint(path)
+        ckpt.check_layout(R.layout_of(arrays), R.layout_of(ArrayRecord(model.state_dict())))
+        ckpt.check_resume_round(path, rnd, spec.num_rounds)
+    except CheckpointError as exc:
+        raise ConfigError(f"run-config key 'resume-from': {exc}") from None

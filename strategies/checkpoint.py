@@ -99,7 +99,37 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict:
         isinstance(v, torch.Tensor) for v in data["arrays"].values()
     ):
         raise CheckpointError(f"{p}: 'arrays' must map names to tensors")
+    rnd = data["round"]
+    if isinstance(rnd, bool) or not isinstance(rnd, int) or rnd < 0:
+        raise CheckpointError(f"{p}: 'round' must be an int >= 0, got {rnd!r}")
+    for k, t in data["arrays"].items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise CheckpointError(f"{p}: model array {k!r} holds non-finite values (NaN or inf)")
     return data
+
+
+def check_moments(
+    state: Mapping[str, object], name: str, arrays: ArrayRecord, *, nonneg: bool = False
+) -> None:
+    """A saved per-parameter moment (Flower FedOpt's ``m_t``/``v_t``): one finite array per
+    model entry with the model's shape (``nonneg``: a second moment, >= 0); ``ValueError``
+    names the entry."""
+    saved = state.get(name)
+    if saved is None:
+        return
+    if not isinstance(saved, Mapping):
+        raise ValueError(f"server.{name} must map parameter names to tensors")
+    layout = R.layout_of(arrays)
+    for k, t in saved.items():
+        if k not in layout:
+            raise ValueError(f"server.{name}[{k!r}]: the model has no such entry")
+        if not isinstance(t, torch.Tensor) or tuple(t.shape) != tuple(layout[k][1]):
+            shape = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+            raise ValueError(f"server.{name}[{k!r}] is {shape}, the model's is {layout[k][1]}")
+        if not bool(torch.isfinite(t).all()):
+            raise ValueError(f"server.{name}[{k!r}] holds non-finite values (NaN or inf)")
+        if nonneg and bool((t < 0).any()):
+            raise ValueError(f"server.{name}[{k!r}] holds negative values (a second moment)")
 
 
 def check_layout(
@@ -133,3 +163,13 @@ def load_checkpoint(strategy: Stateful, path: str | os.PathLike[str]) -> tuple[i
     except Exception as exc:  # noqa: BLE001 - any mismatch is a checkpoint this strategy can't use
         raise CheckpointError(f"checkpoint {path}: {exc}") from exc
     return int(data["round"]), arrays
+
+
+def check_resume_round(path: str | os.PathLike[str], saved_round: int, num_rounds: int) -> None:
+    """A checkpoint of round ``saved_round`` can continue a run of ``num_rounds`` rounds."""
+    if saved_round > num_rounds:
+        raise CheckpointError(
+            f"checkpoint {path} is of round {saved_round}, past the run's last round "
+            f"{num_rounds}: nothing would run (raise num_rounds / num-server-rounds, or resume "
+            "from an earlier checkpoint)"
+        )

@@ -302,6 +302,13 @@ class FedAdapt(Orchestration, FedAvg):
             assert self._server is not None
             self._server.load_state_dict(state["server_optimizer"])  # type: ignore[arg-type]
 
+    def check_resumed_round(self, saved_round: int) -> None:
+        if self._server is not None and self._server.round > saved_round:
+            raise ValueError(
+                f"server_optimizer.round = {self._server.round} is past the checkpoint's round "
+                f"{saved_round}"
+            )
+
 
 def _server_options(name: str, given: Mapping[str, object] | None) -> dict[str, object]:
     """The server method's options: its spec's default lr under what the caller gave."""

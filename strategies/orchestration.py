@@ -341,8 +341,15 @@ class Orchestration:
     def load_checkpoint(self, path: str | os.PathLike[str]) -> tuple[int, ArrayRecord]:
         """Restore a checkpoint; ``start`` then continues with the round after it."""
         rnd, arrays = ckpt.load_checkpoint(self, path)
+        try:
+            self.check_resumed_round(rnd)
+        except ValueError as exc:
+            raise ckpt.CheckpointError(f"checkpoint {path}: {exc}") from None
         self._resume_round, self._resume_arrays = rnd, arrays
         return rnd, arrays
+
+    def check_resumed_round(self, saved_round: int) -> None:
+        """Counters of the restored state agree with the checkpoint's round (subclasses)."""
 
     # ------------------------------------------------------------------ run loop
     def start(  # type: ignore[override]
@@ -365,6 +372,7 @@ class Orchestration:
         arrays = self._resume_arrays if self._resume_arrays is not None else initial_arrays
         if self._resume_arrays is not None:
             ckpt.check_layout(R.layout_of(self._resume_arrays), R.layout_of(initial_arrays))
+            ckpt.check_resume_round("(loaded)", self._resume_round, num_rounds)
         result.arrays = arrays
         flwr_log(INFO, "Starting %s strategy:", type(self).__name__)
         self.summary()  # type: ignore[attr-defined]

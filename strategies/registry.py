@@ -27,6 +27,7 @@ from flwr.serverapp.strategy import FedAdagrad, FedAdam, FedAvg, FedAvgM, FedPro
 import fedadapt
 
 from . import records as R
+from .checkpoint import check_moments
 from .fedadapt_strategy import FedAdapt
 from .options import StrategyOptions, init_flower, split_options
 from .orchestration import Orchestration
@@ -276,6 +277,8 @@ class FlowerSampling(Orchestration):
         return state
 
     def load_server_state(self, state: Mapping[str, object], arrays: ArrayRecord) -> None:
+        check_moments(state, "m_t", arrays)
+        check_moments(state, "v_t", arrays, nonneg=True)
         for name in ("m_t", "v_t"):
             if name in state:
                 setattr(self, name, {k: t.numpy() for k, t in state[name].items()})  # type: ignore[attr-defined]
