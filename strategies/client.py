@@ -128,7 +128,7 @@ class TrainPlan:
         from fedadapt.proximal import add_proximal_term
 
         opt = fedadapt.build_optimizer(
-            self.optimizer_name, params, **self.optimizer_kwargs(client_id)
+            self.optimizer_name, params, **self.optimizer_kwargs(client_id)  # type: ignore[arg-type]
         )
         add_proximal_term(opt, self.proximal_mu)
         if self.global_update is not None and hasattr(opt, "set_global_update"):
