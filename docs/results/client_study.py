@@ -112,8 +112,10 @@ def _init_worker() -> None:
 
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
     os.environ.setdefault("MPLBACKEND", "Agg")
-    logging.getLogger("flwr").setLevel(logging.WARNING)
+    import flwr.common.logger  # noqa: F401 - sets its level on import; quiet it after that
     import torch
+
+    logging.getLogger("flwr").setLevel(logging.WARNING)
 
     torch.set_num_threads(1)
 
