@@ -5,20 +5,29 @@ training: the global model was fit to the old concept, so every client that now 
 one starts from a high loss. Heterogeneity and the changing cohort make that loss noisy, and
 early training makes it fall steadily; a good detector must ignore both. This one
 
-1. works per *channel* (a named signal per round, e.g. ``"start-loss"``), on the weighted mean
-   of the clients' log values (the log of their geometric mean), so that a loss going 0.7 -> 2.1
-   and one going 0.07 -> 0.21 are the same event and one huge value moves it little;
+1. works per *channel* (a named signal per round, e.g. ``"start-loss"``), on a robust mean of
+   the clients' log values: each client counts once (a claimed example count buys no
+   influence), and values beyond ``median +- outlier_mads`` scaled median absolute deviations
+   are pulled to that band (a winsorized mean, Huber's idea; "Robust Statistics", 1981), so a
+   loss going 0.7 -> 2.1 and one going 0.07 -> 0.21 are the same event and a minority of huge
+   or tiny values moves it by at most the band;
 2. tests each channel against its own history: an exponentially weighted mean and standard
    deviation of the past rounds (the reference), the standardised residual
    ``z_t = (x_t - mu_{t-1}) / max(sigma_{t-1}, min_std)`` and a one-sided CUSUM
    ``S_t = max(0, S_{t-1} + z_t - slack)`` (Page, "Continuous inspection schemes",
    Biometrika 1954; the same test as Page-Hinkley on a standardised series). A falling loss
    (training) drives ``z`` negative and keeps ``S`` at 0;
-3. raises an alarm when ``S_t > threshold`` *and*, where per-client values are given, a share of
-   at least ``agreement`` of the cohort (example-weighted) sits above the reference by the same
-   margin: a single odd client cannot fire it;
+3. raises an alarm when ``S_t > threshold`` *and*, where per-client values are given, at least
+   ``agreement`` of the cohort's *clients* (counted, not weighted by their claimed examples;
+   outliers beyond the band never agree) sit above the reference by the same margin: a
+   minority below ``agreement`` cannot fire it, whatever it claims;
 4. waits ``warmup`` rounds before testing (and again after each alarm, while the reference
-   re-learns the new level), so the first rounds' transients never fire it.
+   re-learns the new level), so the first rounds' transients never fire it, and raises at most
+   one alarm per ``min_alarm_gap`` rounds (a pulsing minority cannot keep the server in its
+   post-change mode).
+
+Non-finite and non-positive values are dropped and counted (``last_info["<channel>-dropped"]``).
+Attacks on the detector (a minority firing or hiding a change): FIELD.md §9 and docs/DRIFT.md.
 
 Channels with no data in a round are skipped. The detector is pure Python (no torch, no flwr);
 its state is a dict of floats (``state_dict``/``load_state_dict``), so checkpoints and Ray
@@ -40,6 +49,11 @@ from collections.abc import Mapping, Sequence
 __all__ = ["ChangeDetector"]
 
 
+def _median(srt: Sequence[float]) -> float:
+    k = len(srt)
+    return srt[k // 2] if k % 2 else 0.5 * (srt[k // 2 - 1] + srt[k // 2])
+
+
 def _check(cond: bool, msg: str) -> None:
     if not cond:
         raise ValueError(msg)
@@ -52,7 +66,7 @@ class ChangeDetector:
         warmup: rounds whose values only build the reference (at the start and after an alarm).
         threshold: CUSUM level ``h`` that raises an alarm (in reference standard deviations).
         slack: CUSUM drift ``k`` subtracted from every residual (ignores small upward noise).
-        agreement: example-weighted share of the cohort's clients that must lie above the
+        agreement: share of the cohort's clients (each counted once) that must lie above the
             reference by ``margin`` (only checked when per-client values are given).
         margin: log-space margin of the agreement test: a client agrees when its value exceeds
             the reference by this much (default ``log 1.5``, a 50% rise).
@@ -61,6 +75,10 @@ class ChangeDetector:
             firing on a tiny wobble after a stretch of identical values.
         channels: the signals that may raise an alarm; any other channel given to
             :meth:`update` is tracked and reported but never alarms.
+        outlier_mads: half-width of the winsorizing band around the cohort's median log value,
+            in scaled median absolute deviations (1.4826 MAD, a standard deviation under
+            normal noise), at least ``margin``.
+        min_alarm_gap: rounds that must pass after an alarm before the next one can fire.
     """
 
     def __init__(
@@ -74,6 +92,8 @@ class ChangeDetector:
         smoothing: float = 0.2,
         min_std: float = 0.1,
         channels: Sequence[str] = ("start-loss",),
+        outlier_mads: float = 5.0,
+        min_alarm_gap: int = 8,
     ) -> None:
         _check(isinstance(warmup, int) and warmup >= 1, f"warmup must be an int >= 1, got {warmup!r}")
         _check(threshold > 0 and math.isfinite(threshold), f"threshold must be > 0, got {threshold!r}")
@@ -84,6 +104,11 @@ class ChangeDetector:
         _check(min_std > 0, f"min_std must be > 0, got {min_std!r}")
         _check(len(channels) > 0 and all(isinstance(c, str) for c in channels),
                f"channels must be a non-empty list of names, got {channels!r}")
+        _check(outlier_mads > 0 and math.isfinite(outlier_mads), f"outlier_mads must be > 0, got {outlier_mads!r}")
+        _check(isinstance(min_alarm_gap, int) and min_alarm_gap >= 1,
+               f"min_alarm_gap must be an int >= 1, got {min_alarm_gap!r}")
+        self.outlier_mads = float(outlier_mads)
+        self.min_alarm_gap = min_alarm_gap
         self.warmup = warmup
         self.threshold = float(threshold)
         self.slack = float(slack)
@@ -105,30 +130,32 @@ class ChangeDetector:
     ) -> bool:
         """Feed one round; return ``True`` when it raises an alarm.
 
-        ``values[name]`` is a scalar (already aggregated) or the per-client values of the
-        round's cohort (then ``weights[name]``, e.g. example counts, weights their mean and the
-        agreement test; equal weights when absent). Non-positive and non-finite values are
+        ``values[name]`` is a scalar (already aggregated: the sums-only form, e.g. the cohort's
+        mean loss under secure aggregation) or the per-client values of the round's cohort.
+        Non-positive and non-finite values are
         ignored (the log needs a positive signal); a channel left with nothing is skipped.
+        ``weights`` only mark entries to drop (a weight that is not a finite number > 0):
+        every remaining client counts once in the level and in the agreement.
         """
         self.rounds += 1
         alarm = False
         info: dict[str, float] = {}
         for name, raw in values.items():
             xs, ws = self._values(raw, (weights or {}).get(name))
+            if raw is not None and not isinstance(raw, int | float):
+                info[f"{name}-dropped"] = float(len(raw) - len(xs))  # type: ignore[arg-type]
             if not xs:
                 continue
-            logs = [math.log(x) for x in xs]
-            total = math.fsum(ws)
-            x = math.fsum(w * v for w, v in zip(ws, logs, strict=True)) / total  # log geometric mean
+            logs, inside = self._winsorized([math.log(x) for x in xs])
+            n = len(logs)
+            x = math.fsum(logs) / n  # each client counts once
             ch = self._ch.setdefault(name, {"n": 0.0, "mean": x, "var": 0.0, "cusum": 0.0})
-            # the rounds' sampling noise: the cohort's spread over its effective size (a
-            # heterogeneous cohort moves its mean more from round to round), averaged like the
-            # reference
+            # the rounds' sampling noise: the cohort's spread over its size (a heterogeneous
+            # cohort moves its mean more from round to round), averaged like the reference
             se2 = 0.0
-            if len(xs) > 1:
-                spread = math.fsum(w * (v - x) ** 2 for w, v in zip(ws, logs, strict=True)) / total
-                n_eff = total * total / math.fsum(w * w for w in ws)
-                se2 = spread / n_eff
+            if n > 1:
+                spread = math.fsum((v - x) ** 2 for v in logs) / n
+                se2 = spread / n
             ch.setdefault("se2", se2)
             std = max(math.sqrt(ch["var"]), math.sqrt(ch["se2"]), self.min_std)
             z = (x - ch["mean"]) / std
@@ -137,10 +164,15 @@ class ChangeDetector:
             share = math.nan
             if testing:
                 ch["cusum"] = max(0.0, ch["cusum"] + z - self.slack)
-                if len(xs) > 1:
-                    margin = self.margin
-                    share = math.fsum(w for w, v in zip(ws, logs, strict=True) if v > ch["mean"] + margin) / total
+                if n > 1:
+                    # an outlier pulled into the band never agrees: a minority far from the
+                    # cohort cannot make up the agreement with the honest clients' noise
+                    share = sum(1 for v, ok in zip(logs, inside, strict=True)
+                                if ok and v > ch["mean"] + self.margin) / n
                 fired = ch["cusum"] > self.threshold and (math.isnan(share) or share >= self.agreement)
+                if fired and self.alarms and self.rounds - self.alarms[-1] < self.min_alarm_gap:
+                    fired = False
+                    info[f"{name}-suppressed"] = 1.0  # rate-limited: reported, no alarm
             info[f"{name}"] = math.exp(x)  # geometric mean
             info[f"{name}-z"] = z
             info[f"{name}-cusum"] = ch["cusum"]
@@ -170,6 +202,18 @@ class ChangeDetector:
         info["alarm"] = 1.0 if alarm else 0.0
         self.last_info = info
         return alarm
+
+    def _winsorized(self, logs: list[float]) -> tuple[list[float], list[bool]]:
+        """Values pulled into ``median +- max(outlier_mads * 1.4826 MAD, margin)``, and which
+        were inside the band already."""
+        if len(logs) < 3:
+            return logs, [True] * len(logs)
+        srt = sorted(logs)
+        med = _median(srt)
+        mad = _median(sorted(abs(v - med) for v in logs))
+        half = max(self.outlier_mads * 1.4826 * mad, self.margin)
+        inside = [med - half <= v <= med + half for v in logs]
+        return [min(max(v, med - half), med + half) for v in logs], inside
 
     @staticmethod
     def _values(raw: float | Sequence[float] | None, w: Sequence[float] | None) -> tuple[list[float], list[float]]:
