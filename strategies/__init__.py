@@ -5,6 +5,8 @@ generator and split over worker nodes; in a deployment each SuperNode is a clien
 docs/STRATEGIES.md.
 """
 
+from .aggregators import AGGREGATORS, Aggregator
+from .bounds import Clipping, ReplyLimits, WeightCap
 from .checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
 from .client import (
     ClientOutcome,
@@ -21,6 +23,8 @@ from .client import (
 from .fedadapt_strategy import FedAdapt
 from .options import StrategyOptions
 from .orchestration import Orchestration
+from .pipeline import ServerPipeline
+from .privacy import GaussianPrivacy
 from .protocol import ProtocolError
 from .registry import (
     FedExP,
@@ -42,6 +46,13 @@ from .registry import (
 from .sampling import Cohort, WorkersNotReady, sample_cohort, sample_nodes, split_over_workers
 
 __all__ = [
+    "AGGREGATORS",
+    "Aggregator",
+    "Clipping",
+    "GaussianPrivacy",
+    "ReplyLimits",
+    "ServerPipeline",
+    "WeightCap",
     "CheckpointError",
     "ClientOutcome",
     "Cohort",

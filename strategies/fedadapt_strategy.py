@@ -17,8 +17,12 @@ from flwr.serverapp.strategy import FedAvg
 import fedadapt
 
 from . import records as R
+from .aggregators import Aggregator
+from .bounds import Clipping, ReplyLimits, WeightCap
 from .options import StrategyOptions, check_optimizer_name, init_flower, split_options
 from .orchestration import Orchestration
+from .pipeline import Plan, ServerPipeline
+from .privacy import GaussianPrivacy
 from .validation import CheckedReply
 
 log = logging.getLogger(__name__)
@@ -86,6 +90,18 @@ class FedAdapt(Orchestration, FedAvg):
         worker_wait_timeout: seconds to wait for workers (simulation) or SuperNodes
             (deployment) to register; ``None`` (default): 120 s in simulation, 600 s in a
             deployment.
+        aggregator, clipping, privacy, weight_cap, reply_limits, sums_only: the stages of the
+            server pipeline between validation and the server method (docs/PIPELINE.md):
+            ``aggregator`` a :class:`strategies.Aggregator` or its name (``"mean"`` default,
+            ``"median"``, ``"trimmed-mean"``, ``"krum"``, ``"multikrum"``, ``"bulyan"``:
+            Flower's own rules), ``clipping`` a :class:`strategies.Clipping` (default: an
+            update above 10x the cohort's median norm is clipped to it), ``privacy`` a
+            :class:`strategies.GaussianPrivacy` (noise on the clipped sum before the server
+            method, epsilon from Opacus's RDP accountant), ``weight_cap`` a
+            :class:`strategies.WeightCap` (default: no client above 75% of the cohort's
+            examples), ``reply_limits`` a :class:`strategies.ReplyLimits` (example counts,
+            metrics entries and sizes), ``sums_only``: refuse what secure aggregation cannot
+            give (per-client values) before the run starts.
         options: the arguments above as one :class:`strategies.StrategyOptions` (keywords
             given as well override its fields).
         **flower_kwargs: Flower ``FedAvg`` arguments (``fraction_evaluate``, ``min_*_nodes``,
@@ -107,6 +123,12 @@ class FedAdapt(Orchestration, FedAvg):
         server_options: Mapping[str, object] | None = None,
         options: StrategyOptions | None = None,
         change_rounds: Iterable[int] = (),
+        aggregator: Aggregator | str | None = None,
+        clipping: Clipping | None = None,
+        privacy: GaussianPrivacy | None = None,
+        weight_cap: WeightCap | None = None,
+        reply_limits: ReplyLimits | None = None,
+        sums_only: bool = False,
         **kwargs: object,
     ) -> None:
         opts, flower_kwargs = split_options(options, kwargs)
@@ -124,6 +146,20 @@ class FedAdapt(Orchestration, FedAvg):
         # conformity across clients), so it never silently falls back
         spec = fedadapt.method_spec(server_optimizer)
         self._init_orchestration(opts, required_signals=spec.wanted_signals)
+        # validate -> bound -> aggregate -> privatize -> server method (docs/PIPELINE.md)
+        self.pipeline = ServerPipeline(
+            limits=reply_limits, weight_cap=weight_cap, clipping=clipping,
+            aggregator=aggregator, privacy=privacy, sums_only=sums_only,
+            method=server_optimizer,
+            # a detector's per-client losses have a sums-only form (the cohort's mean loss)
+            method_needs_per_client=bool(spec.wanted_signals) or (
+                spec.per_client_values and not spec.uses_change_detector),
+            population_mean_replies=opts.simulation_mode and opts.reply_mode == "mean",
+        )
+        if privacy is not None and privacy.sample_rate is None and not opts.simulation_mode:
+            raise ValueError(
+                "privacy: a deployment must give dp_sample_rate (GaussianPrivacy.sample_rate), "
+                "the probability that a client takes part in a round; the accountant needs it")
         self._server = None  # fedadapt.ServerOptimizer over self._params
         self._params: dict[str, torch.Tensor] = {}
 
@@ -160,15 +196,19 @@ class FedAdapt(Orchestration, FedAvg):
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         t0 = time.perf_counter()
         checked, failures = self._check_replies(server_round, replies)
+        checked, bounded, plan = self.pipeline.apply(
+            server_round, checked, self._params, self.param_keys(), self._sample_rate())
+        failures = failures + bounded
         if not checked:
             # nothing valid: model, server optimizer and client state stay as they are
             info = self._round_info(server_round, [], failures, {}, time.perf_counter() - t0)
             self._finish_round(server_round, info, None)
             return None, self._metric_record(info)
-        out = self._aggregate_checked(checked)
+        out = self._aggregate_checked(checked, plan)
         server_info: dict[str, float] = (
             dict(self._server.last_info) if self._server is not None else {}
         )
+        server_info.update(plan.info)  # clip bound, clipped count, dp-epsilon
         self._update_client_state(checked, change=bool(server_info.get("change", 0.0)))
         info = self._round_info(
             server_round, checked, failures, server_info, time.perf_counter() - t0
@@ -208,17 +248,29 @@ class FedAdapt(Orchestration, FedAvg):
             for k, v in views.items():
                 self._params[k].copy_(v)
 
-    def _aggregate_checked(self, checked: list[CheckedReply]) -> ArrayRecord:
+    def _sample_rate(self) -> float | None:
+        """A client's chance to take part in a round (simulation), for the accountant."""
+        if self.num_clients and self.clients_per_round:
+            return min(1.0, self.clients_per_round / self.num_clients)
+        return None
+
+    def _aggregate_checked(self, checked: list[CheckedReply], plan: Plan | None = None) -> ArrayRecord:
         assert self._layout is not None and self._server is not None
         total = sum(c.num_examples for c in checked)
+        # the pipeline's capped weights (None: the example counts, the exact code of before)
+        weights = plan.weights if plan is not None and plan.weights is not None else None
+        wtotal = math.fsum(weights) if weights is not None else total
+        pseudo = plan.pseudo_gradient if plan is not None else None
         pkeys = self.param_keys()
         mean: dict[str, torch.Tensor] = {}
         with torch.no_grad():
             for key in self._layout:
+                if pseudo is not None and key in self._params:
+                    continue  # the pipeline aggregated the parameters itself
                 acc = None
-                for c in checked:
+                for i, c in enumerate(checked):
                     x = c.arrays[key]
-                    w = c.num_examples / total
+                    w = c.num_examples / total if weights is None else weights[i] / wtotal
                     if acc is None:
                         # float entries accumulate in their own dtype, in place (like Flower's
                         # FedAvg, one model-sized buffer); integer buffers in float64
@@ -232,7 +284,9 @@ class FedAdapt(Orchestration, FedAvg):
                 assert acc is not None
                 mean[key] = acc
             signals = self._signals(checked, total, pkeys)
-            if hasattr(self._server, "step_from_pseudo_gradient"):
+            if pseudo is not None:
+                self._server.step_from_pseudo_gradient(pseudo, **signals)
+            elif hasattr(self._server, "step_from_pseudo_gradient"):
                 # pseudo-gradient x_t - mean, in place in the accumulator (model dtype): no
                 # float64 copy of the model, so the server step adds no model-sized buffers
                 # beyond the optimizer's own
@@ -242,7 +296,7 @@ class FedAdapt(Orchestration, FedAvg):
             else:
                 self._server.step_from_mean([mean[k] for k in pkeys], **signals)
             for k in pkeys:
-                del mean[k]
+                mean.pop(k, None)
             out: dict[str, torch.Tensor] = {}
             for key, (dtype, _) in self._layout.items():
                 if key in self._params:
@@ -276,7 +330,7 @@ class FedAdapt(Orchestration, FedAvg):
                 sq.append(acc.div_(total).to(self._params[k].dtype))
             sig[R.SIG_SQ_MEAN] = sq
         if self._server is not None and self._server.detector is not None:
-            sig.update(_start_losses(checked))
+            sig.update(_start_losses(checked, sums_only=self.pipeline.sums_only))
         return sig
 
     # ------------------------------------------------------------------ checkpoint hooks
@@ -286,7 +340,8 @@ class FedAdapt(Orchestration, FedAvg):
     def server_state(self) -> dict[str, object]:
         if self._server is None:
             return {}
-        return {"server_optimizer": self._server.state_dict(), "param_keys": list(self._params)}
+        return {"server_optimizer": self._server.state_dict(), "param_keys": list(self._params),
+                "pipeline": self.pipeline.state_dict()}
 
     def load_server_state(self, state: Mapping[str, object], arrays: ArrayRecord) -> None:
         self._layout = R.layout_of(arrays)
@@ -301,6 +356,8 @@ class FedAdapt(Orchestration, FedAvg):
                 )
             assert self._server is not None
             self._server.load_state_dict(state["server_optimizer"])  # type: ignore[arg-type]
+        if "pipeline" in state:
+            self.pipeline.load_state_dict(state["pipeline"])  # type: ignore[arg-type]
 
     def check_resumed_round(self, saved_round: int) -> None:
         if self._server is not None and self._server.round > saved_round:
@@ -323,10 +380,11 @@ def _server_optimizer(params: list[torch.Tensor], name: str, options: Mapping[st
     return fedadapt.ServerOptimizer(params, name, change_rounds=change_rounds, **dict(options))  # type: ignore[arg-type]
 
 
-def _start_losses(checked: list[CheckedReply]) -> dict[str, object]:
+def _start_losses(checked: list[CheckedReply], sums_only: bool = False) -> dict[str, object]:
     """The change detector's signal: each client's round-start loss (fedadapt's client calls
     report it); from clients that do not, the training loss they report (a standard Flower
-    ClientApp's ``train_loss``), so the detector still sees a drift's jump."""
+    ClientApp's ``train_loss``), so the detector still sees a drift's jump. ``sums_only``:
+    the cohort's example-weighted mean loss, one number (what secure aggregation leaves)."""
     import fedadapt
 
     start = [(n, v) for c in checked for n, v in zip(c.client_num_examples, c.client_stats[R.C_START_LOSS], strict=True)]
@@ -339,6 +397,9 @@ def _start_losses(checked: list[CheckedReply]) -> dict[str, object]:
     pairs = [(n, v) for n, v in pairs if math.isfinite(v)]
     if not pairs:
         return {}
+    if sums_only:
+        total = math.fsum(float(n) for n, _ in pairs)
+        pairs = [(1, math.fsum(n * v for n, v in pairs) / total)]
     return {fedadapt.server.START_LOSSES: [v for _, v in pairs],
             fedadapt.server.START_WEIGHTS: [float(n) for n, _ in pairs]}
 
