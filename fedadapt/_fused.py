@@ -25,6 +25,7 @@ state (DSA's per-tensor factor) is passed as a shape-(1,) view.
 from __future__ import annotations
 
 import math
+import struct
 import warnings
 from collections.abc import Callable, Sequence
 
@@ -397,9 +398,24 @@ def dsa_stats_rule(g: list[Tensor], prev: list[Tensor], avg: list[Tensor], new_a
     """DSA phase 1: ``new_avg = lerp(avg, dfac * g * prev, 1 - rho)``; returns ``[sum x^2..., sum x...]``.
 
     ``sc`` = ``(dfac, 1 - rho)``. ``avg`` is not modified (a skipped step leaves state as is).
+    A float64 tensor, or (eager on CPU) a list of Python floats with the same values.
     """
     dfac, w = sc[0], sc[1]
     sqs, sums = [], []
+    if not _is_compiled(sc) and g and g[0].device.type == "cpu":
+        # eager on CPU: the same values read one by one (float32 and float64 are exact as
+        # Python floats), without the casts and the stack
+        hs = work if work is not None else [torch.empty_like(x) for x in g]
+        for gi, di, h in zip(g, prev, hs, strict=True):
+            torch.mul(gi, di, out=h)
+        if dfac != 1.0:
+            torch._foreach_mul_(hs, operand(dfac, hs[0]))
+        for a, h, n in zip(avg, hs, new_avg, strict=True):
+            torch.lerp(a, h, w, out=n)
+            x = n if n.dim() == 1 else n.reshape(-1)
+            sqs.append(torch.dot(x, x).item())
+            sums.append(n.sum().item())
+        return sqs + sums
     for i, (gi, di, a, n) in enumerate(zip(g, prev, avg, new_avg, strict=True)):
         h = _mul(gi, di, None if work is None else work[i])
         if _is_compiled(sc) or dfac != 1.0:
@@ -414,6 +430,46 @@ def dsa_stats_rule(g: list[Tensor], prev: list[Tensor], avg: list[Tensor], new_a
     return torch.stack([x.to(torch.float64) for x in sqs + sums])
 
 
+def _round_f32(x: float) -> float:
+    """``x`` rounded to the nearest float32 (ties to even), as a Python float."""
+    try:
+        return _F32.unpack(_F32.pack(x))[0]
+    except OverflowError:  # beyond the float32 range: torch rounds to an infinity
+        return math.copysign(math.inf, x)
+
+
+_F32 = struct.Struct("<f")
+
+
+def _scale_factors(tscales: list[Tensor], mults: Sequence[float], lo: float, hi: float) -> list[float]:
+    """``ts.mul_(m).clamp_(lo, hi)`` for each 0-dim factor; returns the new values as floats.
+
+    On CPU in float32/float64 the product and the clamp are done on the host with the same
+    rounding (a product of two float32 numbers is exact in a double, so rounding it once to
+    float32 is torch's float32 multiply; the bounds are rounded as torch rounds them) and
+    written back with one ``fill_``: the factors are read anyway for the update, and two
+    tensor ops per tensor on 0-dim tensors cost more than the update itself on a small model.
+    Elsewhere, the tensor ops (one read each).
+    """
+    out = []
+    for ts, m in zip(tscales, mults, strict=True):
+        if ts.device.type != "cpu" or ts.dtype not in (torch.float32, torch.float64):
+            if m != 1.0:
+                ts.mul_(m)
+            out.append(float(ts.clamp_(lo, hi)))
+            continue
+        x = ts.item()
+        if ts.dtype == torch.float32:
+            x, lo_, hi_ = _round_f32(x * _round_f32(m)), _round_f32(lo), _round_f32(hi)
+        else:
+            x, lo_, hi_ = x * m, lo, hi
+        if x == x:  # torch's clamp keeps a NaN
+            x = min(max(x, lo_), hi_)
+        ts.fill_(x)
+        out.append(x)
+    return out
+
+
 def dsa_update_rule(kind: str, adapt_param: bool, params: list[Tensor], g: list[Tensor], hbar: list[Tensor],
                     pscales: list[Tensor], tscales: list[Tensor], bufs: list[Tensor], ms: list[Tensor],
                     vs: list[Tensor], out: list[Tensor] | None, fresh: list[bool] | None, *,
@@ -426,6 +482,21 @@ def dsa_update_rule(kind: str, adapt_param: bool, params: list[Tensor], g: list[
     """
     n = len(params)
     bp, lo, hi, neg_lrf = sc[0], sc[1], sc[2], sc[3]
+    if not _is_compiled(sc) and not isinstance(neg_lrf, Tensor) and work is not None:
+        # eager, float scalars: the same arithmetic, foreach ops where the scalar is shared
+        if adapt_param:
+            for i, (x, h) in enumerate(zip(hbar, work, strict=True)):
+                torch.mul(x, sc[4 + i], out=h)
+            torch._foreach_clamp_min_(work, -bp)
+            torch._foreach_clamp_max_(work, bp)
+            torch._foreach_addcmul_(pscales, pscales, work)
+            torch._foreach_clamp_min_(pscales, lo)
+            torch._foreach_clamp_max_(pscales, hi)
+        values = _scale_factors(tscales, sc[4 + n:4 + 2 * n], lo, hi)
+        d = base_direction(kind, g, bufs, ms, vs,
+                           [sc[4 + 2 * n + k] for k in range(n_direction(kind))], out, fresh)
+        torch._foreach_addcmul_(params, list(d), pscales, [neg_lrf * v for v in values])
+        return
     if adapt_param:
         for i, (x, ps) in enumerate(zip(hbar, pscales, strict=True)):
             # a_param *= 1 + bp * clip(hbar / rms, -1, 1)

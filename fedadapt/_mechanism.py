@@ -68,6 +68,15 @@ def global_dots(*pairs: tuple[Sequence[Tensor], Sequence[Tensor]]) -> list[float
     return [torch.stack([p.to(torch.float64) for p in ps]).sum() if ps else 0.0 for ps in parts]
 
 
+def dot_values(*pairs: tuple[Sequence[Tensor], Sequence[Tensor]]) -> list[list[float]]:
+    """The per-tensor dot products of each pair of lists, as Python floats (CPU; one read each).
+
+    For callers that sum them (``math.fsum``, as :func:`global_dot` does) only where and when
+    the unfused code did, e.g. after a finiteness test.
+    """
+    return [[torch.dot(_flat(x), _flat(y)).item() for x, y in zip(xs, ys, strict=True)] for xs, ys in pairs]
+
+
 def run_closure(closure) -> object:  # noqa: ANN001
     """torch's optimizer convention: re-evaluate the loss with gradients enabled."""
     if closure is None:

@@ -130,7 +130,7 @@ class StructuredSelfAdaptive(_PreviousDirection):
         lo, hi_bound = group["scale_bounds"]
         fused = group.get("fused", False)
         device, dtype = params[0].device, params[0].dtype
-        pscales, tscales = [], []
+        pscales, tscales, avgs = [], [], []
         for p in params:
             st = self.state[p]
             if "param_scale" not in st:
@@ -139,16 +139,17 @@ class StructuredSelfAdaptive(_PreviousDirection):
                 st["hyper_avg"] = torch.zeros_like(p)
             pscales.append(st["param_scale"])
             tscales.append(st["tensor_scale"])
+            avgs.append(st["hyper_avg"])
         n = len(params)
         bp, bt, bg = group["param_hyper_lr"], group["tensor_hyper_lr"], group["global_hyper_lr"]
         coefs, tmults = [0.0] * n, [1.0] * n
         adapt = False
+        work = None if fused else self._scratch(params, "dsa-h")
         if prev is not None and not reused:
             new_avg = self._scratch(params, "dsa-avg")
-            work = None if fused else self._scratch(params, "dsa-h")
-            stats = run_rule("dsa-stats", fused, device, dtype, g, prev, [self.state[p]["hyper_avg"] for p in params],
+            stats = run_rule("dsa-stats", fused, device, dtype, g, prev, avgs,
                              new_avg, work=work, sc=[group["direction_factor"], 1.0 - group["hyper_beta"]])
-            vals = stats.tolist()  # one host read: squared norms and sums per tensor
+            vals = stats if isinstance(stats, list) else stats.tolist()  # squared norms and sums per tensor
             sq, sums = vals[:n], vals[n:]
             # the squared norms double as the finiteness check of g (through h)
             total_sq = math.fsum(sq)
@@ -156,9 +157,10 @@ class StructuredSelfAdaptive(_PreviousDirection):
                 group["skipped"] += 1
                 return
             old = self.__dict__["_scratch_buffers"]["dsa-avg"]
-            for p, x in zip(params, new_avg, strict=True):
-                old[p] = self.state[p]["hyper_avg"]  # swap: the old average becomes work space
+            for p, a, x in zip(params, avgs, new_avg, strict=True):
+                old[p] = a  # swap: the old average becomes work space
                 self.state[p]["hyper_avg"] = x
+            avgs = new_avg
             sizes = [p.numel() for p in params]
             rms = [math.sqrt(q / k) for q, k in zip(sq, sizes, strict=True)]
             adapt = bp > 0
@@ -184,8 +186,8 @@ class StructuredSelfAdaptive(_PreviousDirection):
         # the direction is kept as d_{t-1}: Adam's and Nesterov's go to alternating scratch buffers
         out = self._scratch(params, ("adam-direction", group["step"] % 2)) if kind in ("adam", "nesterov") else None
         sc = [bp, lo, hi_bound, group["lr"] * -factor, *coefs, *tmults, *ds]
-        run_rule("dsa-update", fused, device, dtype, kind, adapt or fused, params, g,
-                 [self.state[p]["hyper_avg"] for p in params], pscales, [t.view(1) for t in tscales],
-                 bufs, ms, vs, out, fresh, work=None if fused else self._scratch(params, "dsa-h"), sc=sc)
+        run_rule("dsa-update", fused, device, dtype, kind, adapt or fused, params, g, avgs, pscales,
+                 [t.view(1) for t in tscales] if fused else tscales,  # compiled: see _fused's note on 0-dim state
+                 bufs, ms, vs, out, fresh, work=work, sc=sc)
         d = direction_result(kind, g, bufs, out)
         self._store_direction(group, params, grads, d, factor)

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from ._fused import run_rule, seeded
-from ._mechanism import AdaptiveOptimizer, _check, _check_fused, _is_finite, global_dot, global_dots
+from ._mechanism import AdaptiveOptimizer, _check, _check_fused, _is_finite, dot_values, global_dot
 
 __all__ = ["ExponentiatedGradientStepSize"]
 
@@ -132,12 +132,14 @@ class ExponentiatedGradientStepSize(AdaptiveOptimizer):
             if not math.isfinite(gg):
                 group["skipped"] += 1
                 return
-        elif group["step"] > 0 and not isinstance(group["lr"], Tensor):
-            # both inner products with one host read (the second is unused on a skipped step)
-            gg, dot = global_dots((g, g), (g, avgs))
+        elif group["step"] > 0 and params[0].device.type == "cpu":
+            # both inner products at once; <g, gbar> is summed only once <g, g> is finite
+            vals = dot_values((g, g), (g, avgs))
+            gg = math.fsum(vals[0])
             if not math.isfinite(gg):
                 group["skipped"] += 1
                 return
+            dot = math.fsum(vals[1])
         else:
             gg = global_dot(g, g)
             if not _is_finite(gg):

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import Tensor
 
-from ._mechanism import AdaptiveOptimizer, _check, _is_finite, global_dot
+from ._mechanism import AdaptiveOptimizer, _check, _is_finite, dot_values, global_dot
 from .hypergradient import HypergradientDescent, _PreviousDirection
 
 __all__ = ["FedExP", "FedHyperG", "FedHyperGM", "FedHyperCL"]
@@ -336,6 +336,10 @@ class FedHyperCL(_PreviousDirection):
 
     def _group_step(self, group, params, grads, signals):
         g = self._with_weight_decay(group, params, grads)
+        if (group["base"] == "sgd" and not group["momentum"] and params[0].device.type == "cpu"
+                and not isinstance(group["lr"], Tensor)):
+            self._sgd_step(group, params, grads, g)
+            return
         if not self._grads_finite(g):
             group["skipped"] += 1
             return
@@ -366,4 +370,45 @@ class FedHyperCL(_PreviousDirection):
             if math.isfinite(growth):
                 self._set_lr(group, lr * growth)
         self._store_direction(group, params, grads, d, factor)
+        group["prev_update_scale"] = step_scale
+
+    def _sgd_step(self, group: dict, params: list[Tensor], grads: list[Tensor], g: list[Tensor]) -> None:
+        """:meth:`_group_step` for the plain SGD direction on CPU (``d_k = g_k``), same arithmetic.
+
+        The inner products only need ``g``, so they are taken before the update with one read
+        each: a non-finite gradient makes every inner product with it non-finite, so when all
+        are finite they stand for the non-finite guard (which runs otherwise). They are summed
+        where the general path takes them.
+        """
+        state = self.state
+        glob = [state[p].get("global_update") for p in params]
+        has_glob = all(x is not None for x in glob)
+        prev, reused = self._previous(params, grads)
+        use_prev = prev is not None and not reused
+        pairs = []
+        if has_glob:
+            pairs.append((g, glob))
+        if use_prev:
+            assert prev is not None
+            pairs.append((g, prev))
+        vals = dot_values(*pairs)
+        if not vals or not all(math.isfinite(v) for vs in vals for v in vs):
+            if not self._grads_finite(g):
+                group["skipped"] += 1
+                return
+        group["step"] += 1
+        lr = group["lr"]
+        self._apply(params, g, lr, 1.0)
+        step_scale = lr * 1.0  # u_k = -step_scale * d_k
+        growth = 1.0
+        if has_glob:
+            growth = growth - group["global_coef"] * step_scale * math.fsum(vals[0])
+        if use_prev:
+            growth = growth + step_scale * group["prev_update_scale"] * math.fsum(vals[-1])
+        elif prev is None and has_glob:
+            growth = growth - step_scale * math.fsum(vals[0])  # u_0 = Delta_{t-1}
+        growth = min(group["max_growth"], growth)
+        if math.isfinite(growth):
+            self._set_lr(group, lr * growth)
+        self._store_direction(group, params, grads, g, 1.0)
         group["prev_update_scale"] = step_scale
