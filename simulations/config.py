@@ -172,6 +172,38 @@ _KEY_LIST: list[Key] = [
     Key("client-lr-on-change", "restart", "What an alarm of the server's change detector does to "
         "carried client step sizes: `restart` from `client-lr`, or `keep` them.",
         choices=("restart", "keep")),
+    # --- the server pipeline (docs/PIPELINE.md): bound, aggregate, privatize
+    Key("reply-mode", "mean", "Simulation replies: `mean` (one per worker, its clients' mean) or "
+        "`per-client` (one per client: needed by clipping, robust aggregators, privacy).",
+        choices=("mean", "per-client")),
+    Key("aggregator", "mean", "How updates combine before the server method: `mean` or "
+        "Flower's robust rules.",
+        choices=("mean", "median", "trimmed-mean", "krum", "multikrum", "bulyan")),
+    Key("byzantine-clients", 1, "Byzantine clients assumed by krum, multikrum and bulyan.", low=0),
+    Key("trim-fraction", 0.2, "Fraction cut at each end by `trimmed-mean`.", low=0.0, high=0.49),
+    Key("clip-norm", 0.0, "Fixed bound on each update's norm (0 = none; the initial bound of "
+        "`clip-quantile`).", low=0.0),
+    Key("clip-quantile", 0.0, "Adaptive bound at this quantile of the update norms (Andrew et "
+        "al.; 0 = off).", low=0.0, high=0.99),
+    Key("clip-lr", 0.2, "Geometric step of the adaptive clip bound.", low=1e-6),
+    Key("max-norm-ratio", 10.0, "Updates above this multiple of the cohort's median norm are "
+        "clipped (0 = off).", low=0.0),
+    Key("over-bound", "clip", "An update above the norm bound is `clip`ped to it or `drop`ped.",
+        choices=("clip", "drop")),
+    Key("max-client-share", 0.75, "Largest share of the cohort's weight one client may hold "
+        "(1 = no cap).", low=0.01, high=1.0),
+    Key("max-client-examples", 1_000_000_000, "Largest example count a client may claim.",
+        low=1),
+    Key("max-reply-metrics", 64, "Largest number of metrics entries in a reply.", low=1),
+    Key("max-metric-values", 10_000, "Largest number of metric values in a reply.", low=1),
+    Key("dp-noise-multiplier", 0.0, "Gaussian noise on the clipped sum, in clip norms (0 = no "
+        "differential privacy; needs clip-norm or clip-quantile).", low=0.0),
+    Key("dp-delta", 1e-5, "The delta at which the privacy spent (epsilon) is reported.",
+        low=1e-12, high=0.5),
+    Key("dp-sample-rate", 0.0, "A client's chance to take part in a round, for the accountant "
+        "(0 = clients-per-round / num-clients).", low=0.0, high=1.0),
+    Key("sums-only", False, "Refuse what secure aggregation cannot give the server (per-client "
+        "values), before any worker starts."),
     # --- federation size
     Key("num-server-rounds", 10, "Number of rounds.", low=1),
     Key("num-clients", 20, "Population: client ids (data partitions), decoupled from workers.",

@@ -390,6 +390,8 @@ def read(cfg: Config) -> RunSpec:
             worker_wait_timeout=float(cfg["worker-wait-timeout"]),
             deployment=deployment,
             change_rounds=tuple(int(cp.round) for cp in drift.schedule().changepoints),
+            reply_mode=str(cfg["reply-mode"]),
+            pipeline=pipeline_arguments(cfg),
         ),
         output=OutputSettings(
             out_dir=str(cfg["out-dir"]), scenario=str(cfg["scenario"]),
@@ -527,6 +529,44 @@ def _check_data_files(spec: DataSettings) -> None:
             raise ConfigError(f"run-config key 'hub-data-files': no such file {name.strip()!r}")
 
 
+def pipeline_arguments(cfg: Config) -> dict[str, Any]:
+    """FedAdapt's pipeline stages from the run config (docs/PIPELINE.md); only the stages a
+    key moves from its default, so a run that sets none builds exactly the default pipeline
+    (and a Flower strategy, which has none, accepts it)."""
+    from strategies import Aggregator, Clipping, GaussianPrivacy, ReplyLimits, WeightCap
+
+    def moved(*keys: str) -> bool:
+        return any(cfg[k] != KEYS[k].default for k in keys)
+
+    out: dict[str, Any] = {}
+    try:
+        if moved("aggregator", "byzantine-clients", "trim-fraction"):
+            out["aggregator"] = Aggregator(str(cfg["aggregator"]), int(cfg["byzantine-clients"]),
+                                           float(cfg["trim-fraction"]))
+        if moved("clip-norm", "clip-quantile", "clip-lr", "max-norm-ratio", "over-bound"):
+            clip, q, ratio = (float(cfg["clip-norm"]), float(cfg["clip-quantile"]),
+                              float(cfg["max-norm-ratio"]))
+            out["clipping"] = Clipping(clip_norm=clip or None, quantile=q or None,
+                                       clip_lr=float(cfg["clip-lr"]), max_ratio=ratio or None,
+                                       action=str(cfg["over-bound"]))
+        if moved("max-client-share"):
+            out["weight_cap"] = WeightCap(float(cfg["max-client-share"]))
+        if moved("max-client-examples", "max-reply-metrics", "max-metric-values"):
+            out["reply_limits"] = ReplyLimits(int(cfg["max-client-examples"]),
+                                              int(cfg["max-reply-metrics"]),
+                                              int(cfg["max-metric-values"]))
+        if float(cfg["dp-noise-multiplier"]) > 0:
+            out["privacy"] = GaussianPrivacy(float(cfg["dp-noise-multiplier"]),
+                                             delta=float(cfg["dp-delta"]),
+                                             sample_rate=float(cfg["dp-sample-rate"]) or None,
+                                             seed=int(cfg["seed"]))
+        if cfg["sums-only"]:
+            out["sums_only"] = True
+    except ValueError as exc:
+        raise ConfigError(f"run-config keys of the server pipeline: {exc}") from None
+    return out
+
+
 def check_before_workers(spec: RunSpec) -> None:
     """Construct on a dummy what every option configures; raise :class:`ConfigError` naming it.
 
@@ -544,7 +584,10 @@ def check_before_workers(spec: RunSpec) -> None:
         _check_output_path("worker-log", Path(spec.training.worker_log), directory=False)
     data = spec.world.data
     _check_data_files(data)
-    arguments = strategy_arguments(spec.strategy, spec.strategy_settings)
+    try:
+        arguments = strategy_arguments(spec.strategy, spec.strategy_settings)
+    except ValueError as exc:
+        raise ConfigError(f"run-config key 'strategy' ({spec.strategy!r}): {exc}") from None
     if "client_optimizer" in arguments:  # else the preset fixes the local method
         import fedadapt
 
@@ -562,7 +605,9 @@ def check_before_workers(spec: RunSpec) -> None:
         probe = build_strategy(spec.strategy, **arguments)
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"run-config key 'strategy' ({spec.strategy!r}) and its options "
-                          f"('server-optimizer', 'server-options', 'server-lr'): {exc}") from None
+                          f"('server-optimizer', 'server-options', 'server-lr', the pipeline's "
+                          f"'aggregator', 'clip-*', 'dp-*', 'sums-only', 'reply-mode'): "
+                          f"{exc}") from None
     finally:
         flwr_log.setLevel(level)
 

@@ -397,6 +397,10 @@ class StrategySettings:
     worker_wait_timeout: float | None = None
     deployment: bool = False
     change_rounds: tuple[int, ...] = ()  # the drift schedule's changepoints (oracle presets)
+    reply_mode: str = "mean"
+    # the server pipeline's stages (FedAdapt's aggregator, clipping, privacy, weight_cap,
+    # reply_limits, sums_only); a Flower strategy accepts none but the defaults
+    pipeline: Mapping[str, object] = field(default_factory=dict)
 
 
 def _fedhyper(variant: str) -> Callable[..., FedHyper]:
@@ -495,7 +499,15 @@ def strategy_arguments(name: str, settings: StrategySettings) -> dict[str, objec
         "seed": int(settings.seed),
         "availability": float(settings.availability),
         "worker_wait_timeout": settings.worker_wait_timeout,
+        "reply_mode": settings.reply_mode,
     }
+    if settings.pipeline and spec.fedadapt_server:
+        kwargs.update(settings.pipeline)
+    elif settings.pipeline:
+        raise ValueError(
+            f"strategy {name!r} is Flower's own and has no server pipeline; the settings "
+            f"{sorted(settings.pipeline)} need a fedadapt strategy (e.g. 'fedadapt' with "
+            "server-optimizer 'adam' or 'cp-adam')")
     for key in spec.fixed & {"client_optimizer", "client_lr_state"}:
         kwargs.pop(key)  # the preset's local method
     given = None if settings.server_lr is None else float(settings.server_lr)
