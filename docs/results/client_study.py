@@ -72,9 +72,12 @@ class Run:
         if self.scenario.endswith("+control"):
             out += list(NO_DRIFT)
         parts = self.config.split("/")
-        if parts[0] == "cp-adam":
+        server, _, rel = parts[0].partition("~rel")
+        if server == "cp-adam":
             out += ["strategy=fedadapt", "server-optimizer=cp-adam",
                     f"client-optimizer={parts[1]}", f"client-lr-state={parts[2]}"]
+            if rel:  # the scale-free floor: eps negligible, eps_rel times each tensor's RMS
+                out += ['server-options={"eps": 1e-8, "eps_rel": %s}' % float(rel)]
             out += [f"client-lr-on-change={p}" for p in parts[3:]]
         elif parts[0] == "fedavg":
             out += ["strategy=fedavg"]
@@ -94,6 +97,17 @@ def screening_runs(seeds: int = 2) -> list[Run]:
         f"cp-adam/{m}/{s}" for m in CLIENT_METHODS for s in LR_STATES
     ]
     return [Run(sc, c, lr, s) for sc in ("lr-robustness", "drift-digits") for c in configs
+            for lr in SCENARIO_LRS[sc] for s in range(seeds)]
+
+
+FLOOR_GRID = (0.01, 0.03, 0.1, 0.3, 1.0)
+
+
+def floor_runs(configs: Sequence[str], seeds: int = 2) -> list[Run]:
+    """Screening, part 2: cp-adam's denominator floor made scale-free (``eps_rel`` over
+    :data:`FLOOR_GRID`, ``eps`` 1e-8) under client SGD and the named client configurations."""
+    cfgs = [f"cp-adam~rel{r:g}/{c}" for r in FLOOR_GRID for c in ["sgd/reset", *configs]]
+    return [Run(sc, c, lr, s) for sc in ("lr-robustness", "drift-digits") for c in cfgs
             for lr in SCENARIO_LRS[sc] for s in range(seeds)]
 
 
@@ -254,7 +268,7 @@ def grid_table(rows: list[dict[str, Any]], scenario: str, metric: str) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("stage", choices=("screen", "confirm", "tables"))
+    ap.add_argument("stage", choices=("screen", "floor", "confirm", "tables"))
     ap.add_argument("--out", default="runs/study19")
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--seeds", type=int, default=None)
@@ -264,11 +278,13 @@ def main() -> None:
     root = Path(args.out)
     if args.stage == "screen":
         runs = screening_runs(args.seeds or 2)
+    elif args.stage == "floor":
+        runs = floor_runs([c for c in args.configs.split(",") if c], args.seeds or 2)
     elif args.stage == "confirm":
         configs = [c for c in args.configs.split(",") if c]
         runs = confirmation_runs(configs, args.seeds or 3)
     else:
-        rows = load(root / "screen") + load(root / "confirm")
+        rows = load(root / "screen") + load(root / "floor") + load(root / "confirm")
         (root / "rows.json").write_text(json.dumps(rows, indent=1))
         for sc in sorted({r["scenario"] for r in rows}):
             print(f"\n### {sc}: final accuracy (mean over seeds)\n")
