@@ -280,8 +280,8 @@ def steps_figure(rows: Sequence[Mapping[str, Any]], config: Mapping[str, Any]) -
     Log-scaled step sizes per round: the clients' final lr as the cohort's distribution
     (``client-lr-median`` line, ``-p25``..``-p75`` and ``-min``..``-max`` bands; runs written
     before the median existed show ``client-lr``, the mean); where some round's clients report
-    a per-coordinate spread (``client-step-min`` < ``client-step-max``: ``dsa``, ``cprop``,
-    ``eg``, ...) that band and the mean per-coordinate step; the server's step ``server-lr``, on
+    a per-coordinate spread (``client-step-min``/``-max`` reaching past the lr range: ``dsa``,
+    ``cprop``, ``eg``, ...) that band and the mean per-coordinate step; the server's step ``server-lr``, on
     a second axis when it is more than 10x from the clients' steps; a vertical line per detector
     alarm (``server-detector-alarm``) and per other server reset (``server-change``, e.g. a known
     changepoint), drift markers, and shading over the rounds with ``local-work`` > 1. Artists
@@ -318,7 +318,10 @@ def steps_figure(rows: Sequence[Mapping[str, Any]], config: Mapping[str, Any]) -
         client_vals += list(ys)
     # per-coordinate methods: the spread of the effective per-coordinate step
     steps = _positive(rows, "client-step-min", "client-step-max")
-    if any(hi > lo * (1 + 1e-9) for _, lo, hi in steps):
+    # a scalar method's step range is its lr range: drawn only where it reaches past it
+    lr_range = {x: (lo, hi) for x, lo, hi in lo_hi}
+    if any(x not in lr_range or lo < lr_range[x][0] * (1 - 1e-9) or hi > lr_range[x][1] * (1 + 1e-9)
+           for x, lo, hi in steps):
         xs, lo, hi = zip(*steps, strict=True)
         ax.fill_between(xs, lo, hi, facecolor="none", edgecolor="tab:purple", hatch="///",
                         alpha=0.5, linewidth=0.5, label="clients' per-coordinate step, min-max",

@@ -148,3 +148,15 @@ def test_run_directory_has_steps_png_and_the_keys(tmp_path):
 def test_summary_is_silent_when_every_client_ran_the_method():
     summary = summarize(rows(), CONFIG)
     assert "ignored-client-optimizer" not in summary
+
+
+def test_a_scalar_methods_step_range_is_not_drawn_as_a_per_coordinate_spread():
+    """hd's clients differ in lr, but each client's step is its lr: no hatched band."""
+    scalar = rows(per_coordinate=False)
+    for r in scalar[1:]:
+        r["client-step-min"], r["client-step-max"] = r["client-lr-min"], r["client-lr-max"]
+    fig = steps_figure(scalar, {**CONFIG, "client-optimizer": "hd"})
+    try:
+        assert by_gid(fig, "client-lr-range") and not by_gid(fig, "client-step-range")
+    finally:
+        plt.close(fig)
