@@ -181,6 +181,8 @@ def serve(grid: Any, spec: RunSpec, on_row: RowCallback | None = None) -> dict[s
     )
     torch.save(result.arrays.to_torch_state_dict(), out / "final_model.pt")
     summary = writer.finish()
+    if strategy.divergence.message is not None:  # the likely cause and the setting to change
+        summary["divergence"] = strategy.divergence.message
     summary["run-dir"] = str(out)
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     return summary

@@ -359,6 +359,12 @@ class FedAdapt(Orchestration, FedAvg):
         if "pipeline" in state:
             self.pipeline.load_state_dict(state["pipeline"])  # type: ignore[arg-type]
 
+    def step_size_setting(self) -> str:
+        lr = self.server_options.get("lr")
+        now = f", now {lr:g}" if isinstance(lr, int | float) else ""
+        return (f"run config 'server-lr' (FedAdapt: server_options['lr']{now} for "
+                f"{self.server_optimizer!r})")
+
     def check_resumed_round(self, saved_round: int) -> None:
         if self._server is not None and self._server.round > saved_round:
             raise ValueError(

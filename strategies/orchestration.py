@@ -40,6 +40,7 @@ from . import records as R
 from . import sampling
 from .client_state import ClientState
 from .cohorts import CohortSampler
+from .divergence import DivergenceWatch
 from .options import (
     CLIENT_LR_STATES,
     ConfigValue,
@@ -107,6 +108,7 @@ class Orchestration:
         self._pending_checkpoint: tuple[int, ArrayRecord] | None = None
         self._resume_arrays: ArrayRecord | None = None
         self._lr_warned = False
+        self.divergence = DivergenceWatch(self.step_size_setting())
 
     # ------------------------------------------------------------------ views of the options
     num_clients = property(lambda self: self.options.num_clients)
@@ -274,6 +276,11 @@ class Orchestration:
                 {k: R.array_to_tensor(arrays[k]) for k in keys},
                 {k: R.array_to_tensor(self._current[k]) for k in keys},
             )
+        succeeded = int(info.get("num-succeeded", 0) or 0)  # type: ignore[call-overload]
+        loss = info.get("train-loss", math.nan)
+        if isinstance(loss, int | float) and self.divergence.observe_loss(
+                server_round, float(loss), succeeded):
+            info["divergence"] = 1.0
         RoundMetrics.log_round(info)
         if self.options.on_round_end is not None:
             self.options.on_round_end(dict(info))
@@ -348,6 +355,20 @@ class Orchestration:
         self._resume_round, self._resume_arrays = rnd, arrays
         return rnd, arrays
 
+    def step_size_setting(self) -> str:
+        """How a user changes the server step size (named when a run diverges)."""
+        return "run config 'server-lr' (FedAdapt: server_options['lr'])"
+
+    def _watch_accuracy(self, server_round: int, res: MetricRecord) -> None:
+        acc = res.get("accuracy")
+        if not isinstance(acc, int | float):
+            return
+        replied = server_round == 0 or any(
+            int(h["round"]) == server_round and int(h["num-succeeded"]) > 0  # type: ignore[call-overload]
+            for h in self.history[-1:])
+        if replied:
+            self.divergence.observe_accuracy(server_round, float(acc))
+
     def check_resumed_round(self, saved_round: int) -> None:
         """Counters of the restored state agree with the checkpoint's round (subclasses)."""
 
@@ -381,6 +402,7 @@ class Orchestration:
             if res is not None:
                 result.evaluate_metrics_serverapp[0] = res
                 flwr_log(INFO, "Initial global evaluation results: %s", res)
+                self._watch_accuracy(0, res)
         t0 = time.time()
         for rnd in range(first, num_rounds + 1):
             flwr_log(INFO, "")
@@ -408,6 +430,7 @@ class Orchestration:
                 if res is not None:
                     result.evaluate_metrics_serverapp[rnd] = res
                     flwr_log(INFO, "\t└──> Global evaluation: %s", res)
+                    self._watch_accuracy(rnd, res)
             self._write_pending_checkpoint()
         flwr_log(INFO, "")
         flwr_log(
