@@ -14,10 +14,13 @@ is skipped, so the same command again resumes a killed study. ``--jobs`` process
 
 Screening: every client method x every ``client-lr-state`` (client SGD: ``reset`` only, it has
 no step size to carry) under cp-adam, client lr 0.01..1.0 (5 values, 100x), on
-``lr-robustness`` and ``drift-digits``, seeds 0-1. Confirmation: the configurations named, client
-SGD, FedAvg (over the client lr) and FedAdam (over eta 0.01, 0.03, 0.1 and the client lr) on the
-many-local-steps scenarios, a covariate drift and the no-drift control of each drift, seeds 0-2
-(``--seeds`` to add more).
+``lr-robustness`` and ``drift-digits``, seeds 0-1; then (``floor``) cp-adam's denominator floor
+made scale-free (``eps_rel`` grid) under client SGD and the named client configurations.
+Confirmation: the configurations named (``cp-adam~rel0.1/hd/server`` style, or a client part
+alone under the default cp-adam), client SGD under cp-adam, FedAvg (over the client lr) and
+FedAdam (over eta 0.03, 0.1, 0.3 and the client lr) on the screening scenarios, the
+many-local-steps scenarios, a covariate drift and the no-drift control of each drift, seeds
+0-2 (``--seeds`` to add more).
 """
 
 from __future__ import annotations
@@ -53,7 +56,9 @@ SCENARIO_LRS = {
     "mnist1d-local": (0.005, 0.015, 0.05, 0.15, 0.5),
 }
 NO_DRIFT = ("drift.round=0", "drift.kind=none")
-FEDADAM_ETAS = (0.01, 0.03, 0.1)
+# FedAdam's eta grid brackets Flower's default 0.1, the best of 0.01/0.03/0.1 on drift-digits
+# in RESULTS.md §2
+FEDADAM_ETAS = (0.03, 0.1, 0.3)
 
 
 @dataclass(frozen=True)
@@ -77,7 +82,8 @@ class Run:
             out += ["strategy=fedadapt", "server-optimizer=cp-adam",
                     f"client-optimizer={parts[1]}", f"client-lr-state={parts[2]}"]
             if rel:  # the scale-free floor: eps negligible, eps_rel times each tensor's RMS
-                out += ['server-options={"eps": 1e-8, "eps_rel": %s}' % float(rel)]
+                opts = {"eps": 1e-8, "eps_rel": float(rel)}
+                out += [f"server-options={json.dumps(opts)}"]
             out += [f"client-lr-on-change={p}" for p in parts[3:]]
         elif parts[0] == "fedavg":
             out += ["strategy=fedavg"]
@@ -112,9 +118,11 @@ def floor_runs(configs: Sequence[str], seeds: int = 2) -> list[Run]:
 
 
 def confirmation_runs(configs: Sequence[str], seeds: int = 3) -> list[Run]:
-    scenarios = ["synthetic-local", "mnist1d-local", "mnist1d-local+control",
-                 "covariate-gradual", "covariate-gradual+control"]
-    cfgs = [f"cp-adam/{c}" for c in configs] + ["cp-adam/sgd/reset", "fedavg"]
+    scenarios = ["lr-robustness", "drift-digits", "drift-digits+control", "synthetic-local",
+                 "mnist1d-local", "mnist1d-local+control", "covariate-gradual",
+                 "covariate-gradual+control"]
+    cfgs = [c if c.startswith("cp-adam") else f"cp-adam/{c}" for c in configs]
+    cfgs += ["cp-adam/sgd/reset", "fedavg"]
     cfgs += [f"fedadam/eta{e:g}" for e in FEDADAM_ETAS]
     return [Run(sc, c, lr, s) for sc in scenarios for c in cfgs
             for lr in SCENARIO_LRS[sc.split("+")[0]] for s in range(seeds)]
@@ -266,6 +274,31 @@ def grid_table(rows: list[dict[str, Any]], scenario: str, metric: str) -> str:
     return "\n".join(lines)
 
 
+def claims(rows: list[dict[str, Any]], scenario: str, metric: str) -> str:
+    """The issue's three claims on one scenario, per configuration:
+
+    (a) started 10x off its tuned lr: the cells 10x below and above the best lr cell, as a
+        share of the best cell's ``metric`` (the lr grid steps by sqrt(10), so 10x is two cells);
+    (b) adapting to a shift: the mean accuracy after the change, best and worst cell, against
+        client SGD's (drift scenarios; reported by the tables);
+    (c) carrying the step size: each method's worst and median cell for each lr state.
+    """
+    cells = {k[1]: v for k, v in cell_table(rows, metric).items() if k[0] == scenario}
+    lines = ["| configuration | best lr | best | 10x below | 10x above | share of best (worst of the two) |",
+             "|---|---|---|---|---|---|"]
+    for cfg, v in sorted(cells.items()):
+        fin = {lr: x for lr, x in v.items() if math.isfinite(x)}
+        if not fin:
+            continue
+        best = max(fin, key=lambda lr: fin[lr])
+        lo = next((x for lr, x in fin.items() if math.isclose(lr, best / 10, rel_tol=0.05)), math.nan)
+        hi = next((x for lr, x in fin.items() if math.isclose(lr, best * 10, rel_tol=0.05)), math.nan)
+        off = [x for x in (lo, hi) if math.isfinite(x)]
+        share = min(off) / fin[best] if off and fin[best] > 0 else math.nan
+        lines.append(f"| {cfg} | {best:g} | {_fmt(fin[best])} | {_fmt(lo)} | {_fmt(hi)} | {_fmt(share)} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("stage", choices=("screen", "floor", "confirm", "tables"))
@@ -292,6 +325,11 @@ def main() -> None:
             if any(r["after"] is not None for r in rows if r["scenario"] == sc):
                 print(f"\n### {sc}: mean accuracy after the change\n")
                 print(grid_table(rows, sc, "after"))
+        for sc in sorted({r["scenario"] for r in rows}):
+            drift = any(r["after"] is not None for r in rows if r["scenario"] == sc)
+            metric = "after" if drift else "final"
+            print(f"\n### {sc}: started 10x off the best lr ({metric})\n")
+            print(claims(rows, sc, metric))
         print("\n### per configuration\n")
         print(markdown(summary_rows(rows), ["scenario", "config", "seeds", "final-worst",
                                             "final-median", "final-best", "best-lr", "after-worst",
