@@ -244,16 +244,15 @@ def eg_rule(kind: str, adapt: bool, shared: bool, params: list[Tensor], g: list[
         if adapt:
             sign = work[0] if work is not None else [torch.empty_like(x) for x in g]
             f = work[1] if work is not None else [torch.empty_like(x) for x in g]
-            for gi, ai, si in zip(g, avgs, sign, strict=True):
-                torch.mul(gi, ai, out=si)
+            torch._foreach_copy_(sign, g)
+            torch._foreach_mul_(sign, avgs)
             torch._foreach_sign_(sign)
-            k = operand(cosh_m1, g[0])
-            for si, fi in zip(sign, f, strict=True):
-                torch.mul(si, k, out=fi)
-            k = operand(sinh, g[0])
-            for fi in f:  # torch's foreach add of a tensor scalar takes its slow path on CPU
-                fi.add_(k)
-            torch._foreach_mul_(f, sign)
+            # f = s (sinh + s (cosh - 1)) written as s sinh + s s (cosh - 1): for s in {-1, 0, 1}
+            # both products are exact, so the one rounding left is the same sum (three foreach
+            # calls instead of two ops per tensor)
+            torch._foreach_copy_(f, sign)
+            torch._foreach_mul_(f, operand(sinh, g[0]))
+            torch._foreach_addcmul_(f, sign, sign, value=cosh_m1)
             torch._foreach_addcmul_(gains, gains, f)
             torch._foreach_clamp_min_(gains, lo)
             torch._foreach_clamp_max_(gains, hi)
@@ -305,9 +304,7 @@ def _conformity_of_var_foreach(zs: list[Tensor], means: list[Tensor], eps_sq_k: 
         torch._foreach_clamp_max_(zs, 40.0)
         torch._foreach_sigmoid_(zs)
         torch._foreach_mul_(zs, operand(2.0 * c, z0))
-        k = operand(c, z0)
-        for z in zs:  # torch's foreach add/sub of a tensor scalar takes its slow path on CPU
-            z.sub_(k)
+        torch._foreach_sub_(zs, [operand(c, z0)] * len(zs))  # a list: the lone-tensor overload is slower
     if c > 1.0:
         torch._foreach_clamp_max_(zs, 1.0)
     return zs

@@ -74,7 +74,15 @@ def dot_values(*pairs: tuple[Sequence[Tensor], Sequence[Tensor]]) -> list[list[f
     For callers that sum them (``math.fsum``, as :func:`global_dot` does) only where and when
     the unfused code did, e.g. after a finiteness test.
     """
-    return [[torch.dot(_flat(x), _flat(y)).item() for x, y in zip(xs, ys, strict=True)] for xs, ys in pairs]
+    flat: dict[int, Tensor] = {}  # each tensor flattened once, however many pairs it is in
+
+    def view(x: Tensor) -> Tensor:
+        v = flat.get(id(x))
+        if v is None:
+            v = flat[id(x)] = _flat(x)
+        return v
+
+    return [[torch.dot(view(x), view(y)).item() for x, y in zip(xs, ys, strict=True)] for xs, ys in pairs]
 
 
 def run_closure(closure) -> object:  # noqa: ANN001

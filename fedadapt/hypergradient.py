@@ -25,33 +25,43 @@ class _PreviousDirection(AdaptiveOptimizer):
 
     def _store_direction(self, group: dict, params: list[Tensor], grads: list[Tensor], d: list[Tensor], factor: float) -> None:
         group["direction_factor"] = factor
+        state = self.state
         if d is not grads:
             for p, di in zip(params, d, strict=True):
-                self.state[p]["prev_direction"] = di
+                state[p]["prev_direction"] = di
             return
-        seen = self.__dict__.setdefault("_seen_grads", {})
-        owned = self.__dict__.setdefault("_owned_buffers", {})
+        # keyed by id (a tensor's hash is a Python call); a reused id only ever meets a
+        # gradient it has not seen, which is kept by reference, as a fresh one is
+        seen = self.__dict__.get("_seen_grads")
+        if seen is None:
+            seen = self.__dict__["_seen_grads"] = {}
+        owned = self.__dict__.get("_owned_buffers")
+        if owned is None:
+            owned = self.__dict__["_owned_buffers"] = {}
         for p, g in zip(params, grads, strict=True):
-            last = seen.get(p)
-            seen[p] = g
+            key = id(p)
+            last = seen.get(key)
+            seen[key] = g
             if last is not None and g is not last:
-                self.state[p]["prev_direction"] = g  # fresh gradient tensor: keep by reference
+                state[p]["prev_direction"] = g  # fresh gradient tensor: keep by reference
                 continue
-            buf = owned.get(p)
+            buf = owned.get(key)
             if buf is None or buf.shape != g.shape or buf is g:
                 buf = torch.empty_like(g)
-                owned[p] = buf
+                owned[key] = buf
             buf.copy_(g)
-            self.state[p]["prev_direction"] = buf
+            state[p]["prev_direction"] = buf
 
     def _previous(self, params: list[Tensor], grads: list[Tensor]) -> tuple[list[Tensor] | None, bool]:
+        state = self.state
         prev = []
-        for p in params:
-            d = self.state[p].get("prev_direction")
+        reused = False
+        for p, g in zip(params, grads, strict=True):
+            d = state[p].get("prev_direction")
             if d is None:
                 return None, False
             prev.append(d)
-        reused = any(g is d for g, d in zip(grads, prev, strict=True))
+            reused = reused or g is d
         return prev, reused
 
     def _finish(self, group: dict, params: list[Tensor], grads: list[Tensor], g: list[Tensor]) -> list[Tensor]:
