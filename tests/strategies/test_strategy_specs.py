@@ -43,6 +43,7 @@ BASE = {
     "client_options": {"lr": 0.05},
     "client_lr_state": "reset",
     "client_lr_on_change": "restart",
+    "reply_mode": "mean",
     "num_clients": 20,
     "clients_per_round": 10,
     "num_workers": 2,
