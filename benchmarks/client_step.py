@@ -24,6 +24,13 @@ Usage::
     python benchmarks/client_step.py                     # CPU, 1 thread, 200 repeats x 20 iterations
     python benchmarks/client_step.py --repeats 50 --iters 10
     python benchmarks/client_step.py --device cuda
+    # before/after in one process: an older fedadapt package as extra rows "<method> @baseline"
+    git archive 06e6f4a fedadapt | tar -x -C /tmp/base
+    python benchmarks/client_step.py --baseline /tmp/base/fedadapt
+
+Besides the ratio of medians and of minima, the table gives the median over repeats of the
+paired ratio (each block against the reference's block of the same repeat, run next to it):
+the steadiest of the three when other jobs share the machine.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -49,7 +57,7 @@ METHODS = ("sgd", "hd", "hd-mult", "dsa", "autodrop", "cprop", "eg", "fedhyper-c
 LR = 0.01
 
 
-def models(device: torch.device) -> list[tuple[str, callable, int, tuple[int, ...]]]:  # type: ignore[valid-type]
+def models(device: torch.device) -> list[tuple[str, Callable[[], nn.Module], int, tuple[int, ...]]]:
     """``(label, builder, batch size, input shape)`` of the two benchmark models."""
 
     def logreg() -> nn.Module:
@@ -73,13 +81,34 @@ def fused_sgd_works(device: torch.device) -> bool:
     return True
 
 
+BASELINE = " @baseline"
+_baseline = None  # the package given by --baseline
+
+
+def load_baseline(path: str):  # noqa: ANN201
+    """Import the fedadapt package in directory ``path`` under the name ``fedadapt_baseline``."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "fedadapt_baseline", os.path.join(path, "__init__.py"), submodule_search_locations=[path])
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"--baseline: no package in {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["fedadapt_baseline"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 def build(label: str, params, device: torch.device) -> torch.optim.Optimizer:
     params = list(params)
     if label == FOREACH:
         return torch.optim.SGD(params, lr=LR, foreach=True)
     if label == FUSED:
         return torch.optim.SGD(params, lr=LR, fused=True)
-    opt = fedadapt.build_optimizer(label, params, lr=LR)
+    if label.endswith(BASELINE):
+        opt = _baseline.build_optimizer(label[: -len(BASELINE)], params, lr=LR)
+    else:
+        opt = fedadapt.build_optimizer(label, params, lr=LR)
     if hasattr(opt, "set_global_update"):
         # FedHyper-CL's previous global update x_t - x_{t-1}, as strategies/client.py passes it
         gen = torch.Generator().manual_seed(1)
@@ -137,7 +166,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--methods", default=",".join(METHODS), help="comma-separated client methods")
+    ap.add_argument("--baseline", default=None,
+                    help="directory of another fedadapt package: its methods run as extra rows '<method> @baseline'")
     args = ap.parse_args()
+    global _baseline
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: CUDA is not available")
@@ -145,6 +177,9 @@ def main() -> None:
     refs = [FOREACH] + ([FUSED] if fused_sgd_works(device) else [])
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     labels = refs + methods
+    if args.baseline:
+        _baseline = load_baseline(os.path.abspath(args.baseline))
+        labels += [m + BASELINE for m in methods if m != "sgd"]
     print(f"device: {device}, threads: {torch.get_num_threads()}, torch {torch.__version__}, "
           f"repeats: {args.repeats} x {args.iters} iterations (+{args.warmup} warm-up), lr {LR}; "
           f"fused SGD on this device: {'yes' if FUSED in refs else 'no'}; load average before: "
@@ -157,12 +192,13 @@ def main() -> None:
         n_params = sum(p.numel() for p in builder().parameters())
         print(f"### {title} ({n_params:,} parameters); reference: {ref} (the faster median)\n")
         print(f"| method | median iteration (us) | min iteration (us) | ratio to {ref}: median / min "
-              f"| <= {GOAL}x (median) | <= {GOAL}x (min) |")
-        print("|---|---|---|---|---|---|")
+              f"| paired ratio (median) | <= {GOAL}x (median) | <= {GOAL}x (min) |")
+        print("|---|---|---|---|---|---|---|")
         for label in labels:
             rm, rb = med[label] / med[ref], best[label] / best[ref]
-            goal = label in methods and label != "sgd"
-            print(f"| {label} | {med[label] * 1e6:.1f} | {best[label] * 1e6:.1f} | {rm:.2f}x / {rb:.2f}x "
+            paired = statistics.median(a / b for a, b in zip(times[label], times[ref], strict=True))
+            goal = label != "sgd" and (label in methods or label.endswith(BASELINE))
+            print(f"| {label} | {med[label] * 1e6:.1f} | {best[label] * 1e6:.1f} | {rm:.2f}x / {rb:.2f}x | {paired:.2f}x "
                   f"| {('yes' if rm <= GOAL else 'no') if goal else '-'} | {('yes' if rb <= GOAL else 'no') if goal else '-'} |")
         print(flush=True)
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
