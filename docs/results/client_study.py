@@ -106,7 +106,7 @@ def screening_runs(seeds: int = 2) -> list[Run]:
             for lr in SCENARIO_LRS[sc] for s in range(seeds)]
 
 
-FLOOR_GRID = (0.01, 0.03, 0.1, 0.3, 1.0)
+FLOOR_GRID = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)  # extended past 1.0, the first grid's best edge
 
 
 def floor_runs(configs: Sequence[str], seeds: int = 2) -> list[Run]:
