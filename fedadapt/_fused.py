@@ -73,17 +73,20 @@ def _lerp(x: Tensor, y: Tensor, w: Scalar, out: Tensor | None) -> Tensor:
 _OPERANDS: dict[tuple[float, torch.dtype], Tensor] = {}
 
 
-def operand(value: float, like: Tensor) -> float | Tensor:
-    """``value`` as the scalar operand of an eager multiply on CPU: a cached 0-dim tensor of
-    ``like``'s dtype (float32 or float64), else the Python float itself.
+def operand(value: float, like: Tensor, *, cached: bool = True) -> float | Tensor:
+    """``value`` as the scalar operand of an eager multiply on CPU: a 0-dim tensor of ``like``'s
+    dtype (float32 or float64), else the Python float itself.
 
     Same result bit for bit: torch converts a Python number to the op's float type, exactly as
     the tensor holds it. Cheaper: torch wraps every Python number in a new tensor and converts
     it (about a microsecond per tensor per op, the size of the op itself on a small model).
-    Only for group constants (betas, ``c``): the cache is cleared past 64 values.
+    ``cached`` for group constants (betas, ``c``; the cache is cleared past 64 values); a value
+    that changes every step (a bias correction) gets a new tensor.
     """
     if not value or like.device.type != "cpu" or like.dtype not in (torch.float32, torch.float64):
         return value  # zeros stay Python floats: the cache would not tell 0.0 from -0.0
+    if not cached:
+        return torch.full((), value, dtype=like.dtype)
     key = (value, like.dtype)
     t = _OPERANDS.get(key)
     if t is None:
@@ -285,14 +288,14 @@ def _conformity_of_var_foreach(zs: list[Tensor], means: list[Tensor], eps_sq_k: 
     torch._foreach_mul_(zs, list(means))
     torch._foreach_abs_(zs)
     if cdf == "normal":
-        torch._foreach_mul_(zs, operand(pre / math.sqrt(2.0), z0))
+        torch._foreach_mul_(zs, operand(pre / math.sqrt(2.0), z0, cached=False))
         torch._foreach_clamp_max_(zs, 6.0)
         torch._foreach_erf_(zs)
         if c != 1.0:
             torch._foreach_mul_(zs, operand(c, z0))
     else:
         # u = a + b z^2 with the 0-dim a broadcast: what fill_(a) then addcmul_ computed
-        a = operand(1.5976 * pre, z0)
+        a = operand(1.5976 * pre, z0, cached=False)
         if isinstance(a, Tensor):
             for z, u in zip(zs, work, strict=True):
                 torch.addcmul(a, z, z, value=0.07056 * pre**3, out=u)
@@ -406,7 +409,7 @@ def dsa_stats_rule(g: list[Tensor], prev: list[Tensor], avg: list[Tensor], new_a
         for gi, di, h in zip(g, prev, hs, strict=True):
             torch.mul(gi, di, out=h)
         if dfac != 1.0:
-            torch._foreach_mul_(hs, operand(dfac, hs[0]))
+            torch._foreach_mul_(hs, operand(dfac, hs[0], cached=False))
         for a, h, n in zip(avg, hs, new_avg, strict=True):
             torch.lerp(a, h, w, out=n)
             x = n if n.dim() == 1 else n.reshape(-1)
