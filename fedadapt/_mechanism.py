@@ -74,15 +74,17 @@ def dot_values(*pairs: tuple[Sequence[Tensor], Sequence[Tensor]]) -> list[list[f
     For callers that sum them (``math.fsum``, as :func:`global_dot` does) only where and when
     the unfused code did, e.g. after a finiteness test.
     """
-    flat: dict[int, Tensor] = {}  # each tensor flattened once, however many pairs it is in
-
-    def view(x: Tensor) -> Tensor:
-        v = flat.get(id(x))
-        if v is None:
-            v = flat[id(x)] = _flat(x)
-        return v
-
-    return [[torch.dot(view(x), view(y)).item() for x, y in zip(xs, ys, strict=True)] for xs, ys in pairs]
+    flat: dict[int, list[Tensor]] = {}  # a list in several pairs (g) is flattened once
+    out = []
+    for xs, ys in pairs:
+        fx = flat.get(id(xs))
+        if fx is None:
+            fx = flat[id(xs)] = [x if x.dim() == 1 else x.reshape(-1) for x in xs]
+        fy = flat.get(id(ys))
+        if fy is None:
+            fy = flat[id(ys)] = [y if y.dim() == 1 else y.reshape(-1) for y in ys]
+        out.append([torch.dot(x, y).item() for x, y in zip(fx, fy, strict=True)])
+    return out
 
 
 def run_closure(closure) -> object:  # noqa: ANN001
