@@ -53,18 +53,12 @@ def _flat(x: Tensor) -> Tensor:
 
 def global_dots(*pairs: tuple[Sequence[Tensor], Sequence[Tensor]]) -> list[float | Tensor]:
     """Several :func:`global_dot` values with one host read on CPU (same values, bit for bit)."""
-    parts = [[torch.dot(_flat(x), _flat(y)) for x, y in zip(xs, ys, strict=True)] for xs, ys in pairs]
-    flat = [p for ps in parts for p in ps]
-    if not flat:
+    first = next((xs[0] for xs, _ in pairs if len(xs)), None)
+    if first is None:
         return [0.0 for _ in pairs]
-    if flat[0].device.type == "cpu":
-        values = [p.item() for p in flat]  # cheaper than one stack on a few tensors
-        out: list[float | Tensor] = []
-        i = 0
-        for ps in parts:
-            out.append(math.fsum(values[i:i + len(ps)]))
-            i += len(ps)
-        return out
+    if first.device.type == "cpu":
+        return [math.fsum(vs) for vs in dot_values(*pairs)]
+    parts = [[torch.dot(_flat(x), _flat(y)) for x, y in zip(xs, ys, strict=True)] for xs, ys in pairs]
     return [torch.stack([p.to(torch.float64) for p in ps]).sum() if ps else 0.0 for ps in parts]
 
 

@@ -381,9 +381,16 @@ class FedHyperCL(_PreviousDirection):
         where the general path takes them.
         """
         state = self.state
-        glob = [state[p].get("global_update") for p in params]
+        glob, prev = [], []
+        for p in params:  # as _previous does, with the global update in the same pass
+            st = state[p]
+            glob.append(st.get("global_update"))
+            prev.append(st.get("prev_direction"))
         has_glob = all(x is not None for x in glob)
-        prev, reused = self._previous(params, grads)
+        if all(x is not None for x in prev):
+            reused = any(gi is di for gi, di in zip(grads, prev, strict=True))
+        else:
+            prev, reused = None, False
         use_prev = prev is not None and not reused
         pairs = []
         if has_glob:
