@@ -20,6 +20,8 @@ from .federated import FedExP, FedHyperCL, FedHyperG, FedHyperGM
 from .flash import Flash, flash_early_stop
 from .hypergradient import HypergradientDescent, MultiplicativeHypergradientDescent
 from .registry import (
+    DEFAULT_CLIENT_LR_STATE,
+    DEFAULT_CLIENT_METHOD,
     DEFAULT_SERVER_METHOD,
     KNOWN_SIGNALS,
     SIG_CLIENT_SQ_MEAN,
@@ -86,6 +88,8 @@ register_optimizer(
 register_optimizer("adaptive-fedavg", AdaptiveFedAvg, MethodSpec(side="server", server_lr=None))
 
 __all__ = [
+    "DEFAULT_CLIENT_LR_STATE",
+    "DEFAULT_CLIENT_METHOD",
     "DEFAULT_SERVER_METHOD",
     "KNOWN_SIGNALS",
     "SIG_CLIENT_SQ_MEAN",

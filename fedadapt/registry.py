@@ -27,6 +27,8 @@ __all__ = [
     "SIG_NUM_CLIENTS",
     "Federation",
     "MethodSpec",
+    "DEFAULT_CLIENT_LR_STATE",
+    "DEFAULT_CLIENT_METHOD",
     "DEFAULT_SERVER_METHOD",
     "SIDES",
     "available_optimizers",
@@ -66,6 +68,10 @@ SIDES = ("client", "server", "both")
 # fedadapt's default server method: what ``strategy = "fedadapt"`` and ``FedAdapt()`` run when
 # no server method is named (docs/DRIFT.md)
 DEFAULT_SERVER_METHOD = "cp-adam"
+# fedadapt's default client configuration, chosen by the client-method study (RESULTS.md §8):
+# the local method and how its adapted step size is carried across rounds
+DEFAULT_CLIENT_METHOD = "hd"
+DEFAULT_CLIENT_LR_STATE = "server"
 
 
 @dataclass(frozen=True)

@@ -129,7 +129,7 @@ def _server_methods() -> list[str]:
 def _client_methods() -> list[str]:
     from fedadapt import methods_for
 
-    return methods_for("client")
+    return [AUTO, *methods_for("client")]
 
 
 def _strategies() -> list[str]:
@@ -138,6 +138,8 @@ def _strategies() -> list[str]:
     return list(available_strategies())
 
 
+# a key whose value the strategy chooses (client-optimizer, client-lr-state)
+AUTO = "auto"
 _DATASETS = ("digits", "mnist1d", "synthetic", "hub")
 _MODELS = ("auto", "mlp", "cnn", "logreg", "tiny")
 _PARTITIONERS = ("iid", "dirichlet", "pathological", "shard", "size")
@@ -161,14 +163,17 @@ _KEY_LIST: list[Key] = [
     Key("proximal-mu", 0.01, "Proximal coefficient of `fedprox` (sent in the train config; "
         "`plan.build_optimizer` adds the term on the client, `fedadapt.proximal`).",
         low=0.0),
-    Key("client-optimizer", "sgd", "fedadapt method used for local training on every client; "
-        "client-only and both-sides methods (`fedadapt methods`).",
+    Key("client-optimizer", AUTO, "fedadapt method used for local training on every client; "
+        "client-only and both-sides methods (`fedadapt methods`). `auto`: the strategy's own, "
+        "fedadapt's default client method for `fedadapt` (`hd`, its step size carried by the "
+        "server, RESULTS.md §8) and `sgd` for Flower's strategies and the published presets.",
         dynamic_choices=_client_methods),
     Key("client-lr", 0.05, "Initial local step size.", low=1e-12),
     Key("client-options", "{}", "JSON object of extra client-optimizer hyperparameters."),
-    Key("client-lr-state", "reset", "Adapted client step size across rounds: `reset` every round, "
-        "`persist` from the client's last participation, `server`: aggregated and broadcast.",
-        choices=("reset", "persist", "server")),
+    Key("client-lr-state", AUTO, "Adapted client step size across rounds: `reset` every round, "
+        "`persist` from the client's last participation, `server`: aggregated and broadcast; "
+        "`auto`: the strategy's own (`server` for `fedadapt`'s default, `reset` otherwise).",
+        choices=(AUTO, "reset", "persist", "server")),
     Key("client-lr-on-change", "restart", "What an alarm of the server's change detector does to "
         "carried client step sizes: `restart` from `client-lr`, or `keep` them.",
         choices=("restart", "keep")),

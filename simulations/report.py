@@ -86,6 +86,12 @@ class RunWriter:
         self._t0 = time.perf_counter()
         self._last = self._t0
 
+    def resolve(self, values: Mapping[str, Any]) -> None:
+        """Replace keys the strategy resolved (``client-optimizer = "auto"`` -> the method it
+        runs) in the config and ``config.json``."""
+        self.config.update(values)
+        (self.dir / "config.json").write_text(json.dumps(_clean(self.config), indent=2) + "\n")
+
     def add(self, server_round: int, record: Mapping[str, Any]) -> None:
         """Merge ``record`` into the round's pending row (strategy metrics, evaluation, ...)."""
         self._pending.setdefault(server_round, {"round": server_round}).update(record)

@@ -167,6 +167,9 @@ def serve(grid: Any, spec: RunSpec, on_row: RowCallback | None = None) -> dict[s
 
     ckpt_dir = str(out / "checkpoints") if spec.output.checkpoint_every > 0 else None
     strategy = make_strategy(spec, on_round_end, ckpt_dir)
+    # `auto` keys name what the strategy chose (its default client configuration)
+    writer.resolve({"client-optimizer": strategy.client_optimizer,
+                    "client-lr-state": strategy.client_lr_state})
     initial = ArrayRecord(w.model().state_dict())
     if spec.output.resume_from:
         strategy.load_checkpoint(spec.output.resume_from)

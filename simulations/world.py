@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from fedadapt.seeding import run_key as _run_key
-from simulations.config import KEYS, ConfigError, Value
+from simulations.config import AUTO, KEYS, ConfigError, Value
 from simulations.data import ClientDataSource, build_source
 from simulations.drift import (
     Concept,
@@ -212,6 +212,11 @@ class RunSpec:
 # ----------------------------------------------------------------------------- the reader
 
 
+def _unless_auto(value: Value) -> str | None:
+    """A key's value, ``None`` for ``auto`` (the strategy's own default)."""
+    return None if value == AUTO else str(value)
+
+
 def worker_count(cfg: Config, cpus: float | None = None, gpus: float = 0.0) -> int:
     """Worker supernodes: explicit, or as many as Ray runs at once, capped at the cohort."""
     explicit = int(cfg["num-supernodes"])
@@ -375,10 +380,10 @@ def read(cfg: Config) -> RunSpec:
             server_options=_json_object(cfg, "server-options"),
             server_lr=float(cfg["server-lr"]) or None,  # 0: the method's own default
             server_momentum=float(cfg["server-momentum"]),
-            client_optimizer=str(cfg["client-optimizer"]),
+            client_optimizer=_unless_auto(cfg["client-optimizer"]),
             client_options=_json_object(cfg, "client-options"),
             client_lr=float(cfg["client-lr"]),
-            client_lr_state=str(cfg["client-lr-state"]),
+            client_lr_state=_unless_auto(cfg["client-lr-state"]),
             client_lr_on_change=str(cfg["client-lr-on-change"]),
             proximal_mu=float(cfg["proximal-mu"]),
             num_clients=num_clients,
@@ -591,8 +596,11 @@ def check_before_workers(spec: RunSpec) -> None:
     if "client_optimizer" in arguments:  # else the preset fixes the local method
         import fedadapt
 
+        from strategies.registry import default_client
+
+        method = arguments["client_optimizer"] or default_client(spec.strategy)[0]
         try:
-            fedadapt.build_optimizer(arguments["client_optimizer"],
+            fedadapt.build_optimizer(method,
                                      [torch.nn.Parameter(torch.zeros(1))],
                                      **arguments["client_options"])
         except ValueError as exc:

@@ -116,6 +116,9 @@ class FedAdapt(Orchestration, FedAvg):
         result = strategy.start(grid, ArrayRecord(model.state_dict()), num_rounds=100)
     """
 
+    # fedadapt's default client configuration (RESULTS.md §8) when the caller names none
+    default_client = (fedadapt.DEFAULT_CLIENT_METHOD, fedadapt.DEFAULT_CLIENT_LR_STATE)
+
     def __init__(
         self,
         *,

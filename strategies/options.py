@@ -63,9 +63,12 @@ class StrategyOptions:
     for SuperNodes in a deployment.
     """
 
-    client_optimizer: str = "sgd"
+    # None: the strategy's own default (``Orchestration.default_client``): fedadapt's default
+    # client configuration for ``FedAdapt``, ``sgd`` / ``reset`` for Flower's strategies and
+    # the presets that reproduce a published method
+    client_optimizer: str | None = None
     client_options: Mapping[str, object] = field(default_factory=dict)
-    client_lr_state: str = "reset"
+    client_lr_state: str | None = None
     client_lr_on_change: str = "restart"
     num_clients: int | None = None
     clients_per_round: int | None = None
@@ -89,7 +92,8 @@ class StrategyOptions:
 
     # ------------------------------------------------------------------ validation
     def validate(self) -> None:
-        check_optimizer_name(self.client_optimizer, "client_optimizer", "client")
+        if self.client_optimizer is not None:
+            check_optimizer_name(self.client_optimizer, "client_optimizer", "client")
         from .client_state import CLIENT_LR_ON_CHANGE
 
         if self.client_lr_on_change not in CLIENT_LR_ON_CHANGE:
@@ -97,7 +101,7 @@ class StrategyOptions:
                 f"client_lr_on_change must be one of {list(CLIENT_LR_ON_CHANGE)}, "
                 f"got {self.client_lr_on_change!r}"
             )
-        if self.client_lr_state not in CLIENT_LR_STATES:
+        if self.client_lr_state is not None and self.client_lr_state not in CLIENT_LR_STATES:
             raise ValueError(
                 f"client_lr_state must be one of {list(CLIENT_LR_STATES)}, got {self.client_lr_state!r}"
             )
@@ -135,9 +139,19 @@ class StrategyOptions:
         import fedadapt
 
         # bad local hyperparameters fail here, not on every client of every round
-        fedadapt.build_optimizer(
-            self.client_optimizer, [torch.nn.Parameter(torch.zeros(1))], **opts
-        )
+        if self.client_optimizer is not None:
+            fedadapt.build_optimizer(
+                self.client_optimizer, [torch.nn.Parameter(torch.zeros(1))], **opts
+            )
+
+    def with_client_defaults(self, optimizer: str, lr_state: str) -> StrategyOptions:
+        """These options with an unset ``client_optimizer`` / ``client_lr_state`` filled in."""
+        changes = {}
+        if self.client_optimizer is None:
+            changes["client_optimizer"] = optimizer
+        if self.client_lr_state is None:
+            changes["client_lr_state"] = lr_state
+        return self.replace(**changes) if changes else self
 
     # ------------------------------------------------------------------ derived
     @property

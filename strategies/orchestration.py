@@ -86,9 +86,14 @@ class Orchestration:
     train_metrics_aggr_fn: Callable[[list[RecordDict], str], MetricRecord]
     evaluate_metrics_aggr_fn: Callable[[list[RecordDict], str], MetricRecord]
 
+    # the client method and lr state when the caller names none (StrategyOptions None): plain
+    # local SGD restarted every round, as Flower's strategies and the published baselines train
+    default_client: tuple[str, str] = ("sgd", "reset")
+
     def _init_orchestration(
         self, options: StrategyOptions, required_signals: tuple[str, ...] = ()
     ) -> None:
+        options = options.with_client_defaults(*self.default_client)
         self.options = options
         self.required_signals = tuple(required_signals)
         self.cohorts = CohortSampler(options)

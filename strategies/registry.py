@@ -83,6 +83,9 @@ class FedHyper(FedAdapt):
     released code's SL is a no-op (arXiv:2310.03156; docs/METHODS.md §9, FedHyper).
     """
 
+    # the published method trains its clients with plain SGD unless its variant fixes more
+    default_client = ("sgd", "reset")
+
     def __init__(self, variant: str = "G", **kwargs: object) -> None:
         v = str(variant).upper()
         if v not in FEDHYPER_PRESETS:
@@ -105,6 +108,8 @@ class FedExP(FedAdapt):
     deployment the server computes them from each reply's model. ``server_options`` go to
     ``fedexp`` (e.g. ``{"eps": 1e-3}``)."""
 
+    default_client = ("sgd", "reset")  # FedExP's clients run local SGD
+
     def __init__(self, **kwargs: object) -> None:
         super().__init__(**{**FEDEXP_PRESET, **kwargs})  # type: ignore[arg-type]
 
@@ -116,6 +121,7 @@ class Flash(FedAdapt):
     validation split (the ``early-stop-gamma`` hint the method declares)."""
 
     preset_server_optimizer = "flash"
+    default_client = ("sgd", "reset")  # Flash's clients run local SGD (with early stopping)
 
     def __init__(self, **kwargs: object) -> None:
         kwargs.setdefault("server_optimizer", "flash")
@@ -130,6 +136,7 @@ class AdaptiveFedAvg(FedAdapt):
     ``lr-scale`` hint, which the client calls apply)."""
 
     preset_server_optimizer = "adaptive-fedavg"
+    default_client = ("sgd", "reset")  # its server schedules the clients' SGD lr
 
     def __init__(self, **kwargs: object) -> None:
         kwargs.setdefault("server_optimizer", "adaptive-fedavg")
@@ -146,7 +153,9 @@ class OracleResetFedAdam(FedAdapt):
     known rounds: at each one the same reaction as the default method (the first moment
     restarts, 3x local work for 5 rounds; ``server_options={"reset": "all"}`` restarts both
     moments). ``change_rounds`` are the rounds whose data are the first of a new concept; the
-    simulation passes its drift schedule's changepoints (``needs_change_rounds``)."""
+    simulation passes its drift schedule's changepoints (``needs_change_rounds``). Its
+    clients run fedadapt's default client configuration, like ``FedAdapt``'s: it is the
+    ceiling of the default method."""
 
     needs_change_rounds = True
     preset_server_optimizer = "cp-adam"
@@ -382,10 +391,10 @@ class StrategySettings:
     server_options: Mapping[str, object] = field(default_factory=dict)
     server_lr: float | None = None
     server_momentum: float = 0.9
-    client_optimizer: str = "sgd"
+    client_optimizer: str | None = None  # None: the strategy's own default (default_client)
     client_options: Mapping[str, object] = field(default_factory=dict)
     client_lr: float = 0.01
-    client_lr_state: str = "reset"
+    client_lr_state: str | None = None
     client_lr_on_change: str = "restart"
     proximal_mu: float = 0.01
     num_clients: int | None = None
@@ -470,6 +479,14 @@ def strategy_spec(name: str) -> StrategySpec:
     if key not in _SPECS:
         raise ValueError(f"unknown strategy {name!r}; accepted: {available_strategies()}")
     return _SPECS[key]
+
+
+def default_client(name: str) -> tuple[str, str]:
+    """The client method and lr state strategy ``name`` runs when none is named: fedadapt's
+    default client configuration for ``fedadapt`` (and the oracle of its default), ``sgd`` /
+    ``reset`` for Flower's strategies and the presets of published methods."""
+    factory = strategy_spec(name).factory
+    return tuple(getattr(factory, "default_client", Orchestration.default_client))  # type: ignore[return-value]
 
 
 def build_strategy(name: str, **kwargs: object) -> Orchestration:
@@ -562,6 +579,7 @@ __all__ = [
     "StrategySpec",
     "available_strategies",
     "build_strategy",
+    "default_client",
     "strategy_arguments",
     "strategy_spec",
 ]

@@ -143,9 +143,9 @@ def flower_fedadam_reference(g_seq, eta=0.1, b1=0.9, b2=0.99, tau=1e-3, x0=0.0):
     return xs
 
 
-def test_cp_adam_is_flowers_fedadam_by_hand():
+def test_cp_adam_with_fedadams_floor_is_flowers_fedadam_by_hand():
     p = torch.zeros(1, dtype=torch.float64, requires_grad=True)
-    opt = fedadapt.build_optimizer("cp-adam", [p], side="server")
+    opt = fedadapt.build_optimizer("cp-adam", [p], side="server", eps=1e-3, eps_rel=0.0)
     gs = [0.5, -0.2, 0.3, 0.01]  # tau = 1e-3: Flower 1.41's FedAdam default
     for g, expected in zip(gs, flower_fedadam_reference(gs), strict=True):
         p.grad = torch.tensor([g], dtype=torch.float64)
@@ -153,9 +153,33 @@ def test_cp_adam_is_flowers_fedadam_by_hand():
         assert float(p.detach()) == pytest.approx(expected, rel=1e-12)
 
 
+def test_default_cp_adam_steps_do_not_depend_on_the_scale_of_the_updates():
+    """The default floor is relative (eps_rel 1 of each tensor's RMS): clients whose lr is 10x
+    smaller, sending 10x smaller updates, move the server by the same steps (RESULTS.md §8)."""
+    torch.manual_seed(0)
+    gs = [torch.randn(5, dtype=torch.float64) for _ in range(6)]
+    paths = []
+    for scale in (1.0, 0.1, 0.001):
+        p = torch.zeros(5, dtype=torch.float64, requires_grad=True)
+        opt = fedadapt.build_optimizer("cp-adam", [p], side="server")
+        for g in gs:
+            p.grad = g * scale
+            opt.step()
+        paths.append(p.detach().clone())
+    torch.testing.assert_close(paths[1], paths[0], rtol=1e-6, atol=0)
+    torch.testing.assert_close(paths[2], paths[0], rtol=1e-4, atol=0)  # eps 1e-8 is felt here
+    # Flower's constant tau does not have this property
+    p = torch.zeros(5, dtype=torch.float64, requires_grad=True)
+    tau = fedadapt.build_optimizer("cp-adam", [p], side="server", eps=1e-3, eps_rel=0.0)
+    for g in gs:
+        p.grad = g * 0.001
+        tau.step()
+    assert float(p.detach().abs().sum()) < 0.5 * float(paths[0].abs().sum())
+
+
 def test_cp_adam_with_adams_bias_correction_by_hand():
     p = torch.zeros(1, dtype=torch.float64, requires_grad=True)
-    opt = fedadapt.build_optimizer("cp-adam", [p], side="server", bias_correction="adam", eps=1e-8)
+    opt = fedadapt.build_optimizer("cp-adam", [p], side="server", bias_correction="adam", eps=1e-8, eps_rel=0.0)
     gs = [0.5, -0.2, 0.3]
     for g, expected in zip(gs, adam_reference(gs), strict=True):
         p.grad = torch.tensor([g], dtype=torch.float64)
@@ -167,7 +191,7 @@ def test_cp_adam_relative_floor_damps_coordinates_tiny_next_to_their_tensor():
     p = torch.zeros(2, dtype=torch.float64, requires_grad=True)
     plain = torch.zeros(2, dtype=torch.float64, requires_grad=True)
     opt = fedadapt.build_optimizer("cp-adam", [p], side="server", eps=1e-12, eps_rel=0.5)
-    ref = fedadapt.build_optimizer("cp-adam", [plain], side="server", eps=1e-12)
+    ref = fedadapt.build_optimizer("cp-adam", [plain], side="server", eps=1e-12, eps_rel=0.0)
     g = torch.tensor([1.0, 1e-4], dtype=torch.float64)
     p.grad, plain.grad = g.clone(), g.clone()
     opt.step()

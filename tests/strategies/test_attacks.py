@@ -99,6 +99,8 @@ def run(method, attack_name, byzantine, aggregator="mean"):
     name, opts = METHODS[method]
     s = FedAdapt(server_optimizer=name, server_options=opts, aggregator=Aggregator(aggregator),
                  clients_per_round=10, min_available_nodes=10, min_train_nodes=10, seed=2,
+                 # local SGD: the server's pipeline is under test, not the clients' method
+                 client_optimizer="sgd", client_lr_state="reset",
                  client_options={"lr": 0.05}, fraction_evaluate=0.0)
     res = s.start(ByzantineGrid(attack_name, byzantine), ArrayRecord(tiny_model().state_dict()),
                   num_rounds=ROUNDS)
