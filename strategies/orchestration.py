@@ -93,11 +93,13 @@ class Orchestration:
     def _init_orchestration(
         self, options: StrategyOptions, required_signals: tuple[str, ...] = ()
     ) -> None:
+        named = options.client_optimizer is not None
         options = options.with_client_defaults(*self.default_client)
         self.options = options
         self.required_signals = tuple(required_signals)
         self.cohorts = CohortSampler(options)
         self.protocol = MessageProtocol(population=options.simulation_mode)
+        self.protocol.client_optimizer_named = named
         lr = options.client_options.get("lr")
         self.client_state = ClientState(
             options.client_lr_state,

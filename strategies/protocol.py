@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from logging import WARNING
+from logging import INFO, WARNING
 
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
@@ -94,6 +94,9 @@ class MessageProtocol:
         self.population = population
         self.sent = SentRound()
         self._warned_ignored_optimizer = False
+        # False: the client method is the strategy's default, not one the caller named; a
+        # standard ClientApp not running it is then said at INFO level, not as a warning
+        self.client_optimizer_named = True
 
     # ------------------------------------------------------------------ messages
     def train_messages(
@@ -230,6 +233,16 @@ class MessageProtocol:
         if not count or self._warned_ignored_optimizer:
             return
         self._warned_ignored_optimizer = True
+        if not self.client_optimizer_named:
+            flwr_log(
+                INFO,
+                "round %d: %d of %d replies come from a standard Flower ClientApp, which trains "
+                "with its own optimizer; the server method works unchanged. fedadapt's default "
+                "client method %r (its step size carried by the server) runs only where the "
+                "clients speak fedadapt's train protocol: %s.",
+                server_round, count, n_replies, sent.client_optimizer, FIX_CLIENT_OPTIMIZER,
+            )
+            return
         flwr_log(
             WARNING,
             "round %d: client_optimizer %r is ignored by %d of %d replies: they come from a "

@@ -251,3 +251,23 @@ def test_mixed_replies_count_only_the_standard_ones(caplog):
     warnings = _run_logged(s, mixed, caplog, rounds=1)
     assert len(warnings) == 1 and "2 of 4 replies" in warnings[0].getMessage()
     assert s.history[0][IGNORED] == 2
+
+
+def test_the_default_client_method_not_run_by_standard_clients_is_said_without_a_warning(caplog):
+    """The adoption line (``FedAdapt()`` with a standard ClientApp) names no client method:
+    that the default ``hd`` is not run there is information (INFO), still counted per round."""
+    s = FedAdapt(min_available_nodes=4, min_train_nodes=4, fraction_train=1.0,
+                 fraction_evaluate=0.0)
+    assert s.client_optimizer == fedadapt.DEFAULT_CLIENT_METHOD
+    flwr_logger = logging.getLogger("flwr")
+    flwr_logger.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.INFO, logger="flwr"):
+            s.start(FakeGrid(NODES, standard_client), ArrayRecord(tiny_model().state_dict()),
+                    num_rounds=2, train_config=ConfigRecord({"lr": 0.05}))
+    finally:
+        flwr_logger.removeHandler(caplog.handler)
+    said = {id(r): r for r in caplog.records if "standard Flower ClientApp" in r.getMessage()}
+    assert [r.levelno for r in said.values()] == [logging.INFO]
+    assert "default client method 'hd'" in next(iter(said.values())).getMessage()
+    assert [h[IGNORED] for h in s.history] == [4, 4]
