@@ -243,7 +243,6 @@ def scenarios() -> None:
 @app.command()
 def methods() -> None:
     """List fedadapt's optimizers and the strategy registry."""
-    import fedadapt
     import strategies
 
     print(method_table())

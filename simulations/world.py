@@ -595,7 +595,6 @@ def check_before_workers(spec: RunSpec) -> None:
         raise ConfigError(f"run-config key 'strategy' ({spec.strategy!r}): {exc}") from None
     if "client_optimizer" in arguments:  # else the preset fixes the local method
         import fedadapt
-
         from strategies.registry import default_client
 
         method = arguments["client_optimizer"] or default_client(spec.strategy)[0]
