@@ -148,8 +148,8 @@ class OracleResetFedAdam(FedAdapt):
     """FedAdam whose state is reset at the *known* changepoint rounds: an oracle for studies
     only, the ceiling for fedadapt's change detector.
 
-    The server step is ``cp-adam`` (Flower's FedAdam, Reddi et al., ICLR 2021,
-    arXiv:2003.00295: eta 0.1, betas (0.9, 0.99), tau 1e-3) with its detector replaced by the
+    The server step is ``cp-adam`` (FedAdam, Reddi et al., ICLR 2021, arXiv:2003.00295: eta
+    0.1, betas (0.9, 0.99), with cp-adam's scale-free floor) with its detector replaced by the
     known rounds: at each one the same reaction as the default method (the first moment
     restarts, 3x local work for 5 rounds; ``server_options={"reset": "all"}`` restarts both
     moments). ``change_rounds`` are the rounds whose data are the first of a new concept; the
