@@ -413,7 +413,7 @@ def dsa_stats_rule(g: list[Tensor], prev: list[Tensor], avg: list[Tensor], new_a
         for a, h, n in zip(avg, hs, new_avg, strict=True):
             torch.lerp(a, h, w, out=n)
             x = n if n.dim() == 1 else n.reshape(-1)
-            sqs.append(torch.dot(x, x).item())
+            sqs.append(x.dot(x).item())
             sums.append(n.sum().item())
         return sqs + sums
     for i, (gi, di, a, n) in enumerate(zip(g, prev, avg, new_avg, strict=True)):
