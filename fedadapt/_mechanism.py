@@ -309,6 +309,8 @@ class AdaptiveOptimizer(Optimizer):
         ``group["step"]`` must already count this step. The arithmetic is
         :func:`fedadapt._fused.base_direction`, shared with the per-coordinate rules.
         """
+        if group["base"] == "sgd" and group.get("momentum", 0.0) == 0.0:
+            return grads, 1.0  # what direction_scalars and base_direction give for plain SGD
         kind, bufs, ms, vs, fresh, s, factor = self._direction_state(group, params, grads)
         out = self._scratch(params, ("adam-direction", group["step"] % 2)) if kind == "adam" else None
         return base_direction(kind, grads, bufs, ms, vs, s, out, fresh), factor
