@@ -39,6 +39,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/server_overhead.py
 	$(PY) benchmarks/simulation_overhead.py
 	$(PY) benchmarks/population_scale.py
+	$(PY) benchmarks/client_step.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check fedadapt strategies simulations tests benchmarks
