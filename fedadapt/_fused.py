@@ -307,7 +307,11 @@ def _conformity_of_var_foreach(zs: list[Tensor], means: list[Tensor], eps_sq_k: 
         torch._foreach_clamp_max_(zs, 40.0)
         torch._foreach_sigmoid_(zs)
         torch._foreach_mul_(zs, operand(2.0 * c, z0))
-        torch._foreach_sub_(zs, [operand(c, z0)] * len(zs))  # a list: the lone-tensor overload is slower
+        k = operand(c, z0)
+        if isinstance(k, Tensor):
+            torch._foreach_sub_(zs, [k] * len(zs))  # a list: the lone-tensor overload is slower
+        else:
+            torch._foreach_sub_(zs, k)
     if c > 1.0:
         torch._foreach_clamp_max_(zs, 1.0)
     return zs
@@ -394,14 +398,15 @@ def cprop_rule(kind: str, cdf: str, server: bool, shared_v: bool, params: list[T
 
 # ---------------------------------------------------------------------------- DSA
 def dsa_stats_rule(g: list[Tensor], prev: list[Tensor], avg: list[Tensor], new_avg: list[Tensor],
-                   *, work: list[Tensor] | None, sc) -> Tensor:
+                   *, work: list[Tensor] | None, sc) -> Tensor | list[float]:
     """DSA phase 1: ``new_avg = lerp(avg, dfac * g * prev, 1 - rho)``; returns ``[sum x^2..., sum x...]``.
 
     ``sc`` = ``(dfac, 1 - rho)``. ``avg`` is not modified (a skipped step leaves state as is).
     A float64 tensor, or (eager on CPU) a list of Python floats with the same values.
     """
     dfac, w = sc[0], sc[1]
-    sqs, sums = [], []
+    sqs: list = []
+    sums: list = []
     if not _is_compiled(sc) and g and g[0].device.type == "cpu":
         # eager on CPU: the same values read one by one (float32 and float64 are exact as
         # Python floats), without the casts and the stack

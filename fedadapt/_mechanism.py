@@ -350,7 +350,7 @@ class AdaptiveOptimizer(Optimizer):
         Fresh multi-megabyte allocations cost page faults on every step on CPU; reusing a
         buffer avoids them.
         """
-        cache = self.__dict__.get("_scratch_buffers")
+        cache: dict[object, dict[Tensor, Tensor]] | None = self.__dict__.get("_scratch_buffers")
         if cache is None:
             cache = self.__dict__["_scratch_buffers"] = {}
         bufs = cache.get(slot)

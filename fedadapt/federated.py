@@ -381,18 +381,16 @@ class FedHyperCL(_PreviousDirection):
         where the general path takes them.
         """
         state = self.state
-        glob, prev = [], []
+        glob, found = [], []
         for p in params:  # as _previous does, with the global update in the same pass
             st = state[p]
             glob.append(st.get("global_update"))
-            prev.append(st.get("prev_direction"))
+            found.append(st.get("prev_direction"))
         has_glob = all(x is not None for x in glob)
-        if all(x is not None for x in prev):
-            reused = any(gi is di for gi, di in zip(grads, prev, strict=True))
-        else:
-            prev, reused = None, False
+        prev: list[Tensor] | None = found if all(x is not None for x in found) else None
+        reused = prev is not None and any(gi is di for gi, di in zip(grads, prev, strict=True))
         use_prev = prev is not None and not reused
-        pairs = []
+        pairs: list[tuple[Sequence[Tensor], Sequence[Tensor]]] = []
         if has_glob:
             pairs.append((g, glob))
         if use_prev:
