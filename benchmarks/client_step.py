@@ -106,6 +106,7 @@ def build(label: str, params, device: torch.device) -> torch.optim.Optimizer:
     if label == FUSED:
         return torch.optim.SGD(params, lr=LR, fused=True)
     if label.endswith(BASELINE):
+        assert _baseline is not None, "--baseline not loaded"
         opt = _baseline.build_optimizer(label[: -len(BASELINE)], params, lr=LR)
     else:
         opt = fedadapt.build_optimizer(label, params, lr=LR)
