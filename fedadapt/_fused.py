@@ -85,6 +85,8 @@ def operand(value: float, like: Tensor, *, cached: bool = True) -> float | Tenso
     """
     if not value or like.device.type != "cpu" or like.dtype not in (torch.float32, torch.float64):
         return value  # zeros stay Python floats: the cache would not tell 0.0 from -0.0
+    if like.dtype == torch.float32 and not abs(value) <= _F32_MAX:
+        return value  # beyond float32 (torch.full would refuse it) or NaN: as given
     if not cached:
         return torch.full((), value, dtype=like.dtype)
     key = (value, like.dtype)
@@ -444,6 +446,7 @@ def _round_f32(x: float) -> float:
 
 
 _F32 = struct.Struct("<f")
+_F32_MAX = 3.4028234663852886e38
 
 
 def _scale_factors(tscales: list[Tensor], mults: Sequence[float], lo: float, hi: float) -> list[float]:
@@ -457,8 +460,11 @@ def _scale_factors(tscales: list[Tensor], mults: Sequence[float], lo: float, hi:
     Elsewhere, the tensor ops (one read each).
     """
     out = []
+    # a finite bound beyond float32's range makes torch's clamp raise: leave that to torch
+    host32 = all(math.isinf(b) or abs(b) <= _F32_MAX for b in (lo, hi))
     for ts, m in zip(tscales, mults, strict=True):
-        if ts.device.type != "cpu" or ts.dtype not in (torch.float32, torch.float64):
+        if ts.device.type != "cpu" or ts.dtype not in (torch.float32, torch.float64) or (
+                ts.dtype == torch.float32 and not host32):
             if m != 1.0:
                 ts.mul_(m)
             out.append(float(ts.clamp_(lo, hi)))
