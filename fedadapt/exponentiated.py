@@ -124,6 +124,7 @@ class ExponentiatedGradientStepSize(AdaptiveOptimizer):
             avgs.append(st["grad_avg"])
             # a loaded state_dict holds two equal copies: then both are advanced
             shared = shared and st["grad_avg"] is st.get("exp_avg")
+        dot_parts = None
         if group.get("fused", False):
             # both inner products in one compiled pass over g and gbar, one host read
             vals = run_rule("dot-pairs", True, params[0].device, params[0].dtype, g, g, avgs, work=None, sc=[]).tolist()
@@ -139,7 +140,7 @@ class ExponentiatedGradientStepSize(AdaptiveOptimizer):
             if not math.isfinite(gg):
                 group["skipped"] += 1
                 return
-            dot = math.fsum(vals[1])
+            dot_parts = vals[1]
         else:
             gg = global_dot(g, g)
             if not _is_finite(gg):
@@ -149,7 +150,9 @@ class ExponentiatedGradientStepSize(AdaptiveOptimizer):
         group["step"] += 1
         beta = group["grad_beta"]
         if group["step"] > 1:
-            if dot is None:
+            if dot_parts is not None:
+                dot = math.fsum(dot_parts)  # summed where global_dot would be taken
+            elif dot is None:
                 dot = global_dot(g, avgs)
             aa = group["grad_avg_sq"]
             if group["scale_lr"] > 0:
