@@ -190,6 +190,7 @@ def load(root: Path) -> list[dict[str, Any]]:
         drifts = s.get("drifts") or []
         d0 = drifts[0] if drifts else {}
         rows.append({
+            "stage": root.name,
             "scenario": sc_dir.name,
             "config": cfg_dir.name.replace("_", "/"),
             "lr": float(lr_dir.name[2:]),
