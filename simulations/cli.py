@@ -54,10 +54,38 @@ def build_config(
     return resolve(overrides, base=base)
 
 
+def round_status(row: dict[str, Any]) -> str:
+    """The few numbers of a round a terminal shows (the rest is in metrics.jsonl)."""
+    acc = row.get("accuracy")
+    lr = row.get("server-lr")
+    status = f"acc {acc:.3f}" if isinstance(acc, float) else ""
+    if isinstance(lr, float):
+        status += f"  server lr {lr:.3g}"
+    if row.get("failed-ids"):
+        status += f"  failures {len(row['failed-ids'])}"
+    if row.get("server-detector-alarm") == 1.0:
+        status += "  detector alarm"
+    return status.strip()
+
+
+def plain_round_line(label: str, row: dict[str, Any], total: int) -> str:
+    """One plain line per round when the output is not a terminal (a log file, CI)."""
+    elapsed = row.get("elapsed")
+    took = f"  {elapsed:.1f} s" if isinstance(elapsed, float) else ""
+    return f"{label} round {int(row['round'])}/{total}  {round_status(row)}{took}".rstrip()
+
+
 def _progress_runner(cfg: dict[str, Any], spec: Any) -> dict[str, Any]:
     from simulations.experiment import run_experiment
 
     rounds, label = spec.num_rounds, spec.output.scenario
+    if not console.is_terminal:  # redirected: one plain line per round, as it happens
+        def plain(row: dict[str, Any]) -> None:
+            console.print(plain_round_line(label, row, rounds), highlight=False, soft_wrap=True,
+                          markup=False)
+
+        console.print(f"{label}: starting Ray ...", highlight=False)
+        return run_experiment(cfg, on_round=plain)
     with Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -70,14 +98,7 @@ def _progress_runner(cfg: dict[str, Any], spec: Any) -> dict[str, Any]:
         task = progress.add_task(label, total=rounds, status="starting Ray ...")
 
         def on_round(row: dict[str, Any]) -> None:
-            acc = row.get("accuracy")
-            lr = row.get("server-lr")
-            status = f"acc {acc:.3f}" if isinstance(acc, float) else ""
-            if isinstance(lr, float):
-                status += f"  server lr {lr:.3g}"
-            if row.get("failed-ids"):
-                status += f"  failures {len(row['failed-ids'])}"
-            progress.update(task, completed=int(row["round"]), status=status)
+            progress.update(task, completed=int(row["round"]), status=round_status(row))
 
         return run_experiment(cfg, on_round=on_round)
 
@@ -157,12 +178,21 @@ def compare(
     ] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="key=value for all runs.")] = None,
     out: Annotated[str | None, typer.Option(help="Comparison directory.")] = None,
+    baseline: Annotated[
+        str | None,
+        typer.Option(help="Add per-seed differences of every strategy against this one "
+                          "(95% confidence intervals)."),
+    ] = None,
 ) -> None:
-    """Run every strategy x grid cell x seed, then a markdown table and plots."""
+    """Run every strategy x grid cell x seed, then tables (Markdown, CSV, JSON, LaTeX) and
+    plots."""
     from simulations.compare import write_comparison
 
     try:
         tokens = [t.strip() for t in strategies.split(",") if t.strip()]
+        if baseline is not None and not any(
+                t == baseline or t.split("/")[0] == baseline for t in tokens):
+            raise ConfigError(f"--baseline {baseline!r}: not among --strategies {tokens}")
         grid_axes = _parse_grid(grid or [])
         cells = list(itertools.product(*[[(k, v) for v in vals] for k, vals in grid_axes]))
         base_sets = list(set_ or [])
@@ -175,7 +205,7 @@ def compare(
                     sets += [f"{k}={v}" for k, v in cell]
                     cell_name = "-".join(f"{k}{v}" for k, v in cell)
                     name = token.replace("/", "_") + (f"-{cell_name}" if cell_name else "")
-                    cfg = build_config(scenario, sets, s, str(root / name / f"seed{s}"))
+                    cfg = build_config(scenario, sets, s, str(root / name / f"{name}-seed{s}"))
                     plans.append((token, dict(cell), s, cfg))
         from simulations.experiment import prepare
 
@@ -188,48 +218,85 @@ def compare(
     console.print(f"{len(plans)} runs into {root} (one Ray session)")
     from simulations.experiment import run_many
 
-    with Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TextColumn("{task.fields[status]}"),
-        TimeElapsedColumn(),
-        console=console,
-    ) as progress:
-        runs_task = progress.add_task("runs", total=len(plans), status="starting Ray ...")
-        rounds_task = progress.add_task("rounds", total=specs[0].num_rounds, status="")
+    def run_name(i: int) -> str:
+        token, cell, s, _ = plans[i]
+        cell_text = ",".join(f"{k}={v}" for k, v in cell.items())
+        return f"{token}{f' [{cell_text}]' if cell_text else ''} seed {s}"
 
-        def on_round(i: int, row: dict[str, Any]) -> None:
-            token, cell, s, _ = plans[i]
-            progress.update(rounds_task, completed=int(row["round"]),
-                            total=specs[i].num_rounds,
-                            status=f"{token} {cell or ''} seed {s}")
+    if console.is_terminal:
+        with Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total}"),
+            TextColumn("{task.fields[status]}"),
+            TimeElapsedColumn(),
+            console=console,
+        ) as progress:
+            runs_task = progress.add_task("runs", total=len(plans), status="starting Ray ...")
+            rounds_task = progress.add_task("rounds", total=specs[0].num_rounds, status="")
 
-        def on_run_end(i: int, summary: dict[str, Any]) -> None:
+            def on_round(i: int, row: dict[str, Any]) -> None:
+                progress.update(rounds_task, completed=int(row["round"]),
+                                total=specs[i].num_rounds, status=run_name(i))
+
+            def on_run_end(i: int, summary: dict[str, Any]) -> None:
+                acc = summary.get("final-accuracy")
+                progress.update(runs_task, completed=i + 1,
+                                status=f"last: {run_name(i)} acc {acc:.3f}" if acc is not None else "")
+
+            summaries = run_many([p[3] for p in plans], on_round=on_round, on_run_end=on_run_end)
+    else:  # redirected: one plain line per round and per finished run
+        def plain_round(i: int, row: dict[str, Any]) -> None:
+            console.print(plain_round_line(f"[{i + 1}/{len(plans)}] {run_name(i)}", row,
+                                           specs[i].num_rounds), highlight=False, soft_wrap=True,
+                          markup=False)
+
+        def plain_end(i: int, summary: dict[str, Any]) -> None:
             acc = summary.get("final-accuracy")
-            progress.update(runs_task, completed=i + 1,
-                            status=f"last: {plans[i][0]} acc {acc:.3f}" if acc is not None else "")
+            console.print(f"[{i + 1}/{len(plans)}] {run_name(i)} done"
+                          + (f": final acc {acc:.3f}" if acc is not None else ""),
+                          highlight=False, soft_wrap=True, markup=False)
 
-        summaries = run_many([p[3] for p in plans], on_round=on_round, on_run_end=on_run_end)
+        summaries = run_many([p[3] for p in plans], on_round=plain_round, on_run_end=plain_end)
     results = [
         {"strategy": token, "cell": cell, "seed": s, "summary": summary}
         for (token, cell, s, _), summary in zip(plans, summaries, strict=True)
     ]
-    table = write_comparison(root, results, [k for k, _ in grid_axes])
+    try:
+        table = write_comparison(root, results, [k for k, _ in grid_axes], baseline)
+    except ValueError as exc:
+        _fail(str(exc))
+        return
     print(table)
+    console.print(f"written to [bold]{root}[/]: comparison.md, comparison.csv, comparison.json, "
+                  "comparison.tex, runs.csv, accuracy.png", highlight=False)
 
 
 @app.command("report")
 def report_cmd(
     run_dir: Annotated[str, typer.Argument(help="A run directory or a folder of runs.")],
+    out: Annotated[
+        str | None, typer.Option(help="Folder for the tables and plots (default RUN_DIR/report).")
+    ] = None,
+    baseline: Annotated[
+        str | None,
+        typer.Option(help="Add per-seed differences of every strategy against this one, with "
+                          "95% confidence intervals."),
+    ] = None,
+    plots: Annotated[bool, typer.Option(help="Comparison plots beside the tables.")] = True,
 ) -> None:
-    """Rebuild summaries, plots and a markdown table from finished runs."""
+    """Tables (Markdown, CSV, JSON, LaTeX) and comparison plots of finished runs; the runs'
+    own files are only read."""
     from simulations.report import report
 
     try:
-        print(report(run_dir))
+        table, where = report(run_dir, out=out, baseline=baseline, plots=plots)
     except (ValueError, OSError) as exc:
         _fail(str(exc))
+        return
+    print(table)
+    console.print(f"written to [bold]{where}[/]: report.md, report.csv, report.json, "
+                  "report.tex, runs.csv" + (" and plots" if plots else ""), highlight=False)
 
 
 @app.command()

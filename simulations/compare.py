@@ -1,146 +1,131 @@
-"""Comparison outputs: a markdown table over strategies x grid cells (mean +- std over seeds),
-accuracy curves per strategy, and for grids an accuracy heatmap per strategy."""
+"""Comparison outputs of ``fedadapt compare`` (and ``fedadapt report`` over many runs): the
+tables of :mod:`simulations.tables` (Markdown, CSV, JSON, LaTeX; paired differences against a
+baseline), accuracy curves per strategy and grid cell (mean over seeds with a min-max band), and
+for a two-key grid an accuracy heatmap per strategy. Every plot follows
+:mod:`simulations.plotstyle`."""
 
 from __future__ import annotations
 
-import json
 import statistics
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from simulations.report import load_rows
+from simulations import plotstyle
+from simulations.tables import Run, load_run, run_value, write_tables
 
-METRICS = (
-    ("final-accuracy", "final acc"),
-    ("best-accuracy", "best acc"),
-    ("mean-accuracy", "mean acc"),
-    ("rounds-to-target", "rounds to target"),
-    ("pre-drift-accuracy", "pre-drift acc"),
-    ("max-drop", "max drop"),
-    ("rounds-to-recover", "rounds to recover"),
-    ("rounds-to-within-2pt", "rounds to 2 pt"),
-    ("area-under-drop", "area under drop"),
-    ("mean-after", "mean acc after"),
-    ("detector-alarms", "alarms"),
-)
-
-# per-changepoint metrics, read from the first changepoint of each run
-_DRIFT_KEYS = ("pre-drift-accuracy", "max-drop", "rounds-to-recover", "rounds-to-within-2pt",
-               "area-under-drop", "mean-after")
-
-
-def _first_drift(summary: Mapping[str, Any], key: str) -> Any:
-    drifts = summary.get("drifts") or []
-    return drifts[0].get(key) if drifts else None
-
-
-def _value(summary: Mapping[str, Any], key: str) -> float | None:
-    v = summary.get(key)
-    if v is None and key in _DRIFT_KEYS:
-        v = _first_drift(summary, key)
-    return float(v) if isinstance(v, int | float) else None
-
-
-def _fmt(values: Sequence[float | None], n_runs: int) -> str:
-    vals = [v for v in values if v is not None]
-    if not vals:
-        return "-"
-    text = f"{statistics.fmean(vals):.3f}"
-    if len(vals) > 1:
-        text += f" ± {statistics.stdev(vals):.3f}"
-    if len(vals) < n_runs:
-        text += f" ({len(vals)}/{n_runs})"
-    return text
+__all__ = ["plot_comparison", "write_comparison"]
 
 
 def write_comparison(
-    root: Path, results: Sequence[Mapping[str, Any]], grid_keys: Sequence[str]
+    root: Path, results: Sequence[Mapping[str, Any]], grid_keys: Sequence[str],
+    baseline: str | None = None,
 ) -> str:
-    """Write ``comparison.md``, ``comparison.json`` and plots under ``root``; return the table."""
-    root.mkdir(parents=True, exist_ok=True)
-    groups: dict[tuple[str, tuple[tuple[str, str], ...]], list[Mapping[str, Any]]] = defaultdict(list)
-    for r in results:
-        groups[(r["strategy"], tuple(sorted(r["cell"].items())))].append(r)
-    header = ["strategy", *grid_keys, "seeds", *[label for _, label in METRICS]]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    rows_json = []
-    for (strategy, cell), runs in groups.items():
-        cell_d = dict(cell)
-        cells = [strategy, *[cell_d.get(k, "") for k in grid_keys], str(len(runs))]
-        entry: dict[str, Any] = {"strategy": strategy, "cell": cell_d, "seeds": len(runs)}
-        for key, _ in METRICS:
-            vals = [_value(r["summary"], key) for r in runs]
-            cells.append(_fmt(vals, len(runs)))
-            entry[key] = vals
-        lines.append("| " + " | ".join(cells) + " |")
-        rows_json.append(entry)
-    table = "\n".join(lines)
-    (root / "comparison.md").write_text(table + "\n")
-    (root / "comparison.json").write_text(json.dumps(rows_json, indent=2) + "\n")
-    _plot_curves(root, groups)
-    if len(grid_keys) == 2:
-        _plot_heatmaps(root, groups, grid_keys)
+    """Write ``comparison.{md,csv,json,tex}``, ``runs.csv`` and the plots under ``root`` from
+    the runs of ``results`` (each with its ``summary["run-dir"]``); return the Markdown."""
+    runs = [load_run(r["summary"]["run-dir"]) for r in results]
+    table = write_tables(root, "comparison", runs, grid_keys, baseline)
+    plot_comparison(root, runs, grid_keys)
     return table
 
 
-def _plot_curves(root: Path, groups: Mapping[Any, list[Mapping[str, Any]]]) -> None:
-    import matplotlib
+def _label(run: Run, grid_keys: Sequence[str]) -> str:
+    cell = ",".join(f"{k}={v}" for k, v in run.cell(grid_keys))
+    return run.strategy + (f" [{cell}]" if cell else "")
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+
+def plot_comparison(root: Path, runs: Sequence[Run], grid_keys: Sequence[str]) -> list[Path]:
+    """``accuracy.png`` (``accuracy-<scenario>.png`` when several scenarios) and, for a
+    two-key grid, ``heatmap.png``; returns the files written."""
+    by_scenario: dict[str, list[Run]] = defaultdict(list)
+    for r in runs:
+        by_scenario[r.scenario].append(r)
+    written = []
+    for scenario, members in by_scenario.items():
+        name = "accuracy.png" if len(by_scenario) == 1 else f"accuracy-{scenario}.png"
+        written.append(_plot_curves(root / name, scenario, members, grid_keys))
+        if len(grid_keys) == 2:
+            hname = "heatmap.png" if len(by_scenario) == 1 else f"heatmap-{scenario}.png"
+            written.append(_plot_heatmaps(root / hname, scenario, members, grid_keys))
+    return written
+
+
+def curves_figure(scenario: str, runs: Sequence[Run], grid_keys: Sequence[str]) -> Any:
+    """Mean accuracy over seeds per strategy and grid cell, with the min-max band, from round
+    0; drift as a line or a span (the first run's schedule)."""
     import numpy as np
 
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
-    drift_marks: set[int] = set()
-    for (strategy, cell), runs in groups.items():
+    fig, ax = plotstyle.new_figure(8, 4.2)
+    groups: dict[str, list[Run]] = defaultdict(list)
+    for r in runs:
+        groups[_label(r, grid_keys)].append(r)
+    last = 0
+    seeds = set()
+    for k, (label, members) in enumerate(groups.items()):
         curves = []
-        for r in runs:
-            rows = load_rows(r["summary"]["run-dir"])
-            curves.append([row.get("accuracy") for row in rows if int(row["round"]) >= 1])
-            for row in rows:
-                if any(str(e).startswith("start") for e in row.get("drift-events") or []):
-                    drift_marks.add(int(row["round"]))
-        n = min(len(c) for c in curves)
-        arr = np.array([[np.nan if v is None else v for v in c[:n]] for c in curves], dtype=float)
-        label = strategy + ("" if not cell else " " + ",".join(f"{k}={v}" for k, v in cell))
-        ax.plot(np.arange(1, n + 1), np.nanmean(arr, axis=0), label=label)
-    for d in sorted(drift_marks):
-        ax.axvline(d, color="red", linestyle="--", alpha=0.5)
-    ax.set_xlabel("round")
-    ax.set_ylabel("accuracy (mean over seeds)")
+        for r in members:
+            seeds.add(r.seed)
+            curves.append({int(row["round"]): row.get("accuracy") for row in r.rows
+                           if row.get("accuracy") is not None})
+        rounds = sorted(set().union(*curves))
+        if not rounds:
+            continue
+        last = max(last, rounds[-1])
+        arr = [[c.get(x, np.nan) for x in rounds] for c in curves]
+        plotstyle.mean_band(ax, rounds, arr, label, k)
+    first = runs[0]
+    plotstyle.draw_drift(ax, plotstyle.drift_spans(first.rows, first.config))
+    plotstyle.round_axis(ax, last)
+    ax.set_ylabel("accuracy")
+    n = len(seeds)
+    what = "accuracy by strategy" + (f" and {', '.join(grid_keys)}" if grid_keys else "")
+    what += f", mean and min-max over {n} seeds" if n > 1 else ", one seed"
+    plotstyle.title(ax, scenario, what)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
+    plotstyle.legend_outside(ax)
     fig.tight_layout()
-    fig.savefig(root / "accuracy.png")
+    return fig
+
+
+def _plot_curves(path: Path, scenario: str, runs: Sequence[Run], grid_keys: Sequence[str]) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig = curves_figure(scenario, runs, grid_keys)
+    fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
+    return path
 
 
-def _plot_heatmaps(
-    root: Path, groups: Mapping[Any, list[Mapping[str, Any]]], grid_keys: Sequence[str]
-) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
+def _plot_heatmaps(path: Path, scenario: str, runs: Sequence[Run], grid_keys: Sequence[str]) -> Path:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    by_strategy: dict[str, dict[tuple[str, str], float]] = defaultdict(dict)
-    for (strategy, cell), runs in groups.items():
-        d = dict(cell)
-        vals = [v for r in runs if (v := _value(r["summary"], "final-accuracy")) is not None]
-        by_strategy[strategy][(d[grid_keys[0]], d[grid_keys[1]])] = (
-            statistics.fmean(vals) if vals else float("nan")
-        )
-    strategies = list(by_strategy)
-    fig, axes = plt.subplots(1, len(strategies), figsize=(3.2 * len(strategies), 3), dpi=100,
+    from simulations.tables import RUN_COLUMNS
+
+    final = RUN_COLUMNS[0]
+    cells: dict[str, dict[tuple[str, str], list[float]]] = defaultdict(lambda: defaultdict(list))
+    for r in runs:
+        c = dict(r.cell(grid_keys))
+        v = run_value(r, final)
+        if not isinstance(v, str):
+            cells[r.strategy][(c[grid_keys[0]], c[grid_keys[1]])].append(v)
+    strategies = list(cells)
+    fig, axes = plt.subplots(1, len(strategies), figsize=(3.2 * len(strategies), 3.2), dpi=100,
                              squeeze=False)
+    im = None
+
+    def order(values: set[str]) -> list[str]:
+        try:
+            return sorted(values, key=float)
+        except ValueError:
+            return sorted(values)
+
     for ax, strategy in zip(axes[0], strategies, strict=True):
-        cells = by_strategy[strategy]
-        ys = sorted({k[0] for k in cells}, key=float)
-        xs = sorted({k[1] for k in cells}, key=float)
-        mat = np.array([[cells.get((y, x), np.nan) for x in xs] for y in ys])
+        means = {k: statistics.fmean(v) for k, v in cells[strategy].items() if v}
+        ys = order({k[0] for k in cells[strategy]})
+        xs = order({k[1] for k in cells[strategy]})
+        mat = np.array([[means.get((y, x), np.nan) for x in xs] for y in ys])
         im = ax.imshow(mat, vmin=0, vmax=1, cmap="viridis", origin="lower")
         for i in range(len(ys)):
             for j in range(len(xs)):
@@ -152,6 +137,11 @@ def _plot_heatmaps(
         ax.set_xlabel(grid_keys[1])
         ax.set_ylabel(grid_keys[0])
         ax.set_title(strategy, fontsize=8)
-    fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.8)
-    fig.savefig(root / "heatmap.png")
+    n = len({r.seed for r in runs})
+    fig.suptitle(f"{scenario}: final accuracy by {grid_keys[0]} and {grid_keys[1]}, mean over "
+                 f"{n} seed{'s' if n != 1 else ''}", fontsize=plotstyle.TITLE_SIZE)
+    if im is not None:
+        fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.8)
+    fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
+    return path

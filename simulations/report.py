@@ -17,8 +17,14 @@ One directory per run::
                      threshold, the round-start loss, alarms and drift markers (when the
                      server method has a detector)
 
-``fedadapt report DIR`` rebuilds the summary, plots and a markdown table from finished runs, and
-``fedadapt compare`` uses the same functions for its tables and heatmaps.
+Every plot follows :mod:`simulations.plotstyle` (titled with the scenario and what ran,
+integer rounds from 0, drift as a line or a shaded span, legend outside the data). A Flower
+strategy's run is labelled with that strategy and Flower's own server step, never with the
+unused ``server-optimizer`` key (:func:`simulations.tables.strategy_label`).
+
+``fedadapt report DIR`` reads finished runs (never writing into them) and writes the tables of
+:mod:`simulations.tables` and comparison plots to ``DIR/report`` (or ``--out``);
+``fedadapt compare`` writes the same tables and plots for the runs it made.
 """
 
 from __future__ import annotations
@@ -26,11 +32,12 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from simulations import recovery
+from simulations import plotstyle, recovery
+from simulations.tables import describe, server_method, strategy_label
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -180,7 +187,10 @@ def summarize(
     summary: dict[str, Any] = {
         "scenario": config.get("scenario"),
         "strategy": config.get("strategy"),
-        "server-optimizer": config.get("server-optimizer"),
+        # what ran: the fedadapt server method (None under a Flower strategy, which runs
+        # Flower's own server step), and the strategy's label (``fedadapt/cp-adam/hd``)
+        "strategy-label": strategy_label(config),
+        "server-optimizer": server_method(config),
         "client-optimizer": config.get("client-optimizer"),
         "seed": config.get("seed"),
         "rounds": len([r for r in rows if int(r["round"]) >= 1]),
@@ -215,11 +225,19 @@ def summarize(
         summary["mean-accuracy"] = summary.pop("time-averaged-accuracy")
         summary["drifts"] = drifts
     # the server's change detector: the rounds it raised an alarm (all are false alarms on a
-    # run without drift)
-    alarms = [int(r["round"]) for r in rows if r.get("server-change") == 1.0]
-    if any("server-change" in r for r in rows):
+    # run without drift); only a server method with a detector reports them (a method without
+    # one has no alarms to count, and an oracle's resets at the known changepoints are not
+    # alarms: they are ``server-reset-rounds``)
+    if any("server-detector-alarm" in r for r in rows):
+        alarms = [int(r["round"]) for r in rows if r.get("server-detector-alarm") == 1.0]
         summary["detector-alarms"] = len(alarms)
         summary["detector-alarm-rounds"] = alarms
+    else:
+        alarms = []
+    resets = [int(r["round"]) for r in rows
+              if r.get("server-change") == 1.0 and int(r["round"]) not in alarms]
+    if resets:
+        summary["server-reset-rounds"] = resets
     extra = local_work_rounds(rows)
     if extra:
         summary["local-work-rounds"] = extra
@@ -273,11 +291,10 @@ def _positive(rows: Sequence[Mapping[str, Any]], *keys: str) -> list[tuple[float
     return out
 
 
-def _title(config: Mapping[str, Any]) -> str:
-    return (
-        f"{config.get('scenario')}: {config.get('strategy')} "
-        f"(server {config.get('server-optimizer')}, client {config.get('client-optimizer')})"
-    )
+def _title(config: Mapping[str, Any], what: str = "step sizes") -> str:
+    """``<scenario>: <what>, <strategy> (server <method>, client <method>)``, where a Flower
+    strategy's server step is Flower's own (never the unused ``server-optimizer`` key)."""
+    return f"{config.get('scenario')}: {what}, {describe(config)}"
 
 
 def steps_figure(rows: Sequence[Mapping[str, Any]], config: Mapping[str, Any]) -> Figure:
@@ -297,10 +314,7 @@ def steps_figure(rows: Sequence[Mapping[str, Any]], config: Mapping[str, Any]) -
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
-
-    fig, ax = plt.subplots(figsize=(8, 4.2), dpi=100)
+    fig, ax = plotstyle.new_figure(8, 4.2)
     client_vals: list[float] = []
     median_key = "client-lr-median" if any(
         r.get("client-lr-median") is not None for r in rows) else "client-lr"
@@ -363,9 +377,7 @@ def steps_figure(rows: Sequence[Mapping[str, Any]], config: Mapping[str, Any]) -
     for k, c in enumerate(change_rounds):
         ax.axvline(c, color="gray", linestyle=":", linewidth=1.5, gid="change",
                    label="server reset (known change)" if k == 0 else None)
-    for k, d in enumerate(drift_rounds(rows)):
-        ax.axvline(d, color="red", linestyle="--", alpha=0.6, gid="drift",
-                   label="drift" if k == 0 else None)
+    plotstyle.draw_drift(ax, plotstyle.drift_spans(rows, config))
     factors = sorted({float(r["local-work"]) for r in rows
                       if isinstance(r.get("local-work"), int | float) and r["local-work"] > 1.0})
     for k, (first, last) in enumerate(_runs(local_work_rounds(rows))):
@@ -374,84 +386,102 @@ def steps_figure(rows: Sequence[Mapping[str, Any]], config: Mapping[str, Any]) -
         )
         ax.axvspan(first - 0.5, last + 0.5, color="tab:green", alpha=0.15, linewidth=0,
                    gid="local-work", label=span_label)
-    ax.set_xlabel("round")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_title(_title(config), fontsize=9)
+    plotstyle.round_axis(ax, _last_round(rows))
+    ax.set_title(_title(config), fontsize=plotstyle.TITLE_SIZE)
     ax.grid(alpha=0.3)
     handles, labels = ax.get_legend_handles_labels()
     if sax is not ax:
         h2, l2 = sax.get_legend_handles_labels()
         handles, labels = handles + h2, labels + l2
-    if handles:
-        # outside the data: to the right of the axes (and of the server's axis)
-        ax.legend(handles, labels, fontsize=7, loc="upper left",
-                  bbox_to_anchor=(1.16 if sax is not ax else 1.02, 1.0), borderaxespad=0.0)
+    # outside the data: to the right of the axes (and of the server's axis)
+    plotstyle.legend_outside(ax, handles, labels, x=1.16 if sax is not ax else 1.02)
     fig.tight_layout()
     return fig
+
+
+def _last_round(rows: Sequence[Mapping[str, Any]]) -> int | None:
+    return max((int(r["round"]) for r in rows), default=None)
 
 
 def _geomean(values: Sequence[float]) -> float:
     return math.exp(sum(math.log(v) for v in values) / len(values))
 
 
-def plot_run(run_dir: Path, rows: Sequence[Mapping[str, Any]], config: Mapping[str, Any]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def accuracy_figure(rows: Sequence[Mapping[str, Any]], config: Mapping[str, Any]) -> Figure:
+    """The figure of ``accuracy.png``: centralized and clients' own accuracy per round, drift
+    as lines or spans (:mod:`simulations.plotstyle`)."""
+    fig, ax = plotstyle.new_figure(7, 3.5)
     curve = [(int(r["round"]), r.get("accuracy")) for r in rows if r.get("accuracy") is not None]
     client_curve = [
         (int(r["round"]), r.get("client-accuracy")) for r in rows if r.get("client-accuracy") is not None
     ]
-    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
     if curve:
-        ax.plot(*zip(*curve, strict=True), label="centralized (current concept)")
+        ax.plot(*zip(*curve, strict=True), label="centralized (current concept)", gid="accuracy",
+                **plotstyle.series_style(0, len(curve)))
     if client_curve:
-        ax.plot(*zip(*client_curve, strict=True), label="clients (own current concept)", alpha=0.7)
-    for d in drift_rounds(rows):
-        ax.axvline(d, color="red", linestyle="--", alpha=0.6)
-    ax.set_xlabel("round")
+        ax.plot(*zip(*client_curve, strict=True), label="clients (own current concept)",
+                gid="client-accuracy", **plotstyle.series_style(1, len(client_curve)))
+    plotstyle.draw_drift(ax, plotstyle.drift_spans(rows, config))
+    plotstyle.round_axis(ax, _last_round(rows))
     ax.set_ylabel("accuracy")
-    ax.set_title(f"{config.get('scenario')}: {config.get('strategy')} / {config.get('server-optimizer')}")
+    ax.set_title(_title(config, "accuracy"), fontsize=plotstyle.TITLE_SIZE)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    plotstyle.legend_outside(ax)
     fig.tight_layout()
-    fig.savefig(run_dir / "accuracy.png")
-    plt.close(fig)
+    return fig
 
-    fig = steps_figure(rows, config)
-    fig.savefig(run_dir / "steps.png", bbox_inches="tight")
-    plt.close(fig)
 
+def detector_figure(rows: Sequence[Mapping[str, Any]], config: Mapping[str, Any]) -> Figure | None:
+    """The figure of ``detector.png`` (None when the server method has no detector): the
+    CUSUM statistic against the alarm threshold, the round-start loss on a second axis,
+    alarms and drift; the legend outside, never over the threshold line."""
     cusum = [(int(r["round"]), r.get("server-detector-start-loss-cusum")) for r in rows
              if r.get("server-detector-start-loss-cusum") is not None]
-    if cusum:
-        loss = [(int(r["round"]), r.get("server-detector-start-loss")) for r in rows
-                if r.get("server-detector-start-loss") is not None]
-        fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
-        ax.plot(*zip(*cusum, strict=True), label="CUSUM of the round-start loss")
-        import fedadapt
+    if not cusum:
+        return None
+    import fedadapt
 
-        threshold = fedadapt.ChangeDetector().threshold  # the default detector's
-        ax.axhline(threshold, color="gray", linestyle=":", label=f"alarm threshold ({threshold:g})")
-        alarms = [int(r["round"]) for r in rows if r.get("server-change") == 1.0]
-        for k, a in enumerate(alarms):
-            ax.axvline(a, color="orange", linewidth=2, alpha=0.7, label="alarm" if k == 0 else None)
-        for k, d in enumerate(drift_rounds(rows)):
-            ax.axvline(d, color="red", linestyle="--", alpha=0.6, label="drift" if k == 0 else None)
-        ax.set_xlabel("round")
-        ax.set_ylabel("CUSUM (reference std units)")
-        if loss:
-            ax2 = ax.twinx()
-            ax2.plot(*zip(*loss, strict=True), color="green", alpha=0.5, label="round-start loss")
-            ax2.set_ylabel("round-start loss (geometric mean)")
-            ax2.legend(fontsize=7, loc="upper right")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="upper left")
-        fig.tight_layout()
-        fig.savefig(run_dir / "detector.png")
-        plt.close(fig)
+    loss = [(int(r["round"]), r.get("server-detector-start-loss")) for r in rows
+            if r.get("server-detector-start-loss") is not None]
+    fig, ax = plotstyle.new_figure(7, 3.5)
+    ax.plot(*zip(*cusum, strict=True), label="CUSUM of the round-start loss", gid="cusum",
+            **plotstyle.series_style(0, len(cusum)))
+    threshold = fedadapt.ChangeDetector().threshold  # the default detector's
+    ax.axhline(threshold, color="gray", linestyle=":", label=f"alarm threshold ({threshold:g})",
+               gid="threshold")
+    alarms = [int(r["round"]) for r in rows if r.get("server-detector-alarm") == 1.0]
+    for k, a in enumerate(alarms):
+        ax.axvline(a, color="darkorange", linewidth=2, alpha=0.7, gid="alarm",
+                   label="detector alarm" if k == 0 else None)
+    plotstyle.draw_drift(ax, plotstyle.drift_spans(rows, config))
+    plotstyle.round_axis(ax, _last_round(rows))
+    ax.set_ylabel("CUSUM (reference std units)")
+    handles, labels = ax.get_legend_handles_labels()
+    x = 1.02
+    if loss:
+        ax2 = ax.twinx()
+        ax2.plot(*zip(*loss, strict=True), color="green", alpha=0.5, label="round-start loss",
+                 gid="start-loss")
+        ax2.set_ylabel("round-start loss (geometric mean)")
+        h2, l2 = ax2.get_legend_handles_labels()
+        handles, labels, x = handles + h2, labels + l2, 1.16
+    ax.set_title(_title(config, "change detector"), fontsize=plotstyle.TITLE_SIZE)
+    ax.grid(alpha=0.3)
+    plotstyle.legend_outside(ax, handles, labels, x=x)
+    fig.tight_layout()
+    return fig
+
+
+def plot_run(run_dir: Path, rows: Sequence[Mapping[str, Any]], config: Mapping[str, Any]) -> None:
+    """Write ``accuracy.png``, ``steps.png`` and (with a detector) ``detector.png``."""
+    import matplotlib.pyplot as plt
+
+    figures = {"accuracy.png": accuracy_figure(rows, config), "steps.png": steps_figure(rows, config),
+               "detector.png": detector_figure(rows, config)}
+    for name, fig in figures.items():
+        if fig is not None:
+            fig.savefig(run_dir / name, bbox_inches="tight")
+            plt.close(fig)
 
 
 def find_runs(root: str | Path) -> list[Path]:
@@ -461,31 +491,20 @@ def find_runs(root: str | Path) -> list[Path]:
     return sorted(p.parent for p in root.rglob("metrics.jsonl"))
 
 
-def markdown_table(summaries: Iterable[Mapping[str, Any]], columns: Sequence[str]) -> str:
-    summaries = list(summaries)
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    for s in summaries:
-        cells = []
-        for c in columns:
-            v = s.get(c)
-            cells.append(f"{v:.3f}" if isinstance(v, float) else ("-" if v is None else str(v)))
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+def report(root: str | Path, out: str | Path | None = None, baseline: str | None = None,
+           plots: bool = True) -> tuple[str, Path]:
+    """Tables (and comparison plots) of every finished run under ``root``, written to ``out``
+    (default ``<root>/report``); the runs' own files are only read. Returns the Markdown and
+    the folder written (:mod:`simulations.tables`)."""
+    from simulations.compare import plot_comparison
+    from simulations.tables import infer_grid_keys, load_run, write_tables
 
-
-def report(root: str | Path) -> str:
-    """Rebuild summary.json and plots for every run under ``root``; return a markdown table."""
-    summaries = []
-    for run in find_runs(root):
-        rows = load_rows(run)
-        config = load_config(run)
-        summary = summarize(rows, config, load_changepoints(run))
-        (run / "summary.json").write_text(json.dumps(_clean(summary), indent=2) + "\n")
-        plot_run(run, rows, config)
-        summary["run"] = run.name
-        summaries.append(summary)
-    if not summaries:
+    runs = [load_run(run) for run in find_runs(root)]
+    if not runs:
         raise ValueError(f"no finished runs (metrics.jsonl) under {root}")
-    cols = ["run", "strategy", "server-optimizer", "seed", "final-accuracy", "best-accuracy",
-            "rounds-to-target", "failures"]
-    return markdown_table(summaries, cols)
+    target = Path(out) if out is not None else Path(root) / "report"
+    grid_keys = infer_grid_keys(runs)
+    md = write_tables(target, "report", runs, grid_keys, baseline)
+    if plots:
+        plot_comparison(target, runs, grid_keys)
+    return md, target

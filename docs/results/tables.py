@@ -1,69 +1,45 @@
-"""RESULTS.md's tables from `fedadapt compare` output directories (their comparison.json).
+"""RESULTS.md's tables from `fedadapt compare` output directories: a thin wrapper over
+`simulations.tables`, the reporting path of `fedadapt compare` and `fedadapt report`.
 
     python docs/results/tables.py DIR [DIR ...]          # one row per strategy x grid cell
-    python docs/results/tables.py --paired A B DIR ...   # per-seed differences A - B
+    python docs/results/tables.py --paired A B DIR ...   # per-seed differences A - B, 95% CIs
 
-Columns: mean ± sample std over seeds, with (k/n) when only k of n seeds have a value.
+The same tables, with CSV, JSON and LaTeX beside them: `fedadapt report DIR [--baseline B]`.
+Each table says its statistic: mean ± sample std over the seeds, with (k/n) when only k of n
+seeds have a value; `never` (not reached) and `n/a` (does not apply) are kept apart.
 """
 
 from __future__ import annotations
 
-import json
 import sys
-from pathlib import Path
 
-from simulations.compare import _fmt
-
-COLUMNS = [
-    ("pre-drift-accuracy", "pre-drift"),
-    ("mean-after", "mean after change"),
-    ("max-drop", "dip"),
-    ("rounds-to-within-2pt", "rounds to 2 pt"),
-    ("area-under-drop", "area under drop"),
-    ("final-accuracy", "final"),
-    ("detector-alarms", "alarms"),
-]
+from simulations.report import find_runs
+from simulations.tables import infer_grid_keys, load_run, markdown, paired, summary_table
 
 
-def fmt(values: list[float | None]) -> str:
-    return _fmt(values, len(values))
-
-
-def label(entry: dict) -> str:
-    cell = ",".join(f"{k}={v}" for k, v in entry["cell"].items())
-    return entry["strategy"] + (f" ({cell})" if cell else "")
-
-
-def entries(dirs: list[str]) -> list[dict]:
-    out = []
-    for d in dirs:
-        out += json.loads((Path(d) / "comparison.json").read_text())
-    return out
+def _runs(dirs: list[str]) -> list:
+    return [load_run(run) for d in dirs for run in find_runs(d)]
 
 
 def table(dirs: list[str]) -> str:
-    rows = ["| strategy | seeds | " + " | ".join(c for _, c in COLUMNS) + " |",
-            "|---|---|" + "---|" * len(COLUMNS)]
-    for e in entries(dirs):
-        rows.append(f"| {label(e)} | {e['seeds']} | " + " | ".join(fmt(e.get(k, [None] * e['seeds'])) for k, _ in COLUMNS) + " |")
-    return "\n".join(rows)
+    runs = _runs(dirs)
+    return markdown(summary_table(runs, infer_grid_keys(runs)))
 
 
-def paired(a: str, b: str, dirs: list[str]) -> str:
-    by = {label(e): e for e in entries(dirs)}
-    ea, eb = by[a], by[b]
-    rows = [f"| {a} - {b} | " + " | ".join(c for _, c in COLUMNS[:-1]) + " |", "|---|" + "---|" * (len(COLUMNS) - 1)]
-    cells = []
-    for k, _ in COLUMNS[:-1]:
-        diffs = [x - y for x, y in zip(ea.get(k, []), eb.get(k, []), strict=False) if x is not None and y is not None]
-        cells.append(fmt(diffs) if diffs else "-")
-    rows.append("| per-seed difference | " + " | ".join(cells) + " |")
-    return "\n".join(rows)
+def paired_table(a: str, b: str, dirs: list[str]) -> str:
+    runs = _runs(dirs)
+    tables = paired(runs, infer_grid_keys(runs), b)
+    for t in tables:  # only the rows of strategy A
+        keep = [i for i, rec in enumerate(t.records)
+                if rec["a"] == a or rec["a"].split("/")[0].split(" ")[0] == a]
+        t.rows = [t.rows[i] for i in keep]
+        t.records = [t.records[i] for i in keep]
+    return markdown([t for t in tables if t.rows], f"{a} − {b}")
 
 
 if __name__ == "__main__":
     args = sys.argv[1:]
     if args and args[0] == "--paired":
-        print(paired(args[1], args[2], args[3:]))
+        print(paired_table(args[1], args[2], args[3:]))
     else:
         print(table(args))

@@ -162,10 +162,13 @@ def test_report_reads_the_schedule_the_run_wrote_not_the_config(tmp_path):
     config = json.loads((run / "config.json").read_text())
     config["drift.round"] = 5  # an edited config must not move the changepoint
     (run / "config.json").write_text(json.dumps(config))
-    report(run)
-    summary = json.loads((run / "summary.json").read_text())
-    assert [d["changepoint-round"] for d in summary["drifts"]] == [20]
-    assert summary["drifts"][0]["max-drop"] == pytest.approx(0.6)
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    _, out = report(run, plots=False)
+    groups = json.loads((out / "report.json").read_text())["groups"]
+    dip = groups[0]["columns"]["dip"]
+    assert dip["changepoint-round"] == 20 and dip["values"] == [pytest.approx(0.6)]
+    # the run's own files are only read
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
 
 
 def test_report_on_a_run_without_its_schedule_names_the_file(tmp_path):
