@@ -140,7 +140,7 @@ def _strategies() -> list[str]:
 
 # a key whose value the strategy chooses (client-optimizer, client-lr-state)
 AUTO = "auto"
-_DATASETS = ("digits", "mnist1d", "synthetic", "hub")
+_DATASETS = ("digits", "mnist1d", "synthetic", "hub", "custom")
 _MODELS = ("auto", "mlp", "cnn", "logreg", "tiny")
 _PARTITIONERS = ("iid", "dirichlet", "pathological", "shard", "size")
 _DRIFT_KINDS = ("none", "label-permutation", "label-shift", "rotation", "noise", "feature-shift")
@@ -233,8 +233,21 @@ _KEY_LIST: list[Key] = [
         "lognormal: sigma).", low=0.0),
     Key("batch-size", 32, "Local minibatch size.", low=1),
     # --- data
-    Key("dataset", "digits", "Data set.", choices=_DATASETS),
-    Key("model", "auto", "Model (`auto`: an MLP sized for the data set).", choices=_MODELS),
+    Key("dataset", "digits", "Data set (`custom`: the function named by `data-loader`).",
+        choices=_DATASETS),
+    Key("data-loader", "", "Your own data (with `dataset = \"custom\"`): "
+        "`package.module:function`, called with `data-options`, returning `(X, y)`, "
+        "`((X_train, y_train), (X_test, y_test))`, a `datasets.Dataset` or a `DatasetDict`; "
+        "partitioned by `partitioner` and drifted like the built-in data (README, "
+        "\"Your own model and data\")."),
+    Key("data-options", "{}", "JSON object of keyword arguments for `data-loader`."),
+    Key("model", "auto", "Model (`auto`: an MLP sized for the data set; a CNN for hub data).",
+        choices=_MODELS),
+    Key("model-factory", "", "Your own model: `package.module:function`, called as "
+        "`function(input_shape, num_classes, **model-options)` and returning a "
+        "`torch.nn.Module` (leave `model` at `auto`)."),
+    Key("model-options", "{}", "JSON object of keyword arguments for the model: for "
+        "`model-factory`, or a built-in model's (`mlp`: `{\"hidden\": 128}`)."),
     Key("partitioner", "dirichlet", "flwr-datasets partitioner of the data pool.",
         choices=_PARTITIONERS),
     Key("partition-alpha", 0.5, "Dirichlet concentration (dirichlet).", low=1e-6),

@@ -5,7 +5,7 @@ through a :class:`ClientDataSource`: ``get(client_id)`` returns that client's tr
 built on demand inside the worker and kept in a small bounded LRU cache; ``test_set()`` returns
 the centralized test arrays; ``num_classes`` and ``input_shape`` size the model.
 
-Four families (``build_source(name, ...)``):
+Five families (``build_source(name, ...)``):
 
 - ``digits``: scikit-learn's 8x8 handwritten digits (1797 images, bundled in the wheel), pixels
   scaled to [0, 1], shaped ``(1, 8, 8)`` (an MLP flattens them to 64 features).
@@ -15,6 +15,8 @@ Four families (``build_source(name, ...)``):
   from ``(seed, client id)`` on demand, so a population of 1,000,000 costs nothing per client.
 - ``hub``: any dataset readable by flwr-datasets' ``FederatedDataset`` (a Hugging Face hub name,
   or local ``csv``/``parquet``/``json`` files through ``data_files``), columns named by config.
+- ``custom``: the researcher's own loader, named by import path (``options["loader"]``,
+  :mod:`simulations.plugins`): arrays or a ``datasets.Dataset``, partitioned like the others.
 
 The real-data families are partitioned with flwr-datasets partitioners
 (:func:`simulations.partitions.build_partitioner`). The partitioner indexes the pool once (on the
@@ -75,7 +77,7 @@ log = logging.getLogger(__name__)
 Arrays = tuple[np.ndarray, np.ndarray]
 """``(X float32, y int64)``."""
 
-DATASET_NAMES: tuple[str, ...] = ("digits", "mnist1d", "synthetic", "hub")
+DATASET_NAMES: tuple[str, ...] = ("digits", "mnist1d", "synthetic", "hub", "custom")
 
 DEFAULT_CACHE_SIZE = 64
 
@@ -873,6 +875,26 @@ def build_source(
             partitioner=partitioner,
             partitioner_params=partitioner_params,
             num_classes=10,
+            seed=seed,
+            cache_size=cache_size,
+        )
+    if name == "custom":  # the researcher's loader (simulations.plugins)
+        from simulations.plugins import load_custom_arrays
+
+        if "loader" not in opts:
+            raise ValueError("dataset 'custom' needs options['loader'] ('package.module:function')")
+        pool, test = load_custom_arrays(
+            str(opts["loader"]), dict(opts.get("loader_options") or {}),  # type: ignore[call-overload]
+            label_column=str(opts.get("label_column", "label")),
+            feature_column=str(opts.get("feature_column", "")))
+        if test is None:
+            pool, test = split_train_test(*pool, test_fraction=test_fraction, seed=seed)
+        return PartitionedSource(
+            pool,
+            test,
+            num_clients=num_clients,
+            partitioner=partitioner,
+            partitioner_params=partitioner_params,
             seed=seed,
             cache_size=cache_size,
         )

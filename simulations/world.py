@@ -109,13 +109,27 @@ class DriftSettings:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """The model architecture (``auto`` already resolved) and its initialisation seed."""
+    """The model architecture (``auto`` already resolved; ``custom``: ``factory``, an import
+    path), its keyword options and its initialisation seed."""
 
     name: str
     seed: int
+    factory: str = ""
+    options: dict[str, Any] = field(default_factory=dict)
 
     def build(self, input_shape: tuple[int, ...], num_classes: int) -> torch.nn.Module:
-        return build_model(self.name, input_shape, num_classes, seed=self.seed)
+        if self.factory:
+            from simulations.plugins import build_custom_model
+
+            with torch.random.fork_rng(devices=[]):  # a seeded initialisation, as built-ins
+                torch.manual_seed(self.seed)
+                return build_custom_model(self.factory, input_shape, num_classes, self.options)
+        try:
+            return build_model(self.name, input_shape, num_classes, seed=self.seed,
+                               **self.options)
+        except TypeError as exc:
+            raise ValueError(f"run-config key 'model-options' ({self.options}) for model "
+                             f"{self.name!r}: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -251,6 +265,11 @@ def _partitioner_params(cfg: Config) -> dict[str, Any]:
 
 
 def _source_options(cfg: Config) -> dict[str, Any]:
+    if cfg["dataset"] == "custom":
+        return {"loader": str(cfg["data-loader"]),
+                "loader_options": _json_object(cfg, "data-options"),
+                "label_column": str(cfg["hub-label-key"]),
+                "feature_column": str(cfg["hub-feature-key"])}
     if cfg["dataset"] == "synthetic":
         return {"alpha": float(cfg["synthetic-alpha"]), "beta": float(cfg["synthetic-beta"])}
     if cfg["dataset"] == "hub":
@@ -267,8 +286,26 @@ def _source_options(cfg: Config) -> dict[str, Any]:
 
 def check_config(cfg: Config) -> None:
     """Cross-key checks of a coerced config (called by ``simulations.config.resolve``)."""
-    for key in ("server-options", "client-options"):
+    for key in ("server-options", "client-options", "model-options", "data-options"):
         _json_object(cfg, key)
+    from simulations.plugins import check_path
+
+    for key in ("model-factory", "data-loader"):
+        if cfg[key]:
+            try:
+                check_path(key, str(cfg[key]))
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
+    if (cfg["dataset"] == "custom") != bool(cfg["data-loader"]):
+        raise ConfigError(
+            "run-config keys 'dataset'/'data-loader': your own data needs both, dataset = "
+            f"'custom' and data-loader = 'package.module:function' (got dataset "
+            f"{cfg['dataset']!r}, data-loader {cfg['data-loader']!r})")
+    if cfg["model-factory"] and cfg["model"] != "auto":
+        raise ConfigError(
+            f"run-config keys 'model' ({cfg['model']!r}) and 'model-factory' "
+            f"({cfg['model-factory']!r}) both name a model; accepted: model = 'auto' with "
+            "model-factory, or a built-in model without it")
     if int(cfg["clients-per-round"]) > int(cfg["num-clients"]):
         raise ConfigError(
             f"run-config key 'clients-per-round' ({cfg['clients-per-round']}) exceeds "
@@ -354,8 +391,12 @@ def read(cfg: Config) -> RunSpec:
     )
     faults = FaultPlan(fractions, seed, num_clients)
     model_name = str(cfg["model"])
-    if model_name == "auto":  # an MLP suits every built-in data set; hub images get the CNN
+    if cfg["model-factory"]:
+        model_name = "custom"
+    elif model_name == "auto":  # an MLP suits every built-in data set; hub images get the CNN
         model_name = "cnn" if cfg["dataset"] == "hub" else "mlp"
+    model = ModelSpec(model_name, seed, str(cfg["model-factory"]),
+                      _json_object(cfg, "model-options"))
     deployment = bool(cfg["deployment"])
     workers = worker_count(cfg)
     return RunSpec(
@@ -363,7 +404,7 @@ def read(cfg: Config) -> RunSpec:
         run_key=key,
         strategy=str(cfg["strategy"]),
         num_rounds=num_rounds,
-        world=WorldSpec(data, drift, het, faults, ModelSpec(model_name, seed)),
+        world=WorldSpec(data, drift, het, faults, model),
         training=TrainingSettings(
             run_key=key, batch_size=int(cfg["batch-size"]), exact_steps=steps > 0,
             round_timeout=float(cfg["round-timeout"]),
@@ -632,9 +673,12 @@ def check_before_workers(spec: RunSpec) -> None:
         try:
             w = world(spec.world)
         except (ValueError, OSError) as exc:
+            if data.dataset == "custom" and str(exc).startswith("run-config key"):
+                raise ConfigError(str(exc)) from None  # the loader's own key is named
             if data.dataset != "synthetic":
                 check_partitioner()  # the partitioner's own error names its key
-            raise ConfigError(f"run-config key 'dataset' ({data.dataset!r}): {exc}") from None
+            key = "data-loader" if data.dataset == "custom" else "dataset"
+            raise ConfigError(f"run-config key '{key}' ({data.dataset!r}): {exc}") from None
         cached = bool(getattr(w.source, "partitions_cached", False))
     if data.dataset != "synthetic" and not cached:
         check_partitioner()
@@ -649,9 +693,33 @@ def check_before_workers(spec: RunSpec) -> None:
         try:
             model = w.model()
         except ValueError as exc:
+            if str(exc).startswith("run-config key"):
+                raise ConfigError(str(exc)) from None
             raise ConfigError(f"run-config key 'model' ({spec.world.model.name!r}): {exc}") from None
+        _check_forward(model, w)
         if spec.output.resume_from:
             _check_resume(probe, spec, model)
+
+
+def _check_forward(model: torch.nn.Module, w: World) -> None:
+    """The model maps a batch of the data set to one logit per class (your own model or data
+    are checked here, not at a worker's first round)."""
+    X, _ = w.source.get(0)
+    was_training = model.training
+    model.eval()  # one or two examples: batch statistics would fail, not the model
+    try:
+        with torch.no_grad():
+            out = model(torch.from_numpy(np.ascontiguousarray(X[:2])))
+    except Exception as exc:  # noqa: BLE001 - a user's model: any error is reported as config
+        raise ConfigError(f"run-config keys 'model'/'model-factory'/'model-options': the model "
+                          f"fails on a batch of shape {tuple(X[:2].shape)}: {exc}") from None
+    finally:
+        model.train(was_training)
+    want = (min(2, len(X)), w.source.num_classes)
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != want:
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ConfigError(f"run-config keys 'model'/'model-factory': the model maps a batch of "
+                          f"shape {tuple(X[:2].shape)} to {got}; expected logits of shape {want}")
 
 
 def _check_resume(strategy: Any, spec: RunSpec, model: torch.nn.Module) -> None:
