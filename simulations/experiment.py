@@ -14,7 +14,12 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from simulations.config import Value, resolve
+from simulations.runtime import quiet_known_flower_noise
 from simulations.world import RUN_KEY, RunSpec, check_before_workers, read
+
+# a worker actor imports this module when it unpickles the run's ClientApp: Flower's known
+# noise (simulations.runtime.KNOWN_FLOWER_NOISE) is dropped there too
+quiet_known_flower_noise()
 
 RowCallback = Callable[[dict[str, Any]], None]
 

@@ -22,6 +22,56 @@ from typing import Any
 
 ACTOR_MAX_RESTARTS = 1000
 
+# Flower messages that fedadapt's own use of Flower causes and that say nothing a user can act
+# on; each is dropped by its text, on Flower's logger only, and nothing else is (issue 21 §5):
+KNOWN_FLOWER_NOISE = (
+    # run_simulation is deprecated in favour of `flwr run`, which needs a SuperLink: the
+    # in-process run is what `fedadapt simulate`/`compare` and the tests are (module docstring)
+    "`run_simulation` function is deprecated",
+    # logged at WARNING by every worker actor on a normal shutdown of the simulation
+    "Manually terminating",
+)
+# fedadapt switches Flower's federated evaluation off on purpose (evaluation runs on the
+# server), so Flower's warning about it is dropped while the strategy is built
+# (:func:`quiet_flower`, ``simulations.server_app.make_strategy``)
+FRACTION_EVALUATE_NOTICE = "fraction_evaluate is set to 0.0"
+
+
+class _DropMessages(logging.Filter):
+    def __init__(self, fragments: tuple[str, ...]) -> None:
+        super().__init__()
+        self.fragments = fragments
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            text = record.getMessage()
+        except Exception:  # noqa: BLE001 - a malformed record is not ours to drop
+            return True
+        return not any(f in text for f in self.fragments)
+
+
+_NOISE_FILTER = _DropMessages(KNOWN_FLOWER_NOISE)
+
+
+def quiet_known_flower_noise() -> None:
+    """Drop :data:`KNOWN_FLOWER_NOISE` from Flower's logger in this process (idempotent; the
+    worker actors call it too, when they import the run's ClientApp)."""
+    flwr_logger = logging.getLogger("flwr")
+    if _NOISE_FILTER not in flwr_logger.filters:
+        flwr_logger.addFilter(_NOISE_FILTER)
+
+
+@contextlib.contextmanager
+def quiet_flower(*fragments: str) -> Iterator[None]:
+    """While inside, Flower's logger drops records containing any of ``fragments``."""
+    flt = _DropMessages(tuple(fragments))
+    flwr_logger = logging.getLogger("flwr")
+    flwr_logger.addFilter(flt)
+    try:
+        yield
+    finally:
+        flwr_logger.removeFilter(flt)
+
 log = logging.getLogger(__name__)
 
 # Flower 1.41's simulation engine hands queued messages to its Ray workers from one thread,
@@ -137,6 +187,11 @@ def run_in_process(
     """
     from flwr.simulation import run_simulation
 
+    quiet_known_flower_noise()
+    # Ray warns (FutureWarning) that it will stop overriding CUDA_VISIBLE_DEVICES for actors
+    # with num_gpus=0; opting into that behaviour now is Ray's non-deprecated path. Workers
+    # choose CUDA from the run config (client-num-gpus > 0), not from what they can see.
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
     init_args: dict[str, Any] = {"include_dashboard": False}
     address = ray_address()
     if address:

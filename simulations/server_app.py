@@ -110,7 +110,10 @@ def make_strategy(spec: RunSpec, on_round_end: Callable[[dict[str, object]], Non
     kwargs["on_round_end"] = on_round_end
     kwargs["checkpoint_dir"] = checkpoint_dir
     kwargs["checkpoint_every"] = spec.output.checkpoint_every if checkpoint_dir else 0
-    return build_strategy(spec.strategy, **kwargs)
+    from simulations.runtime import FRACTION_EVALUATE_NOTICE, quiet_flower
+
+    with quiet_flower(FRACTION_EVALUATE_NOTICE):  # off on purpose: evaluation is the server's
+        return build_strategy(spec.strategy, **kwargs)
 
 
 def warm_up(grid: Any, spec: RunSpec) -> None:

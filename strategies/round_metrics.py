@@ -65,6 +65,7 @@ INT_KEYS = (
     "ignored-client-optimizer-replies",
 )
 LOCAL_WORK = "local-work"  # the hint name and the round metric
+ROUND_LINE_CHARS = 180  # a round line's message; with Flower's prefix it fits in 200
 HINT_PREFIX = "hint-"  # round metric of any other hint: hint-<name>
 
 
@@ -202,22 +203,38 @@ class RoundMetrics:
         return out
 
     @staticmethod
+    def round_line(info: Mapping[str, object]) -> str:
+        """The round's line: counts, train loss, the server's step size and what happened
+        (a detector alarm, extra local work), at most :data:`ROUND_LINE_CHARS` characters;
+        every other number is in ``metrics.jsonl`` / ``strategy.history``."""
+        parts = [
+            f"fedadapt: {info['num-sampled']} sampled, {info['num-succeeded']} received, "
+            f"{info['num-failed']} failed",
+        ]
+        loss = info.get("train-loss")
+        if isinstance(loss, float) and math.isfinite(loss):
+            parts.append(f"train-loss {loss:.4g}")
+        lr = info.get("server-lr")
+        if isinstance(lr, float) and math.isfinite(lr):
+            parts.append(f"server lr {lr:.4g}")
+        if info.get("server-detector-alarm") == 1.0:
+            parts.append("detector alarm")
+        elif info.get("server-change") == 1.0:
+            parts.append("server reset")
+        work = info.get(LOCAL_WORK)
+        if isinstance(work, float) and work > 1.0:
+            parts.append(f"local work x{work:g}")
+        line = " | ".join(parts)
+        return line if len(line) <= ROUND_LINE_CHARS else line[: ROUND_LINE_CHARS - 3] + "..."
+
+    @staticmethod
     def log_round(info: Mapping[str, object]) -> None:
-        """Flower-style round lines (``flwr run --stream`` shows Flower's logger)."""
-        server = ", ".join(
-            f"{k[len('server-'):]} {float(v):.4g}"  # type: ignore[arg-type]
-            for k, v in info.items()
-            if k.startswith("server-") and isinstance(v, float) and math.isfinite(v)
-        )
-        flwr_log(
-            INFO,
-            "\t├──> fedadapt: %s sampled, %s received, %s failed | train-loss %.4g%s",
-            info["num-sampled"],
-            info["num-succeeded"],
-            info["num-failed"],
-            info["train-loss"],
-            f" | server {server}" if server else "",
-        )
+        """Flower-style round lines (``flwr run --stream`` shows Flower's logger), each within
+        :data:`ROUND_LINE_CHARS` characters."""
+        flwr_log(INFO, "\t├──> %s", RoundMetrics.round_line(info))
         reasons = Counter(str(r) for r in info.get("failed-reasons", []))  # type: ignore[attr-defined]
         for reason, count in reasons.most_common(5):
-            flwr_log(WARNING, "\t│\t%d× failed: %s", count, reason)
+            text = f"{count}× failed: {reason}"
+            if len(text) > ROUND_LINE_CHARS:
+                text = text[: ROUND_LINE_CHARS - 3] + "..."
+            flwr_log(WARNING, "\t│\t%s", text)
