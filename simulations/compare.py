@@ -72,7 +72,8 @@ def curves_figure(scenario: str, runs: Sequence[Run], grid_keys: Sequence[str]) 
         if not rounds:
             continue
         last = max(last, rounds[-1])
-        arr = [[c.get(x, np.nan) for x in rounds] for c in curves]
+        arr = [[np.nan if (v := c.get(x)) is None else float(v) for x in rounds]
+               for c in curves]
         plotstyle.mean_band(ax, rounds, arr, label, k)
     first = runs[0]
     plotstyle.draw_drift(ax, plotstyle.drift_spans(first.rows, first.config))

@@ -883,12 +883,14 @@ def build_source(
 
         if "loader" not in opts:
             raise ValueError("dataset 'custom' needs options['loader'] ('package.module:function')")
-        pool, test = load_custom_arrays(
+        pool, held_out = load_custom_arrays(
             str(opts["loader"]), dict(opts.get("loader_options") or {}),  # type: ignore[call-overload]
             label_column=str(opts.get("label_column", "label")),
             feature_column=str(opts.get("feature_column", "")))
-        if test is None:
+        if held_out is None:
             pool, test = split_train_test(*pool, test_fraction=test_fraction, seed=seed)
+        else:
+            test = held_out
         return PartitionedSource(
             pool,
             test,
