@@ -76,17 +76,17 @@ class Aggregator:
         if self.name == "mean":
             return flwr_agg.aggregate(results), ""  # type: ignore[arg-type]
         if self.name == "median" or n < 3:
-            return flwr_agg.aggregate_median(results), ("" if self.name == "median" else
-                                                        f"{self.name} needs 3 replies, {n} came: median")
+            note = "" if self.name == "median" else f"{self.name} needs 3 replies, {n} came: median"
+            return flwr_agg.aggregate_median(results), note  # type: ignore[arg-type]
         if self.name == "trimmed-mean":
-            return flwr_agg.aggregate_trimmed_avg(results, self.trim_fraction), ""
+            return flwr_agg.aggregate_trimmed_avg(results, self.trim_fraction), ""  # type: ignore[arg-type]
         if self.name in ("krum", "multikrum"):
             keep = 0 if self.name == "krum" else (self.keep or max(1, n - f))
-            return flwr_agg.aggregate_krum(results, f, min(keep, n)), ""
+            return flwr_agg.aggregate_krum(results, f, min(keep, n)), ""  # type: ignore[arg-type]
         if n < 4 * f + 3:
-            return flwr_agg.aggregate_median(results), (
+            return flwr_agg.aggregate_median(results), (  # type: ignore[arg-type]
                 f"bulyan needs 4 f + 3 = {4 * f + 3} replies, {n} came: median")
-        return flwr_agg.aggregate_bulyan(results, f, flwr_agg.aggregate_krum, to_keep=0), ""
+        return flwr_agg.aggregate_bulyan(results, f, flwr_agg.aggregate_krum, to_keep=0), ""  # type: ignore[arg-type]
 
 
 __all__ = ["AGGREGATORS", "Aggregator"]

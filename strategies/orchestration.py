@@ -101,10 +101,11 @@ class Orchestration:
         self.protocol = MessageProtocol(population=options.simulation_mode)
         self.protocol.client_optimizer_named = named
         lr = options.client_options.get("lr")
+        method = str(options.client_optimizer)  # resolved above
         self.client_state = ClientState(
-            options.client_lr_state,
-            fedadapt.method_spec(options.client_optimizer).needs_global_update,
-            options.client_optimizer,
+            str(options.client_lr_state),
+            fedadapt.method_spec(method).needs_global_update,
+            method,
             float(lr) if isinstance(lr, int | float) else None,  # type: ignore[arg-type]
             options.client_lr_on_change,
         )
@@ -184,7 +185,7 @@ class Orchestration:
             for k, v in dict(self.options.extra_train_config(server_round)).items():
                 cfg[k] = v
         cfg[R.CFG_ROUND] = server_round
-        cfg[R.CFG_OPTIMIZER] = self.options.client_optimizer
+        cfg[R.CFG_OPTIMIZER] = str(self.options.client_optimizer)
         cfg[R.CFG_OPTIMIZER_OPTIONS] = self._client_options_json(cfg)
         cfg[R.CFG_SIGNALS] = list(self.client_signals())
         cfg[R.CFG_REPLY_MODE] = self.options.reply_mode

@@ -103,7 +103,7 @@ class GaussianPrivacy:
             and 0 < float(h[1]) <= 1 and int(h[2]) >= 1 for h in hist)
         if not ok or not isinstance(rounds, int) or rounds < 0:
             raise ValueError("privacy state: 'history' must list (z > 0, 0 < q <= 1, rounds >= 1)")
-        self._history = [(float(z), float(q), int(n)) for z, q, n in hist]  # type: ignore[misc]
+        self._history = [(float(z), float(q), int(n)) for z, q, n in hist]  # type: ignore[misc, attr-defined]
         self.rounds = int(rounds)
         if self._history:
             from opacus.accountants import RDPAccountant
