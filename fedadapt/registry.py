@@ -68,10 +68,12 @@ SIDES = ("client", "server", "both")
 # fedadapt's default server method: what ``strategy = "fedadapt"`` and ``FedAdapt()`` run when
 # no server method is named (docs/DRIFT.md)
 DEFAULT_SERVER_METHOD = "cp-adam"
-# fedadapt's default client configuration, chosen by the client-method study (RESULTS.md §8):
-# the local method and how its adapted step size is carried across rounds
-DEFAULT_CLIENT_METHOD = "hd"
-DEFAULT_CLIENT_LR_STATE = "server"
+# fedadapt's default client configuration: the local method and how its adapted step size is
+# carried across rounds. The client-method study (RESULTS.md §8) found no client configuration
+# that wins: its held-in winner (hd, carried by the server) diverged with many local steps, so
+# local SGD stays.
+DEFAULT_CLIENT_METHOD = "sgd"
+DEFAULT_CLIENT_LR_STATE = "reset"
 
 
 @dataclass(frozen=True)

@@ -164,15 +164,15 @@ _KEY_LIST: list[Key] = [
         "`plan.build_optimizer` adds the term on the client, `fedadapt.proximal`).",
         low=0.0),
     Key("client-optimizer", AUTO, "fedadapt method used for local training on every client; "
-        "client-only and both-sides methods (`fedadapt methods`). `auto`: the strategy's own, "
-        "fedadapt's default client method for `fedadapt` (`hd`, its step size carried by the "
-        "server, RESULTS.md §8) and `sgd` for Flower's strategies and the published presets.",
+        "client-only and both-sides methods (`fedadapt methods`). `auto`: the strategy's own "
+        "(`fedadapt.DEFAULT_CLIENT_METHOD` for `fedadapt`, `sgd` for Flower's strategies and "
+        "the published presets; today `sgd` for all, RESULTS.md §8).",
         dynamic_choices=_client_methods),
     Key("client-lr", 0.05, "Initial local step size.", low=1e-12),
     Key("client-options", "{}", "JSON object of extra client-optimizer hyperparameters."),
     Key("client-lr-state", AUTO, "Adapted client step size across rounds: `reset` every round, "
         "`persist` from the client's last participation, `server`: aggregated and broadcast; "
-        "`auto`: the strategy's own (`server` for `fedadapt`'s default, `reset` otherwise).",
+        "`auto`: the strategy's own (today `reset` for all).",
         choices=(AUTO, "reset", "persist", "server")),
     Key("client-lr-on-change", "restart", "What an alarm of the server's change detector does to "
         "carried client step sizes: `restart` from `client-lr`, or `keep` them.",

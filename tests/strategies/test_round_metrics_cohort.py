@@ -253,12 +253,18 @@ def test_mixed_replies_count_only_the_standard_ones(caplog):
     assert s.history[0][IGNORED] == 2
 
 
-def test_the_default_client_method_not_run_by_standard_clients_is_said_without_a_warning(caplog):
-    """The adoption line (``FedAdapt()`` with a standard ClientApp) names no client method:
-    that the default ``hd`` is not run there is information (INFO), still counted per round."""
-    s = FedAdapt(min_available_nodes=4, min_train_nodes=4, fraction_train=1.0,
-                 fraction_evaluate=0.0)
-    assert s.client_optimizer == fedadapt.DEFAULT_CLIENT_METHOD
+def test_a_default_client_method_not_run_by_standard_clients_is_said_without_a_warning(caplog):
+    """A strategy whose *default* client method is not sgd (here a FedAdapt subclass defaulting
+    to hd) names none on the adoption line: that standard ClientApps do not run it is
+    information (INFO), still counted per round; the no-argument FedAdapt() says nothing."""
+
+    class HDByDefault(FedAdapt):
+        default_client = ("hd", "server")
+
+    assert FedAdapt().client_optimizer == fedadapt.DEFAULT_CLIENT_METHOD == "sgd"
+    s = HDByDefault(min_available_nodes=4, min_train_nodes=4, fraction_train=1.0,
+                    fraction_evaluate=0.0)
+    assert (s.client_optimizer, s.client_lr_state) == ("hd", "server")
     flwr_logger = logging.getLogger("flwr")
     flwr_logger.addHandler(caplog.handler)
     try:
