@@ -291,6 +291,22 @@ def _positive(rows: Sequence[Mapping[str, Any]], *keys: str) -> list[tuple[float
     return out
 
 
+def _band(rows: Sequence[Mapping[str, Any]], lo_key: str, hi_key: str) -> list[tuple[float, ...]]:
+    """(round, low, high) for a min-max band on a log axis: a round whose low end is 0 (a step
+    size clipped to its floor) keeps its band, drawn from a tenth of the lowest positive value
+    of the run, instead of vanishing with the high end it had."""
+    pairs = []
+    for r in rows:
+        lo, hi = r.get(lo_key), r.get(hi_key)
+        if int(r["round"]) >= 1 and isinstance(lo, int | float) and isinstance(hi, int | float):
+            lo, hi = float(lo), float(hi)
+            if math.isfinite(lo) and math.isfinite(hi) and lo >= 0 and hi > 0:
+                pairs.append((int(r["round"]), lo, hi))
+    positive = [lo for _, lo, _ in pairs if lo > 0] + [hi for _, _, hi in pairs]
+    floor = min(positive) / 10 if positive else 1e-12
+    return [(x, lo if lo > 0 else floor, hi) for x, lo, hi in pairs]
+
+
 def _title(config: Mapping[str, Any], what: str = "step sizes") -> str:
     """``<scenario>: <what>, <strategy> (server <method>, client <method>)``, where a Flower
     strategy's server step is Flower's own (never the unused ``server-optimizer`` key)."""
@@ -318,7 +334,7 @@ def steps_figure(rows: Sequence[Mapping[str, Any]], config: Mapping[str, Any]) -
     client_vals: list[float] = []
     median_key = "client-lr-median" if any(
         r.get("client-lr-median") is not None for r in rows) else "client-lr"
-    lo_hi = _positive(rows, "client-lr-min", "client-lr-max")
+    lo_hi = _band(rows, "client-lr-min", "client-lr-max")
     if lo_hi:
         xs, lo, hi = zip(*lo_hi, strict=True)
         ax.fill_between(xs, lo, hi, color="tab:blue", alpha=0.15, linewidth=0,
@@ -337,7 +353,7 @@ def steps_figure(rows: Sequence[Mapping[str, Any]], config: Mapping[str, Any]) -
                 gid="client-lr")
         client_vals += list(ys)
     # per-coordinate methods: the spread of the effective per-coordinate step
-    steps = _positive(rows, "client-step-min", "client-step-max")
+    steps = _band(rows, "client-step-min", "client-step-max")
     # a scalar method's step range is its lr range: drawn only where it reaches past it
     lr_range = {x: (lo, hi) for x, lo, hi in lo_hi}
     if any(x not in lr_range or lo < lr_range[x][0] * (1 - 1e-9) or hi > lr_range[x][1] * (1 + 1e-9)

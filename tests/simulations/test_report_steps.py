@@ -162,3 +162,17 @@ def test_a_scalar_methods_step_range_is_not_drawn_as_a_per_coordinate_spread():
         assert by_gid(fig, "client-lr-range") and not by_gid(fig, "client-step-range")
     finally:
         plt.close(fig)
+
+
+def test_a_round_whose_lowest_client_lr_is_zero_keeps_its_range():
+    """HD clips a diverging lr to 0 while another client's grows to 1e4: the round's band
+    must still reach 1e4, not vanish from the log axis."""
+    data = rows(per_coordinate=False)
+    data[5]["client-lr-min"], data[5]["client-lr-max"] = 0.0, 1.7e4
+    fig = steps_figure(data, CONFIG)
+    try:
+        band = by_gid(fig, "client-lr-range")[0]
+        ys = band.get_paths()[0].vertices[:, 1]
+        assert ys.max() == pytest.approx(1.7e4)
+    finally:
+        plt.close(fig)
