@@ -174,7 +174,7 @@ _KEY_LIST: list[Key] = [
         "`persist` from the client's last participation, `server`: aggregated and broadcast; "
         "`auto`: the strategy's own (today `reset` for all).",
         choices=(AUTO, "reset", "persist", "server")),
-    Key("client-lr-on-change", "restart", "What an alarm of the server's change detector does to "
+    Key("client-lr-on-change", "keep", "What an alarm of the server's change detector does to "
         "carried client step sizes: `restart` from `client-lr`, or `keep` them.",
         choices=("restart", "keep")),
     # --- the server pipeline (docs/PIPELINE.md): bound, aggregate, privatize

@@ -66,8 +66,8 @@ class FedAdapt(Orchestration, FedAvg):
             lr stays within the client method's ``MethodSpec.carried_lr_bounds`` times
             ``client_options["lr"]``.
         client_lr_on_change: what an alarm of the server's change detector does to the
-            carried lrs: ``"restart"`` (default; the next clients start from the configured lr)
-            or ``"keep"``.
+            carried lrs: ``"keep"`` (default, measured better in RESULTS.md §8.5) or
+            ``"restart"`` (the next clients start again from the configured lr).
         num_clients: population size (simulation mode); ``None`` = deployment mode, where each
             connected SuperNode is one client and the client id is the node id. A standard
             Flower ClientApp works in deployment mode with every server method: the server

@@ -69,7 +69,7 @@ class StrategyOptions:
     client_optimizer: str | None = None
     client_options: Mapping[str, object] = field(default_factory=dict)
     client_lr_state: str | None = None
-    client_lr_on_change: str = "restart"
+    client_lr_on_change: str = "keep"
     num_clients: int | None = None
     clients_per_round: int | None = None
     evaluate_clients_per_round: int | None = None

@@ -395,7 +395,7 @@ class StrategySettings:
     client_options: Mapping[str, object] = field(default_factory=dict)
     client_lr: float = 0.01
     client_lr_state: str | None = None
-    client_lr_on_change: str = "restart"
+    client_lr_on_change: str = "keep"
     proximal_mu: float = 0.01
     num_clients: int | None = None
     clients_per_round: int | None = None

@@ -58,20 +58,20 @@ def test_non_finite_or_non_positive_lrs_are_never_carried():
     assert cs.carried_lr(0) == R.NO_LR
 
 
-def test_an_alarm_restarts_carried_lrs_from_the_configured_lr():
-    cs = ClientState("server", False, "hd", configured_lr=0.1)
+def test_an_alarm_restarts_carried_lrs_from_the_configured_lr_when_asked():
+    cs = ClientState("server", False, "hd", configured_lr=0.1, on_change="restart")
     cs.update([_reply([0, 1], [0.5, 0.5])])
     assert cs.carried_lr(7) == pytest.approx(0.5)
     cs.on_change()
     assert cs.carried_lr(7) == R.NO_LR and cs.restarts == 1
-    persist = ClientState("persist", False, "hd", configured_lr=0.1)
+    persist = ClientState("persist", False, "hd", configured_lr=0.1, on_change="restart")
     persist.update([_reply([0, 1], [0.5, 0.3])])
     persist.on_change()
     assert persist.lrs == {}
 
 
-def test_keep_ignores_alarms_and_bad_policies_are_refused():
-    cs = ClientState("server", False, "hd", configured_lr=0.1, on_change="keep")
+def test_by_default_alarms_keep_the_carried_lrs_and_bad_policies_are_refused():
+    cs = ClientState("server", False, "hd", configured_lr=0.1)
     cs.update([_reply([0], [0.5])])
     cs.on_change()
     assert cs.carried_lr(0) == pytest.approx(0.5)
@@ -87,9 +87,10 @@ def test_loaded_carried_lrs_must_be_finite_and_positive():
         cs.load_state_dict({"ids": [], "lrs": [], "server-client-lr": math.inf})
 
 
-def test_the_strategy_restarts_carried_lrs_when_its_detector_fires():
+@pytest.mark.parametrize("policy", ["restart", "keep"])
+def test_the_strategy_applies_its_on_change_policy_when_its_detector_fires(policy):
     """On the strategy (fake grid, no Ray): the oracle's known change at round 3 makes round
-    4's clients start from the configured lr again, after carried lrs in rounds 2-3."""
+    4's clients start from the configured lr again (restart), or carry on (keep)."""
     from flwr.app import ArrayRecord, MessageType
     from strategy_fakes import FakeGrid, tiny_model
 
@@ -98,6 +99,7 @@ def test_the_strategy_restarts_carried_lrs_when_its_detector_fires():
     seen: list[dict] = []
     strategy = FedAdapt(server_optimizer="cp-adam", change_rounds=[3], client_optimizer="hd",
                         client_options={"lr": 0.05, "hyper_lr": 0.01}, client_lr_state="server",
+                        client_lr_on_change=policy,
                         num_clients=6, clients_per_round=3, num_workers=1,
                         on_round_end=seen.append, fraction_evaluate=0.0)
     grid = FakeGrid([1])
@@ -106,5 +108,9 @@ def test_the_strategy_restarts_carried_lrs_when_its_detector_fires():
     carried = [list(c[R.CFG_CLIENT_LRS]) for c in sent]
     assert all(v == R.NO_LR for v in carried[0])  # round 1: nothing carried yet
     assert all(v > 0 for v in carried[1] + carried[2])  # rounds 2-3: the broadcast lr
-    assert all(v == R.NO_LR for v in carried[3])  # round 4: restarted after the alarm
-    assert strategy.client_state.restarts == 1 and seen[2]["server-change"] == 1.0
+    assert seen[2]["server-change"] == 1.0
+    if policy == "restart":
+        assert all(v == R.NO_LR for v in carried[3])  # round 4: restarted after the alarm
+        assert strategy.client_state.restarts == 1
+    else:
+        assert all(v > 0 for v in carried[3]) and strategy.client_state.restarts == 0

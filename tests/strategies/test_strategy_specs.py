@@ -42,7 +42,7 @@ BASE = {
     "client_optimizer": "sgd",
     "client_options": {"lr": 0.05},
     "client_lr_state": "reset",
-    "client_lr_on_change": "restart",
+    "client_lr_on_change": "keep",
     "reply_mode": "mean",
     "num_clients": 20,
     "clients_per_round": 10,
