@@ -84,8 +84,9 @@ class MethodSpec:
     ``ServerOptimizer``, the strategies, the CLI, the docs) reads these; none tests a name.
 
     Attributes:
-        side: where the method runs: ``"client"`` (a local optimizer only, e.g. FedHyper-CL,
-            which needs the server's last global update), ``"server"`` (a rule over the
+        side: where the method runs: ``"client"`` (a local optimizer only; none of the
+            built-in methods: FedHyper-CL's server form is the same rule over the
+            pseudo-gradient), ``"server"`` (a rule over the
             aggregated pseudo-gradient only: FedExP, cp-adam, Flash, Adaptive-FedAvg, the
             FedHyper server rules) or ``"both"``. :func:`build_optimizer` (the client's
             builder) refuses a server-only method; ``ServerOptimizer`` a client-only one.
