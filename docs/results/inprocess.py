@@ -122,7 +122,7 @@ def main() -> None:
         subprocess.run([sys.executable, "-m", "simulations.cli", "compare", args.scenario,
                         "--strategies", str(cfg["strategy"]), "--seeds", str(args.seed + 1),
                         *sets, "--out", ray_out], check=True, cwd=ROOT)
-        ray_dir = next(Path(ray_out).glob(f"*/seed{args.seed}"))
+        ray_dir = next(d for d in Path(ray_out).glob("*/*") if d.name.endswith(f"seed{args.seed}"))
         a, b = _rows(out), _rows(ray_dir)
         same = a == b
         print(f"in-process vs Ray: {len(a)} rows, identical: {same}")
