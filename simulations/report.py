@@ -238,6 +238,13 @@ def summarize(
               if r.get("server-change") == 1.0 and int(r["round"]) not in alarms]
     if resets:
         summary["server-reset-rounds"] = resets
+    # differential privacy (strategies.privacy): the (epsilon, delta) spent by the run's end
+    eps = [float(r["server-dp-epsilon"]) for r in rows
+           if isinstance(r.get("server-dp-epsilon"), int | float)
+           and math.isfinite(float(r["server-dp-epsilon"]))]
+    if eps:
+        summary["dp-epsilon"] = eps[-1]
+        summary["dp-delta"] = config.get("dp-delta")
     extra = local_work_rounds(rows)
     if extra:
         summary["local-work-rounds"] = extra

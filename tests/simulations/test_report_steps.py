@@ -176,3 +176,12 @@ def test_a_round_whose_lowest_client_lr_is_zero_keeps_its_range():
         assert ys.max() == pytest.approx(1.7e4)
     finally:
         plt.close(fig)
+
+
+def test_the_privacy_spent_by_the_end_is_in_the_summary():
+    data = rows()
+    for i, r in enumerate(data[1:], 1):
+        r["server-dp-epsilon"] = 0.5 * i  # the accountant's running total
+    s = summarize(data, {**CONFIG, "dp-delta": 1e-5})
+    assert s["dp-epsilon"] == pytest.approx(5.0) and s["dp-delta"] == 1e-5
+    assert "dp-epsilon" not in summarize(rows(), CONFIG)  # no privacy, no entry
