@@ -67,6 +67,42 @@ def worker(msg: Message, fail: Callable[[int], str | None] | None = None) -> Mes
     return build_train_reply(msg, plan, outcomes)
 
 
+def reporting_worker(
+    steps: Callable[[int], dict[str, float]] | None = None,
+    start_loss: Callable[[int, int], float] | None = None,
+) -> Callable[[Message], Message]:
+    """fedadapt's client calls whose clients report what a test chooses: step statistics
+    ``steps(client_id)`` (default: the optimizer's own) and a round-start loss
+    ``start_loss(client_id, server_round)`` (default: none)."""
+    import fedadapt
+
+    def respond(msg: Message) -> Message:
+        model = tiny_model()
+        plan = read_train_message(msg, model)
+        outcomes = []
+        for cid in plan.client_ids:
+            plan.load_global(model)
+            opt = plan.build_optimizer(model.parameters(), cid)
+            n, loss = local_train(model, opt, cid)
+            state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            stats = steps(cid) if steps is not None else fedadapt.step_size_stats(opt)
+            start = start_loss(cid, plan.server_round) if start_loss is not None else math.nan
+            outcomes.append(ClientOutcome(cid, state, n, loss, stats, start_loss=start))
+        return build_train_reply(msg, plan, outcomes)
+
+    return respond
+
+
+def jumping_start_loss(jump_round: int) -> Callable[[int, int], float]:
+    """A round-start loss that triples from ``jump_round`` on (a drift cp-adam's detector sees)."""
+
+    def start(cid: int, server_round: int) -> float:
+        level = 3.0 if server_round >= jump_round else 1.0
+        return level * (1.0 + 0.05 * math.sin(cid + server_round))
+
+    return start
+
+
 class FakeGrid:
     """A Grid that answers train messages in-process and evaluate messages not at all."""
 

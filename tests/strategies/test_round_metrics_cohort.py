@@ -11,12 +11,18 @@ import numpy as np
 import pytest
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
-from strategy_fakes import FakeGrid, local_train, tiny_model, worker
+from strategy_fakes import (
+    FakeGrid,
+    jumping_start_loss,
+    local_train,
+    reporting_worker,
+    tiny_model,
+    worker,
+)
 
 import fedadapt
 from strategies import FedAdapt
-from strategies.client import ClientOutcome, build_train_reply, read_train_message
-from strategies.round_metrics import cohort_lr_stats
+from strategies.round_metrics import FLOAT_KEYS, cohort_lr_stats
 
 IGNORED = "ignored-client-optimizer-replies"
 NODES = [11, 12, 13, 14]
@@ -31,18 +37,7 @@ def known_steps(cid: int) -> dict[str, float]:
     return {"lr": lr, "step-mean": 2 * lr, "step-min": lr / 10, "step-max": 10 * lr}
 
 
-def worker_with_known_steps(msg: Message) -> Message:
-    """fedadapt's client calls, each client reporting step statistics the test knows."""
-    model = tiny_model()
-    plan = read_train_message(msg, model)
-    outcomes = []
-    for cid in plan.client_ids:
-        plan.load_global(model)
-        opt = plan.build_optimizer(model.parameters(), cid)
-        n, loss = local_train(model, opt, cid)
-        state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        outcomes.append(ClientOutcome(cid, state, n, loss, known_steps(cid)))
-    return build_train_reply(msg, plan, outcomes)
+worker_with_known_steps = reporting_worker(steps=known_steps)
 
 
 def test_cohort_lr_stats_by_hand():
@@ -107,37 +102,13 @@ def test_a_round_without_step_statistics_has_nan_quartiles():
         train_config=ConfigRecord({"lr": 0.05}),
     )
     info = seen[0]
-    for key in (
-        "client-lr",
-        "client-lr-min",
-        "client-lr-p25",
-        "client-lr-median",
-        "client-lr-p75",
-        "client-lr-max",
-    ):
+    for key in (k for k in FLOAT_KEYS if k.startswith("client-lr")):
         assert math.isnan(info[key])
 
 
 def drift_worker(jump_round: int):
     """Clients whose round-start loss triples from ``jump_round`` on: cp-adam's detector fires."""
-
-    def respond(msg: Message) -> Message:
-        model = tiny_model()
-        plan = read_train_message(msg, model)
-        outcomes = []
-        for cid in plan.client_ids:
-            plan.load_global(model)
-            opt = plan.build_optimizer(model.parameters(), cid)
-            n, loss = local_train(model, opt, cid)
-            level = 3.0 if plan.server_round >= jump_round else 1.0
-            start = level * (1.0 + 0.05 * math.sin(cid + plan.server_round))
-            state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            outcomes.append(
-                ClientOutcome(cid, state, n, loss, fedadapt.step_size_stats(opt), start_loss=start)
-            )
-        return build_train_reply(msg, plan, outcomes)
-
-    return respond
+    return reporting_worker(start_loss=jumping_start_loss(jump_round))
 
 
 def test_local_work_hint_is_a_round_metric():

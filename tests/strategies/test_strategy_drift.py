@@ -6,33 +6,18 @@ import math
 import pytest
 import torch
 from flwr.app import ArrayRecord
-from strategy_fakes import FakeGrid, local_train, tiny_model
+from strategy_fakes import FakeGrid, jumping_start_loss, reporting_worker, tiny_model
 
 import fedadapt
 from strategies import FedAdapt, build_strategy
-from strategies.client import ClientOutcome, build_train_reply, read_train_message
+from strategies.client import read_train_message
 
 HINT = "fedadapt.hint.local-work"
 
 
 def worker_with_start_loss(jump_round: int):
     """A worker whose clients' round-start loss triples from ``jump_round`` on (a drift)."""
-
-    def respond(msg):
-        model = tiny_model()
-        plan = read_train_message(msg, model)
-        outcomes = []
-        for cid in plan.client_ids:
-            plan.load_global(model)
-            opt = plan.build_optimizer(model.parameters(), cid)
-            n, loss = local_train(model, opt, cid)
-            level = 3.0 if plan.server_round >= jump_round else 1.0
-            start = level * (1.0 + 0.05 * math.sin(cid + plan.server_round))
-            outcomes.append(ClientOutcome(cid, {k: v.detach().clone() for k, v in model.state_dict().items()},
-                                          n, loss, fedadapt.step_size_stats(opt), start_loss=start))
-        return build_train_reply(msg, plan, outcomes)
-
-    return respond
+    return reporting_worker(start_loss=jumping_start_loss(jump_round))
 
 
 def hints_by_round(grid):
