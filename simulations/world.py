@@ -621,7 +621,7 @@ def check_before_workers(spec: RunSpec) -> None:
     shapes, built-in data sets only: a hub data set is not downloaded here) and every path
     (``out-dir``, ``worker-log``, ``hub-data-files``; ``resume-from`` is read by validation).
     """
-    from simulations.partitions import build_partitioner
+    from simulations.data import build_partitioner
     from strategies import build_strategy
 
     out = spec.output.directory()

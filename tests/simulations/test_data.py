@@ -92,6 +92,20 @@ def test_unknown_dataset_names_accepted_values() -> None:
         assert name in str(info.value)
 
 
+def test_unknown_source_options_name_themselves_and_the_accepted_ones() -> None:
+    # a ValueError (what the pre-flight check reports), not a TypeError from deep inside
+    with pytest.raises(ValueError, match=r"\['alpah'\] of dataset 'synthetic'.*alpha, beta"):
+        build_source("synthetic", num_clients=3, options={"alpah": 0.5})
+    with pytest.raises(ValueError, match=r"\['num_clients'\] of dataset 'synthetic'"):
+        build_source("synthetic", num_clients=3, options={"num_clients": 4})
+    with pytest.raises(ValueError, match=r"\['loader_option'\].*loader_options"):
+        build_source("custom", num_clients=3, options={"loader": "m:f", "loader_option": {}})
+    with pytest.raises(ValueError, match="must be a mapping"):
+        build_source("custom", num_clients=3, options={"loader": "m:f", "loader_options": [1]})
+    with pytest.raises(ValueError, match=r"\['subsets'\] of dataset 'hub'.*subset"):
+        build_source("hub", num_clients=3, options={"dataset": "csv", "subsets": "x"})
+
+
 def test_population_larger_than_pool_is_an_error() -> None:
     with pytest.raises(ValueError, match="exceeds the .* training examples"):
         build_source("digits", num_clients=5000)
@@ -250,7 +264,7 @@ def test_importing_the_layer_pulls_in_no_heavy_frameworks() -> None:
 
     code = (
         "import sys\n"
-        "import simulations.data, simulations.partitions, simulations.heterogeneity\n"
+        "import simulations.data, simulations.heterogeneity\n"
         "import simulations.drift, simulations.recovery\n"
         "heavy = ('flwr', 'flwr_datasets', 'datasets', 'ray')\n"
         "print(sorted(m for m in heavy if m in sys.modules))\n"

@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from simulations.data import PartitionedSource, build_source
-from simulations.partitions import PARTITIONER_NAMES, build_partitioner
+from simulations.data import PARTITIONER_NAMES, PartitionedSource, build_partitioner, build_source
 
 CASES = [
     ("iid", {}),
@@ -152,7 +151,7 @@ def test_the_cache_can_be_turned_off_and_an_unwritable_one_only_warns(monkeypatc
 
 def test_a_failed_cache_write_leaves_no_partial_file_and_an_incomplete_assignment_none(
         monkeypatch, tmp_path) -> None:
-    from simulations import data
+    from simulations.data import partitions
 
     target = tmp_path / "partitions" / "x.npz"
 
@@ -160,14 +159,14 @@ def test_a_failed_cache_write_leaves_no_partial_file_and_an_incomplete_assignmen
         fh.write(b"half")
         raise OSError("No space left on device")
 
-    monkeypatch.setattr(data.np, "savez", broken_savez)
-    data.write_partition_cache(target, {0: [1], 1: [2]}, 2)
+    monkeypatch.setattr(partitions.np, "savez", broken_savez)
+    partitions.write_partition_cache(target, {0: [1], 1: [2]}, 2)
     assert not list((tmp_path / "partitions").iterdir())
     monkeypatch.undo()
-    data.write_partition_cache(target, {0: [1]}, 2)  # client 1 missing: nothing is kept
+    partitions.write_partition_cache(target, {0: [1]}, 2)  # client 1 missing: nothing is kept
     assert not target.exists()
-    data.write_partition_cache(target, {0: [1], 1: [2, 3]}, 2)
-    assert [list(r) for r in data.read_partition_cache(target, 2, 10)] == [[1], [2, 3]]
+    partitions.write_partition_cache(target, {0: [1], 1: [2, 3]}, 2)
+    assert [list(r) for r in partitions.read_partition_cache(target, 2, 10)] == [[1], [2, 3]]
 
 
 def test_partitions_are_deterministic_for_a_seed() -> None:
