@@ -309,6 +309,21 @@ _KEY_LIST: list[Key] = [
         low=0.0, high=1.0),
     Key("faults.hang-fraction", 0.0, "Share of clients that hang beyond the round timeout.",
         low=0.0, high=1.0),
+    # --- Byzantine clients (simulations/attacks.py; docs/FAULTS.md, "Attacks")
+    Key("attack.kind", "none", "What Byzantine clients send (an omniscient attacker at the "
+        "server side of the simulation): `sign-flip` (-own update), `scaling` (attack.scale x "
+        "own update), `alie` (mean - z std of the honest updates), `ipm` (-eps x their mean), "
+        "`free-rider` (the global model back, examples claimed).",
+        choices=("none", "sign-flip", "scaling", "alie", "ipm", "free-rider")),
+    Key("attack.clients", 0, "Byzantine clients per round: the cohort's k lowest in a seeded "
+        "ranking of client ids (0: use attack.fraction).", low=0),
+    Key("attack.fraction", 0.0, "Share of the population that is Byzantine, a fixed property "
+        "of the client from (seed, client id) (0: use attack.clients).", low=0.0, high=1.0),
+    Key("attack.scale", 10.0, "Factor on the own update of a `scaling` attacker."),
+    Key("attack.alie-z", 1.0, "z of `alie` (0: the paper's z_max from the round's n and f).",
+        low=0.0),
+    Key("attack.ipm-epsilon", 0.5, "eps of `ipm`: the attacker sends -eps x the honest mean.",
+        low=0.0),
 ]
 
 KEYS: dict[str, Key] = {k.name: k for k in _KEY_LIST}

@@ -18,6 +18,10 @@ num_clients)`` clients per kind): clients are ranked by a seeded affine permutat
                     dies with every client of that message; ``fedadapt simulate`` asks Ray
                     to restart crashed actors (Flower alone would not, FLOWER.md §6.2)
 =================== ====================================================================
+
+Byzantine clients (``attack.*``: sign flip, scaling, ALIE, IPM, free rider) are another
+matter: they reply on time with a well-formed, finite model crafted to hurt;
+:mod:`simulations.attacks` simulates them at the server side.
 """
 
 from __future__ import annotations
@@ -37,6 +41,18 @@ KINDS = ("raise", "crash", "nan", "bad-shape", "hang")
 _RANK_STREAM = 0xFA
 
 
+def seeded_rank(client_id: int, seed: int, num_clients: int, stream: int) -> int:
+    """Position of ``client_id`` in a seeded permutation of ``0..num_clients-1`` (a bijection
+    ``c -> (a c + b) mod N`` with ``a`` coprime to ``N``, ``b`` from ``(seed, stream)``); the
+    fault plan and the attack plan (:mod:`simulations.attacks`) use streams of their own."""
+    n = max(1, num_clients)
+    a = 2_654_435_761 % n or 1
+    while math.gcd(a, n) != 1:
+        a += 1
+    b = seed_int(seed, stream) % n
+    return (a * int(client_id) + b) % n
+
+
 class InjectedFault(RuntimeError):
     """The exception an injected ``raise`` fault throws."""
 
@@ -54,14 +70,9 @@ class FaultPlan:
     num_clients: int = 1
 
     def rank(self, client_id: int) -> int:
-        """Position of ``client_id`` in a seeded permutation of the population (a bijection
-        ``c -> (a c + b) mod N`` with ``a`` coprime to ``N``)."""
-        n = max(1, self.num_clients)
-        a = 2_654_435_761 % n or 1
-        while math.gcd(a, n) != 1:
-            a += 1
-        b = seed_int(self.seed, _RANK_STREAM) % n
-        return (a * int(client_id) + b) % n
+        """Position of ``client_id`` in a seeded permutation of the population
+        (:func:`seeded_rank`)."""
+        return seeded_rank(client_id, self.seed, self.num_clients, _RANK_STREAM)
 
     @staticmethod
     def _first_crash(client_id: int, run_key: str) -> bool:

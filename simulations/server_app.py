@@ -178,8 +178,10 @@ def serve(grid: Any, spec: RunSpec, on_row: RowCallback | None = None) -> dict[s
         strategy.load_checkpoint(spec.output.resume_from)
     if not spec.runtime.deployment:
         warm_up(grid, spec)
+    from simulations.attacks import attack_grid  # attack.*: Byzantine replies rewritten
+
     result = strategy.start(
-        RetryingGrid(grid),
+        attack_grid(RetryingGrid(grid), spec.config),
         initial,
         num_rounds=spec.num_rounds,
         timeout=spec.training.round_timeout,

@@ -355,6 +355,9 @@ def check_config(cfg: Config) -> None:
             f"strategy {cfg['strategy']!r}; accepted: {default_server!r} (the default, unused) "
             f"or a strategy that takes a server method: {choosers}"
         )
+    from simulations.attacks import check_config as check_attack  # the attack.* keys
+
+    check_attack(cfg)
 
 
 def read(cfg: Config) -> RunSpec:
