@@ -3,6 +3,11 @@
 Clients are not nodes: in simulation a population of client ids is sampled with a seeded
 generator and split over worker nodes; in a deployment each SuperNode is a client. See
 docs/STRATEGIES.md.
+
+Strategies by name (:mod:`strategies.registry`): FedAdapt, the published methods as data
+(:mod:`strategies.presets`: ``FedHyper(variant=...)``, ``FedExP()``...) and Flower's own
+strategies with fedadapt's sampling (:mod:`strategies.flower_sampling`); an application's
+settings become constructor arguments through :mod:`strategies.arguments`.
 """
 
 from .aggregators import AGGREGATORS, Aggregator
@@ -27,9 +32,15 @@ from .pipeline import ServerPipeline
 from .privacy import GaussianPrivacy
 from .protocol import ProtocolError
 from .registry import (
+    PRESETS,
+    AdaptiveFedAvg,
     FedExP,
     FedHyper,
+    Flash,
     FlowerSampling,
+    OracleResetFedAdam,
+    Preset,
+    PresetStrategy,
     SampledFedAdagrad,
     SampledFedAdam,
     SampledFedAvg,
@@ -40,6 +51,7 @@ from .registry import (
     StrategySpec,
     available_strategies,
     build_strategy,
+    default_client,
     strategy_arguments,
     strategy_spec,
 )
@@ -61,6 +73,12 @@ __all__ = [
     "FedAdapt",
     "FedExP",
     "FedHyper",
+    "Flash",
+    "AdaptiveFedAvg",
+    "OracleResetFedAdam",
+    "PRESETS",
+    "Preset",
+    "PresetStrategy",
     "FlowerSampling",
     "Orchestration",
     "ProtocolError",
@@ -77,6 +95,7 @@ __all__ = [
     "strategy_spec",
     "available_strategies",
     "build_strategy",
+    "default_client",
     "TrainPlan",
     "TrainReplyBuilder",
     "WorkersNotReady",

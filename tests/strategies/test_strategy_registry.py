@@ -84,7 +84,30 @@ def test_presets_configure_fedadapt():
     assert full.server_optimizer == "fedhyper-gm" and full.client_optimizer == "fedhyper-cl"
     fx = FedExP()
     assert fx.server_optimizer == "fedexp" and "client_sq_norms_mean" in fx.client_signals()
-    assert isinstance(build_strategy("fedhyper-gm"), FedHyper)
+    gm = build_strategy("fedhyper-gm")
+    assert isinstance(gm, FedAdapt) and gm.preset is strategies.PRESETS["fedhyper-gm"]
+
+
+def test_presets_are_data_and_checkpoints_still_name_the_method():
+    """One FedAdapt runs every published method (no strategy class shares a name with a
+    fedadapt optimizer); a checkpoint still records the method, FedHyper's variant and the
+    oracle's known rounds, as when each preset was a subclass, so old checkpoints resume."""
+    import fedadapt
+
+    classes = {n for n in strategies.__all__ if isinstance(getattr(strategies, n), type)}
+    assert not classes & set(fedadapt.__all__)
+    ident = FedHyper(variant="gm").identity()
+    assert (ident["strategy"], ident["variant"], ident["server-optimizer"]) == (
+        "FedHyper", "GM", "fedhyper-gm")
+    assert FedExP().identity()["strategy"] == "FedExP"
+    oracle = build_strategy("fedadam-oracle", change_rounds=[7, 3])
+    assert oracle.identity()["strategy"] == "OracleResetFedAdam"
+    assert oracle.identity()["change-rounds"] == [3, 7]
+    # the oracle is the ceiling of fedadapt's default: its clients run fedadapt's default client
+    assert strategies.default_client("fedadam-oracle") == FedAdapt.default_client
+    assert oracle.client_optimizer == FedAdapt.default_client[0]
+    assert strategies.Flash().client_optimizer == "sgd" == strategies.default_client("flash")[0]
+    assert strategies.AdaptiveFedAvg(server_options={}).server_optimizer == "adaptive-fedavg"
 
 
 def _two_rounds(**kw):
