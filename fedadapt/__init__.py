@@ -5,6 +5,13 @@ Every method is a ``torch.optim.Optimizer`` registered by name::
     opt = fedadapt.build_optimizer("hd", model.parameters(), lr=0.01)
     server = fedadapt.ServerOptimizer(global_model.parameters(), "hd", lr=1.0)
 
+A rule wraps a base direction (``direction=``): fedadapt's own ``SGDDirection`` /
+``AdamDirection`` (what ``base="sgd"|"adam"`` builds), or any torch optimizer for the scalar
+rules::
+
+    opt = fedadapt.HypergradientDescent(model.parameters(), lr=1e-3, hyper_lr=1e-6,
+                                        direction=fedadapt.TorchDirection(torch.optim.AdamW))
+
 fedadapt never imports flwr or ray.
 """
 
@@ -14,6 +21,7 @@ from .autodrop import AutoDrop
 from .changepoint import ChangeDetector
 from .conformity import CProp, conformity_scale
 from .cpadam import ChangepointAdam
+from .directions import AdamDirection, Direction, SGDDirection, TorchDirection
 from .dsa import StructuredSelfAdaptive
 from .exponentiated import ExponentiatedGradientStepSize
 from .federated import FedExP, FedHyperCL, FedHyperG, FedHyperGM
@@ -95,12 +103,14 @@ __all__ = [
     "SIG_CLIENT_SQ_MEAN",
     "SIG_CLIENT_SQ_NORMS_MEAN",
     "SIG_NUM_CLIENTS",
+    "AdamDirection",
     "AdaptiveFedAvg",
     "AdaptiveOptimizer",
     "AutoDrop",
     "CProp",
     "ChangeDetector",
     "ChangepointAdam",
+    "Direction",
     "ExponentiatedGradientStepSize",
     "Federation",
     "FedExP",
@@ -111,8 +121,10 @@ __all__ = [
     "HypergradientDescent",
     "MethodSpec",
     "MultiplicativeHypergradientDescent",
+    "SGDDirection",
     "ServerOptimizer",
     "StructuredSelfAdaptive",
+    "TorchDirection",
     "available_optimizers",
     "build_optimizer",
     "check_side",

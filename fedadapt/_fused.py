@@ -203,21 +203,6 @@ def seeded(ds: list[float]) -> list[float]:
     return [1.0, 0.0, *ds[2:]]
 
 
-def direction_scalars(group: dict) -> tuple[str, list[float], float]:
-    """``(kind, scalars, factor)`` for :func:`base_direction`; ``group["step"]`` counts this step."""
-    if group["base"] == "sgd":
-        mu = group.get("momentum", 0.0)
-        if mu == 0.0:
-            return "sgd", [], 1.0
-        return ("nesterov" if group.get("nesterov") else "momentum"), [mu, 1.0 - group.get("dampening", 0.0), mu], 1.0
-    beta1, beta2 = group["betas"]
-    t = group["step"]
-    bc1 = 1.0 - beta1**t
-    c = math.sqrt(1.0 - beta2**t)
-    # m_hat / (sqrt(v_hat) + eps) = (c / bc1) * m / (sqrt(v) + eps * c): one pass fewer
-    return "adam", [1.0 - beta1, beta2, 1.0 - beta2, group["eps"] * c], c / bc1
-
-
 def _apply_scaled_all(params: list[Tensor], d: list[Tensor], gamma: list[Tensor], neg_lrf: Scalar) -> None:
     """``params += neg_lrf * gamma * d`` (eager: one foreach call for a float step size)."""
     if isinstance(neg_lrf, Tensor):

@@ -24,11 +24,9 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from ._fused import base_direction, direction_scalars
+from .directions import BASES, Direction, DirectionState, adam_moments, make_direction
 
-BASES = ("sgd", "adam")
-
-__all__ = ["AdaptiveOptimizer", "global_dot", "BASES"]
+__all__ = ["AdaptiveOptimizer", "global_dot", "BASES", "adam_moments"]
 
 
 def global_dot(xs: Sequence[Tensor], ys: Sequence[Tensor]) -> float | Tensor:
@@ -144,18 +142,6 @@ def finite_groups(optimizer: Optimizer, name: str) -> Iterator[tuple[dict, list[
         yield group, params, grads, sq
 
 
-def adam_moments(state: dict, params: Sequence[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
-    """Adam's first and second moments ``exp_avg``/``exp_avg_sq`` of ``params`` (zeros when new)."""
-    ms, vs = [], []
-    for p in params:
-        st = state[p]
-        if "exp_avg" not in st:
-            st["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            st["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-        ms.append(st["exp_avg"])
-        vs.append(st["exp_avg_sq"])
-    return ms, vs
-
 
 def _is_finite(x: float | Tensor) -> bool:
     if isinstance(x, Tensor):
@@ -184,6 +170,10 @@ class AdaptiveOptimizer(Optimizer):
 
     Args shared by every method (all validated, ``ValueError`` naming the value):
         lr: initial step size (> 0). The adapted value is ``param_groups[i]["lr"]``.
+        direction: the base direction, a :class:`fedadapt.Direction`
+            (:class:`~fedadapt.SGDDirection`, :class:`~fedadapt.AdamDirection`, or
+            :class:`~fedadapt.TorchDirection` wrapping any torch optimizer for the scalar
+            rules); ``None`` builds it from the base arguments below.
         base: ``"sgd"`` (default, no momentum) or ``"adam"``.
         momentum, dampening, nesterov: SGD base, same meaning as ``torch.optim.SGD``.
         betas, eps: Adam base, same meaning as ``torch.optim.Adam``.
@@ -205,27 +195,35 @@ class AdaptiveOptimizer(Optimizer):
     # default bounds as multiples of lr0 (None = unbounded on that side)
     _min_lr_factor: ClassVar[float | None] = 0.0
     _max_lr_factor: ClassVar[float | None] = None
+    # the rule takes a base direction (False: its own, e.g. FedHyper-GM's momentum)
+    _takes_direction: ClassVar[bool] = True
 
-    def __init__(self, params: Iterable, defaults: dict) -> None:
-        base = defaults.get("base", "sgd")
-        _check(base in BASES, f"base must be one of {list(BASES)}, got {base!r}")
+    direction: Direction
+
+    def __init__(self, params: Iterable, defaults: dict, direction: Direction | None = None,
+                 **base: object) -> None:
+        if self._takes_direction:
+            self.direction, base_defaults = make_direction(direction, base)
+            if not self.direction.builtin and self.per_coordinate:
+                raise ValueError(
+                    f"{type(self).__name__} needs a built-in direction (SGDDirection or AdamDirection): "
+                    f"its per-coordinate rule computes the direction inside its own update; got {self.direction!r}. "
+                    "TorchDirection serves the scalar rules (hd, hd-mult, autodrop, fedexp, fedhyper-g, fedhyper-cl)")
+            defaults.update(base_defaults)
         lr = defaults["lr"]
         _check(isinstance(lr, int | float) and lr > 0 and math.isfinite(lr), f"lr must be a finite number > 0, got {lr!r}")
-        _check(0.0 <= defaults.get("momentum", 0.0) < 1.0, f"momentum must be in [0, 1), got {defaults.get('momentum')}")
-        _check(0.0 <= defaults.get("dampening", 0.0) <= 1.0, f"dampening must be in [0, 1], got {defaults.get('dampening')}")
-        _check(defaults.get("weight_decay", 0.0) >= 0.0, f"weight_decay must be >= 0, got {defaults.get('weight_decay')}")
-        if defaults.get("nesterov"):
-            _check(base == "sgd" and defaults.get("momentum", 0.0) > 0 and defaults.get("dampening", 0.0) == 0,
-                   "nesterov needs base='sgd', momentum > 0 and dampening 0")
-        betas = defaults.get("betas", (0.9, 0.999))
-        _check(len(betas) == 2 and all(0.0 <= b < 1.0 for b in betas), f"betas must be two numbers in [0, 1), got {betas!r}")
-        defaults["betas"] = (float(betas[0]), float(betas[1]))
-        _check(defaults.get("eps", 1e-8) >= 0.0, f"eps must be >= 0, got {defaults.get('eps')}")
         lo, hi = defaults.get("min_lr"), defaults.get("max_lr")
         _check(lo is None or lo >= 0.0, f"min_lr must be >= 0, got {lo}")
         _check(hi is None or hi > 0.0, f"max_lr must be > 0, got {hi}")
         _check(lo is None or hi is None or lo <= hi, f"min_lr must be <= max_lr, got {lo} > {hi}")
         super().__init__(params, defaults)
+
+    def __getstate__(self) -> dict:
+        # torch pickles defaults, state and param_groups only; the direction object rides along
+        state = super().__getstate__()
+        if "direction" in self.__dict__:
+            state["direction"] = self.direction
+        return state
 
     # ------------------------------------------------------------------ groups
     def add_param_group(self, param_group: dict) -> None:
@@ -277,7 +275,46 @@ class AdaptiveOptimizer(Optimizer):
         return loss
 
     def _group_step(self, group: dict, params: list[Tensor], grads: list[Tensor], signals: dict) -> None:
-        raise NotImplementedError
+        """One param group's step, the skeleton every method fills in through its hooks.
+
+        1. weight decay: ``g = grad + weight_decay * p`` (coupled L2, as torch's SGD and Adam);
+        2. :meth:`_measure`: the rule's statistics of this step (inner products, norms, the
+           signals), and whether they are all finite;
+        3. a step whose statistics (or, when the rule reads none, whose gradients) are not
+           finite is skipped: ``group["skipped"] += 1``, parameters and all state untouched;
+        4. ``group["step"] += 1``, then :meth:`_adapt`: the rule's step-size adaptation;
+        5. :meth:`_update`: the base direction (:attr:`direction`), the per-coordinate scale
+           and the update of the parameters (default: ``p -= lr * d``).
+        """
+        g = self._with_weight_decay(group, params, grads)
+        finite, stats = self._measure(group, params, grads, g, signals)
+        if not (grads_finite(g) if finite is None else finite):
+            group["skipped"] += 1
+            return
+        group["step"] += 1
+        self._adapt(group, params, g, stats)
+        self._update(group, params, grads, g, stats)
+
+    def _measure(self, group: dict, params: list[Tensor], grads: list[Tensor], g: list[Tensor],
+                 signals: dict) -> tuple[bool | None, object]:
+        """Hook: the rule's statistics of this step, before anything changes.
+
+        Returns ``(finite, stats)``: ``finite`` says whether every statistic read is finite
+        (``None``: the rule read none, the skeleton tests the gradients); ``stats`` is passed to
+        :meth:`_adapt` and :meth:`_update`. Must not change any state but state created on
+        first use.
+        """
+        return None, None
+
+    def _adapt(self, group: dict, params: list[Tensor], g: list[Tensor], stats: object) -> None:
+        """Hook: adapt the step size (``self._set_lr``) from ``stats``; ``group["step"]`` counts this step."""
+
+    def _update(self, group: dict, params: list[Tensor], grads: list[Tensor], g: list[Tensor],
+                stats: object) -> object:
+        """Hook: direction, per-coordinate scale, parameter update (default ``p -= lr * d``)."""
+        d, factor = self._direction(group, params, g)
+        self._apply(params, d, group["lr"], factor)
+        return None
 
     # ------------------------------------------------------------------ helpers
     @staticmethod
@@ -306,43 +343,14 @@ class AdaptiveOptimizer(Optimizer):
 
         ``grads`` already contain weight decay. For plain SGD ``d_raw`` *is* ``grads`` (no
         copy); for momentum without Nesterov it is the momentum buffers themselves.
-        ``group["step"]`` must already count this step. The arithmetic is
-        :func:`fedadapt._fused.base_direction`, shared with the per-coordinate rules.
+        ``group["step"]`` must already count this step (:meth:`fedadapt.Direction.compute`).
         """
-        if group["base"] == "sgd" and group.get("momentum", 0.0) == 0.0:
-            return grads, 1.0  # what direction_scalars and base_direction give for plain SGD
-        kind, bufs, ms, vs, fresh, s, factor = self._direction_state(group, params, grads)
-        out = self._scratch(params, ("adam-direction", group["step"] % 2)) if kind == "adam" else None
-        return base_direction(kind, grads, bufs, ms, vs, s, out, fresh), factor
+        return self.direction.compute(self, group, params, grads)
 
-    def _direction_state(self, group: dict, params: list[Tensor], grads: list[Tensor]):
-        """The base state for :func:`~fedadapt._fused.base_direction`, created on first use.
-
-        Returns ``(kind, momentum_buffers, exp_avgs, exp_avg_sqs, fresh, scalars, factor)``;
-        ``fresh[i]``: momentum buffer ``i`` was just seeded with ``grads[i]`` (torch's
-        convention: the first step's buffer is the gradient), ``None`` when none was.
-        Two alternating scratch buffers hold an Adam ``d_t`` (``_direction``), so ``d_{t-1}``
-        (kept by reference as the previous direction) is intact while ``d_t`` is computed.
-        """
-        kind, s, factor = direction_scalars(group)
-        bufs: list[Tensor] = []
-        ms: list[Tensor] = []
-        vs: list[Tensor] = []
-        fresh: list[bool] | None = None
-        if kind in ("momentum", "nesterov"):
-            flags = []
-            for p, g in zip(params, grads, strict=True):
-                st = self.state[p]
-                if "momentum_buffer" not in st:
-                    st["momentum_buffer"] = torch.clone(g).detach()
-                    flags.append(True)
-                else:
-                    flags.append(False)
-                bufs.append(st["momentum_buffer"])
-            fresh = flags if any(flags) else None
-        elif kind == "adam":
-            ms, vs = adam_moments(self.state, params)
-        return kind, bufs, ms, vs, fresh, s, factor
+    def _direction_state(self, group: dict, params: list[Tensor], grads: list[Tensor]) -> DirectionState:
+        """The built-in direction's state for :func:`~fedadapt._fused.base_direction`
+        (:meth:`fedadapt.Direction.prepare`), for the rules that fuse the direction."""
+        return self.direction.prepare(self.state, group, params, grads)
 
     def _scratch(self, params: list[Tensor], slot: object) -> list[Tensor]:
         """Per-parameter work buffers reused across steps (transient: not state, not pickled).
@@ -394,12 +402,3 @@ class AdaptiveOptimizer(Optimizer):
         if count == 0:
             return {"lr": lr, "step-mean": lr, "step-min": lr, "step-max": lr}
         return {"lr": lr, "step-mean": total / count, "step-min": lo, "step-max": hi}
-
-
-def apply_scaled(params: list[Tensor], d: list[Tensor], gamma: list[Tensor], lr: float | Tensor, factor: float) -> None:
-    """``params -= lr * factor * gamma * d`` (one fused pass per tensor on CPU)."""
-    if isinstance(lr, Tensor):
-        tmp = torch._foreach_mul(d, gamma)
-        torch._foreach_add_(params, torch._foreach_mul(tmp, lr * (-factor)))
-    else:
-        torch._foreach_addcmul_(params, d, gamma, value=-lr * factor)

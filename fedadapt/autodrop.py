@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from typing import Unpack
 
 import torch
 
 from ._mechanism import AdaptiveOptimizer, _check, global_dot
+from .directions import Direction, DirectionArgs, direction_arguments
 
 __all__ = ["AutoDrop"]
 
 
+@direction_arguments
 class AutoDrop(AdaptiveOptimizer):
     r"""AutoDrop: event-triggered step-size drops from angular-velocity saturation.
 
@@ -78,15 +81,10 @@ class AutoDrop(AdaptiveOptimizer):
         max_threshold: float | None = None,
         patience: int = 1,
         *,
-        base: str = "sgd",
-        momentum: float = 0.0,
-        dampening: float = 0.0,
-        nesterov: bool = False,
-        betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-8,
-        weight_decay: float = 0.0,
+        direction: Direction | None = None,
         min_lr: float | None = None,
         max_lr: float | None = None,
+        **base: Unpack[DirectionArgs],
     ) -> None:
         _check(isinstance(window, int) and window >= 1, f"window must be an int >= 1, got {window!r}")
         _check(0.0 < drop_factor <= 1.0, f"drop_factor must be in (0, 1], got {drop_factor}")
@@ -96,10 +94,8 @@ class AutoDrop(AdaptiveOptimizer):
         _check(max_threshold >= threshold, f"max_threshold must be >= threshold, got {max_threshold} < {threshold}")
         _check(isinstance(patience, int) and patience >= 0, f"patience must be an int >= 0, got {patience!r}")
         defaults = dict(lr=lr, window=window, drop_factor=drop_factor, threshold=threshold,
-                        max_threshold=max_threshold, patience=patience, base=base, momentum=momentum,
-                        dampening=dampening, nesterov=nesterov, betas=betas, eps=eps,
-                        weight_decay=weight_decay, min_lr=min_lr, max_lr=max_lr)
-        super().__init__(params, defaults)
+                        max_threshold=max_threshold, patience=patience, min_lr=min_lr, max_lr=max_lr)
+        super().__init__(params, defaults, direction, **base)
 
     def _init_group(self, group: dict) -> None:
         group.setdefault("omega", math.nan)
@@ -108,18 +104,12 @@ class AutoDrop(AdaptiveOptimizer):
         group.setdefault("drops", 0)
         group.setdefault("window_step", 0)
 
-    def _group_step(self, group, params, grads, signals):
-        g = self._with_weight_decay(group, params, grads)
-        if not self._grads_finite(g):
-            group["skipped"] += 1
-            return
+    def _update(self, group, params, grads, g, stats):
         for p in params:
             st = self.state[p]
             if "snapshot" not in st:
                 st["snapshot"] = p.detach().clone()
-        group["step"] += 1
-        d, factor = self._direction(group, params, g)
-        self._apply(params, d, group["lr"], factor)
+        super()._update(group, params, grads, g, stats)
         group["window_step"] += 1
         if group["window_step"] >= group["window"]:
             group["window_step"] = 0

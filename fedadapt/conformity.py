@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
+from typing import Unpack
 
 import torch
 from torch import Tensor
 
 from ._fused import conformity_of_var, run_rule, seeded
 from ._mechanism import AdaptiveOptimizer, _check, _check_fused
+from .directions import Direction, DirectionArgs, direction_arguments
 
 __all__ = ["CProp", "conformity_scale"]
 
@@ -33,6 +35,7 @@ def conformity_scale(
             for m, v in zip(mean, var, strict=True)]
 
 
+@direction_arguments
 class CProp(AdaptiveOptimizer):
     r"""CProp: scale each coordinate's step by how consistently its gradient keeps its sign.
 
@@ -106,31 +109,27 @@ class CProp(AdaptiveOptimizer):
         overconfidence: float = 1.0,
         cdf: str = "bft",
         *,
-        base: str = "sgd",
-        momentum: float = 0.0,
-        dampening: float = 0.0,
-        nesterov: bool = False,
-        betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-8,
-        weight_decay: float = 0.0,
+        direction: Direction | None = None,
         fused: bool = False,
+        **base: Unpack[DirectionArgs],
     ) -> None:
         _check_fused(fused)
         _check(0.0 < conformity_beta < 1.0, f"conformity_beta must be in (0, 1), got {conformity_beta}")
         _check(overconfidence > 0.0, f"overconfidence must be > 0, got {overconfidence}")
         _check(cdf in _CDFS, f"cdf must be one of {list(_CDFS)}, got {cdf!r}")
         defaults = dict(lr=lr, conformity_beta=conformity_beta, overconfidence=overconfidence, cdf=cdf,
-                        base=base, momentum=momentum, dampening=dampening, nesterov=nesterov,
-                        betas=betas, eps=eps, weight_decay=weight_decay, min_lr=None, max_lr=None, fused=fused)
-        super().__init__(params, defaults)
+                        min_lr=None, max_lr=None, fused=fused)
+        super().__init__(params, defaults, direction, **base)
 
     def _coordinate_scales(self, group: dict) -> list[Tensor]:
         return [self.state[p]["conformity"] for p in group["params"] if "conformity" in self.state[p]]
 
-    def _group_step(self, group, params, grads, signals):
-        if not self._grads_finite(grads):
-            group["skipped"] += 1
-            return
+    def _measure(self, group, params, grads, g, signals):
+        # the statistics use the raw gradient (before weight decay): its finiteness decides
+        return self._grads_finite(grads), (signals.get("client_sq_mean"), signals.get("num_clients"))
+
+    def _update(self, group, params, grads, g, stats):
+        sq, num_clients = stats
         beta, c, eps = group["conformity_beta"], group["overconfidence"], group["eps"]
         ms, vs = [], []
         # with an Adam base, conformity_beta == beta2 and no weight decay, the conformity
@@ -150,9 +149,7 @@ class CProp(AdaptiveOptimizer):
             vs.append(st["conformity_sq_avg"])
             # a loaded state_dict holds two equal copies: then both are advanced
             shared_v = shared_v and st["conformity_sq_avg"] is st.get("exp_avg_sq")
-        group["step"] += 1
         t = group["step"]
-        sq = signals.get("client_sq_mean")
         scale = []
         for p in params:
             st = self.state[p]
@@ -162,7 +159,7 @@ class CProp(AdaptiveOptimizer):
             scale.append(x)
         first = 0.0
         if sq is not None:
-            count = float(signals.get("num_clients") or 2)
+            count = float(num_clients or 2)
             k = 1.0 / (count - 1.0 + eps)
             var_coef, pre = -1.0, 1.0 / math.sqrt(k)  # variance across clients: q - g^2
         else:
@@ -172,7 +169,6 @@ class CProp(AdaptiveOptimizer):
             # m_hat / se = |m| / sqrt(max(var_b, eps^2 / k)) / (b sqrt(k))
             var_coef, pre = -1.0 / b, 1.0 / (b * math.sqrt(k))
             first = 1.0 if t == 1 else 0.0
-        g = self._with_weight_decay(group, params, grads)
         kind, bufs, dms, dvs, fresh, ds, factor = self._direction_state(group, params, g)
         fused = group.get("fused", False) and not (fresh is not None and not all(fresh))
         if fused and fresh is not None:

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from typing import Unpack
 
 import torch
 from torch import Tensor
 
 from ._fused import direction_result, run_rule, seeded
 from ._mechanism import _check, _check_fused
+from .directions import Direction, DirectionArgs, direction_arguments
 from .hypergradient import _PreviousDirection
 
 __all__ = ["StructuredSelfAdaptive"]
 
 
+@direction_arguments
 class StructuredSelfAdaptive(_PreviousDirection):
     r"""DSA-R (RECONSTRUCTION): global x tensor x parameter step sizes driven by hypergradients.
 
@@ -87,16 +90,11 @@ class StructuredSelfAdaptive(_PreviousDirection):
         global_hyper_lr: float = 1e-2,
         scale_bounds: tuple[float, float] = (0.1, 10.0),
         *,
-        base: str = "sgd",
-        momentum: float = 0.0,
-        dampening: float = 0.0,
-        nesterov: bool = False,
-        betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-8,
-        weight_decay: float = 0.0,
+        direction: Direction | None = None,
         min_lr: float | None = None,
         max_lr: float | None = None,
         fused: bool = False,
+        **base: Unpack[DirectionArgs],
     ) -> None:
         _check_fused(fused)
         _check(0.0 <= hyper_beta < 1.0, f"hyper_beta must be in [0, 1), got {hyper_beta}")
@@ -108,10 +106,9 @@ class StructuredSelfAdaptive(_PreviousDirection):
                f"scale_bounds must be (lo, hi) with 0 < lo <= 1 <= hi, got {scale_bounds!r}")
         defaults = dict(lr=lr, hyper_beta=hyper_beta, param_hyper_lr=param_hyper_lr,
                         tensor_hyper_lr=tensor_hyper_lr, global_hyper_lr=global_hyper_lr,
-                        scale_bounds=(float(scale_bounds[0]), float(scale_bounds[1])), base=base,
-                        momentum=momentum, dampening=dampening, nesterov=nesterov, betas=betas,
-                        eps=eps, weight_decay=weight_decay, min_lr=min_lr, max_lr=max_lr, fused=fused)
-        super().__init__(params, defaults)
+                        scale_bounds=(float(scale_bounds[0]), float(scale_bounds[1])),
+                        min_lr=min_lr, max_lr=max_lr, fused=fused)
+        super().__init__(params, defaults, direction, **base)
 
     def _init_group(self, group: dict) -> None:
         group.setdefault("direction_factor", 1.0)
@@ -124,12 +121,8 @@ class StructuredSelfAdaptive(_PreviousDirection):
                 out.append(st["param_scale"] * st["tensor_scale"])
         return out
 
-    def _group_step(self, group, params, grads, signals):
-        g = self._with_weight_decay(group, params, grads)
+    def _measure(self, group, params, grads, g, signals):
         prev, reused = self._previous(params, grads)
-        lo, hi_bound = group["scale_bounds"]
-        fused = group.get("fused", False)
-        device, dtype = params[0].device, params[0].dtype
         pscales, tscales, avgs = [], [], []
         for p in params:
             st = self.state[p]
@@ -140,22 +133,30 @@ class StructuredSelfAdaptive(_PreviousDirection):
             pscales.append(st["param_scale"])
             tscales.append(st["tensor_scale"])
             avgs.append(st["hyper_avg"])
+        work = None if group.get("fused", False) else self._scratch(params, "dsa-h")
+        stats = (pscales, tscales, avgs, work, None, None)
+        if prev is None or reused:
+            return None, stats
+        new_avg = self._scratch(params, "dsa-avg")
+        vals = run_rule("dsa-stats", group.get("fused", False), params[0].device, params[0].dtype, g, prev, avgs,
+                        new_avg, work=work, sc=[group["direction_factor"], 1.0 - group["hyper_beta"]])
+        vals = vals if isinstance(vals, list) else vals.tolist()  # squared norms and sums per tensor
+        # the squared norms double as the finiteness check of g (through h)
+        total_sq = math.fsum(vals[:len(params)])
+        return math.isfinite(total_sq), (pscales, tscales, avgs, work, new_avg, vals)
+
+    def _update(self, group, params, grads, g, stats):
+        pscales, tscales, avgs, work, new_avg, vals = stats
+        lo, hi_bound = group["scale_bounds"]
+        fused = group.get("fused", False)
+        device, dtype = params[0].device, params[0].dtype
         n = len(params)
         bp, bt, bg = group["param_hyper_lr"], group["tensor_hyper_lr"], group["global_hyper_lr"]
         coefs, tmults = [0.0] * n, [1.0] * n
         adapt = False
-        work = None if fused else self._scratch(params, "dsa-h")
-        if prev is not None and not reused:
-            new_avg = self._scratch(params, "dsa-avg")
-            stats = run_rule("dsa-stats", fused, device, dtype, g, prev, avgs,
-                             new_avg, work=work, sc=[group["direction_factor"], 1.0 - group["hyper_beta"]])
-            vals = stats if isinstance(stats, list) else stats.tolist()  # squared norms and sums per tensor
+        if new_avg is not None:
             sq, sums = vals[:n], vals[n:]
-            # the squared norms double as the finiteness check of g (through h)
             total_sq = math.fsum(sq)
-            if not math.isfinite(total_sq):
-                group["skipped"] += 1
-                return
             old = self.__dict__["_scratch_buffers"]["dsa-avg"]
             for p, a, x in zip(params, avgs, new_avg, strict=True):
                 old[p] = a  # swap: the old average becomes work space
@@ -173,10 +174,6 @@ class StructuredSelfAdaptive(_PreviousDirection):
                 total = math.fsum(sums)
                 signal = min(max(total / (math.sqrt(sum(sizes) * total_sq) + 1e-300), -1.0), 1.0)
                 self._set_lr(group, group["lr"] * math.exp(bg * signal))
-        elif not self._grads_finite(g):
-            group["skipped"] += 1
-            return
-        group["step"] += 1
         kind, bufs, ms, vs, fresh, ds, factor = self._direction_state(group, params, g)
         if fused and fresh is not None:
             if all(fresh):

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from typing import Unpack
 
 import torch
 from torch import Tensor
 
 from ._fused import run_rule, seeded
 from ._mechanism import AdaptiveOptimizer, _check, _check_fused, _is_finite, dot_values, global_dot
+from .directions import Direction, DirectionArgs, direction_arguments
 
 __all__ = ["ExponentiatedGradientStepSize"]
 
 
+@direction_arguments
 class ExponentiatedGradientStepSize(AdaptiveOptimizer):
     r"""EG step-size adaptation: a global scale and per-coordinate gains, updated multiplicatively.
 
@@ -77,16 +80,11 @@ class ExponentiatedGradientStepSize(AdaptiveOptimizer):
         min_gain: float = 1e-2,
         max_gain: float = 1e2,
         *,
-        base: str = "sgd",
-        momentum: float = 0.0,
-        dampening: float = 0.0,
-        nesterov: bool = False,
-        betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-8,
-        weight_decay: float = 0.0,
+        direction: Direction | None = None,
         min_lr: float | None = None,
         max_lr: float | None = None,
         fused: bool = False,
+        **base: Unpack[DirectionArgs],
     ) -> None:
         _check_fused(fused)
         _check(scale_lr >= 0 and math.isfinite(scale_lr), f"scale_lr must be a finite number >= 0, got {scale_lr}")
@@ -94,10 +92,8 @@ class ExponentiatedGradientStepSize(AdaptiveOptimizer):
         _check(0.0 <= grad_beta < 1.0, f"grad_beta must be in [0, 1), got {grad_beta}")
         _check(0.0 < min_gain <= 1.0 <= max_gain, f"need 0 < min_gain <= 1 <= max_gain, got {min_gain}, {max_gain}")
         defaults = dict(lr=lr, scale_lr=scale_lr, gain_lr=gain_lr, grad_beta=grad_beta,
-                        min_gain=min_gain, max_gain=max_gain, base=base, momentum=momentum,
-                        dampening=dampening, nesterov=nesterov, betas=betas, eps=eps,
-                        weight_decay=weight_decay, min_lr=min_lr, max_lr=max_lr, fused=fused)
-        super().__init__(params, defaults)
+                        min_gain=min_gain, max_gain=max_gain, min_lr=min_lr, max_lr=max_lr, fused=fused)
+        super().__init__(params, defaults, direction, **base)
 
     def _init_group(self, group: dict) -> None:
         group.setdefault("grad_avg_sq", 0.0)
@@ -105,8 +101,7 @@ class ExponentiatedGradientStepSize(AdaptiveOptimizer):
     def _coordinate_scales(self, group: dict) -> list[Tensor]:
         return [self.state[p]["gain"] for p in group["params"] if "gain" in self.state[p]]
 
-    def _group_step(self, group, params, grads, signals):
-        g = self._with_weight_decay(group, params, grads)
+    def _measure(self, group, params, grads, g, signals):
         gains, avgs = [], []
         # with an Adam base and grad_beta == beta1, gbar is Adam's m bit for bit (the same lerp
         # of the same g from 0): one tensor serves both, one state tensor and one pass fewer
@@ -125,29 +120,26 @@ class ExponentiatedGradientStepSize(AdaptiveOptimizer):
             # a loaded state_dict holds two equal copies: then both are advanced
             shared = shared and st["grad_avg"] is st.get("exp_avg")
         dot_parts = None
+        dot = None
         if group.get("fused", False):
             # both inner products in one compiled pass over g and gbar, one host read
             vals = run_rule("dot-pairs", True, params[0].device, params[0].dtype, g, g, avgs, work=None, sc=[]).tolist()
             n = len(params)
             gg, dot = math.fsum(vals[:n]), math.fsum(vals[n:])
-            if not math.isfinite(gg):
-                group["skipped"] += 1
-                return
+            finite = math.isfinite(gg)
         elif group["step"] > 0 and params[0].device.type == "cpu":
             # both inner products at once; <g, gbar> is summed only once <g, g> is finite
             vals = dot_values((g, g), (g, avgs))
             gg = math.fsum(vals[0])
-            if not math.isfinite(gg):
-                group["skipped"] += 1
-                return
+            finite = math.isfinite(gg)
             dot_parts = vals[1]
         else:
             gg = global_dot(g, g)
-            if not _is_finite(gg):
-                group["skipped"] += 1
-                return
-            dot = None
-        group["step"] += 1
+            finite = _is_finite(gg)
+        return finite, (gains, avgs, shared, gg, dot, dot_parts)
+
+    def _update(self, group, params, grads, g, stats):
+        gains, avgs, shared, gg, dot, dot_parts = stats
         beta = group["grad_beta"]
         if group["step"] > 1:
             if dot_parts is not None:

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
+from typing import Unpack
 
 import torch
 from torch import Tensor
 
 from ._mechanism import AdaptiveOptimizer, _check, _is_finite, dot_values, global_dot
+from .directions import Direction, DirectionArgs, direction_arguments
 from .hypergradient import HypergradientDescent, _PreviousDirection
 
 __all__ = ["FedExP", "FedHyperG", "FedHyperGM", "FedHyperCL"]
 
 
+@direction_arguments
 class FedExP(AdaptiveOptimizer):
     r"""FedExP: server step size by extrapolation, from the diversity of the client updates.
 
@@ -68,43 +71,35 @@ class FedExP(AdaptiveOptimizer):
         extrapolation_eps: float = 1e-3,
         eps_decay: float = 0.998,
         *,
-        base: str = "sgd",
-        momentum: float = 0.0,
-        dampening: float = 0.0,
-        nesterov: bool = False,
-        betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-8,
-        weight_decay: float = 0.0,
+        direction: Direction | None = None,
         max_lr: float | None = None,
+        **base: Unpack[DirectionArgs],
     ) -> None:
         _check(extrapolation_eps >= 0, f"extrapolation_eps must be >= 0, got {extrapolation_eps}")
         _check(0 < eps_decay <= 1, f"eps_decay must be in (0, 1], got {eps_decay}")
-        defaults = dict(lr=lr, extrapolation_eps=extrapolation_eps, eps_decay=eps_decay, base=base,
-                        momentum=momentum, dampening=dampening, nesterov=nesterov, betas=betas,
-                        eps=eps, weight_decay=weight_decay, min_lr=None, max_lr=max_lr)
-        super().__init__(params, defaults)
+        defaults = dict(lr=lr, extrapolation_eps=extrapolation_eps, eps_decay=eps_decay, min_lr=None, max_lr=max_lr)
+        super().__init__(params, defaults, direction, **base)
 
-    def _group_step(self, group, params, grads, signals):
+    def _measure(self, group, params, grads, g, signals):
         sq_mean = float(signals["client_sq_norms_mean"])
         count = int(signals["num_clients"])
         _check(count >= 1, f"num_clients must be >= 1, got {count}")
         gg = global_dot(grads, grads)
-        if not (_is_finite(gg) and math.isfinite(sq_mean)):
-            group["skipped"] += 1
-            return
-        eps_t = group["extrapolation_eps"] * group["eps_decay"] ** (2 * (group["step"] + 1))
+        return _is_finite(gg) and math.isfinite(sq_mean), (gg, sq_mean, count)
+
+    def _adapt(self, group, params, g, stats):
+        gg, sq_mean, count = stats
+        # t = group["step"] - 1, the round index from 0: eps_t = eps_0 gamma^(2 (t + 1))
+        eps_t = group["extrapolation_eps"] * group["eps_decay"] ** (2 * group["step"])
         ratio = 0.5 * sq_mean / (gg + count * eps_t) if isinstance(gg, Tensor) or gg + count * eps_t > 0 else 1.0
         if isinstance(ratio, Tensor):
             eta = torch.clamp_min(ratio, 1.0)
         else:
             eta = max(1.0, ratio)
         self._set_lr(group, group["lr0"] * eta)
-        group["step"] += 1
-        g = self._with_weight_decay(group, params, grads)
-        d, factor = self._direction(group, params, g)
-        self._apply(params, d, group["lr"], factor)
 
 
+@direction_arguments
 class FedHyperG(HypergradientDescent):
     r"""FedHyper-G: hypergradient descent on the server step size, clipped.
 
@@ -151,19 +146,13 @@ class FedHyperG(HypergradientDescent):
         lr: float = 1.0,
         hyper_lr: float | None = 1.0,
         *,
-        base: str = "sgd",
-        momentum: float = 0.0,
-        dampening: float = 0.0,
-        nesterov: bool = False,
-        betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-8,
-        weight_decay: float = 0.0,
+        direction: Direction | None = None,
         min_lr: float | None = None,
         max_lr: float | None = None,
+        **base: Unpack[DirectionArgs],
     ) -> None:
-        super().__init__(params, lr=lr, hyper_lr=1.0 if hyper_lr is None else hyper_lr, base=base,
-                         momentum=momentum, dampening=dampening, nesterov=nesterov, betas=betas,
-                         eps=eps, weight_decay=weight_decay, min_lr=min_lr, max_lr=max_lr)
+        super().__init__(params, lr=lr, hyper_lr=1.0 if hyper_lr is None else hyper_lr, direction=direction,
+                         min_lr=min_lr, max_lr=max_lr, **base)
 
     def _hyper_scale(self, group: dict) -> float:
         return group["hyper_lr"] * group["lr0"]
@@ -207,31 +196,35 @@ class FedHyperGM(AdaptiveOptimizer):
 
     _min_lr_factor = 0.8
     _max_lr_factor = 5.0
+    _takes_direction = False  # the momentum is part of the rule
 
     def __init__(self, params: Iterable, lr: float = 1.0, hyper_lr: float = 1.0, momentum: float = 0.9,
                  *, min_lr: float | None = None, max_lr: float | None = None) -> None:
         _check(hyper_lr >= 0 and math.isfinite(hyper_lr), f"hyper_lr must be a finite number >= 0, got {hyper_lr}")
-        defaults = dict(lr=lr, hyper_lr=hyper_lr, momentum=momentum, base="sgd", min_lr=min_lr, max_lr=max_lr)
+        _check(0.0 <= momentum < 1.0, f"momentum must be in [0, 1), got {momentum}")
+        # base and betas: the group entries FedHyper-GM always had (its checkpoints hold them)
+        defaults = dict(lr=lr, hyper_lr=hyper_lr, momentum=momentum, base="sgd", min_lr=min_lr, max_lr=max_lr,
+                        betas=(0.9, 0.999))
         super().__init__(params, defaults)
 
-    def _group_step(self, group, params, grads, signals):
+    def _measure(self, group, params, grads, g, signals):
         bufs = [self.state[p].get("hyper_momentum") for p in params]
-        have = all(b is not None for b in bufs)
+        if not all(b is not None for b in bufs):
+            return None, None
+        dot = global_dot(bufs, grads)
+        return _is_finite(dot), (bufs, dot)
+
+    def _adapt(self, group, params, g, stats):
+        if stats is not None:
+            self._set_lr(group, group["lr"] + group["lr0"] * group["hyper_lr"] * stats[1])
+
+    def _update(self, group, params, grads, g, stats):
         lr0, mu = group["lr0"], group["momentum"]
-        if have:
-            dot = global_dot(bufs, grads)
-            if not _is_finite(dot):
-                group["skipped"] += 1
-                return
-            self._set_lr(group, group["lr"] + lr0 * group["hyper_lr"] * dot)
-        elif not self._grads_finite(grads):
-            group["skipped"] += 1
-            return
-        group["step"] += 1
         lr = group["lr"]
         agg = lr / lr0 - 1.0
         self._apply(params, grads, lr, 1.0)
-        if have:
+        if stats is not None:
+            bufs = stats[0]
             self._apply(params, bufs, agg, mu * lr0)
             torch._foreach_mul_(bufs, mu)
             torch._foreach_add_(bufs, grads)
@@ -240,6 +233,7 @@ class FedHyperGM(AdaptiveOptimizer):
                 self.state[p]["hyper_momentum"] = g.detach().clone()
 
 
+@direction_arguments
 class FedHyperCL(_PreviousDirection):
     r"""FedHyper-CL: FedHyper's client-local, per-step multiplicative step-size rule.
 
@@ -292,22 +286,15 @@ class FedHyperCL(_PreviousDirection):
         max_growth: float = 1.1,
         global_update: Sequence[Tensor] | None = None,
         *,
-        base: str = "sgd",
-        momentum: float = 0.0,
-        dampening: float = 0.0,
-        nesterov: bool = False,
-        betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-8,
-        weight_decay: float = 0.0,
+        direction: Direction | None = None,
         min_lr: float | None = None,
         max_lr: float | None = None,
+        **base: Unpack[DirectionArgs],
     ) -> None:
         _check(global_coef >= 0 and math.isfinite(global_coef), f"global_coef must be a finite number >= 0, got {global_coef}")
         _check(max_growth >= 1.0, f"max_growth must be >= 1, got {max_growth}")
-        defaults = dict(lr=lr, global_coef=global_coef, max_growth=max_growth, base=base,
-                        momentum=momentum, dampening=dampening, nesterov=nesterov, betas=betas,
-                        eps=eps, weight_decay=weight_decay, min_lr=min_lr, max_lr=max_lr)
-        super().__init__(params, defaults)
+        defaults = dict(lr=lr, global_coef=global_coef, max_growth=max_growth, min_lr=min_lr, max_lr=max_lr)
+        super().__init__(params, defaults, direction, **base)
         if global_update is not None:
             self.set_global_update(global_update)
 
@@ -334,14 +321,38 @@ class FedHyperCL(_PreviousDirection):
         for g in self.param_groups:
             g["prev_update_scale"] = 0.0
 
-    def _group_step(self, group, params, grads, signals):
-        g = self._with_weight_decay(group, params, grads)
-        if (group["base"] == "sgd" and not group["momentum"] and params[0].device.type == "cpu"
+    def _measure(self, group, params, grads, g, signals):
+        if not (group["base"] == "sgd" and not group["momentum"] and params[0].device.type == "cpu"
                 and not isinstance(group["lr"], Tensor)):
-            self._sgd_step(group, params, grads, g)
-            return
-        if not self._grads_finite(g):
-            group["skipped"] += 1
+            return None, None
+        # plain SGD on CPU (d_k = g_k): the inner products only need g, so they are taken
+        # before the update with one read each. A non-finite gradient makes every inner product
+        # with it non-finite, so when all are finite they stand for the non-finite guard (which
+        # runs otherwise); they are summed where the general path takes them.
+        state = self.state
+        glob, found = [], []
+        for p in params:  # as _previous does, with the global update in the same pass
+            st = state[p]
+            glob.append(st.get("global_update"))
+            found.append(st.get("prev_direction"))
+        has_glob = all(x is not None for x in glob)
+        prev: list[Tensor] | None = found if all(x is not None for x in found) else None
+        reused = prev is not None and any(gi is di for gi, di in zip(grads, prev, strict=True))
+        use_prev = prev is not None and not reused
+        pairs: list[tuple[Sequence[Tensor], Sequence[Tensor]]] = []
+        if has_glob:
+            pairs.append((g, glob))
+        if use_prev:
+            assert prev is not None
+            pairs.append((g, prev))
+        vals = dot_values(*pairs)
+        # a plain sum: inf - inf or an overflow only sends this step to the explicit guard
+        finite = True if vals and math.isfinite(sum(map(sum, vals))) else None
+        return finite, (has_glob, prev, use_prev, vals)
+
+    def _update(self, group, params, grads, g, stats):
+        if stats is not None:
+            self._sgd_update(group, params, grads, g, *stats)
             return
         glob = [self.state[p].get("global_update") for p in params]
         has_glob = all(x is not None for x in glob)
@@ -349,7 +360,6 @@ class FedHyperCL(_PreviousDirection):
         momentum_alias = group["base"] == "sgd" and group["momentum"] > 0 and not group["nesterov"]
         if prev is not None and momentum_alias:
             prev = [x.clone() for x in prev]  # the momentum buffer is d_{k-1}; it changes in place below
-        group["step"] += 1
         lr = group["lr"]
         d, factor = self._direction(group, params, g)
         self._apply(params, d, lr, factor)
@@ -372,37 +382,10 @@ class FedHyperCL(_PreviousDirection):
         self._store_direction(group, params, grads, d, factor)
         group["prev_update_scale"] = step_scale
 
-    def _sgd_step(self, group: dict, params: list[Tensor], grads: list[Tensor], g: list[Tensor]) -> None:
-        """:meth:`_group_step` for the plain SGD direction on CPU (``d_k = g_k``), same arithmetic.
-
-        The inner products only need ``g``, so they are taken before the update with one read
-        each: a non-finite gradient makes every inner product with it non-finite, so when all
-        are finite they stand for the non-finite guard (which runs otherwise). They are summed
-        where the general path takes them.
-        """
-        state = self.state
-        glob, found = [], []
-        for p in params:  # as _previous does, with the global update in the same pass
-            st = state[p]
-            glob.append(st.get("global_update"))
-            found.append(st.get("prev_direction"))
-        has_glob = all(x is not None for x in glob)
-        prev: list[Tensor] | None = found if all(x is not None for x in found) else None
-        reused = prev is not None and any(gi is di for gi, di in zip(grads, prev, strict=True))
-        use_prev = prev is not None and not reused
-        pairs: list[tuple[Sequence[Tensor], Sequence[Tensor]]] = []
-        if has_glob:
-            pairs.append((g, glob))
-        if use_prev:
-            assert prev is not None
-            pairs.append((g, prev))
-        vals = dot_values(*pairs)
-        # a plain sum: inf - inf or an overflow only sends this step to the explicit guard
-        if not vals or not math.isfinite(sum(map(sum, vals))):
-            if not self._grads_finite(g):
-                group["skipped"] += 1
-                return
-        group["step"] += 1
+    def _sgd_update(self, group: dict, params: list[Tensor], grads: list[Tensor], g: list[Tensor], has_glob: bool,
+                    prev: list[Tensor] | None, use_prev: bool, vals: list[list[float]]) -> None:
+        """:meth:`_update` for the plain SGD direction on CPU, from the inner products taken in
+        :meth:`_measure` (same arithmetic)."""
         lr = group["lr"]
         self._apply(params, g, lr, 1.0)
         step_scale = lr * 1.0  # u_k = -step_scale * d_k

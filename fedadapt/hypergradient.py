@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from typing import Unpack
 
 import torch
 from torch import Tensor
 
 from ._mechanism import AdaptiveOptimizer, _check, _is_finite, global_dot, global_dots
+from .directions import AdamDirection, Direction, DirectionArgs, direction_arguments
 
 __all__ = ["HypergradientDescent", "MultiplicativeHypergradientDescent"]
 
@@ -64,14 +66,15 @@ class _PreviousDirection(AdaptiveOptimizer):
             reused = reused or g is d
         return prev, reused
 
-    def _finish(self, group: dict, params: list[Tensor], grads: list[Tensor], g: list[Tensor]) -> list[Tensor]:
-        group["step"] += 1
+    def _update(self, group: dict, params: list[Tensor], grads: list[Tensor], g: list[Tensor],
+                stats: object) -> list[Tensor]:
         d, factor = self._direction(group, params, g)
         self._apply(params, d, group["lr"], factor)
         self._store_direction(group, params, grads, d, factor)
         return d
 
 
+@direction_arguments
 class HypergradientDescent(_PreviousDirection):
     r"""Additive hypergradient descent on the step size (SGD-HD, SGDN-HD, Adam-HD).
 
@@ -122,23 +125,17 @@ class HypergradientDescent(_PreviousDirection):
         lr: float = 0.01,
         hyper_lr: float | None = None,
         *,
-        base: str = "sgd",
-        momentum: float = 0.0,
-        dampening: float = 0.0,
-        nesterov: bool = False,
-        betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-8,
-        weight_decay: float = 0.0,
+        direction: Direction | None = None,
         min_lr: float | None = None,
         max_lr: float | None = None,
+        **base: Unpack[DirectionArgs],
     ) -> None:
         if hyper_lr is None:
-            hyper_lr = 1e-5 if base == "adam" else 1e-2
+            adam = isinstance(direction, AdamDirection) if direction is not None else base.get("base") == "adam"
+            hyper_lr = 1e-5 if adam else 1e-2
         _check(hyper_lr >= 0 and math.isfinite(hyper_lr), f"hyper_lr must be a finite number >= 0, got {hyper_lr}")
-        defaults = dict(lr=lr, hyper_lr=hyper_lr, base=base, momentum=momentum, dampening=dampening,
-                        nesterov=nesterov, betas=betas, eps=eps, weight_decay=weight_decay,
-                        min_lr=min_lr, max_lr=max_lr)
-        super().__init__(params, defaults)
+        defaults = dict(lr=lr, hyper_lr=hyper_lr, min_lr=min_lr, max_lr=max_lr)
+        super().__init__(params, defaults, direction, **base)
 
     def _init_group(self, group: dict) -> None:
         group.setdefault("direction_factor", 1.0)
@@ -146,23 +143,18 @@ class HypergradientDescent(_PreviousDirection):
     def _hyper_scale(self, group: dict) -> float:
         return group["hyper_lr"]
 
-    def _group_step(self, group, params, grads, signals):
-        g = self._with_weight_decay(group, params, grads)
+    def _measure(self, group, params, grads, g, signals):
         prev, reused = self._previous(params, grads)
-        lr = group["lr"]
-        if prev is not None:
-            dot = global_dot(g, prev)
-            if not _is_finite(dot):
-                group["skipped"] += 1
-                return
-            if not reused:
-                self._set_lr(group, lr + self._hyper_scale(group) * group["direction_factor"] * dot)
-        elif not self._grads_finite(g):
-            group["skipped"] += 1
-            return
-        self._finish(group, params, grads, g)
+        if prev is None:
+            return None, None
+        dot = global_dot(g, prev)
+        return _is_finite(dot), (None if reused else dot)
 
+    def _adapt(self, group, params, g, dot):
+        if dot is not None:  # no previous direction, or the same gradient tensors came back
+            self._set_lr(group, group["lr"] + self._hyper_scale(group) * group["direction_factor"] * dot)
 
+@direction_arguments
 class MultiplicativeHypergradientDescent(_PreviousDirection):
     r"""Multiplicative (cosine-normalised) hypergradient descent on the step size.
 
@@ -207,28 +199,20 @@ class MultiplicativeHypergradientDescent(_PreviousDirection):
         lr: float = 0.01,
         hyper_lr: float = 0.05,
         *,
-        base: str = "sgd",
-        momentum: float = 0.0,
-        dampening: float = 0.0,
-        nesterov: bool = False,
-        betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-8,
-        weight_decay: float = 0.0,
+        direction: Direction | None = None,
         min_lr: float | None = None,
         max_lr: float | None = None,
+        **base: Unpack[DirectionArgs],
     ) -> None:
         _check(0.0 <= hyper_lr < 1.0, f"hyper_lr must be in [0, 1), got {hyper_lr}")
-        defaults = dict(lr=lr, hyper_lr=hyper_lr, base=base, momentum=momentum, dampening=dampening,
-                        nesterov=nesterov, betas=betas, eps=eps, weight_decay=weight_decay,
-                        min_lr=min_lr, max_lr=max_lr)
-        super().__init__(params, defaults)
+        defaults = dict(lr=lr, hyper_lr=hyper_lr, min_lr=min_lr, max_lr=max_lr)
+        super().__init__(params, defaults, direction, **base)
 
     def _init_group(self, group: dict) -> None:
         group.setdefault("direction_factor", 1.0)
         group.setdefault("prev_direction_sq", 0.0)
 
-    def _group_step(self, group, params, grads, signals):
-        g = self._with_weight_decay(group, params, grads)
+    def _measure(self, group, params, grads, g, signals):
         prev, reused = self._previous(params, grads)
         use_prev = prev is not None and not reused
         if use_prev:
@@ -237,9 +221,11 @@ class MultiplicativeHypergradientDescent(_PreviousDirection):
             dot = dot * group["direction_factor"]
         else:
             gg, dot = global_dot(g, g), 0.0
-        if not _is_finite(gg + dot):  # one check (one device read on CUDA) for both
-            group["skipped"] += 1
-            return
+        # one check (one device read on CUDA) for both
+        return _is_finite(gg + dot), (use_prev, gg, dot)
+
+    def _adapt(self, group, params, g, stats):
+        use_prev, gg, dot = stats
         if use_prev:
             denom = (gg * group["prev_direction_sq"]) ** 0.5
             if isinstance(denom, torch.Tensor):
@@ -247,8 +233,11 @@ class MultiplicativeHypergradientDescent(_PreviousDirection):
             else:
                 cos = dot / denom if denom > 0 else 0.0
             self._set_lr(group, group["lr"] * (1.0 + group["hyper_lr"] * cos))
-        d = self._finish(group, params, grads, g)
+
+    def _update(self, group, params, grads, g, stats):
+        d = super()._update(group, params, grads, g, stats)
         if d is g:
-            group["prev_direction_sq"] = gg
+            group["prev_direction_sq"] = stats[1]
         else:
             group["prev_direction_sq"] = global_dot(d, d) * group["direction_factor"] ** 2
+        return d
