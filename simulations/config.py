@@ -144,6 +144,7 @@ _DATASETS = ("digits", "mnist1d", "synthetic", "hub", "custom")
 _MODELS = ("auto", "mlp", "cnn", "logreg", "tiny")
 _PARTITIONERS = ("iid", "dirichlet", "pathological", "shard", "size")
 _DRIFT_KINDS = ("none", "label-permutation", "label-shift", "rotation", "noise", "feature-shift")
+_TRACKING = ("none", "mlflow", "tensorboard", "mlflow,tensorboard")
 
 _KEY_LIST: list[Key] = [
     # --- what runs
@@ -289,6 +290,20 @@ _KEY_LIST: list[Key] = [
     Key("out-dir", "", "Run directory ('' = runs/<scenario>-<seed>-<timestamp>)."),
     Key("worker-log", "", "If set: a JSON-lines file where every worker records, per message, "
         "the client ids it served, its process id and its Ray node (placement diagnostics)."),
+    # --- experiment tracking (simulations/tracking.py; README, "Experiment tracking")
+    Key("tracking", "none", "Log every run to MLflow, TensorBoard or both: the resolved config "
+        "as parameters, every numeric round metric with step = round, the summary, plots and "
+        "run files as artifacts; a sweep's runs nested under one parent run. Needs `pip install "
+        "'fedadapt[tracking]'`.", choices=_TRACKING),
+    Key("tracking-uri", "", "MLflow tracking URI: a server (`http://host:5000`), a database "
+        "(`sqlite:///path/mlflow.db`) or a file store (a path or `file:/path`); '' = "
+        "`sqlite:///<run directory's parent>/mlruns/mlflow.db`, artifacts beside it."),
+    Key("tracking-experiment", "", "MLflow experiment of the run ('' = the scenario name)."),
+    Key("tracking-parent", "", "MLflow run id of the parent run this run is nested under "
+        "(`fedadapt compare` sets it: one parent run per sweep; '' = none)."),
+    Key("tensorboard-dir", "", "TensorBoard log folder; the run writes to "
+        "`<tensorboard-dir>/<run directory's name>` ('' = `tensorboard` beside the run "
+        "directory)."),
     Key("checkpoint-every", 0, "Write a checkpoint every k rounds (0 = never).", low=0),
     Key("resume-from", "", "Checkpoint file to resume from ('' = fresh run)."),
     Key("round-timeout", 600.0, "Seconds to wait for a round's replies; late ones are dropped.",
@@ -413,6 +428,9 @@ def resolve(
     from simulations.world import check_config  # the cross-key checks live with the reader
 
     check_config(cfg)
+    from simulations.tracking import check_config as check_tracking  # libraries, URI, paths
+
+    check_tracking(cfg)
     return cfg
 
 

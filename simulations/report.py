@@ -42,6 +42,8 @@ from simulations.tables import describe, server_method, strategy_label
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
+    from simulations.tracking import RunTracking
+
 SCHEDULE_FILE = "schedule.json"
 
 
@@ -90,6 +92,8 @@ class RunWriter:
         self.metrics_path.write_text("".join(json.dumps(r) + "\n" for r in kept))
         self.rows: list[dict[str, Any]] = kept
         self._pending: dict[int, dict[str, Any]] = {}
+        # experiment tracking (simulations.tracking): every flushed row goes to it too
+        self.tracker: RunTracking | None = None
         self._t0 = time.perf_counter()
         self._last = self._t0
 
@@ -114,6 +118,8 @@ class RunWriter:
         self.rows.append(row)
         with self.metrics_path.open("a") as fh:
             fh.write(json.dumps(row) + "\n")
+        if self.tracker is not None:
+            self.tracker.log_row(row)
         return row
 
     def finish(self) -> dict[str, Any]:

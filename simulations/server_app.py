@@ -25,6 +25,7 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from simulations.config import resolve
+from simulations.tracking import open_run
 from simulations.world import (
     RUN_KEY,
     EvaluationSettings,
@@ -180,7 +181,10 @@ def serve(grid: Any, spec: RunSpec, on_row: RowCallback | None = None) -> dict[s
         warm_up(grid, spec)
     from simulations.attacks import attack_grid  # attack.*: Byzantine replies rewritten
 
-    result = strategy.start(
+    # MLflow / TensorBoard (`tracking`; no-op when off), every flushed row logged
+    tracker = writer.tracker = open_run(writer.config, out, writer.rows)
+    # a run that fails ends its tracked run as FAILED (KILLED on Ctrl-C)
+    result = tracker.guard(strategy.start)(
         attack_grid(RetryingGrid(grid), spec.config),
         initial,
         num_rounds=spec.num_rounds,
@@ -193,6 +197,7 @@ def serve(grid: Any, spec: RunSpec, on_row: RowCallback | None = None) -> dict[s
         summary["divergence"] = strategy.divergence.message
     summary["run-dir"] = str(out)
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    tracker.finish(out, summary)
     return summary
 
 
