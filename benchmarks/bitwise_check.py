@@ -115,14 +115,31 @@ def _step_sequences(out: Path) -> dict[str, object]:
         return [[b + 0.8 * torch.randn(b.shape, generator=g) for b in bias] for _ in range(n)]
 
     results: dict[str, object] = {}
-    variants: dict[str, dict[str, object]] = {"sgd": {}, "nesterov-wd": {"momentum": 0.9, "nesterov": True, "weight_decay": 0.01},
-                "adam": {"base": "adam"}}
+    variants: dict[str, dict[str, object]] = {
+        "sgd": {}, "nesterov-wd": {"momentum": 0.9, "nesterov": True, "weight_decay": 0.01}, "adam": {"base": "adam"},
+        # the methods with their own step: their options
+        "cp-adam-options": {"scale_rate": 0.5, "eps_rel": 1.0, "eps": 1e-8, "bias_correction": "adam",
+                            "weight_decay": 0.01, "reset": "all"},
+        "flash-options": {"adaptive_b3": False, "den_floor": 0.5},
+        "adaptive-fedavg-options": {"decay": False, "max_ratio": 10.0},
+        # a known change at round 3 (ServerOptimizer's oracle): every method's reset
+        "change": {"change_rounds": [3]},
+    }
     for name in fedadapt.available_optimizers():
         spec = fedadapt.method_spec(name)
         from fedadapt.registry import _REGISTRY
 
         accepted = set(inspect.signature(_REGISTRY[name]).parameters)
         for vname, kw in variants.items():
+            if vname.endswith("-options") and not vname.startswith(name + "-"):
+                continue
+            if vname == "change":
+                for key in [f"steps server {name} change"] if spec.on_server else []:
+                    try:
+                        results[key] = _canonical(_one_sequence(name, "server", kw, params, grad_stream))
+                    except Exception as exc:  # noqa: BLE001 - compared with the other side
+                        results[key] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
+                continue
             if not set(kw) <= accepted:
                 if vname != "sgd":
                     continue

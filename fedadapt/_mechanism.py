@@ -17,7 +17,7 @@ so ``state_dict()``, pickling and LR schedulers work without custom code.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from typing import ClassVar
 
 import torch
@@ -127,22 +127,6 @@ def grads_finite(grads: Sequence[Tensor]) -> bool:
     return math.isfinite(total)
 
 
-def finite_groups(optimizer: Optimizer, name: str) -> Iterator[tuple[dict, list[Tensor], list[Tensor], Tensor]]:
-    """``(group, params, grads, squared norm)`` of each param group that has gradients; a group
-    whose gradients are not all finite counts a skipped step (``group["skipped"]``) and is left
-    out, its state untouched (one host read per group)."""
-    for group in optimizer.param_groups:
-        params, grads = params_with_grads(group, name)
-        if not params:
-            continue
-        sq = squared_norm(grads)
-        if not bool(torch.isfinite(sq)):
-            group["skipped"] += 1
-            continue
-        yield group, params, grads, sq
-
-
-
 def _is_finite(x: float | Tensor) -> bool:
     if isinstance(x, Tensor):
         # one host synchronisation: see the note on CUDA in AdaptiveOptimizer's docstring
@@ -159,6 +143,21 @@ def _clip(x: float | Tensor, lo: float, hi: float) -> float | Tensor:
 def _check(cond: bool, msg: str) -> None:
     if not cond:
         raise ValueError(msg)
+
+
+def finite_number(x: object) -> bool:
+    """A real number (not a bool) that is finite."""
+    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def check_betas(betas: object, count: int, what: str = "") -> tuple[float, ...]:
+    """``betas`` as ``count`` floats, each a number in [0, 1); ``ValueError`` naming the value."""
+    ok = (isinstance(betas, tuple | list) and len(betas) == count
+          and all(finite_number(b) and 0.0 <= float(b) < 1.0 for b in betas))
+    words = {2: "two", 3: "three"}.get(count, str(count))
+    _check(ok, f"betas must be {words} numbers in [0, 1){what}, got {betas!r}")
+    assert isinstance(betas, tuple | list)
+    return tuple(float(b) for b in betas)
 
 
 def _check_fused(fused: object) -> None:
@@ -195,8 +194,12 @@ class AdaptiveOptimizer(Optimizer):
     # default bounds as multiples of lr0 (None = unbounded on that side)
     _min_lr_factor: ClassVar[float | None] = 0.0
     _max_lr_factor: ClassVar[float | None] = None
-    # the rule takes a base direction (False: its own, e.g. FedHyper-GM's momentum)
+    # the rule takes a base direction (False: its own, e.g. FedHyper-GM's momentum, cp-adam)
     _takes_direction: ClassVar[bool] = True
+    # the rule adapts a scalar lr: every group keeps lr0, min_lr and max_lr (False: Flash)
+    _adapts_lr: ClassVar[bool] = True
+    # the lr lives on the parameters' device as a 0-dim tensor (False: a Python float, cp-adam)
+    _lr_on_device: ClassVar[bool] = True
 
     direction: Direction
 
@@ -229,6 +232,11 @@ class AdaptiveOptimizer(Optimizer):
     def add_param_group(self, param_group: dict) -> None:
         super().add_param_group(param_group)
         g = self.param_groups[-1]
+        if not self._adapts_lr:
+            g.setdefault("step", 0)
+            g.setdefault("skipped", 0)
+            self._init_group(g)
+            return
         lr0 = float(g["lr"])
         g.setdefault("lr0", lr0)
         if g.get("min_lr") is None:
@@ -240,7 +248,7 @@ class AdaptiveOptimizer(Optimizer):
         g.setdefault("step", 0)
         g.setdefault("skipped", 0)
         device = g["params"][0].device if g["params"] else torch.device("cpu")
-        if device.type != "cpu" and not isinstance(g["lr"], Tensor):
+        if self._lr_on_device and device.type != "cpu" and not isinstance(g["lr"], Tensor):
             dtype = torch.float32 if device.type == "mps" else torch.float64
             g["lr"] = torch.tensor(lr0, dtype=dtype, device=device)
         self._init_group(g)

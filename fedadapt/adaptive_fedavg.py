@@ -45,29 +45,22 @@ Defaults :math:`(\beta_1, \beta_2, \beta_3) = (0.7, 0.3, 0.7)` as FedCCFA's conf
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from typing import ClassVar
 
 import torch
 from torch.optim import Optimizer
 
-from ._mechanism import params_with_grads, run_closure, squared_norm
+from ._mechanism import (
+    _check,
+    check_betas,
+    finite_number,
+    params_with_grads,
+    run_closure,
+    squared_norm,
+)
 
 __all__ = ["AdaptiveFedAvg"]
-
-# global (whole-model) statistics, kept as Python floats in param_groups[0]
-_STATS = ("avg_var", "prev_var_hat", "avg_ratio", "lr-scale")
-
-
-def _check(cond: bool, msg: str) -> None:
-    if not cond:
-        raise ValueError(msg)
-
-
-def _finite_number(x: object) -> bool:
-    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
-
 
 class AdaptiveFedAvg(Optimizer):
     """FedAvg plus the client-lr schedule of Adaptive-FedAvg (see the module docstring).
@@ -94,12 +87,10 @@ class AdaptiveFedAvg(Optimizer):
         decay: bool = True,
         max_ratio: float = 1e4,
     ) -> None:
-        _check(isinstance(betas, tuple | list) and len(betas) == 3
-               and all(_finite_number(b) and 0.0 <= float(b) < 1.0 for b in betas),
-               f"betas must be three numbers in [0, 1) (models, variance, ratio), got {betas!r}")
+        checked = check_betas(betas, 3, " (models, variance, ratio)")
         _check(isinstance(decay, bool), f"decay must be True or False, got {decay!r}")
-        _check(_finite_number(max_ratio) and max_ratio > 1, f"max_ratio must be a finite number > 1, got {max_ratio!r}")
-        defaults = {"lr": 1.0, "betas": tuple(float(b) for b in betas), "decay": decay, "max_ratio": float(max_ratio)}
+        _check(finite_number(max_ratio) and max_ratio > 1, f"max_ratio must be a finite number > 1, got {max_ratio!r}")
+        defaults = {"lr": 1.0, "betas": checked, "decay": decay, "max_ratio": float(max_ratio)}
         super().__init__(params, defaults)
         for g in self.param_groups:
             g.setdefault("step", 0)

@@ -55,19 +55,13 @@ from collections.abc import Iterable
 
 import torch
 from torch import Tensor
-from torch.optim import Optimizer
 
-from ._mechanism import adam_moments, finite_groups, run_closure
+from ._mechanism import AdaptiveOptimizer, _check, adam_moments, check_betas, squared_norm
 
 __all__ = ["ChangepointAdam"]
 
 
-def _check(cond: bool, msg: str) -> None:
-    if not cond:
-        raise ValueError(msg)
-
-
-class ChangepointAdam(Optimizer):
+class ChangepointAdam(AdaptiveOptimizer):
     """Adam with a restart on a detected change (see the module docstring).
 
     Args:
@@ -88,6 +82,13 @@ class ChangepointAdam(Optimizer):
     # server-only, default lr 0.1, change detector on: declared in its MethodSpec
     # (fedadapt/__init__.py)
 
+    # its Adam is its own: FedAdam's bias correction, counted from the last change, and the
+    # relative floor (the update params += (-lr c / b1) m / den is not the direction path's
+    # params += -lr (c / b1) (m / den): torch's addcdiv multiplies before it divides, so reusing
+    # AdamDirection would change every run in the last bit)
+    _takes_direction = False
+    _lr_on_device = False  # the scale adaptation works in log space on the host
+
     def __init__(
         self,
         params: Iterable,
@@ -105,7 +106,7 @@ class ChangepointAdam(Optimizer):
         max_lr: float | None = None,
     ) -> None:
         _check(isinstance(lr, int | float) and lr > 0 and math.isfinite(lr), f"lr must be a finite number > 0, got {lr!r}")
-        _check(len(betas) == 2 and all(0.0 <= float(b) < 1.0 for b in betas), f"betas must be two numbers in [0, 1), got {betas!r}")
+        b1, b2 = check_betas(betas, 2)
         _check(eps > 0 and math.isfinite(eps), f"eps must be > 0 (it bounds the denominator), got {eps!r}")
         _check(bias_correction in ("fedadam", "adam"),
                f"bias_correction must be 'fedadam' or 'adam', got {bias_correction!r}")
@@ -120,52 +121,50 @@ class ChangepointAdam(Optimizer):
         lo = lr / 100.0 if min_lr is None else float(min_lr)
         hi = lr * 100.0 if max_lr is None else float(max_lr)
         _check(0 < lo <= lr <= hi, f"need 0 < min_lr <= lr <= max_lr, got {lo}, {lr}, {hi}")
-        defaults = {"lr": float(lr), "betas": (float(betas[0]), float(betas[1])), "eps": float(eps),
+        defaults = {"lr": float(lr), "betas": (b1, b2), "eps": float(eps),
                     "eps_rel": float(eps_rel), "bias_correction": bias_correction,
                     "reset": reset, "local_work": float(local_work), "plastic_rounds": int(plastic_rounds),
                     "weight_decay": float(weight_decay), "scale_rate": float(scale_rate),
                     "min_lr": lo, "max_lr": hi}
         super().__init__(params, defaults)
-        for g in self.param_groups:
-            g.setdefault("lr0", g["lr"])
-            g.setdefault("step", 0)
-            g.setdefault("m_step", 0)
-            g.setdefault("skipped", 0)
-            g.setdefault("changes", 0)
 
-    @torch.no_grad()
-    def step(self, closure=None):  # type: ignore[override]
-        loss = run_closure(closure)
-        for group, params, grads, sq in finite_groups(self, "cp-adam"):
-            if group["weight_decay"]:
-                grads = list(torch._foreach_add(grads, params, alpha=group["weight_decay"]))
-            self._scale(group, params, grads, float(sq))
-            group["step"] += 1
-            group["m_step"] = group.get("m_step", 0) + 1
-            b1, b2 = group["betas"]
-            ms, vs = adam_moments(self.state, params)
-            torch._foreach_lerp_(ms, grads, 1.0 - b1)
-            torch._foreach_mul_(vs, b2)
-            torch._foreach_addcmul_(vs, grads, grads, 1.0 - b2)
-            s, sm = group["step"], group["m_step"]  # steps of v and of m since their last restart
-            if group["bias_correction"] == "fedadam":
-                # Flower's FedAdam: eta * sqrt(1 - b2^(s+1)) / (1 - b1^(s+1)) * m / (sqrt(v) + eps)
-                bc1 = 1.0 - b1 ** (sm + 1)
-                c = math.sqrt(1.0 - b2 ** (s + 1))
-                eps_c = group["eps"]
-            else:  # Adam's: m_hat / (sqrt(v_hat) + eps), written as (c / bc1) m / (sqrt(v) + eps c)
-                bc1 = 1.0 - b1**sm
-                c = math.sqrt(1.0 - b2**s)
-                eps_c = group["eps"] * c
-            den = torch._foreach_sqrt(vs)
-            torch._foreach_add_(den, eps_c)
-            if group["eps_rel"]:
-                # a floor relative to the tensor's own RMS step scale: coordinates whose
-                # updates are tiny next to the rest of their tensor are not blown up to +-lr
-                floors = [v.mean().sqrt() * group["eps_rel"] for v in vs]
-                torch._foreach_add_(den, floors)
-            torch._foreach_addcdiv_(params, ms, den, value=-group["lr"] * c / bc1)
-        return loss
+    def _init_group(self, group: dict) -> None:
+        group.setdefault("m_step", 0)
+        group.setdefault("changes", 0)
+
+    def _measure(self, group, params, grads, g, signals):
+        # the squared norm of the raw gradient: the finiteness test and the scale's statistic
+        sq = squared_norm(grads)
+        return bool(torch.isfinite(sq)), sq
+
+    def _adapt(self, group, params, g, sq):
+        self._scale(group, params, g, float(sq))
+
+    def _update(self, group, params, grads, g, stats):
+        group["m_step"] = group.get("m_step", 0) + 1
+        b1, b2 = group["betas"]
+        ms, vs = adam_moments(self.state, params)
+        torch._foreach_lerp_(ms, g, 1.0 - b1)
+        torch._foreach_mul_(vs, b2)
+        torch._foreach_addcmul_(vs, g, g, 1.0 - b2)
+        s, sm = group["step"], group["m_step"]  # steps of v and of m since their last restart
+        if group["bias_correction"] == "fedadam":
+            # Flower's FedAdam: eta * sqrt(1 - b2^(s+1)) / (1 - b1^(s+1)) * m / (sqrt(v) + eps)
+            bc1 = 1.0 - b1 ** (sm + 1)
+            c = math.sqrt(1.0 - b2 ** (s + 1))
+            eps_c = group["eps"]
+        else:  # Adam's: m_hat / (sqrt(v_hat) + eps), written as (c / bc1) m / (sqrt(v) + eps c)
+            bc1 = 1.0 - b1**sm
+            c = math.sqrt(1.0 - b2**s)
+            eps_c = group["eps"] * c
+        den = torch._foreach_sqrt(vs)
+        torch._foreach_add_(den, eps_c)
+        if group["eps_rel"]:
+            # a floor relative to the tensor's own RMS step scale: coordinates whose
+            # updates are tiny next to the rest of their tensor are not blown up to +-lr
+            floors = [v.mean().sqrt() * group["eps_rel"] for v in vs]
+            torch._foreach_add_(den, floors)
+        torch._foreach_addcdiv_(params, ms, den, value=-group["lr"] * c / bc1)
 
     def _scale(self, group: dict, params: list[Tensor], grads: list[Tensor], sq: float) -> None:
         """Log-space update of ``lr`` from cos(g_t, g_{t-1}); keeps g_t when the rule is on."""
@@ -217,7 +216,3 @@ class ChangepointAdam(Optimizer):
                         st[key].zero_()
                 st.pop("prev_grad", None)
                 st.pop("prev_sq", None)
-
-    def step_size_stats(self) -> dict[str, float]:
-        lr = float(self.param_groups[0]["lr"])
-        return {"lr": lr, "step-mean": lr, "step-min": lr, "step-max": lr}

@@ -64,20 +64,10 @@ from collections.abc import Iterable
 
 import torch
 from torch import Tensor
-from torch.optim import Optimizer
 
-from ._mechanism import finite_groups, run_closure
+from ._mechanism import AdaptiveOptimizer, _check, check_betas, finite_number, squared_norm
 
 __all__ = ["Flash", "flash_early_stop"]
-
-
-def _check(cond: bool, msg: str) -> None:
-    if not cond:
-        raise ValueError(msg)
-
-
-def _finite_number(x: object) -> bool:
-    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def flash_early_stop(previous_loss: float, loss: float, epoch: int, gamma: float) -> bool:
@@ -114,7 +104,7 @@ def flash_early_stop(previous_loss: float, loss: float, epoch: int, gamma: float
     """
     _check(isinstance(epoch, int) and not isinstance(epoch, bool) and epoch >= 1,
            f"epoch is the 1-based local epoch, an int >= 1, got {epoch!r}")
-    _check(_finite_number(gamma) and gamma >= 0, f"gamma must be a finite number >= 0, got {gamma!r}")
+    _check(finite_number(gamma) and gamma >= 0, f"gamma must be a finite number >= 0, got {gamma!r}")
     prev, cur = float(previous_loss), float(loss)
     if math.isnan(cur):
         return True
@@ -123,7 +113,7 @@ def flash_early_stop(previous_loss: float, loss: float, epoch: int, gamma: float
     return prev - cur < gamma / epoch
 
 
-class Flash(Optimizer):
+class Flash(AdaptiveOptimizer):
     """Flash's server step with a guarded denominator (see the module docstring).
 
     Args:
@@ -145,6 +135,9 @@ class Flash(Optimizer):
     # its default server lr (0.1, FL4Health's) and the clients' early-stop hint are declared in
     # its MethodSpec (fedadapt/__init__.py)
 
+    _takes_direction = False  # its step is its own (no bias correction, the drift degree)
+    _adapts_lr = False  # the lr is a constant; the drift degree scales the step per coordinate
+
     def __init__(
         self,
         params: Iterable,
@@ -154,23 +147,20 @@ class Flash(Optimizer):
         den_floor: float = 0.1,
         adaptive_b3: bool = True,
     ) -> None:
-        _check(_finite_number(lr) and lr > 0, f"lr must be a finite number > 0, got {lr!r}")
-        _check(isinstance(betas, tuple | list) and len(betas) == 2
-               and all(_finite_number(b) and 0.0 <= float(b) < 1.0 for b in betas),
-               f"betas must be two numbers in [0, 1), got {betas!r}")
-        _check(_finite_number(tau) and tau > 0,
+        _check(finite_number(lr) and lr > 0, f"lr must be a finite number > 0, got {lr!r}")
+        b1, b2 = check_betas(betas, 2)
+        _check(finite_number(tau) and tau > 0,
                f"tau must be a finite number > 0 (it bounds the denominator where v = 0), got {tau!r}")
-        _check(_finite_number(den_floor) and 0 < den_floor <= 1,
+        _check(finite_number(den_floor) and 0 < den_floor <= 1,
                f"den_floor must be a number in (0, 1] (the denominator's floor as a fraction of sqrt(v)), got {den_floor!r}")
         _check(isinstance(adaptive_b3, bool), f"adaptive_b3 must be True or False, got {adaptive_b3!r}")
-        defaults = {"lr": float(lr), "betas": (float(betas[0]), float(betas[1])), "tau": float(tau),
+        defaults = {"lr": float(lr), "betas": (b1, b2), "tau": float(tau),
                     "den_floor": float(den_floor), "adaptive_b3": adaptive_b3}
         super().__init__(params, defaults)
-        for g in self.param_groups:
-            g.setdefault("step", 0)
-            g.setdefault("skipped", 0)
-            g.setdefault("changes", 0)
-            g.setdefault("guarded", 0.0)
+
+    def _init_group(self, group: dict) -> None:
+        group.setdefault("changes", 0)
+        group.setdefault("guarded", 0.0)
 
     @staticmethod
     def _denominator(v: Tensor, d: Tensor, rho: float, tau: float) -> tuple[Tensor, Tensor]:
@@ -181,39 +171,37 @@ class Flash(Optimizer):
         guarded = raw < floor
         return torch.maximum(raw, floor).add_(tau), guarded
 
-    @torch.no_grad()
-    def step(self, closure=None):  # type: ignore[override]
-        loss = run_closure(closure)
-        for group, params, grads, _ in finite_groups(self, "flash"):
-            b1, b2 = group["betas"]
-            rho, tau, lr = group["den_floor"], group["tau"], group["lr"]
-            n_guarded = torch.zeros((), dtype=torch.float64, device=params[0].device)
-            n_total = 0
-            for p, g in zip(params, grads, strict=True):
-                st = self.state[p]
-                if "exp_avg" not in st:
-                    for key in ("exp_avg", "exp_avg_sq", "drift"):
-                        st[key] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                m, v, d = st["exp_avg"], st["exp_avg_sq"], st["drift"]
-                delta = g.neg()
-                delta_sq = delta * delta
-                v_prev = v.clone()
-                m.mul_(b1).add_(delta, alpha=1.0 - b1)
-                v.mul_(b2).add_(delta_sq, alpha=1.0 - b2)
-                if group["adaptive_b3"]:
-                    jump = delta_sq - v
-                    num = v_prev.abs()
-                    den = jump.abs().add_(num)
-                    # 0/0 (v_{t-1} = 0 and Delta_t = 0): beta3 = 1, d is kept
-                    b3 = torch.where(den > 0, num / torch.where(den > 0, den, torch.ones_like(den)), torch.ones_like(den))
-                    d.mul_(b3).add_((1.0 - b3) * jump)
-                denom, guarded = self._denominator(v, d, rho, tau)
-                p.addcdiv_(m, denom, value=lr)
-                n_guarded += guarded.sum()
-                n_total += p.numel()
-            group["step"] += 1
-            group["guarded"] = float(n_guarded) / max(n_total, 1)
-        return loss
+    def _measure(self, group, params, grads, g, signals):
+        return bool(torch.isfinite(squared_norm(grads))), None
+
+    def _update(self, group, params, grads, g, stats):
+        b1, b2 = group["betas"]
+        rho, tau, lr = group["den_floor"], group["tau"], group["lr"]
+        n_guarded = torch.zeros((), dtype=torch.float64, device=params[0].device)
+        n_total = 0
+        for p, gp in zip(params, grads, strict=True):
+            st = self.state[p]
+            if "exp_avg" not in st:
+                for key in ("exp_avg", "exp_avg_sq", "drift"):
+                    st[key] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            m, v, d = st["exp_avg"], st["exp_avg_sq"], st["drift"]
+            delta = gp.neg()
+            delta_sq = delta * delta
+            v_prev = v.clone()
+            m.mul_(b1).add_(delta, alpha=1.0 - b1)
+            v.mul_(b2).add_(delta_sq, alpha=1.0 - b2)
+            if group["adaptive_b3"]:
+                jump = delta_sq - v
+                num = v_prev.abs()
+                den = jump.abs().add_(num)
+                # 0/0 (v_{t-1} = 0 and Delta_t = 0): beta3 = 1, d is kept
+                b3 = torch.where(den > 0, num / torch.where(den > 0, den, torch.ones_like(den)), torch.ones_like(den))
+                d.mul_(b3).add_((1.0 - b3) * jump)
+            denom, guarded = self._denominator(v, d, rho, tau)
+            p.addcdiv_(m, denom, value=lr)
+            n_guarded += guarded.sum()
+            n_total += p.numel()
+        group["guarded"] = float(n_guarded) / max(n_total, 1)
 
     def on_change(self) -> None:
         """A change was detected (or is known): m, v and d restart at 0, and so does ``step``
