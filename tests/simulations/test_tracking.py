@@ -238,23 +238,78 @@ def test_the_cli_refuses_bad_tracking_before_any_run(command):
 
 
 @pytest.mark.slow
-def test_simulate_on_ray_logs_to_mlflow_and_tensorboard(tmp_path):
-    """`fedadapt simulate` (Flower's Ray simulation runtime) with both trackers."""
-    from tests.e2e.helpers import env
+def test_flwr_run_logs_to_mlflow_and_tensorboard(tmp_path):
+    """Under `flwr run` (the ServerApp of simulations/server_app.py in Flower's own process,
+    the keys read from the run config) both trackers hold the run's rounds; `fedadapt simulate`
+    runs the same serve() as the in-process runs above."""
+    import time
 
-    out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "simulations.cli", "simulate", "quickstart",
-           "--set", "num-clients=4", "--set", "clients-per-round=4",
-           "--set", "num-server-rounds=2", "--set", "tracking=mlflow,tensorboard",
-           "--out", str(out)]
-    proc = subprocess.run(cmd, env=env(), cwd=ROOT, capture_output=True, text=True, timeout=400)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "tracking stopped" not in proc.stdout + proc.stderr
-    client = MlflowClient(tracking.default_store(tmp_path))
-    (run,) = client.search_runs([client.get_experiment_by_name("quickstart").experiment_id])
-    assert run.info.status == "FINISHED"
+    from tests.e2e.helpers import env, free_port, start, stop, wait_port
+
+    home = tmp_path / "flwr-home"
+    home.mkdir()
+    port = free_port()
+    (home / "config.toml").write_text(
+        f'[superlink]\ndefault = "test"\n[superlink.test]\naddress = "127.0.0.1:{port}"\n'
+        "insecure = true\n")
+    e = env(home)
+    out = tmp_path / "runs" / "run"
+    scenario = tmp_path / "tiny.toml"
+    scenario.write_text(
+        'scenario = "tiny"\nnum-clients = 6\nclients-per-round = 4\nnum-supernodes = 2\n'
+        f'num-server-rounds = 2\nout-dir = "{out}"\ntracking = "mlflow,tensorboard"\n')
+    link = start([str(Path(sys.executable).parent / "flower-superlink"), "--insecure",
+                  "--simulation", "--isolation", "subprocess",
+                  "--disable-runtime-dependency-installation", "--host", "127.0.0.1",
+                  "--port", str(port), "--database", str(home / "state.db")],
+                 tmp_path / "superlink.log", e)
+    try:
+        wait_port(port)
+        run = subprocess.run(["flwr", "run", ".", "--run-config", str(scenario),
+                              "--federation-config",
+                              "num-supernodes=2 client-resources-num-cpus=1", "--stream"],
+                             env=e, cwd=ROOT, capture_output=True, text=True, timeout=400)
+        assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+        for _ in range(60):  # the store exists before summary.json: no second creator
+            if (out / "summary.json").is_file():
+                break
+            time.sleep(1)
+        client = MlflowClient(tracking.default_store(out.parent))
+        status = None
+        for _ in range(60):  # the ServerApp process ends the MLflow run after summary.json
+            experiment = client.get_experiment_by_name("tiny")
+            runs = client.search_runs([experiment.experiment_id]) if experiment else []
+            status = runs[0].info.status if runs else None
+            if status == "FINISHED":
+                break
+            time.sleep(1)
+    finally:
+        stop(link)
+    assert status == "FINISHED" and len(runs) == 1
+    mlrun = runs[0]
+    assert "tracking stopped" not in run.stdout + run.stderr
     history = _numeric_history(_rows(out))
     assert sorted((m.step, m.value) for m in client.get_metric_history(
-        run.info.run_id, "accuracy")) == history["accuracy"]
-    acc = _scalars(tmp_path / "tensorboard" / "run")
+        mlrun.info.run_id, "accuracy")) == history["accuracy"]
+    acc = _scalars(out.parent / "tensorboard" / "run")
     assert [e.step for e in acc.Scalars("server-lr")] == [s for s, _ in history["server-lr"]]
+
+
+def test_a_resumed_run_keeps_one_history(tmp_path):
+    """Resumed from its round-2 checkpoint, a run's TensorBoard folder holds each round once
+    (events after the checkpoint are purged), and its new MLflow run the whole history."""
+    out = tmp_path / "run"
+    _run(out, "tracking=mlflow,tensorboard", "checkpoint-every=1")
+    _run(out, "tracking=mlflow,tensorboard", "checkpoint-every=1",
+         f"resume-from={out / 'checkpoints' / 'round-000002.pt'}")
+    history = _numeric_history(_rows(out))
+    assert [s for s, _ in history["accuracy"]] == [0, 1, 2, 3]
+    acc = _scalars(tmp_path / "tensorboard" / "run")
+    assert [(e.step, pytest.approx(e.value, rel=1e-6)) for e in acc.Scalars("accuracy")] == [
+        (s, v) for s, v in history["accuracy"]]
+    client = MlflowClient(tracking.default_store(tmp_path))
+    runs = client.search_runs([client.get_experiment_by_name("quickstart").experiment_id],
+                              order_by=["attributes.start_time ASC"])
+    assert [r.info.status for r in runs] == ["FINISHED", "FINISHED"]
+    assert sorted((m.step, m.value) for m in client.get_metric_history(
+        runs[1].info.run_id, "accuracy")) == history["accuracy"]
