@@ -3,7 +3,8 @@ sequences of every optimizer, run at both and compared.
 
 For each ``simulations/scenarios/*.toml`` the scenario runs for a few rounds
 (``--rounds``, default 3; ``num-server-rounds`` set on the command line of the run, nothing else
-changed) in-process, without Ray (``docs/results/inprocess.py``'s ``run(cfg)``), once with the
+changed; a scenario whose drift comes later runs until ``--rounds`` rounds after its last
+changepoint, so the reaction to the drift is compared too) in-process, without Ray (``docs/results/inprocess.py``'s ``run(cfg)``), once with the
 working tree's code and once with the base commit's (checked out with ``git worktree add`` into
 a temporary directory and imported in a subprocess with that directory first on ``sys.path``
 and ``PYTHONPATH``). Every ``metrics.jsonl`` row is compared value for value (floats by their
@@ -33,6 +34,7 @@ import argparse
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -65,7 +67,16 @@ def _child(tree: Path, out: Path, scenarios: list[str], rounds: int, steps: bool
         for name in scenarios:
             run_dir = out / "runs" / name
             try:
-                cfg = build_config(name, [f"num-server-rounds={rounds}"], 0, str(run_dir))
+                n = rounds
+                while True:
+                    try:
+                        cfg = build_config(name, [f"num-server-rounds={n}"], 0, str(run_dir))
+                        break
+                    except Exception as exc:  # noqa: BLE001 - a drift after the last round: run past it
+                        late = re.search(r"\((\d+)\) is after the last round", str(exc))
+                        if late is None or n > int(late.group(1)):
+                            raise
+                        n = int(late.group(1)) + rounds
                 inprocess.run(cfg)
                 rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
                 results[f"scenario {name}"] = {"rows": rows, "model": str(run_dir / "final_model.pt")}

@@ -1,16 +1,16 @@
 """fedadapt: adaptive step-size methods, one PyTorch implementation for clients and the server.
 
-Every method is a ``torch.optim.Optimizer`` registered by name::
+Every method is a ``torch.optim.Optimizer`` registered by name:
 
-    opt = fedadapt.build_optimizer("hd", model.parameters(), lr=0.01)
-    server = fedadapt.ServerOptimizer(global_model.parameters(), "hd", lr=1.0)
+    >>> opt = fedadapt.build_optimizer("hd", model.parameters(), lr=0.01)
+    >>> server = fedadapt.ServerOptimizer(global_model.parameters(), "hd", lr=1.0)
 
 A rule wraps a base direction (``direction=``): fedadapt's own ``SGDDirection`` /
 ``AdamDirection`` (what ``base="sgd"|"adam"`` builds), or any torch optimizer for the scalar
-rules::
+rules (docs/METHODS.md, "Base directions"):
 
-    opt = fedadapt.HypergradientDescent(model.parameters(), lr=1e-3, hyper_lr=1e-6,
-                                        direction=fedadapt.TorchDirection(torch.optim.AdamW))
+    >>> opt = fedadapt.HypergradientDescent(model.parameters(), lr=1e-3, hyper_lr=1e-6,
+    ...                                     direction=fedadapt.TorchDirection(torch.optim.AdamW))
 
 fedadapt never imports flwr or ray.
 """

@@ -50,9 +50,12 @@ class AutoDrop(AdaptiveOptimizer):
     Group scalars: ``"omega"`` (last angle, degrees; NaN before two displacements),
     ``"threshold"``, ``"saturated"``, ``"wait"``, ``"drops"``, ``"window_step"``.
 
-    Example::
+    Example:
 
-        opt = fedadapt.build_optimizer("autodrop", model.parameters(), lr=0.1, window=100)
+        >>> opt = fedadapt.build_optimizer("autodrop", model.parameters(), lr=0.1, window=100)
+        >>> loss().backward(); opt.step(); opt.zero_grad()
+        >>> opt.param_groups[0]["drops"], opt.param_groups[0]["window_step"]
+        (0, 1)
 
     References:
         Teng, Wang, Choromanska, "AutoDrop: Training Deep Learning Models with Automatic

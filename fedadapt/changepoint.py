@@ -33,12 +33,15 @@ Channels with no data in a round are skipped. The detector is pure Python (no to
 its state is a dict of floats (``state_dict``/``load_state_dict``), so checkpoints and Ray
 pickling carry it. Every round's statistics are in :attr:`last_info`.
 
-Example::
+Example (four clients' round-start losses, which jump at round 10):
 
-    det = ChangeDetector()
-    for t, losses in enumerate(rounds):
-        if det.update({"start-loss": losses}, weights={"start-loss": sizes}):
-            print("change at round", t)
+    >>> det = ChangeDetector()
+    >>> rounds = [[1.0, 1.1, 0.9, 1.05]] * 10 + [[3.0, 3.2, 2.9, 3.1]] * 3
+    >>> sizes = [10, 20, 30, 40]
+    >>> for t, losses in enumerate(rounds):
+    ...     if det.update({"start-loss": losses}, weights={"start-loss": sizes}):
+    ...         print("change at round", t)
+    change at round 10
 """
 
 from __future__ import annotations

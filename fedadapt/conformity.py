@@ -76,9 +76,14 @@ class CProp(AdaptiveOptimizer):
         fused: run the update compiled (``torch.compile``), one loop per tensor (default
             False); BENCHMARKS.md §1 says when it pays off.
 
-    Example::
+    Example:
 
-        opt = fedadapt.build_optimizer("cprop", model.parameters(), lr=0.1, overconfidence=3.0)
+        >>> opt = fedadapt.build_optimizer("cprop", model.parameters(), lr=0.1, overconfidence=3.0)
+        >>> for _ in range(3):
+        ...     loss().backward(); opt.step(); opt.zero_grad()
+        >>> scale = opt.state[model.weight]["conformity"]  # the per-coordinate scale
+        >>> bool(((scale >= 0) & (scale <= 1)).all())
+        True
 
     References:
         Preechakul, Kijsirikul, "CProp: Adaptive Learning Rate Scaling from Past Gradient

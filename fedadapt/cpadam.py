@@ -26,11 +26,15 @@ What it adds is what a drift needs (docs/METHODS.md, "Drift"):
 
 - :meth:`on_change` — called by :class:`fedadapt.ServerOptimizer` when its change detector
   (:class:`fedadapt.ChangeDetector`, driven by the clients' round-start loss) raises an alarm,
-  or at known changepoints (the oracle): the first moment, the second moment and the step
-  counter restart. After a change the old first moment points the wrong way for about
-  :math:`1/(1-\beta_1)` rounds and the inflated second moment damps every step for about
-  :math:`1/(1-\beta_2)`; with :math:`s` and both moments restarted, the bias correction makes
-  the first post-change step :math:`\eta\,\mathrm{sign}(g)`-sized, as at the very start.
+  or at known changepoints (the oracle): by default (``reset="first-moment"``) the first moment
+  and its step counter :math:`s_m` restart, the second moment and its counter :math:`s` are
+  kept; ``reset="all"`` restarts both moments and both counters, ``reset="none"`` nothing. After
+  a change the old first moment points the wrong way for about :math:`1/(1-\beta_1)` rounds;
+  restarted with its counter, the bias correction makes the first post-change step follow the
+  new pseudo-gradient alone. The second moment, inflated by the post-change updates, damps the
+  steps for about :math:`1/(1-\beta_2)` rounds; keeping it (the default) keeps the step scale
+  of the stable phase, restarting it (``"all"``) makes the first post-change step
+  :math:`\eta\,\mathrm{sign}(g)`-sized, as at the very start.
   Ellis et al., "Adam on Local Time: Addressing Nonstationarity in RL with Relative Adam Time
   Steps", NeurIPS 2024 (arXiv:2412.17113) restart the step counter; Asadi et al., "Resetting
   the Optimizer in Deep RL: An Empirical Study", NeurIPS 2023 (arXiv:2306.17833) restart the
@@ -74,6 +78,11 @@ class ChangepointAdam(AdaptiveOptimizer):
             rest of its tensor moves in proportion to them instead of by a full :math:`\\pm\\eta`
             (scale-free, unlike a fixed :math:`\\epsilon`). Default 0; ``eps=1e-8, eps_rel=1``
             is the scale-free floor the module docstring discusses.
+        bias_correction: ``"fedadam"`` (Flower's FedAdam: exponents :math:`s+1`) or ``"adam"``.
+        reset: what :meth:`on_change` restarts: ``"first-moment"`` (default), ``"all"`` or
+            ``"none"``.
+        local_work, plastic_rounds: after a change, ask the clients for ``local_work`` times
+            their local work for ``plastic_rounds`` rounds (:attr:`plasticity`).
         weight_decay: coupled L2 added to the gradient.
         scale_rate: :math:`\\beta` of the log-space scale adaptation (0 = off).
         min_lr, max_lr: bounds of the adapted :math:`\\eta` (default ``lr/100``, ``100 lr``).
@@ -195,8 +204,10 @@ class ChangepointAdam(AdaptiveOptimizer):
         return {"local-work": float(g["local_work"]), "rounds": float(g["plastic_rounds"])}
 
     def on_change(self) -> None:
-        """A change was detected (or is known): restart both moments and the step counter;
-        re-open a scale that the adaptation had shrunk below its start."""
+        """A change was detected (or is known): restart the moments ``reset`` names (default
+        ``"first-moment"``: the first moment and its counter; ``"all"``: both moments and both
+        counters; ``"none"``: nothing) and re-open a scale that the adaptation had shrunk below
+        its start."""
         for group in self.param_groups:
             mode = group["reset"]
             group["changes"] += 1

@@ -290,10 +290,14 @@ class TorchDirection(Direction):
         optimizer_class: a ``torch.optim.Optimizer`` subclass taking ``(params, lr=..., **kwargs)``.
         **kwargs: its hyperparameters except ``lr`` (the rule owns the step size).
 
-    Example::
+    Example:
 
-        opt = HypergradientDescent(model.parameters(), lr=1e-3, hyper_lr=1e-6,
-                                   direction=TorchDirection(torch.optim.AdamW, weight_decay=0.01))
+        >>> opt = fedadapt.HypergradientDescent(model.parameters(), lr=1e-3, hyper_lr=1e-4,
+        ...                                     direction=TorchDirection(torch.optim.AdamW, weight_decay=0.01))
+        >>> for _ in range(3):
+        ...     loss().backward(); opt.step(); opt.zero_grad()
+        >>> opt.param_groups[0]["lr"] != 1e-3
+        True
     """
 
     builtin = False

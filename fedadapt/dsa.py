@@ -57,9 +57,14 @@ class StructuredSelfAdaptive(_PreviousDirection):
         fused: run the update compiled (``torch.compile``), one loop per tensor (default
             False); BENCHMARKS.md §1 says when it pays off.
 
-    Example::
+    Example:
 
-        opt = fedadapt.build_optimizer("dsa", model.parameters(), lr=0.01)
+        >>> opt = fedadapt.build_optimizer("dsa", model.parameters(), lr=0.01)
+        >>> for _ in range(3):
+        ...     loss().backward(); opt.step(); opt.zero_grad()
+        >>> stats = fedadapt.step_size_stats(opt)  # the effective per-coordinate steps
+        >>> stats["step-min"] <= stats["step-mean"] <= stats["step-max"]
+        True
 
     References:
         Chen, Wang, Ba, "Differentiable Self-Adaptive Learning Rate", arXiv:2210.10290 (abstract

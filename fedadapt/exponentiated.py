@@ -51,9 +51,13 @@ class ExponentiatedGradientStepSize(AdaptiveOptimizer):
         fused: run the per-coordinate update compiled (``torch.compile``), one loop per tensor
             (default False); BENCHMARKS.md §1 says when it pays off.
 
-    Example::
+    Example:
 
-        opt = fedadapt.build_optimizer("eg", model.parameters(), lr=0.01, base="adam")
+        >>> opt = fedadapt.build_optimizer("eg", model.parameters(), lr=0.01, base="adam")
+        >>> for _ in range(3):
+        ...     loss().backward(); opt.step(); opt.zero_grad()
+        >>> opt.param_groups[0]["step"]
+        3
 
     References:
         Amid, Anil, Fifty, Warmuth, "Step-size Adaptation Using Exponentiated Gradient

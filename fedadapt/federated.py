@@ -47,10 +47,12 @@ class FedExP(AdaptiveOptimizer):
     ``step()`` needs ``client_sq_norms_mean`` and ``num_clients`` (``ServerOptimizer`` computes
     them); without them it raises ``ValueError``.
 
-    Example::
+    Example:
 
-        server = fedadapt.ServerOptimizer(model.parameters(), "fedexp")
-        server.step(client_params, weights)
+        >>> server = fedadapt.ServerOptimizer(model.parameters(), "fedexp")
+        >>> server.step(client_params, weights)
+        >>> server.last_info["lr"] >= 1.0  # FedExP never steps less than FedAvg
+        True
 
     References:
         Jhunjhunwala, Wang, Joshi, "FedExP: Speeding Up Federated Averaging via Extrapolation",
@@ -125,9 +127,12 @@ class FedHyperG(HypergradientDescent):
             with its own normalisations and takes the hypergradient from the raw updates
             (docs/METHODS.md §9).
 
-    Example::
+    Example:
 
-        server = fedadapt.ServerOptimizer(model.parameters(), "fedhyper-g")
+        >>> server = fedadapt.ServerOptimizer(model.parameters(), "fedhyper-g")
+        >>> server.step(client_params, weights)
+        >>> server.last_info["lr"]
+        1.0
 
     References:
         Wang, Wang, Li, "FedHyper: A Universal and Robust Learning Rate Scheduler for Federated
@@ -182,10 +187,12 @@ class FedHyperGM(AdaptiveOptimizer):
 
     Unlike the wrapping methods it takes no ``base=``: the momentum is part of the rule.
 
-    Example::
+    Example:
 
-        server = fedadapt.ServerOptimizer(model.parameters(), "fedhyper-gm")
-        server.step(client_params, weights)
+        >>> server = fedadapt.ServerOptimizer(model.parameters(), "fedhyper-gm")
+        >>> server.step(client_params, weights)
+        >>> server.last_info["skipped"]
+        0.0
 
     References:
         Wang, Wang, Li, "FedHyper", ICLR 2024, arXiv:2310.03156 (code ``ATP-1010/FedHyper``).
@@ -260,10 +267,13 @@ class FedHyperCL(_PreviousDirection):
         base, momentum, dampening, nesterov, betas, eps, weight_decay: the base direction.
         min_lr, max_lr: default ``0.1 * lr`` and ``10 * lr`` (the code's [0.1, 10]).
 
-    Example::
+    Example:
 
-        opt = fedadapt.build_optimizer("fedhyper-cl", model.parameters(), lr=0.01)
-        opt.set_global_update(previous_global_delta)
+        >>> opt = fedadapt.build_optimizer("fedhyper-cl", model.parameters(), lr=0.01)
+        >>> opt.set_global_update([torch.full_like(p, -1e-3) for p in model.parameters()])
+        >>> loss().backward(); opt.step(); opt.zero_grad()
+        >>> 0.001 <= opt.param_groups[0]["lr"] <= 0.011  # grown by at most max_growth
+        True
 
     References:
         Wang, Wang, Li, "FedHyper", ICLR 2024, arXiv:2310.03156 (code ``ATP-1010/FedHyper``,

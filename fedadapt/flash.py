@@ -92,15 +92,15 @@ def flash_early_stop(previous_loss: float, loss: float, epoch: int, gamma: float
     positive decrease below the threshold (``0 < L_{e-1} - L_e < gamma / e``); this function
     follows the rule as stated in the paper.
 
-    Example::
+    Example (the validation losses after each local epoch):
 
-        prev = math.inf
-        for e in range(1, epochs + 1):
-            train_one_epoch()
-            val = validation_loss()
-            if flash_early_stop(prev, val, e, gamma):
-                break
-            prev = val
+        >>> prev = math.inf
+        >>> for e, val in enumerate([2.0, 1.5, 1.2, 1.195, 1.19], start=1):
+        ...     if flash_early_stop(prev, val, e, gamma=0.04):
+        ...         break
+        ...     prev = val
+        >>> e  # epoch 4 gained 0.005 < 0.04 / 4
+        4
     """
     _check(isinstance(epoch, int) and not isinstance(epoch, bool) and epoch >= 1,
            f"epoch is the 1-based local epoch, an int >= 1, got {epoch!r}")

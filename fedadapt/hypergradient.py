@@ -102,11 +102,13 @@ class HypergradientDescent(_PreviousDirection):
         base, momentum, dampening, nesterov, betas, eps, weight_decay: the base direction.
         min_lr, max_lr: bounds of :math:`\alpha` (default ``0`` and ``inf``).
 
-    Example::
+    Example:
 
-        opt = fedadapt.build_optimizer("hd", model.parameters(), lr=0.01, hyper_lr=1e-3)
-        loss.backward(); opt.step(); opt.zero_grad()
-        opt.param_groups[0]["lr"]  # the adapted step size
+        >>> opt = fedadapt.build_optimizer("hd", model.parameters(), lr=0.01, hyper_lr=1e-3)
+        >>> for _ in range(3):
+        ...     loss().backward(); opt.step(); opt.zero_grad()
+        >>> opt.param_groups[0]["lr"] != 0.01  # the adapted step size
+        True
 
     References:
         Baydin, Cornish, Martínez-Rubio, Schmidt, Wood, "Online Learning Rate Adaptation with
@@ -177,10 +179,13 @@ class MultiplicativeHypergradientDescent(_PreviousDirection):
         base, momentum, dampening, nesterov, betas, eps, weight_decay: the base direction.
         min_lr, max_lr: bounds of :math:`\alpha` (default ``1e-3 * lr`` and ``1e3 * lr``).
 
-    Example::
+    Example:
 
-        opt = fedadapt.build_optimizer("hd-mult", model.parameters(), lr=0.01)
-        loss.backward(); opt.step(); opt.zero_grad()
+        >>> opt = fedadapt.build_optimizer("hd-mult", model.parameters(), lr=0.01)
+        >>> for _ in range(3):
+        ...     loss().backward(); opt.step(); opt.zero_grad()
+        >>> 1e-5 <= opt.param_groups[0]["lr"] <= 10.0  # within the default bounds
+        True
 
     References:
         Baydin et al., "Online Learning Rate Adaptation with Hypergradient Descent", ICLR 2018,

@@ -16,10 +16,11 @@ fedadapt method then adapts its step size on :math:`\nabla h_k` exactly as it wo
 were added to the loss, and an app needs no change to its training loop (docs/METHODS.md,
 "FedProx"). A parameter without a gradient (unused this step) is left alone.
 
-Example::
+Example (right after loading the round's global model into ``model``):
 
-    plan.load_global(model)
-    opt = add_proximal_term(fedadapt.build_optimizer("hd", model.parameters(), lr=0.05), mu=0.01)
+    >>> opt = add_proximal_term(fedadapt.build_optimizer("hd", model.parameters(), lr=0.05), mu=0.01)
+    >>> opt.proximal_mu
+    0.01
 """
 
 from __future__ import annotations

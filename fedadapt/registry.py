@@ -273,9 +273,11 @@ def build_optimizer(
     :class:`fedadapt.ServerOptimizer` asks for; a client-only method is refused). Unknown names
     and unknown or invalid hyperparameters raise ``ValueError`` naming the accepted values.
 
-    Example::
+    Example:
 
-        opt = fedadapt.build_optimizer("hd", model.parameters(), lr=0.01, hyper_lr=1e-3)
+        >>> opt = fedadapt.build_optimizer("hd", model.parameters(), lr=0.01, hyper_lr=1e-3)
+        >>> type(opt).__name__
+        'HypergradientDescent'
     """
     if name not in _REGISTRY:
         raise ValueError(f"unknown optimizer {name!r}; accepted: {available_optimizers()}")

@@ -89,11 +89,12 @@ class ServerOptimizer:
             change had been detected; for oracle studies.
         **hparams: the optimizer's hyperparameters.
 
-    Example::
+    Example:
 
-        server = ServerOptimizer(model.parameters(), "hd", lr=1.0, hyper_lr=1e-2)
-        server.step([client_a_params, client_b_params], weights=[30, 70])
-        server.last_info["lr"]
+        >>> server = ServerOptimizer(model.parameters(), "hd", lr=1.0, hyper_lr=1e-2)
+        >>> server.step(client_params[:2], weights=[30, 70])
+        >>> server.last_info["lr"]  # the first round has no previous pseudo-gradient
+        1.0
     """
 
     def __init__(
