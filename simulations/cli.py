@@ -26,6 +26,7 @@ from simulations.config import (
     parse_assignments,
     resolve,
 )
+from simulations.sweep import SweepHooks, SweepProgress
 
 app = typer.Typer(
     add_completion=False,
@@ -165,6 +166,79 @@ def strategy_overrides(token: str) -> dict[str, str]:
     return out
 
 
+class _CompareProgress(SweepHooks):
+    """``fedadapt compare``'s progress: runs done, running, skipped and the time left; a bar
+    on a terminal, plain lines otherwise."""
+
+    def __init__(self, total: int, rounds: int) -> None:
+        self.counts = SweepProgress(total)
+        self.rounds = rounds
+        self.progress: Progress | None = None
+        self.task: Any = None
+        self.current: dict[int, str] = {}  # run index -> "name r/R"
+
+    def sweep_start(self, runs: Any, skipped: Any) -> None:
+        self.counts.skipped = len(skipped)
+        if skipped:
+            self._line(f"{len(skipped)} of {len(runs)} runs already complete (same config "
+                       "digest): read from disk, not run again (--redo runs them)")
+        if console.is_terminal:
+            self.progress = Progress(
+                TextColumn("[bold]runs"), BarColumn(), TextColumn("{task.fields[status]}"),
+                TimeElapsedColumn(), console=console, transient=False)
+            self.progress.start()
+            self.task = self.progress.add_task("runs", total=len(runs),
+                                               completed=len(skipped),
+                                               status="starting Ray ...")
+
+    def parallel_chosen(self, parallel: int) -> None:
+        self.counts.parallel = parallel
+        self._line(f"{parallel} run(s) at once")
+
+    def run_start(self, run: Any) -> None:
+        self.counts.start(run.index)
+        self.current[run.index] = f"{run.name} 0/{self.rounds}"
+        if self.progress is None:
+            self._line(f"[start] {run.name}  ({self.counts.status()})")
+        self._refresh()
+
+    def run_round(self, run: Any, row: dict[str, Any]) -> None:
+        rounds = int(run.config.get("num-server-rounds", self.rounds))
+        self.current[run.index] = f"{run.name} {int(row['round'])}/{rounds}"
+        if self.progress is None:
+            self._line(plain_round_line(f"  {run.name}", row, rounds))
+        self._refresh()
+
+    def run_end(self, run: Any, summary: dict[str, Any], seconds: float) -> None:
+        self.counts.end(run.index)
+        self.current.pop(run.index, None)
+        acc = summary.get("final-accuracy")
+        self._line(f"[done] {run.name}" + (f": final acc {acc:.3f}" if acc is not None else "")
+                   + f" in {seconds:.1f} s  ({self.counts.status()})")
+        self._refresh()
+
+    def run_failed(self, run: Any, error: BaseException) -> None:
+        self.counts.end(run.index, failed=True)
+        self.current.pop(run.index, None)
+        self._line(f"[failed] {run.name}: {error!r}  ({self.counts.status()})")
+        self._refresh()
+
+    def sweep_end(self, summaries: Any) -> None:
+        if self.progress is not None:
+            self._refresh()
+            self.progress.stop()
+
+    def _refresh(self) -> None:
+        if self.progress is None:
+            return
+        running = "; ".join(list(self.current.values())[:3])
+        self.progress.update(self.task, completed=self.counts.done + self.counts.skipped,
+                             status=self.counts.status() + (f" | {running}" if running else ""))
+
+    def _line(self, text: str) -> None:
+        console.print(text, highlight=False, soft_wrap=True, markup=False)
+
+
 @app.command()
 def compare(
     scenario: Annotated[str, typer.Argument(help="Shipped scenario name or a TOML file.")],
@@ -183,12 +257,33 @@ def compare(
         typer.Option(help="Add per-seed differences of every strategy against this one "
                           "(95% confidence intervals)."),
     ] = None,
+    parallel: Annotated[
+        str,
+        typer.Option(help="Runs at once: 'auto' (the cluster's worker slots over one run's "
+                          "workers, plus one) or a number; 1 runs them one after another."),
+    ] = "auto",
+    address: Annotated[
+        str | None,
+        typer.Option(help="Attach to a running Ray cluster (host:port as `ray start --head` "
+                          "prints it, or 'auto'); default: RAY_ADDRESS, else a local Ray."),
+    ] = None,
+    redo: Annotated[
+        bool,
+        typer.Option("--redo", help="Run every run again, even those already complete under "
+                                     "--out with the same config."),
+    ] = False,
 ) -> None:
-    """Run every strategy x grid cell x seed, then tables (Markdown, CSV, JSON, LaTeX) and
-    plots."""
+    """Run every strategy x grid cell x seed, several at once, then tables (Markdown, CSV,
+    JSON, LaTeX) and plots. Run again, it skips the runs already complete (same resolved
+    config) and does the rest."""
+    import os
+
     from simulations.compare import write_comparison
+    from simulations.sweep import SweepRun, check_address, parse_parallel
 
     try:
+        n_parallel = parse_parallel(parallel)
+        ray_addr = check_address(address) if address is not None else None
         tokens = [t.strip() for t in strategies.split(",") if t.strip()]
         if baseline is not None and not any(
                 t == baseline or t.split("/")[0] == baseline for t in tokens):
@@ -215,49 +310,31 @@ def compare(
     except ConfigError as exc:
         _fail(str(exc))
         return
-    console.print(f"{len(plans)} runs into {root} (one Ray session)")
-    from simulations.experiment import run_many
+    if ray_addr is not None:
+        os.environ["RAY_ADDRESS"] = ray_addr  # simulations.runtime.ray_address reads it
 
     def run_name(i: int) -> str:
         token, cell, s, _ = plans[i]
         cell_text = ",".join(f"{k}={v}" for k, v in cell.items())
         return f"{token}{f' [{cell_text}]' if cell_text else ''} seed {s}"
 
-    if console.is_terminal:
-        with Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            TextColumn("{task.completed}/{task.total}"),
-            TextColumn("{task.fields[status]}"),
-            TimeElapsedColumn(),
-            console=console,
-        ) as progress:
-            runs_task = progress.add_task("runs", total=len(plans), status="starting Ray ...")
-            rounds_task = progress.add_task("rounds", total=specs[0].num_rounds, status="")
+    runs = [SweepRun(i, run_name(i), dict(p[3]), labels={"strategy": p[0], "cell": p[1],
+                                                          "seed": p[2]})
+            for i, p in enumerate(plans)]
+    where = f"Ray cluster {ray_addr}" if ray_addr else "one Ray session"
+    console.print(f"{len(plans)} runs into {root} ({where})", highlight=False)
+    from simulations.experiment import RunFailed
+    from simulations.sweep import run_sweep
 
-            def on_round(i: int, row: dict[str, Any]) -> None:
-                progress.update(rounds_task, completed=int(row["round"]),
-                                total=specs[i].num_rounds, status=run_name(i))
-
-            def on_run_end(i: int, summary: dict[str, Any]) -> None:
-                acc = summary.get("final-accuracy")
-                progress.update(runs_task, completed=i + 1,
-                                status=f"last: {run_name(i)} acc {acc:.3f}" if acc is not None else "")
-
-            summaries = run_many([p[3] for p in plans], on_round=on_round, on_run_end=on_run_end)
-    else:  # redirected: one plain line per round and per finished run
-        def plain_round(i: int, row: dict[str, Any]) -> None:
-            console.print(plain_round_line(f"[{i + 1}/{len(plans)}] {run_name(i)}", row,
-                                           specs[i].num_rounds), highlight=False, soft_wrap=True,
-                          markup=False)
-
-        def plain_end(i: int, summary: dict[str, Any]) -> None:
-            acc = summary.get("final-accuracy")
-            console.print(f"[{i + 1}/{len(plans)}] {run_name(i)} done"
-                          + (f": final acc {acc:.3f}" if acc is not None else ""),
-                          highlight=False, soft_wrap=True, markup=False)
-
-        summaries = run_many([p[3] for p in plans], on_round=plain_round, on_run_end=plain_end)
+    progress = _CompareProgress(len(runs), specs[0].num_rounds)
+    try:
+        summaries = run_sweep(runs, root=root, parallel=n_parallel, redo=redo,
+                              hooks=[progress])
+    except RunFailed as exc:
+        console.print(f"[bold red]error:[/] {escape(str(exc))}; the runs that finished are "
+                      "kept: run the same command again to redo only the failed ones",
+                      soft_wrap=True, highlight=False)
+        raise typer.Exit(code=1) from None
     results = [
         {"strategy": token, "cell": cell, "seed": s, "summary": summary}
         for (token, cell, s, _), summary in zip(plans, summaries, strict=True)

@@ -224,3 +224,25 @@ def run_in_process(
             backend_config=dict(backend_config),
             verbose_logging=verbose,
         )
+
+
+def ray_worker_slots(client_num_cpus: float, wait_s: float = 0.0) -> int | None:
+    """Worker actors the running Ray cluster holds, counted per node as Flower sizes its actor
+    pool (CPUs of each node over ``client_num_cpus``); None when Ray is not initialised here
+    within ``wait_s`` seconds (the simulation engine starts Ray after the ServerApp)."""
+    try:
+        import ray
+
+        deadline = time.monotonic() + wait_s
+        while not ray.is_initialized() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if not ray.is_initialized():
+            return None
+        slots = 0
+        for node in ray.nodes():
+            res = node.get("Resources") or {}
+            if node.get("Alive", True) and res:
+                slots += int(float(res.get("CPU", 0)) / max(client_num_cpus, 1e-9))
+        return slots or None
+    except Exception:  # noqa: BLE001 - an estimate; the caller falls back to local CPUs
+        return None

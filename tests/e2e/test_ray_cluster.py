@@ -1,5 +1,6 @@
 """Scale-out on a Ray cluster: a head and a second node started here, a scenario attached to it
-through RAY_ADDRESS, clients executed on both nodes, every Ray process we started stopped by PID.
+through RAY_ADDRESS and a sweep through `compare --address` (two runs at once), clients
+executed on both nodes, every Ray process we started stopped by PID.
 """
 
 from __future__ import annotations
@@ -98,6 +99,31 @@ def test_scenario_runs_on_two_ray_nodes(tmp_path):
         assert len(served) == 3 * 4
         rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
         assert rows[-1]["round"] == 3 and rows[-1]["num-succeeded"] == 4
+
+        # a sweep on the same cluster (--address), two runs at once, each on its own workers
+        sweep_log = tmp_path / "sweep-workers.jsonl"
+        root = tmp_path / "sweep"
+        sweep = subprocess.run(
+            [sys.executable, "-m", "simulations.cli", "compare", "quickstart",
+             "--strategies", "fedavg,fedadapt", "--seeds", "1", "--parallel", "2",
+             "--address", f"127.0.0.1:{port}", "--out", str(root),
+             "--set", "num-clients=8", "--set", "clients-per-round=4",
+             "--set", "num-server-rounds=3", "--set", "num-supernodes=2",
+             "--set", f"worker-log={sweep_log}"],
+            env=e, cwd=ROOT, capture_output=True, text=True, timeout=400,
+        )
+        started.update(_ray_pids(temp_dir, f":{port}"))
+        text = sweep.stdout + sweep.stderr
+        assert sweep.returncode == 0, text[-3000:]
+        assert "2 run(s) at once" in text
+        events = [x.split()[0] for x in text.splitlines() if x.startswith(("[start]", "[done]"))]
+        assert events[:2] == ["[start]", "[start]"], text[-3000:]  # both ran at once
+        lines = [json.loads(x) for x in sweep_log.read_text().splitlines()]
+        assert len({x["ray-node"] for x in lines}) == 2, lines
+        for run_dir in (root / "fedavg" / "fedavg-seed0", root / "fedadapt" / "fedadapt-seed0"):
+            rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+            assert rows[-1]["round"] == 3 and rows[-1]["num-succeeded"] == 4
+            assert (run_dir / "sweep-done.json").is_file()
     finally:
         started.update(_ray_pids(temp_dir, f":{port}"))
         _stop_pids(sorted(started))
