@@ -1,0 +1,322 @@
+"""The fastest peer, side by side: Apple's pfl-research against fedadapt on one FedAvg job.
+
+The job (issue 21): fedadapt's built-in digits (the same arrays, 20% held out), 100 clients by
+Dirichlet(0.5) (flwr-datasets' partitioner as fedadapt runs it; pfl gets exactly those client
+arrays), 10 clients per round, 1 local epoch of SGD (lr 0.1, batch 32), 30 rounds, fedadapt's
+``mlp`` (64 hidden units, the same initial weights), FedAvg (server step 1); accuracy on the
+held-out set at the end only (fedadapt: ``eval-every`` past the last round; evaluation of
+rounds 0 and 30).
+
+Arms, each in a fresh process, interleaved when repeated:
+
+- ``pfl``: pfl 0.6's ``FederatedAveraging`` on its ``SimulatedBackend`` (one process, no
+  workers), a user sampler that minimises reuse; ``--sweep K`` runs it K times (seeds 0..K-1)
+  in one process, as a pfl user loops;
+- ``fedadapt-simulate``: ``fedadapt simulate`` of the job (one run, Flower on Ray, 2 workers);
+- ``fedadapt-sweep``: ``fedadapt compare`` of the same job over K seeds, ``--parallel auto``.
+
+Reported: wall time per client update (rounds x clients per round x runs updates), the ratio
+to pfl's, and where fedadapt's time goes: start-up until round 0 (imports, checks, Ray,
+actors, the workers' warm-up), the steady rounds (median round wall time, and the driver's
+aggregation seconds in it), the end (final evaluation, run directory, plots, Ray shutdown);
+``--profile`` adds a cProfile of the simulate arm's driver process (top functions by own time).
+
+pfl is a benchmark-only dependency: ``pip install 'fedadapt[bench]'`` (or ``pip install pfl``).
+Without it the script says so and exits 0.
+
+    .venv/bin/python benchmarks/pfl_peer.py                 # 1 repeat, sweep of 12
+    .venv/bin/python benchmarks/pfl_peer.py --repeats 3 --profile
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CLIENTS, PER_ROUND, ROUNDS, EPOCHS, LR, BATCH, ALPHA = 100, 10, 30, 1, 0.1, 32, 0.5
+SETS = [f"num-clients={CLIENTS}", f"clients-per-round={PER_ROUND}",
+        f"num-server-rounds={ROUNDS}", f"local-epochs={EPOCHS}", f"client-lr={LR}",
+        f"batch-size={BATCH}", f"partition-alpha={ALPHA}", "strategy=fedavg",
+        f"eval-every={ROUNDS + 1}", "model=mlp"]
+RESULT = "PFL-PEER-RESULT "
+
+
+def _env(home: str) -> dict[str, str]:
+    e = dict(os.environ)
+    e.update(FLWR_TELEMETRY_ENABLED="0", FLWR_DISABLE_UPDATE_CHECK="1",
+             FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION="1", MPLBACKEND="Agg",
+             RAY_USAGE_STATS_ENABLED="0", FLWR_HOME=home, PYTHONUNBUFFERED="1")
+    return e
+
+
+# ----------------------------------------------------------------------------- the job's data
+
+
+def export_job(path: Path, seeds: int) -> None:
+    """fedadapt's own clients, test set and initial model for seeds 0..seeds-1, to ``path``."""
+    import numpy as np
+    import torch
+
+    from simulations.cli import build_config
+    from simulations.world import read, world
+
+    for seed in range(seeds):
+        spec = read(build_config("quickstart", SETS, seed))
+        w = world(spec.world)
+        arrays: dict[str, np.ndarray] = {}
+        for cid in range(CLIENTS):
+            X, y = w.client_data(cid, 1)
+            arrays[f"x{cid}"], arrays[f"y{cid}"] = X, y
+        arrays["xtest"], arrays["ytest"] = w.test_data(1)
+        np.savez(path / f"job-{seed}.npz", **arrays)  # type: ignore[arg-type]
+        torch.save(w.model().state_dict(), path / f"init-{seed}.pt")
+
+
+# ----------------------------------------------------------------------------- pfl (child)
+
+
+def pfl_child(data: Path, runs: int) -> None:
+    """Run the job with pfl ``runs`` times (seeds 0..runs-1) in this process; print a result."""
+    t_start = time.perf_counter()
+    import numpy as np
+    import torch
+    import torch.nn.functional as F  # noqa: N812
+    from pfl.aggregate.simulate import SimulatedBackend
+    from pfl.algorithm import FederatedAveraging, NNAlgorithmParams
+    from pfl.data.dataset import Dataset
+    from pfl.data.federated_dataset import FederatedDataset
+    from pfl.data.sampling import get_user_sampler
+    from pfl.hyperparam import NNEvalHyperParams, NNTrainHyperParams
+    from pfl.metrics import Weighted
+    from pfl.model.pytorch import PyTorchModel
+
+    torch.set_num_threads(1)  # as fedadapt's workers
+
+    class Net(torch.nn.Module):
+        """fedadapt's mlp (Flatten, Linear(64, 64), ReLU, Linear(64, 10)) with pfl's hooks."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.seq = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 64),
+                                           torch.nn.ReLU(), torch.nn.Linear(64, 10))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.seq(x)
+
+        def loss(self, x: torch.Tensor, y: torch.Tensor, eval: bool = False) -> torch.Tensor:  # noqa: A002
+            self.train(not eval)
+            return F.cross_entropy(self(x), y)
+
+        @torch.no_grad()
+        def metrics(self, x: torch.Tensor, y: torch.Tensor, eval: bool = False) -> dict:  # noqa: A002
+            self.eval()
+            logits = self(x)
+            n = len(y)
+            return {"loss": Weighted(float(F.cross_entropy(logits, y, reduction="sum")), n),
+                    "accuracy": Weighted(float((logits.argmax(1) == y).sum()), n)}
+
+    t_imported = time.perf_counter()
+    results = []
+    for seed in range(runs):
+        t0 = time.perf_counter()
+        z = np.load(data / f"job-{seed}.npz")
+        users = {cid: (torch.from_numpy(z[f"x{cid}"]), torch.from_numpy(z[f"y{cid}"]))
+                 for cid in range(CLIENTS)}
+        np.random.seed(seed)
+        sampler = get_user_sampler("minimize_reuse", list(range(CLIENTS)))
+        fed = FederatedDataset(
+            lambda uid, users=users: Dataset(raw_data=list(users[uid]), user_id=uid), sampler)
+        net = Net()
+        net.seq.load_state_dict(torch.load(data / f"init-{seed}.pt"))
+        model = PyTorchModel(model=net, local_optimizer_create=torch.optim.SGD,
+                             central_optimizer=torch.optim.SGD(net.parameters(), lr=1.0))
+        backend = SimulatedBackend(training_data=fed, val_data=None)
+        t_ready = time.perf_counter()
+        model = FederatedAveraging().run(
+            algorithm_params=NNAlgorithmParams(central_num_iterations=ROUNDS,
+                                               evaluation_frequency=ROUNDS,
+                                               train_cohort_size=PER_ROUND,
+                                               val_cohort_size=None),
+            backend=backend, model=model,
+            model_train_params=NNTrainHyperParams(local_num_epochs=EPOCHS,
+                                                  local_learning_rate=LR,
+                                                  local_batch_size=BATCH),
+            model_eval_params=NNEvalHyperParams(local_batch_size=None),
+            callbacks=[])
+        t_trained = time.perf_counter()
+        with torch.no_grad():
+            net.eval()
+            xt, yt = torch.from_numpy(z["xtest"]), torch.from_numpy(z["ytest"])
+            acc = float((net(xt).argmax(1) == yt).float().mean())
+        results.append({"seed": seed, "setup": t_ready - t0, "train": t_trained - t_ready,
+                        "run": time.perf_counter() - t0, "accuracy": acc})
+    print(RESULT + json.dumps({"imports": t_imported - t_start, "runs": results}), flush=True)
+
+
+# ----------------------------------------------------------------------------- the arms
+
+
+def _timed(cmd: list[str], env: dict[str, str], log: Path) -> tuple[float, list[tuple[float, str]]]:
+    """Run ``cmd``; its wall time and its output lines with the second each came."""
+    t0 = time.perf_counter()
+    lines: list[tuple[float, str]] = []
+    with log.open("w") as fh:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append((time.perf_counter() - t0, line.rstrip("\n")))
+            fh.write(f"{lines[-1][0]:8.2f} {line}")
+        rc = proc.wait()
+    wall = time.perf_counter() - t0
+    if rc != 0:
+        raise SystemExit(f"{' '.join(cmd[:5])} ... failed (exit {rc}):\n{log.read_text()[-3000:]}")
+    return wall, lines
+
+
+def arm_pfl(work: Path, runs: int, tag: str) -> dict:
+    env = _env(str(work / "flwr-home"))
+    wall, lines = _timed([sys.executable, __file__, "--child-pfl", str(work), "--sweep",
+                          str(runs)], env, work / f"{tag}.log")
+    line = next(x for _, x in lines if x.startswith(RESULT))
+    res = json.loads(line[len(RESULT):])
+    return {"wall": wall, "updates": runs * ROUNDS * PER_ROUND, **res,
+            "accuracy": statistics.mean(r["accuracy"] for r in res["runs"])}
+
+
+def _rows(run_dir: Path) -> list[dict]:
+    return [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def arm_simulate(work: Path, tag: str, profile: Path | None = None) -> dict:
+    out = work / tag
+    cmd = [sys.executable, *(["-m", "cProfile", "-o", str(profile)] if profile else []),
+           "-m", "simulations.cli", "simulate", "quickstart", "--out", str(out),
+           *[a for s in SETS for a in ("--set", s)], "--seed", "0"]
+    wall, lines = _timed(cmd, _env(str(work / "flwr-home")), work / f"{tag}.log")
+    rows = _rows(out)
+    # the plain progress lines: "<scenario>: starting Ray ..." once the configs are checked,
+    # then one line per round, then the summary
+    starting = next(t for t, x in lines if "starting Ray" in x)
+    round0 = next(t for t, x in lines if " round 0/" in x)
+    last = next(t for t, x in lines if f" round {ROUNDS}/" in x)
+    steady = [float(r["wall-time"]) for r in rows[2:]]
+    agg = [float(r.get("aggregate-seconds") or 0.0) for r in rows[2:]]
+    return {"wall": wall, "updates": ROUNDS * PER_ROUND, "accuracy": rows[-1].get("accuracy"),
+            "imports": starting, "startup": round0 - starting, "rounds": last - round0,
+            "end": wall - last, "steady": statistics.median(steady),
+            "aggregate": statistics.median(agg)}
+
+
+def arm_sweep(work: Path, runs: int, tag: str) -> dict:
+    out = work / tag
+    cmd = [sys.executable, "-m", "simulations.cli", "compare", "quickstart", "--strategies",
+           "fedavg", "--seeds", str(runs), "--out", str(out), "--parallel", "auto",
+           *[a for s in SETS for a in ("--set", s)]]
+    wall, lines = _timed(cmd, _env(str(work / "flwr-home")), work / f"{tag}.log")
+    accs = [_rows(p.parent)[-1].get("accuracy") for p in out.rglob("metrics.jsonl")]
+    chosen = next((x.split()[0] for _, x in lines if x.endswith("run(s) at once")), "?")
+    return {"wall": wall, "updates": runs * ROUNDS * PER_ROUND, "parallel": chosen,
+            "accuracy": statistics.mean(a for a in accs if a is not None)}
+
+
+def _profile_lines(path: Path, top: int = 14) -> list[str]:
+    import io
+    import pstats
+
+    buf = io.StringIO()
+    pstats.Stats(str(path), stream=buf).sort_stats("tottime").print_stats(top)
+    return [x for x in buf.getvalue().splitlines() if x.strip()][-(top + 1):]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--sweep", type=int, default=12, help="runs (seeds) in the sweep arms")
+    ap.add_argument("--profile", action="store_true", help="cProfile the simulate arm's driver")
+    ap.add_argument("--child-pfl", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child_pfl:
+        pfl_child(Path(args.child_pfl), args.sweep)
+        return
+    if importlib.util.find_spec("pfl") is None:
+        print("pfl is not installed: this benchmark compares against Apple's pfl-research. "
+              "Install it with `pip install 'fedadapt[bench]'` (or `pip install pfl`), then run "
+              "it again. Nothing was measured.")
+        return
+    print(f"uptime: {os.popen('uptime').read().strip()}")
+    print(f"job: digits, {CLIENTS} Dirichlet({ALPHA}) clients, {PER_ROUND} per round, {EPOCHS} "
+          f"local epoch (SGD lr {LR}, batch {BATCH}), {ROUNDS} rounds, mlp, FedAvg; "
+          f"sweep of {args.sweep} seeds; {os.cpu_count()} CPUs; {args.repeats} repeat(s)")
+    res: dict[str, list[dict]] = {k: [] for k in
+                                  ("pfl", "fedadapt-simulate", "pfl-sweep", "fedadapt-sweep")}
+    with tempfile.TemporaryDirectory(prefix="fa-pfl-") as tmp:
+        work = Path(tmp)
+        export_job(work, max(args.sweep, 1))
+        for rep in range(args.repeats):
+            arms = list(res)
+            if rep % 2:
+                arms.reverse()
+            for arm in arms:
+                tag = f"{arm}-{rep}"
+                if arm == "pfl":
+                    r = arm_pfl(work, 1, tag)
+                elif arm == "pfl-sweep":
+                    r = arm_pfl(work, args.sweep, tag)
+                elif arm == "fedadapt-simulate":
+                    prof = work / "simulate.prof" if args.profile and rep == 0 else None
+                    r = arm_simulate(work, tag, prof)
+                else:
+                    r = arm_sweep(work, args.sweep, tag)
+                res[arm].append(r)
+                print(f"  repeat {rep + 1} {arm}: {r['wall']:.1f} s", flush=True)
+        profile = _profile_lines(work / "simulate.prof") if args.profile else []
+    print(f"uptime: {os.popen('uptime').read().strip()}")
+    print()
+    print("| arm | runs | wall s (median) | wall s (min) | ms per client update | "
+          "x pfl (same runs) | final acc |")
+    print("|---|---|---|---|---|---|---|")
+    per = {k: statistics.median(r["wall"] / r["updates"] for r in v) for k, v in res.items()}
+    ref = {"pfl": "pfl", "fedadapt-simulate": "pfl", "pfl-sweep": "pfl-sweep",
+           "fedadapt-sweep": "pfl-sweep"}
+    for arm, rs in res.items():
+        walls = [r["wall"] for r in rs]
+        runs = rs[0]["updates"] // (ROUNDS * PER_ROUND)
+        extra = f" ({rs[0]['parallel']} at once)" if "parallel" in rs[0] else ""
+        print(f"| {arm}{extra} | {runs} | {statistics.median(walls):.1f} | {min(walls):.1f} | "
+              f"{1000 * per[arm]:.2f} | {per[arm] / per[ref[arm]]:.2f} | "
+              f"{statistics.mean(r['accuracy'] for r in rs):.3f} |")
+    p = res["pfl"]
+    s = res["fedadapt-simulate"]
+    print()
+    print(f"pfl, one run: imports {statistics.median(r['imports'] for r in p):.2f} s, setup "
+          f"{statistics.median(r['runs'][0]['setup'] for r in p):.2f} s, 30 rounds "
+          f"{statistics.median(r['runs'][0]['train'] for r in p):.2f} s "
+          f"({1000 * statistics.median(r['runs'][0]['train'] for r in p) / ROUNDS:.1f} ms/round)")
+    def med(key: str) -> float:
+        return statistics.median(r[key] for r in s)
+
+    print(f"fedadapt simulate, one run: wall {med('wall'):.2f} s = imports and config checks "
+          f"{med('imports'):.2f} s + Ray, actors, workers' warm-up and round-0 evaluation "
+          f"{med('startup'):.2f} s + rounds 1-{ROUNDS} {med('rounds'):.2f} s (steady round "
+          f"{1000 * med('steady'):.1f} ms, of which the driver's aggregation "
+          f"{1000 * med('aggregate'):.1f} ms) + the end (final evaluation, model, plots, "
+          f"summary, Ray shutdown) {med('end'):.2f} s")
+    if profile:
+        print()
+        print("cProfile of the simulate arm's driver process (top by own time):")
+        for line in profile:
+            print("   " + line)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,197 @@
+"""Sweep wall time: ``fedadapt compare`` one run at a time versus several at once.
+
+The sweep: the ``quickstart`` scenario (digits, 20 Dirichlet(0.5) clients, 10 per round, 2
+workers, 2 local epochs, 15 rounds), strategies ``fedavg, fedadam, fedadapt`` x seeds 0..3 =
+12 runs, exactly as a user types it::
+
+    fedadapt compare quickstart --strategies fedavg,fedadam,fedadapt --seeds 4 --parallel P
+
+Arms: ``--parallel 1`` (the sequential compare that came before) and ``--parallel auto`` (and
+any other values of ``--arms``), each in a fresh process (Ray starts fresh) writing to a fresh
+folder (nothing is skipped), interleaved when repeated, so both arms see the same load.
+Measured per arm: the command's wall time; the CPU seconds of the driver process (the
+ServerApp: aggregation, evaluation, messages, the compare's tables and plots) and of the rest
+of its process tree (Ray's worker actors, raylet, GCS), sampled with psutil until it exits; each
+run's own duration (``sweep-done.json``) and the start-up before the first run's first round.
+The last lines turn the sequential arm's per-run profile into what a cluster of N nodes gives.
+
+    .venv/bin/python benchmarks/sweep.py                  # 1 repeat, arms 1,auto
+    .venv/bin/python benchmarks/sweep.py --repeats 3      # medians and minima
+    .venv/bin/python benchmarks/sweep.py --arms 1,2,3,auto --seeds 2 --rounds 5   # quicker
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+STRATEGIES = "fedavg,fedadam,fedadapt"
+
+
+def _env(home: str) -> dict[str, str]:
+    e = dict(os.environ)
+    e.update(FLWR_TELEMETRY_ENABLED="0", FLWR_DISABLE_UPDATE_CHECK="1",
+             FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION="1", MPLBACKEND="Agg",
+             RAY_USAGE_STATS_ENABLED="0", FLWR_HOME=home, PYTHONUNBUFFERED="1")
+    return e
+
+
+class CpuSampler:
+    """CPU seconds of a process and of its descendants (the last sample of each pid)."""
+
+    def __init__(self, pid: int, interval: float = 0.25) -> None:
+        self.pid, self.interval = pid, interval
+        self.last: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._loop, daemon=True)
+        self._t.start()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                root = psutil.Process(self.pid)
+                procs = [root, *root.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                procs = []
+            for p in procs:
+                try:
+                    t = p.cpu_times()
+                    self.last[p.pid] = t.user + t.system
+                except (psutil.NoSuchProcess, psutil.AccessDenied):
+                    continue
+            self._stop.wait(self.interval)
+
+    def stop(self) -> tuple[float, float]:
+        self._stop.set()
+        self._t.join()
+        driver = self.last.get(self.pid, 0.0)
+        return driver, sum(v for k, v in self.last.items() if k != self.pid)
+
+
+def run_arm(parallel: str, seeds: int, rounds: int, work: Path) -> dict:
+    out = work / f"p{parallel}-{time.monotonic_ns()}"
+    cmd = [sys.executable, "-m", "simulations.cli", "compare", "quickstart",
+           "--strategies", STRATEGIES, "--seeds", str(seeds), "--out", str(out),
+           "--parallel", parallel, "--set", f"num-server-rounds={rounds}"]
+    log = out.with_suffix(".log")
+    stamps: dict[str, float] = {}  # phase -> seconds since the command started
+    t0 = time.perf_counter()
+    with log.open("w") as fh:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(str(work / "flwr-home")),
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        sampler = CpuSampler(proc.pid)
+        assert proc.stdout is not None
+        for line in proc.stdout:  # the compare's plain progress lines, as they come
+            now = time.perf_counter() - t0
+            fh.write(f"{now:8.2f} {line}")
+            if line.startswith("  ") and " round " in line:  # a run's round 0: Ray is up
+                stamps.setdefault("ray-up", now)
+            elif line.startswith("[start]"):
+                stamps.setdefault("first-start", now)
+            elif line.startswith("[done]"):
+                stamps["last-done"] = now
+        rc = proc.wait()
+    wall = time.perf_counter() - t0
+    driver_cpu, other_cpu = sampler.stop()
+    if rc != 0:
+        raise SystemExit(f"arm --parallel {parallel} failed (exit {rc}); see {log}:\n"
+                         + log.read_text()[-3000:])
+    runs = []
+    for done in sorted(out.rglob("sweep-done.json")):
+        rows = [json.loads(x) for x in (done.parent / "metrics.jsonl").read_text().splitlines()]
+        rec = json.loads(done.read_text())
+        runs.append({"seconds": rec["seconds"], "driver_cpu": rec.get("driver-cpu-seconds", 0.0),
+                     "round0": float(rows[0].get("elapsed", 0.0)),
+                     "steady": statistics.median(float(r["wall-time"]) for r in rows[2:])
+                     if len(rows) > 2 else float("nan")})
+    chosen = next((int(x.split()[1]) for x in log.read_text().splitlines()
+                   if x.endswith("run(s) at once")), None)
+    return {"arm": parallel, "parallel": chosen, "wall": wall, "driver_cpu": driver_cpu,
+            "other_cpu": other_cpu, "runs": runs,
+            "before": stamps.get("ray-up", float("nan")),
+            "runs_phase": stamps.get("last-done", wall) - stamps.get("ray-up", 0.0),
+            "after": wall - stamps.get("last-done", wall)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--arms", default="1,auto", help="--parallel values, the first the base")
+    ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--seeds", type=int, default=4)
+    ap.add_argument("--rounds", type=int, default=15)
+    ap.add_argument("--json", help="write every measurement here")
+    args = ap.parse_args()
+    arms = [a.strip() for a in args.arms.split(",") if a.strip()]
+    n_runs = 3 * args.seeds
+    print(f"uptime: {os.popen('uptime').read().strip()}")
+    print(f"sweep: quickstart, {STRATEGIES} x {args.seeds} seeds = {n_runs} runs of "
+          f"{args.rounds} rounds; {os.cpu_count()} CPUs; arms --parallel {', '.join(arms)}; "
+          f"{args.repeats} repeat(s), interleaved")
+    results: dict[str, list[dict]] = {a: [] for a in arms}
+    with tempfile.TemporaryDirectory(prefix="fa-sweep-bench-") as tmp:
+        for rep in range(args.repeats):
+            order = arms if rep % 2 == 0 else arms[::-1]
+            for arm in order:
+                r = run_arm(arm, args.seeds, args.rounds, Path(tmp))
+                results[arm].append(r)
+                print(f"  repeat {rep + 1} --parallel {arm} ({r['parallel']} at once): "
+                      f"{r['wall']:.1f} s", flush=True)
+    print(f"uptime: {os.popen('uptime').read().strip()}")
+    base = statistics.median(r["wall"] for r in results[arms[0]])
+    print()
+    print("| --parallel | runs at once | wall s (median) | wall s (min) | x sequential | "
+          "until round 0 s | runs s | after s | driver CPU s | workers+Ray CPU s | "
+          "run s (median) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for arm in arms:
+        rs = results[arm]
+        walls = [r["wall"] for r in rs]
+        med = statistics.median(walls)
+        print(f"| {arm} | {rs[0]['parallel']} | {med:.1f} | {min(walls):.1f} | "
+              f"{med / base:.2f} | {statistics.median(r['before'] for r in rs):.1f} | "
+              f"{statistics.median(r['runs_phase'] for r in rs):.1f} | "
+              f"{statistics.median(r['after'] for r in rs):.1f} | "
+              f"{statistics.median(r['driver_cpu'] for r in rs):.1f} | "
+              f"{statistics.median(r['other_cpu'] for r in rs):.1f} | "
+              f"{statistics.median(x['seconds'] for r in rs for x in r['runs']):.2f} |")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+    _cluster_estimate(results[arms[0]], n_runs)
+
+
+def _cluster_estimate(seq: list[dict], n_runs: int) -> None:
+    """What N nodes would give, from the sequential arm's per-run profile."""
+    wall = statistics.median(r["wall"] for r in seq)
+    run_s = statistics.median(x["seconds"] for r in seq for x in r["runs"])
+    driver = statistics.median(x["driver_cpu"] for r in seq for x in r["runs"])
+    workers = statistics.median(r["other_cpu"] for r in seq) / n_runs
+    fixed = wall - statistics.median(sum(x["seconds"] for x in r["runs"]) for r in seq)
+    print()
+    print(f"per-run profile (sequential arm, medians): {run_s:.2f} s per run alone; CPU of the "
+          f"driver thread serving it {driver:.2f} s; workers+Ray CPU {workers:.2f} s per run (all "
+          f"of Ray's processes over the runs, an upper bound); fixed cost (imports, Ray start, "
+          f"tables, plots) {fixed:.1f} s")
+    print("estimate for N nodes of 2 CPUs (a run uses 2 worker slots, so N+1 runs at once): "
+          "wall = fixed + runs x max(run alone / (N+1), driver CPU, workers CPU / (2N))")
+    for n in (1, 2, 4, 8, 16):
+        per = max(run_s / (n + 1), driver, workers / (2 * n))
+        bound = "driver" if per == driver else ("workers" if per == workers / (2 * n)
+                                                else "run length")
+        for runs in (n_runs, 100):
+            est = fixed + runs * per
+            print(f"  N={n:2d}: {runs:3d} runs ~ {est:7.1f} s ({bound}-bound)")
+
+
+if __name__ == "__main__":
+    main()
