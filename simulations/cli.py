@@ -325,25 +325,31 @@ def compare(
     console.print(f"{len(plans)} runs into {root} ({where})", highlight=False)
     from simulations.experiment import RunFailed
     from simulations.sweep import run_sweep
+    from simulations.tracking import sweep_tracking
 
     progress = _CompareProgress(len(runs), specs[0].num_rounds)
-    try:
-        summaries = run_sweep(runs, root=root, parallel=n_parallel, redo=redo,
-                              hooks=[progress])
-    except RunFailed as exc:
-        console.print(f"[bold red]error:[/] {escape(str(exc))}; the runs that finished are "
-                      "kept: run the same command again to redo only the failed ones",
-                      soft_wrap=True, highlight=False)
-        raise typer.Exit(code=1) from None
-    results = [
-        {"strategy": token, "cell": cell, "seed": s, "summary": summary}
-        for (token, cell, s, _), summary in zip(plans, summaries, strict=True)
-    ]
-    try:
-        table = write_comparison(root, results, [k for k, _ in grid_axes], baseline)
-    except ValueError as exc:
-        _fail(str(exc))
-        return
+    # tracking (run-config key `tracking`): one parent run for the sweep, its runs nested; the
+    # tracking keys it fills in are outside the resume digest (simulations.sweep)
+    with sweep_tracking([r.config for r in runs], root) as tracked:
+        for run, cfg in zip(runs, tracked.configs, strict=True):
+            run.config = dict(cfg)
+        try:
+            summaries = run_sweep(runs, root=root, parallel=n_parallel, redo=redo,
+                                  hooks=[progress])
+        except RunFailed as exc:
+            console.print(f"[bold red]error:[/] {escape(str(exc))}; the runs that finished are "
+                          "kept: run the same command again to redo only the failed ones",
+                          soft_wrap=True, highlight=False)
+            raise typer.Exit(code=1) from None
+        results = [
+            {"strategy": token, "cell": cell, "seed": s, "summary": summary}
+            for (token, cell, s, _), summary in zip(plans, summaries, strict=True)
+        ]
+        try:
+            table = write_comparison(root, results, [k for k, _ in grid_axes], baseline)
+        except ValueError as exc:
+            _fail(str(exc))
+            return
     print(table)
     console.print(f"written to [bold]{root}[/]: comparison.md, comparison.csv, comparison.json, "
                   "comparison.tex, runs.csv, accuracy.png", highlight=False)

@@ -35,8 +35,10 @@ from typing import Any
 from simulations.config import ConfigError
 
 DONE_FILE = "sweep-done.json"
-# keys that say where a run writes or logs, not what it computes: outside the digest
-DIGEST_EXCLUDED = ("out-dir", "worker-log")
+# keys that say where a run writes or logs, not what it computes: outside the digest (the
+# tracking keys too: a sweep's parent run id differs every time the sweep starts)
+DIGEST_EXCLUDED = ("out-dir", "worker-log", "tracking", "tracking-uri", "tracking-experiment",
+                   "tracking-parent", "tensorboard-dir")
 DIGEST_VERSION = 1
 # runs at once when the cluster's size is not known before Ray starts (--address, auto)
 MAX_AUTO_PARALLEL = 16

@@ -66,6 +66,7 @@ def test_digest_is_the_config_without_its_output_paths(tmp_path):
     b = build_config("quickstart", [f"worker-log={tmp_path / 'w.jsonl'}"], seed=0,
                      out=str(tmp_path / "b"))
     assert config_digest(a) == config_digest(b)
+    assert config_digest(a) == config_digest({**a, "tracking-parent": "a-new-parent-run-id"})
     assert config_digest(a) != config_digest(build_config("quickstart", seed=1))
     assert config_digest(a) != config_digest(build_config("quickstart", ["client-lr=0.2"], seed=0))
 
