@@ -163,7 +163,8 @@ def spec_arguments(spec: StrategySpec, settings: StrategySettings, name: str) ->
         raise ValueError(
             f"strategy {name!r} is Flower's own and has no server pipeline; the settings "
             f"{sorted(settings.pipeline)} need a fedadapt strategy (e.g. 'fedadapt' with "
-            "server-optimizer 'adam' or 'cp-adam')")
+            "server-optimizer 'adam' or 'cp-adam')"
+        )
     for key in spec.fixed & {"client_optimizer", "client_lr_state"}:
         kwargs.pop(key)  # the preset's local method
     given = None if settings.server_lr is None else float(settings.server_lr)

@@ -93,14 +93,19 @@ _FEDOPT = {"eta": "server_lr", "eta_l": "client_lr"}
 
 _SPECS: dict[str, StrategySpec] = {
     "fedadapt": StrategySpec(
-        FedAdapt, fedadapt_server=True, server_lr_option=True,
+        FedAdapt,
+        fedadapt_server=True,
+        server_lr_option=True,
         default_client=FedAdapt.default_client,
     ),
     **{name: _preset_spec(preset) for name, preset in PRESETS.items()},
     "fedavg": StrategySpec(SampledFedAvg),
     "fedavgm": StrategySpec(
         SampledFedAvgM,
-        flower_arguments={"server_learning_rate": "server_lr", "server_momentum": "server_momentum"},
+        flower_arguments={
+            "server_learning_rate": "server_lr",
+            "server_momentum": "server_momentum",
+        },
         flower_defaults={"server_learning_rate": 1.0},
     ),
     "fedadam": StrategySpec(SampledFedAdam, flower_arguments=_FEDOPT),

@@ -32,12 +32,16 @@ The package by job: :mod:`~simulations.data.source` (the interface and its LRU c
 flwr-datasets partitioners and the partition cache) and :mod:`~simulations.data.factory`
 (:func:`build_source`). Every public name is importable from ``simulations.data``.
 
-Example::
+Example:
 
-    source = build_source("digits", num_clients=20, partitioner="dirichlet",
-                          partitioner_params={"alpha": 0.5}, seed=1)
-    X, y = source.get(3)
-    X_test, y_test = source.test_set()
+>>> source = build_source("digits", num_clients=20, partitioner="dirichlet",
+...                       partitioner_params={"alpha": 0.5}, seed=1)
+>>> X, y = source.get(3)
+>>> X.shape[1:], X.dtype.name, y.dtype.name, source.num_classes
+((1, 8, 8), 'float32', 'int64', 10)
+>>> X_test, y_test = source.test_set()
+>>> len(y_test)  # a stratified fifth of the 1797 images
+359
 """
 
 from simulations.data.builtin import load_digits_arrays, make_mnist1d, split_train_test

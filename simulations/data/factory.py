@@ -121,9 +121,11 @@ def build_source(
                 f"{loader_options!r}"
             )
         pool, held_out = load_custom_arrays(
-            str(opts["loader"]), dict(loader_options),
+            str(opts["loader"]),
+            dict(loader_options),
             label_column=str(opts.get("label_column", "label")),
-            feature_column=str(opts.get("feature_column", "")))
+            feature_column=str(opts.get("feature_column", "")),
+        )
         if held_out is None:
             pool, test = split_train_test(*pool, test_fraction=test_fraction, seed=seed)
         else:
@@ -140,8 +142,12 @@ def build_source(
     if name == "synthetic":
         opts.setdefault("seed", seed)
         return _call_with_options(
-            SyntheticSource, opts, name, ("num_clients", "cache_size"),
-            num_clients=num_clients, cache_size=cache_size,
+            SyntheticSource,
+            opts,
+            name,
+            ("num_clients", "cache_size"),
+            num_clients=num_clients,
+            cache_size=cache_size,
         )
     if name == "hub":
         if "dataset" not in opts:

@@ -5,6 +5,15 @@ mnist1d (:mod:`simulations.data.builtin`) and the researcher's own loader (``cus
 partitioner indexes the pool once (on the first ``get``); per-client arrays are only built when
 a client is asked for; a full assignment is read from and kept in the partition cache
 (:mod:`simulations.data.partitions`).
+
+Example (a pool of 20 examples, IID over 4 clients):
+
+>>> import numpy as np
+>>> X, y = np.arange(40, dtype=np.float32).reshape(20, 2), np.arange(20) % 2
+>>> source = PartitionedSource((X, y), (X[:4], y[:4]), num_clients=4, partitioner="iid")
+>>> X0, y0 = source.get(0)
+>>> len(y0), source.num_classes, source.input_shape
+(5, 2, (2,))
 """
 
 from __future__ import annotations
@@ -83,7 +92,9 @@ class PartitionedSource(ClientDataSource):
         self._indices: dict[int, np.ndarray] = {}
         self._assignment: Mapping[int, Any] | Sequence[np.ndarray] | None = None
         self._partitioner_ready = False
-        self._cache_file = partition_cache_file(partitioner, partitioner_params, num_clients, seed, self._y)
+        self._cache_file = partition_cache_file(
+            partitioner, partitioner_params, num_clients, seed, self._y
+        )
         cached = read_partition_cache(self._cache_file, num_clients, len(self._y))
         if cached is not None:  # flwr-datasets' own answer from an earlier process
             self._assignment = cached

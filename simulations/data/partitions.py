@@ -129,11 +129,17 @@ def build_partitioner(
         ValueError: unknown name or parameter (the message lists the accepted ones), or a
             parameter out of range.
 
-    Example::
+    Example:
 
-        p = build_partitioner("dirichlet", num_partitions=10, params={"alpha": 0.3})
-        p.dataset = datasets.Dataset.from_dict({"label": labels})
-        rows = p.load_partition(0)
+    >>> import datasets
+    >>> p = build_partitioner("iid", num_partitions=3)
+    >>> p.dataset = datasets.Dataset.from_dict({"label": [0, 1, 2, 3] * 6})
+    >>> len(p.load_partition(0))
+    8
+    >>> build_partitioner("dirichlet", num_partitions=3, params={"alfa": 0.3})
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown parameter(s) ['alfa'] for partitioner 'dirichlet'; accepted: alpha, min_partition_size, self_balancing
     """
     if name not in PARTITIONER_PARAMS:
         raise ValueError(f"unknown partitioner {name!r}; accepted: {', '.join(PARTITIONER_NAMES)}")
@@ -232,8 +238,13 @@ def partition_cache_dir() -> Path | None:
     return base / "partitions"
 
 
-def partition_cache_file(partitioner: str, params: Mapping[str, Any] | None, num_clients: int, seed: int,
-                         labels: np.ndarray) -> Path | None:
+def partition_cache_file(
+    partitioner: str,
+    params: Mapping[str, Any] | None,
+    num_clients: int,
+    seed: int,
+    labels: np.ndarray,
+) -> Path | None:
     """The cache file of one partitioning: named by a digest of everything the partitioner's
     answer depends on (its name, parameters, client count, seed, the pool's labels in order,
     and flwr-datasets' version)."""
@@ -246,15 +257,26 @@ def partition_cache_file(partitioner: str, params: Mapping[str, Any] | None, num
         fds = version("flwr-datasets")
     except PackageNotFoundError:  # pragma: no cover - a dependency
         fds = "unknown"
-    head = json.dumps({"format": _CACHE_FORMAT, "flwr-datasets": fds, "partitioner": partitioner,
-                       "params": {str(k): v for k, v in (params or {}).items()},
-                       "num-clients": int(num_clients), "seed": int(seed)}, sort_keys=True, default=str)
+    head = json.dumps(
+        {
+            "format": _CACHE_FORMAT,
+            "flwr-datasets": fds,
+            "partitioner": partitioner,
+            "params": {str(k): v for k, v in (params or {}).items()},
+            "num-clients": int(num_clients),
+            "seed": int(seed),
+        },
+        sort_keys=True,
+        default=str,
+    )
     digest = hashlib.sha256(head.encode())
     digest.update(np.ascontiguousarray(labels, dtype=np.int64).tobytes())
     return root / f"{partitioner}-{num_clients}-{digest.hexdigest()[:24]}.npz"
 
 
-def read_partition_cache(path: Path | None, num_clients: int, pool_size: int) -> list[np.ndarray] | None:
+def read_partition_cache(
+    path: Path | None, num_clients: int, pool_size: int
+) -> list[np.ndarray] | None:
     """The rows of every client from ``path``, or None when it is absent or not a valid
     partitioning of ``pool_size`` rows over ``num_clients`` clients (then it is recomputed)."""
     if path is None or not path.is_file():
@@ -265,13 +287,20 @@ def read_partition_cache(path: Path | None, num_clients: int, pool_size: int) ->
             rows = np.asarray(z["rows"], dtype=np.int64)
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
         return None
-    if (offsets.shape != (num_clients + 1,) or offsets[0] != 0 or offsets[-1] != len(rows)
-            or (np.diff(offsets) < 0).any() or (rows.size and (rows.min() < 0 or rows.max() >= pool_size))):
+    if (
+        offsets.shape != (num_clients + 1,)
+        or offsets[0] != 0
+        or offsets[-1] != len(rows)
+        or (np.diff(offsets) < 0).any()
+        or (rows.size and (rows.min() < 0 or rows.max() >= pool_size))
+    ):
         return None
-    return [rows[offsets[k]:offsets[k + 1]] for k in range(num_clients)]
+    return [rows[offsets[k] : offsets[k + 1]] for k in range(num_clients)]
 
 
-def write_partition_cache(path: Path | None, assignment: Mapping[int, Any], num_clients: int) -> None:
+def write_partition_cache(
+    path: Path | None, assignment: Mapping[int, Any], num_clients: int
+) -> None:
     """Keep a full assignment in ``path`` (atomically: a reader never sees half a file). A
     cache that cannot be written costs only the time it would have saved: one warning."""
     if path is None:
@@ -286,22 +315,29 @@ def write_partition_cache(path: Path | None, assignment: Mapping[int, Any], num_
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
         with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, offsets=offsets, rows=np.concatenate(parts) if parts else np.zeros(0, np.int64))
+            np.savez(
+                fh, offsets=offsets, rows=np.concatenate(parts) if parts else np.zeros(0, np.int64)
+            )
         os.replace(tmp, path)
         tmp = None
     except OSError as exc:
         key = str(path.parent)
         if key not in _cache_warned:
             _cache_warned.add(key)
-            log.warning("fedadapt: partitions are not cached (%s); set FEDADAPT_CACHE_DIR to a "
-                        "writable folder, or to 'off'", exc)
+            log.warning(
+                "fedadapt: partitions are not cached (%s); set FEDADAPT_CACHE_DIR to a "
+                "writable folder, or to 'off'",
+                exc,
+            )
     finally:
         if tmp is not None:  # a half-written file is not left behind
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
 
 
-def full_assignment(partitioner: Any, cid: int, idx: np.ndarray, num_clients: int) -> Mapping[int, Any] | None:
+def full_assignment(
+    partitioner: Any, cid: int, idx: np.ndarray, num_clients: int
+) -> Mapping[int, Any] | None:
     """The partitioner's own client -> rows assignment, when it holds one for every client and
     it gives ``idx`` for ``cid`` (the rows its public ``load_partition`` returned); else None."""
     mapping = getattr(partitioner, "_partition_id_to_indices", None)

@@ -4,6 +4,14 @@ A federation reads its data through a :class:`ClientDataSource`: ``get(client_id
 that client's training arrays, built on demand inside the worker and kept in a small bounded
 LRU cache; ``test_set()`` returns the centralized test arrays; ``num_classes`` and
 ``input_shape`` size the model.
+
+Example (a cache of two clients keeps the two most recently used):
+
+>>> from simulations.data import build_source
+>>> source = build_source("synthetic", num_clients=100, cache_size=2)
+>>> _ = source.get(5), source.get(7), source.get(5), source.get(9)
+>>> source.cached_client_ids()  # least recently used first
+[5, 9]
 """
 
 from __future__ import annotations

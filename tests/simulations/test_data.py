@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import doctest
+import importlib
+import inspect
+import pkgutil
 import tracemalloc
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+import simulations.data
 from simulations.data import (
     DATASET_NAMES,
     SyntheticSource,
@@ -271,3 +276,18 @@ def test_importing_the_layer_pulls_in_no_heavy_frameworks() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+DATA_MODULES = sorted(
+    m.name for m in pkgutil.iter_modules(simulations.data.__path__, "simulations.data.")
+)
+
+
+@pytest.mark.parametrize("module", ["simulations.data", *DATA_MODULES])
+def test_docstring_examples_run(module: str) -> None:
+    mod = importlib.import_module(module)
+    assert "Example::" not in inspect.getsource(mod), "an example that never runs: write >>> lines"
+    result = doctest.testmod(mod, optionflags=doctest.ELLIPSIS, verbose=False)
+    assert result.failed == 0, f"{module}: {result.failed} of {result.attempted} examples failed"
+    if module != "simulations.data.hub":  # (its example would need the hub)
+        assert result.attempted > 0, f"{module} shows no example"

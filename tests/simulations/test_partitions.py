@@ -43,7 +43,9 @@ def test_partition_rows_are_flwr_datasets_own_answer_for_every_client(
 ) -> None:
     """The per-client memo and the read of the partitioner's full assignment give exactly
     what ``load_partition`` gives, client by client, in any order of first requests."""
-    source = build_source("digits", num_clients=12, partitioner=name, partitioner_params=params, seed=4)
+    source = build_source(
+        "digits", num_clients=12, partitioner=name, partitioner_params=params, seed=4
+    )
     assert isinstance(source, PartitionedSource)
     order = [7, 0, 11, 3, 7, 5, 1, 2, 4, 6, 8, 9, 10]
     fast = {k: source.partition_indices(k) for k in order}
@@ -53,7 +55,9 @@ def test_partition_rows_are_flwr_datasets_own_answer_for_every_client(
 
     reference.dataset = Dataset.from_dict({"idx": np.arange(len(source._y)), "label": source._y})
     for k in range(12):
-        expected = np.asarray(reference.load_partition(k).with_format("numpy")["idx"], dtype=np.int64)
+        expected = np.asarray(
+            reference.load_partition(k).with_format("numpy")["idx"], dtype=np.int64
+        )
         np.testing.assert_array_equal(fast[k], expected)
 
 
@@ -61,12 +65,14 @@ def test_an_assignment_that_disagrees_with_load_partition_is_not_used(monkeypatc
     """A partitioner whose private assignment is not what ``load_partition`` returns (an
     flwr-datasets change) is asked through its public API for every client."""
     monkeypatch.setenv("FEDADAPT_CACHE_DIR", "off")
-    source = build_source("digits", num_clients=6, partitioner="dirichlet",
-                          partitioner_params={"alpha": 0.5}, seed=1)
+    source = build_source(
+        "digits", num_clients=6, partitioner="dirichlet", partitioner_params={"alpha": 0.5}, seed=1
+    )
     assert isinstance(source, PartitionedSource)
     truth = _partitions(source)
-    source2 = build_source("digits", num_clients=6, partitioner="dirichlet",
-                           partitioner_params={"alpha": 0.5}, seed=1)
+    source2 = build_source(
+        "digits", num_clients=6, partitioner="dirichlet", partitioner_params={"alpha": 0.5}, seed=1
+    )
     assert isinstance(source2, PartitionedSource)
     real = source2._partitioner
 
@@ -87,13 +93,20 @@ def test_an_assignment_that_disagrees_with_load_partition_is_not_used(monkeypatc
 
 
 def _dirichlet(seed: int = 3, alpha: float = 0.4, clients: int = 9) -> PartitionedSource:
-    source = build_source("digits", num_clients=clients, partitioner="dirichlet",
-                          partitioner_params={"alpha": alpha}, seed=seed)
+    source = build_source(
+        "digits",
+        num_clients=clients,
+        partitioner="dirichlet",
+        partitioner_params={"alpha": alpha},
+        seed=seed,
+    )
     assert isinstance(source, PartitionedSource)
     return source
 
 
-def test_a_later_process_reads_the_kept_partitioning_without_flwr_datasets(monkeypatch, tmp_path) -> None:
+def test_a_later_process_reads_the_kept_partitioning_without_flwr_datasets(
+    monkeypatch, tmp_path
+) -> None:
     monkeypatch.setenv("FEDADAPT_CACHE_DIR", str(tmp_path))
     first = _dirichlet()
     rows = _partitions(first)
@@ -113,8 +126,10 @@ def test_another_seed_or_parameter_is_another_partitioning(monkeypatch, tmp_path
         assert other._partitioner is not None  # not read from the first one's file
         _partitions(other)
     assert len(list((tmp_path / "partitions").glob("*.npz"))) == 4
-    assert any(len(a) != len(b) or (a != b).any()
-               for a, b in zip(base, _partitions(_dirichlet(seed=4)), strict=True))
+    assert any(
+        len(a) != len(b) or (a != b).any()
+        for a, b in zip(base, _partitions(_dirichlet(seed=4)), strict=True)
+    )
 
 
 def test_a_damaged_cache_file_is_recomputed_and_replaced(monkeypatch, tmp_path) -> None:
@@ -134,7 +149,9 @@ def test_a_damaged_cache_file_is_recomputed_and_replaced(monkeypatch, tmp_path) 
     assert _dirichlet()._partitioner is None
 
 
-def test_the_cache_can_be_turned_off_and_an_unwritable_one_only_warns(monkeypatch, tmp_path, caplog) -> None:
+def test_the_cache_can_be_turned_off_and_an_unwritable_one_only_warns(
+    monkeypatch, tmp_path, caplog
+) -> None:
     monkeypatch.setenv("FEDADAPT_CACHE_DIR", "off")
     _partitions(_dirichlet())
     assert not list(tmp_path.rglob("*.npz"))
@@ -150,7 +167,8 @@ def test_the_cache_can_be_turned_off_and_an_unwritable_one_only_warns(monkeypatc
 
 
 def test_a_failed_cache_write_leaves_no_partial_file_and_an_incomplete_assignment_none(
-        monkeypatch, tmp_path) -> None:
+    monkeypatch, tmp_path
+) -> None:
     from simulations.data import partitions
 
     target = tmp_path / "partitions" / "x.npz"

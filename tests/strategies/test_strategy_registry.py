@@ -98,7 +98,10 @@ def test_presets_are_data_and_checkpoints_still_name_the_method():
     assert not classes & set(fedadapt.__all__)
     ident = FedHyper(variant="gm").identity()
     assert (ident["strategy"], ident["variant"], ident["server-optimizer"]) == (
-        "FedHyper", "GM", "fedhyper-gm")
+        "FedHyper",
+        "GM",
+        "fedhyper-gm",
+    )
     assert FedExP().identity()["strategy"] == "FedExP"
     oracle = build_strategy("fedadam-oracle", change_rounds=[7, 3])
     assert oracle.identity()["strategy"] == "OracleResetFedAdam"
