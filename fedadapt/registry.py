@@ -200,6 +200,13 @@ def register_optimizer(
     :class:`MethodSpec` (default: runs on both sides, needs nothing). A spec without a
     ``client_lr`` takes the factory's own ``lr`` default."""
     spec = spec if spec is not None else MethodSpec()
+    # the spec is what every entry point reads: a class's own signal declarations must be in it
+    for attr, field_name, listed in (("required_signals", "signals", spec.signals),
+                                     ("optional_signals", "optional_signals", spec.optional_signals)):
+        own = tuple(getattr(factory, attr, ()) or ())
+        if not set(own) <= set(listed):
+            raise ValueError(f"register_optimizer({name!r}): the class declares {attr} {list(own)}; "
+                             f"its MethodSpec must list them in {field_name} (has {list(listed)})")
     if spec.client_lr is None and spec.on_client:
         lr = inspect.signature(factory).parameters.get("lr")
         if lr is not None and isinstance(lr.default, int | float) and lr.default > 0:

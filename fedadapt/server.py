@@ -131,13 +131,15 @@ class ServerOptimizer:
 
     @property
     def required_signals(self) -> tuple[str, ...]:
-        """Per-client statistics the method needs (computed by :meth:`step` when not given)."""
-        return tuple(getattr(self.optimizer, "required_signals", ()))
+        """Per-client statistics the method needs (computed by :meth:`step` when not given):
+        its spec's ``signals``."""
+        return tuple(self.spec.signals)
 
     @property
     def optional_signals(self) -> tuple[str, ...]:
-        """Signals the method uses when given (e.g. ``cprop``: conformity across clients)."""
-        return tuple(getattr(self.optimizer, "optional_signals", ()))
+        """Signals the method uses when given (e.g. ``cprop``: conformity across clients): its
+        spec's ``optional_signals``."""
+        return tuple(self.spec.optional_signals)
 
     # ------------------------------------------------------------------ rounds
     def step(self, client_params: Sequence[Sequence[Tensor]], weights: Sequence[float], **signals: object) -> None:

@@ -127,3 +127,13 @@ def test_what_a_change_restarts_is_documented_as_the_code_does_it():
         assert "both moments" not in flat.split("``")[0], where  # never "both" for the default
     # METHODS.md's summary of cp-adam says what the default does
     assert "a first-moment restart" in METHODS
+
+
+def test_a_class_whose_signals_its_spec_does_not_list_is_refused_at_registration():
+    """The server reads the spec's signals; a class declaring others would silently get none."""
+    with pytest.raises(ValueError, match="must list them in signals"):
+        fedadapt.register_optimizer("fedexp-without-spec", fedadapt.FedExP, fedadapt.MethodSpec(side="server"))
+    assert "fedexp-without-spec" not in fedadapt.available_optimizers()
+    for name in fedadapt.available_optimizers():
+        spec, cls = fedadapt.method_spec(name), _REGISTRY[name]
+        assert set(getattr(cls, "required_signals", ())) <= set(spec.signals)
