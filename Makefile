@@ -41,8 +41,11 @@ bench: $(STAMP)
 	$(PY) benchmarks/population_scale.py
 	$(PY) benchmarks/client_step.py
 
+## Lint, formatting and types (CI runs this before the tests, from the same venv): ruff's
+## rules and ruff's formatting over the tree, mypy over the packages (pyproject.toml).
 lint: $(STAMP)
-	$(VENV)/bin/ruff check fedadapt strategies simulations tests benchmarks
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
 clean:
