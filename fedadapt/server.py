@@ -257,12 +257,13 @@ class ServerOptimizer:
         change = self.round in self.change_rounds
         if self.detector is None:
             return change, {}
-        losses = signals.get(START_LOSSES)
-        weights = signals.get(START_WEIGHTS)
-        values: dict[str, object] = {"update-norm": math.sqrt(max(float(global_dot(pseudo, pseudo)), 0.0))}
+        losses: Iterable[float] | None = signals.get(START_LOSSES)
+        weights: Iterable[float] | None = signals.get(START_WEIGHTS)
+        values: dict[str, float | Sequence[float] | None] = {
+            "update-norm": math.sqrt(max(float(global_dot(pseudo, pseudo)), 0.0))}
         if losses is not None:
-            values["start-loss"] = [float(x) for x in losses]  # type: ignore[union-attr]
-        alarm = self.detector.update(values, {"start-loss": list(weights)} if weights is not None and losses is not None else None)  # type: ignore[arg-type]
+            values["start-loss"] = [float(x) for x in losses]
+        alarm = self.detector.update(values, {"start-loss": list(weights)} if weights is not None and losses is not None else None)
         info = {f"detector-{k}": float(v) for k, v in self.detector.last_info.items()}
         return change or alarm, info
 
@@ -418,7 +419,8 @@ class ServerOptimizer:
     def _check_lr(self, lr: object, fresh_group: dict, where: str) -> None:
         ok = isinstance(lr, int | float | Tensor) and not isinstance(lr, bool)
         _need(ok, f"{where}.lr must be a number, got {lr!r}")
-        value = float(lr)  # type: ignore[arg-type]
+        assert isinstance(lr, int | float | Tensor)
+        value = float(lr)
         ref = float(fresh_group["lr"])
         lo = float(fresh_group.get("min_lr", 0.0) or 0.0)
         hi = float(fresh_group.get("max_lr", math.inf))
