@@ -36,6 +36,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import json
+import logging
 import math
 import os
 import queue
@@ -45,7 +46,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from logging import WARNING
+from logging import INFO, WARNING
 from pathlib import Path
 from typing import Any, ParamSpec, Protocol, TypeVar
 
@@ -238,6 +239,8 @@ class Backend(Protocol):
 
     library: str
 
+    def describe(self) -> str: ...
+
     def log_row(self, row: Mapping[str, Any]) -> None: ...
 
     def finish(self, run_dir: Path, summary: Mapping[str, Any], status: str) -> None: ...
@@ -290,6 +293,9 @@ def _client(uri: str) -> Any:
     db = _sqlite_path(uri)
     if db is not None and str(db) not in ("", ":memory:"):
         db.parent.mkdir(parents=True, exist_ok=True)
+    # MLflow announces at INFO each database it creates or upgrades (two lines that land in
+    # the middle of the round lines); fedadapt names the store itself (open_run)
+    logging.getLogger("mlflow.store.db.utils").setLevel(WARNING)
     from mlflow import MlflowClient
 
     return MlflowClient(tracking_uri=uri)
@@ -395,6 +401,9 @@ class MlflowRun:
         self._queue.submit(start)
         self._last_round = max((int(r["round"]) for r in rows), default=0)
 
+    def describe(self) -> str:
+        return f"MLflow {self.target.uri} (experiment {self.target.experiment!r})"
+
     def log_row(self, row: Mapping[str, Any]) -> None:
         values, step = numeric(row), int(row["round"])
         self._last_round = max(self._last_round, step)
@@ -444,6 +453,9 @@ class TensorBoardRun:
         if fresh:
             for row in rows:
                 self.log_row(row)
+
+    def describe(self) -> str:
+        return f"TensorBoard {self.log_dir}"
 
     def log_row(self, row: Mapping[str, Any]) -> None:
         step = int(row["round"])
@@ -552,6 +564,10 @@ def open_run(config: Mapping[str, Any], run_dir: str | Path,
                                                     rows))
         except Exception as exc:  # noqa: BLE001 - tracking never ends a run
             _warn(TensorBoardRun.library, exc, str(run_dir))
+    if tracking.backends:
+        from flwr.common.logger import log
+
+        log(INFO, "fedadapt: tracking to %s", "; ".join(b.describe() for b in tracking.backends))
     return tracking
 
 
