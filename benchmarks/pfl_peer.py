@@ -19,7 +19,8 @@ Reported: wall time per client update (rounds x clients per round x runs updates
 to pfl's, and where fedadapt's time goes: start-up until round 0 (imports, checks, Ray,
 actors, the workers' warm-up), the steady rounds (median round wall time, and the driver's
 aggregation seconds in it), the end (final evaluation, run directory, plots, Ray shutdown);
-``--profile`` adds a cProfile of the simulate arm's driver process (top functions by own time).
+``--profile`` adds one more simulate run under cProfile (not in the table) and prints the
+driver's phases by cumulative time.
 
 pfl is a benchmark-only dependency: ``pip install 'fedadapt[bench]'`` (or ``pip install pfl``).
 Without it the script says so and exits 0.
@@ -225,17 +226,49 @@ def arm_sweep(work: Path, runs: int, tag: str) -> dict:
     wall, lines = _timed(cmd, _env(str(work / "flwr-home")), work / f"{tag}.log")
     accs = [_rows(p.parent)[-1].get("accuracy") for p in out.rglob("metrics.jsonl")]
     chosen = next((x.split()[0] for _, x in lines if x.endswith("run(s) at once")), "?")
+    # the runs phase: from the first run's round 0 (Ray, actors and warm-up done) to the last
+    # run's end; before it imports, checks and start-up, after it tables, plots, Ray shutdown
+    first = next(t for t, x in lines if x.startswith("  ") and " round 0/" in x)
+    last = max(t for t, x in lines if x.startswith("[done]"))
+    done = [json.loads(p.read_text()) for p in out.rglob("sweep-done.json")]
     return {"wall": wall, "updates": runs * ROUNDS * PER_ROUND, "parallel": chosen,
-            "accuracy": statistics.mean(a for a in accs if a is not None)}
+            "accuracy": statistics.mean(a for a in accs if a is not None),
+            "before": first, "runs_phase": last - first, "after": wall - last,
+            "run_seconds": statistics.median(d["seconds"] for d in done),
+            "driver_cpu": statistics.median(d.get("driver-cpu-seconds", 0.0) for d in done)}
 
 
-def _profile_lines(path: Path, top: int = 14) -> list[str]:
-    import io
+# (label, file fragment, function name) of the driver's phases, read by cumulative time
+PHASES = (
+    ("imports (all modules)", "<frozen importlib._bootstrap>", "_find_and_load"),
+    ("config checks before Ray (prepare)", "simulations/experiment.py", "prepare"),
+    ("Flower's run_simulation (Ray up to shut down)", "flwr/simulation/run_simulation.py",
+     "run_simulation"),
+    ("  ray.init", "ray/_private/worker.py", "init"),
+    ("  serve (the ServerApp body, one run)", "simulations/server_app.py", "serve"),
+    ("    warm_up (wait for workers, build their federation)", "simulations/server_app.py",
+     "warm_up"),
+    ("    the strategy's rounds (strategy.start)", "strateg",
+     "start"),
+    ("      send_and_receive (messages out, replies back)", "simulations/resilience.py",
+     "send_and_receive"),
+    ("      evaluation (rounds 0 and 30)", "simulations/server_app.py", "evaluate"),
+    ("    run directory: summary, plots (RunWriter.finish)", "simulations/report.py", "finish"),
+)
+
+
+def _profile_lines(path: Path) -> list[str]:
+    """The driver's phases by cumulative seconds (a phase may contain the ones below it)."""
     import pstats
 
-    buf = io.StringIO()
-    pstats.Stats(str(path), stream=buf).sort_stats("tottime").print_stats(top)
-    return [x for x in buf.getvalue().splitlines() if x.strip()][-(top + 1):]
+    stats = pstats.Stats(str(path)).stats  # type: ignore[attr-defined]
+    total = max(v[3] for v in stats.values())
+    out = [f"whole process (cProfile) {total:.2f} s"]
+    for label, frag, name in PHASES:
+        cum = [v[3] for (file, _, func), v in stats.items() if func == name and frag in file]
+        if cum:
+            out.append(f"{label}: {max(cum):.2f} s")
+    return out
 
 
 def main() -> None:
@@ -273,13 +306,15 @@ def main() -> None:
                 elif arm == "pfl-sweep":
                     r = arm_pfl(work, args.sweep, tag)
                 elif arm == "fedadapt-simulate":
-                    prof = work / "simulate.prof" if args.profile and rep == 0 else None
-                    r = arm_simulate(work, tag, prof)
+                    r = arm_simulate(work, tag)
                 else:
                     r = arm_sweep(work, args.sweep, tag)
                 res[arm].append(r)
                 print(f"  repeat {rep + 1} {arm}: {r['wall']:.1f} s", flush=True)
-        profile = _profile_lines(work / "simulate.prof") if args.profile else []
+        profile = []
+        if args.profile:  # an extra simulate run under cProfile, not in the table
+            arm_simulate(work, "profiled", work / "simulate.prof")
+            profile = _profile_lines(work / "simulate.prof")
     print(f"uptime: {os.popen('uptime').read().strip()}")
     print()
     print("| arm | runs | wall s (median) | wall s (min) | ms per client update | "
@@ -311,9 +346,23 @@ def main() -> None:
           f"{1000 * med('steady'):.1f} ms, of which the driver's aggregation "
           f"{1000 * med('aggregate'):.1f} ms) + the end (final evaluation, model, plots, "
           f"summary, Ray shutdown) {med('end'):.2f} s")
+    w = res["fedadapt-sweep"]
+    ps = res["pfl-sweep"]
+
+    def wmed(key: str) -> float:
+        return statistics.median(r[key] for r in w)
+
+    pfl_run = statistics.median(statistics.median(x["run"] for x in r["runs"]) for r in ps)
+    print(f"fedadapt sweep of {args.sweep}: before the first round 0 (imports, checks, Ray, "
+          f"actors, warm-up) {wmed('before'):.2f} s + runs {wmed('runs_phase'):.2f} s "
+          f"({wmed('runs_phase') / args.sweep:.2f} s per run at {w[0]['parallel']} at once; a "
+          f"run alone {wmed('run_seconds'):.2f} s of which the driver thread's CPU "
+          f"{wmed('driver_cpu'):.2f} s) + tables, plots, Ray shutdown {wmed('after'):.2f} s; "
+          f"pfl: imports {statistics.median(r['imports'] for r in ps):.2f} s + "
+          f"{pfl_run:.2f} s per run (data, setup, 30 rounds, evaluation)")
     if profile:
         print()
-        print("cProfile of the simulate arm's driver process (top by own time):")
+        print("cProfile of one more `fedadapt simulate` of the job (driver process, cumulative):")
         for line in profile:
             print("   " + line)
 
