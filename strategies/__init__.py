@@ -11,6 +11,7 @@ settings become constructor arguments through :mod:`strategies.arguments`.
 """
 
 from .aggregators import AGGREGATORS, Aggregator
+from .arguments import StrategySettings, StrategySpec
 from .bounds import Clipping, ReplyLimits, WeightCap
 from .checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
 from .client import (
@@ -26,29 +27,31 @@ from .client import (
     read_train_message,
 )
 from .fedadapt_strategy import FedAdapt
-from .options import StrategyOptions
-from .orchestration import Orchestration
-from .pipeline import ServerPipeline
-from .privacy import GaussianPrivacy
-from .protocol import ProtocolError
-from .registry import (
-    PRESETS,
-    AdaptiveFedAvg,
-    FedExP,
-    FedHyper,
-    Flash,
+from .flower_sampling import (
     FlowerSampling,
-    OracleResetFedAdam,
-    Preset,
-    PresetStrategy,
     SampledFedAdagrad,
     SampledFedAdam,
     SampledFedAvg,
     SampledFedAvgM,
     SampledFedProx,
     SampledFedYogi,
-    StrategySettings,
-    StrategySpec,
+)
+from .options import StrategyOptions
+from .orchestration import Orchestration
+from .pipeline import ServerPipeline
+from .presets import (
+    PRESETS,
+    AdaptiveFedAvg,
+    FedExP,
+    FedHyper,
+    Flash,
+    OracleResetFedAdam,
+    Preset,
+    PresetStrategy,
+)
+from .privacy import GaussianPrivacy
+from .protocol import ProtocolError
+from .registry import (
     available_strategies,
     build_strategy,
     default_client,

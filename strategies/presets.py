@@ -64,8 +64,12 @@ class Preset:
 
     Attributes:
         label: the method's name; a checkpoint's ``strategy`` and the log's.
-        arguments: the FedAdapt arguments the method fixes (a caller's keyword overrides one).
-        default_client: the client method and lr state when the caller names none.
+        server_method: the fedadapt server method (FedAdapt's ``server_optimizer``).
+        server_options: its options the method fixes (FedHyper's server lr 1).
+        client: the client method (``client_optimizer``) and lr state (``client_lr_state``)
+            the method fixes, if it fixes them (FedHyper's SL, CL and FULL).
+        default_client: the client method and lr state when neither the method nor the caller
+            names one.
         server_lr_option: an application's server lr is ``server_options["lr"]`` (FedExP's
             step is its extrapolation: it has none).
         server_lr_fallback: an unset server lr is the method's ``fedadapt.default_server_lr``;
@@ -77,13 +81,24 @@ class Preset:
     """
 
     label: str
-    arguments: Mapping[str, object]
+    server_method: str
+    server_options: Mapping[str, object] = field(default_factory=dict)
+    client: Mapping[str, str] = field(default_factory=dict)
     default_client: tuple[str, str] = _SGD_CLIENTS
     server_lr_option: bool = True
     server_lr_fallback: bool = True
     needs_change_rounds: bool = False
     identity: Mapping[str, object] = field(default_factory=dict)
     reference: str = ""
+
+    @property
+    def arguments(self) -> dict[str, object]:
+        """The FedAdapt arguments the method fixes (a caller's keyword overrides one)."""
+        return {
+            "server_optimizer": self.server_method,
+            "server_options": dict(self.server_options),
+            **self.client,
+        }
 
 
 _FEDHYPER = (
@@ -100,63 +115,44 @@ _ADAPTIVE_FEDAVG = (
 )
 _FEDADAM = 'Reddi et al., "Adaptive Federated Optimization", ICLR 2021, arXiv:2003.00295'
 
-# What each FedHyper variant fixes (FedHyper(variant=...), build_strategy("fedhyper-<variant>")).
-FEDHYPER_PRESETS: dict[str, Mapping[str, object]] = {
-    "G": {"server_optimizer": "fedhyper-g", "server_options": {"lr": 1.0}},
-    "GM": {"server_optimizer": "fedhyper-gm", "server_options": {"lr": 1.0}},
-    "SL": {
-        "server_optimizer": "sgd",
-        "server_options": {"lr": 1.0},
-        "client_optimizer": "hd",
-        "client_lr_state": "server",
-    },
-    "CL": {
-        "server_optimizer": "sgd",
-        "server_options": {"lr": 1.0},
-        "client_optimizer": "fedhyper-cl",
-    },
-    "FULL": {
-        "server_optimizer": "fedhyper-gm",
-        "server_options": {"lr": 1.0},
-        "client_optimizer": "fedhyper-cl",
-    },
-}
-FEDHYPER_VARIANTS = tuple(FEDHYPER_PRESETS)
+
+def _fedhyper(variant: str, server_method: str, **client: str) -> Preset:
+    """A FedHyper variant: the server lr starts at 1 (FedAvg's), clients as the variant says."""
+    return Preset(
+        "FedHyper",
+        server_method,
+        {"lr": 1.0},
+        client,
+        identity={"variant": variant},
+        reference=_FEDHYPER,
+    )
+
 
 PRESETS: dict[str, Preset] = {
-    **{
-        f"fedhyper-{variant.lower()}": Preset(
-            "FedHyper", arguments, identity={"variant": variant}, reference=_FEDHYPER
-        )
-        for variant, arguments in FEDHYPER_PRESETS.items()
-    },
-    "fedexp": Preset(
-        "FedExP",
-        {"server_optimizer": "fedexp", "server_options": {}},
-        server_lr_option=False,
-        reference=_FEDEXP,
-    ),
-    "flash": Preset(
-        "Flash",
-        {"server_optimizer": "flash", "server_options": {}},
-        server_lr_fallback=False,
-        reference=_FLASH,
-    ),
+    "fedhyper-g": _fedhyper("G", "fedhyper-g"),
+    "fedhyper-gm": _fedhyper("GM", "fedhyper-gm"),
+    "fedhyper-sl": _fedhyper("SL", "sgd", client_optimizer="hd", client_lr_state="server"),
+    "fedhyper-cl": _fedhyper("CL", "sgd", client_optimizer="fedhyper-cl"),
+    "fedhyper-full": _fedhyper("FULL", "fedhyper-gm", client_optimizer="fedhyper-cl"),
+    "fedexp": Preset("FedExP", "fedexp", server_lr_option=False, reference=_FEDEXP),
+    "flash": Preset("Flash", "flash", server_lr_fallback=False, reference=_FLASH),
     "adaptive-fedavg": Preset(
-        "AdaptiveFedAvg",
-        {"server_optimizer": "adaptive-fedavg", "server_options": {}},
-        server_lr_fallback=False,
-        reference=_ADAPTIVE_FEDAVG,
+        "AdaptiveFedAvg", "adaptive-fedavg", server_lr_fallback=False, reference=_ADAPTIVE_FEDAVG
     ),
     # the ceiling of fedadapt's default method: its clients run fedadapt's default client too
     "fedadam-oracle": Preset(
         "OracleResetFedAdam",
-        {"server_optimizer": "cp-adam", "server_options": {}},
+        "cp-adam",
         default_client=FedAdapt.default_client,
         server_lr_fallback=False,
         needs_change_rounds=True,
         reference=_FEDADAM,
     ),
+}
+# FedHyper(variant=...) by variant; what each fixes
+FEDHYPER_VARIANTS = ("G", "GM", "SL", "CL", "FULL")
+FEDHYPER_PRESETS: dict[str, Mapping[str, object]] = {
+    v: PRESETS[f"fedhyper-{v.lower()}"].arguments for v in FEDHYPER_VARIANTS
 }
 
 

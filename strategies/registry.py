@@ -6,7 +6,9 @@ lists the names; ``strategy_spec(name)`` is the :class:`StrategySpec` an applica
 each a module of its own: FedAdapt itself, the published methods as data
 (:mod:`strategies.presets`) and Flower's own strategies with fedadapt's sampling
 (:mod:`strategies.flower_sampling`); the mapping of settings to constructor arguments is
-:mod:`strategies.arguments`. This module re-exports their public names.
+:mod:`strategies.arguments`. The names this module held before that split (``FedHyper``,
+``FedExP``, ``Flash``, the ``Sampled*`` classes...) are still importable from it (the ``X as X``
+imports); their home is the module named above, and ``strategies`` exports them all.
 
 Example:
 
@@ -24,47 +26,24 @@ from functools import partial
 
 from .arguments import StrategySettings, StrategySpec, spec_arguments
 from .fedadapt_strategy import FedAdapt
-from .flower_sampling import (
-    FlowerSampling,
-    SampledFedAdagrad,
-    SampledFedAdam,
-    SampledFedAvg,
-    SampledFedAvgM,
-    SampledFedProx,
-    SampledFedYogi,
-)
+from .flower_sampling import FlowerSampling as FlowerSampling
+from .flower_sampling import SampledFedAdagrad as SampledFedAdagrad
+from .flower_sampling import SampledFedAdam as SampledFedAdam
+from .flower_sampling import SampledFedAvg as SampledFedAvg
+from .flower_sampling import SampledFedAvgM as SampledFedAvgM
+from .flower_sampling import SampledFedProx as SampledFedProx
+from .flower_sampling import SampledFedYogi as SampledFedYogi
 from .orchestration import Orchestration
-from .presets import (
-    FEDHYPER_PRESETS,
-    FEDHYPER_VARIANTS,
-    PRESETS,
-    AdaptiveFedAvg,
-    FedExP,
-    FedHyper,
-    Flash,
-    OracleResetFedAdam,
-    Preset,
-    PresetStrategy,
-)
+from .presets import FEDHYPER_PRESETS as FEDHYPER_PRESETS
+from .presets import FEDHYPER_VARIANTS as FEDHYPER_VARIANTS
+from .presets import PRESETS, Preset, PresetStrategy
+from .presets import AdaptiveFedAvg as AdaptiveFedAvg
+from .presets import FedExP as FedExP
+from .presets import FedHyper as FedHyper
+from .presets import Flash as Flash
+from .presets import OracleResetFedAdam as OracleResetFedAdam
 
 __all__ = [
-    "FEDHYPER_PRESETS",
-    "FEDHYPER_VARIANTS",
-    "PRESETS",
-    "AdaptiveFedAvg",
-    "FedExP",
-    "FedHyper",
-    "Flash",
-    "FlowerSampling",
-    "OracleResetFedAdam",
-    "Preset",
-    "PresetStrategy",
-    "SampledFedAdagrad",
-    "SampledFedAdam",
-    "SampledFedAvg",
-    "SampledFedAvgM",
-    "SampledFedProx",
-    "SampledFedYogi",
     "StrategySettings",
     "StrategySpec",
     "available_strategies",

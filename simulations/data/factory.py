@@ -44,13 +44,19 @@ def _call_with_options(
     ``ValueError`` listing the accepted ones."""
     parameters = inspect.signature(target).parameters.values()
     keywords = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    accepted = sorted(p.name for p in parameters if p.kind in keywords and p.name not in given)
+    _check_names(
+        options, [p.name for p in parameters if p.kind in keywords and p.name not in given], dataset
+    )
+    return target(**arguments, **options)
+
+
+def _check_names(options: Mapping[str, object], accepted: Collection[str], dataset: str) -> None:
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         raise ValueError(
-            f"unknown option(s) {unknown} of dataset {dataset!r}; accepted: {', '.join(accepted)}"
+            f"unknown option(s) {unknown} of dataset {dataset!r}; "
+            f"accepted: {', '.join(sorted(accepted))}"
         )
-    return target(**arguments, **options)
 
 
 def build_source(
@@ -108,12 +114,7 @@ def build_source(
 
         if "loader" not in opts:
             raise ValueError("dataset 'custom' needs options['loader'] ('package.module:function')")
-        unknown = sorted(set(opts) - set(_CUSTOM_OPTIONS))
-        if unknown:
-            raise ValueError(
-                f"unknown option(s) {unknown} of dataset 'custom'; accepted: "
-                f"{', '.join(_CUSTOM_OPTIONS)}"
-            )
+        _check_names(opts, _CUSTOM_OPTIONS, name)
         loader_options = opts.get("loader_options") or {}
         if not isinstance(loader_options, Mapping):
             raise ValueError(
