@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from .directions import BASES, Direction, DirectionState, adam_moments, make_direction
+from .directions import BASES, Direction, adam_moments, make_direction
 
 __all__ = ["AdaptiveOptimizer", "global_dot", "BASES", "adam_moments"]
 
@@ -294,13 +294,15 @@ class AdaptiveOptimizer(Optimizer):
         5. :meth:`_update`: the base direction (:attr:`direction`), the per-coordinate scale
            and the update of the parameters (default: ``p -= lr * d``).
         """
-        g = self._with_weight_decay(group, params, grads)
+        wd = group.get("weight_decay", 0.0)
+        g = list(torch._foreach_add(grads, params, alpha=wd)) if wd else grads
         finite, stats = self._measure(group, params, grads, g, signals)
-        if not (grads_finite(g) if finite is None else finite):
+        if not finite:
             group["skipped"] += 1
             return
         group["step"] += 1
-        self._adapt(group, params, g, stats)
+        if self._adapts:
+            self._adapt(group, params, g, stats)
         self._update(group, params, grads, g, stats)
 
     def _measure(self, group: dict, params: list[Tensor], grads: list[Tensor], g: list[Tensor],
@@ -308,34 +310,30 @@ class AdaptiveOptimizer(Optimizer):
         """Hook: the rule's statistics of this step, before anything changes.
 
         Returns ``(finite, stats)``: ``finite`` says whether every statistic read is finite
-        (``None``: the rule read none, the skeleton tests the gradients); ``stats`` is passed to
-        :meth:`_adapt` and :meth:`_update`. Must not change any state but state created on
-        first use.
+        (a rule that reads none tests the gradients: :func:`grads_finite`, the default);
+        ``stats`` is passed to :meth:`_adapt` and :meth:`_update`. Must not change any state but
+        state created on first use.
         """
-        return None, None
+        return grads_finite(g), None
 
     def _adapt(self, group: dict, params: list[Tensor], g: list[Tensor], stats: object) -> None:
         """Hook: adapt the step size (``self._set_lr``) from ``stats``; ``group["step"]`` counts this step."""
 
+    # whether the class overrides _adapt (set per class: the skeleton skips a no-op call)
+    _adapts: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._adapts = cls._adapt is not AdaptiveOptimizer._adapt
+
     def _update(self, group: dict, params: list[Tensor], grads: list[Tensor], g: list[Tensor],
                 stats: object) -> object:
         """Hook: direction, per-coordinate scale, parameter update (default ``p -= lr * d``)."""
-        d, factor = self._direction(group, params, g)
+        d, factor = self.direction.compute(self, group, params, g)
         self._apply(params, d, group["lr"], factor)
         return None
 
     # ------------------------------------------------------------------ helpers
-    @staticmethod
-    def _grads_finite(grads: Sequence[Tensor]) -> bool:
-        return grads_finite(grads)
-
-    @staticmethod
-    def _with_weight_decay(group: dict, params: list[Tensor], grads: list[Tensor]) -> list[Tensor]:
-        wd = group.get("weight_decay", 0.0)
-        if wd:
-            return list(torch._foreach_add(grads, params, alpha=wd))
-        return grads
-
     def _set_lr(self, group: dict, value: float | Tensor) -> None:
         value = _clip(value, group["min_lr"], group["max_lr"])
         if isinstance(group["lr"], Tensor):
@@ -345,20 +343,6 @@ class AdaptiveOptimizer(Optimizer):
                 group["lr"].fill_(value)
         else:
             group["lr"] = float(value)
-
-    def _direction(self, group: dict, params: list[Tensor], grads: list[Tensor]) -> tuple[list[Tensor], float]:
-        """Advance the base state; return ``(d_raw, factor)`` with unit-lr direction ``factor * d_raw``.
-
-        ``grads`` already contain weight decay. For plain SGD ``d_raw`` *is* ``grads`` (no
-        copy); for momentum without Nesterov it is the momentum buffers themselves.
-        ``group["step"]`` must already count this step (:meth:`fedadapt.Direction.compute`).
-        """
-        return self.direction.compute(self, group, params, grads)
-
-    def _direction_state(self, group: dict, params: list[Tensor], grads: list[Tensor]) -> DirectionState:
-        """The built-in direction's state for :func:`~fedadapt._fused.base_direction`
-        (:meth:`fedadapt.Direction.prepare`), for the rules that fuse the direction."""
-        return self.direction.prepare(self.state, group, params, grads)
 
     def _scratch(self, params: list[Tensor], slot: object) -> list[Tensor]:
         """Per-parameter work buffers reused across steps (transient: not state, not pickled).

@@ -112,7 +112,8 @@ class AutoDrop(AdaptiveOptimizer):
             st = self.state[p]
             if "snapshot" not in st:
                 st["snapshot"] = p.detach().clone()
-        super()._update(group, params, grads, g, stats)
+        d, factor = self.direction.compute(self, group, params, g)
+        self._apply(params, d, group["lr"], factor)
         group["window_step"] += 1
         if group["window_step"] >= group["window"]:
             group["window_step"] = 0

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from ._fused import conformity_of_var, run_rule, seeded
-from ._mechanism import AdaptiveOptimizer, _check, _check_fused
+from ._mechanism import AdaptiveOptimizer, _check, _check_fused, grads_finite
 from .directions import Direction, DirectionArgs, direction_arguments
 
 __all__ = ["CProp", "conformity_scale"]
@@ -131,7 +131,7 @@ class CProp(AdaptiveOptimizer):
 
     def _measure(self, group, params, grads, g, signals):
         # the statistics use the raw gradient (before weight decay): its finiteness decides
-        return self._grads_finite(grads), (signals.get("client_sq_mean"), signals.get("num_clients"))
+        return grads_finite(grads), (signals.get("client_sq_mean"), signals.get("num_clients"))
 
     def _update(self, group, params, grads, g, stats):
         sq, num_clients = stats
@@ -174,7 +174,7 @@ class CProp(AdaptiveOptimizer):
             # m_hat / se = |m| / sqrt(max(var_b, eps^2 / k)) / (b sqrt(k))
             var_coef, pre = -1.0 / b, 1.0 / (b * math.sqrt(k))
             first = 1.0 if t == 1 else 0.0
-        kind, bufs, dms, dvs, fresh, ds, factor = self._direction_state(group, params, g)
+        kind, bufs, dms, dvs, fresh, ds, factor = self.direction.prepare(self.state, group, params, g)
         fused = group.get("fused", False) and not (fresh is not None and not all(fresh))
         if fused and fresh is not None:
             ds, fresh = seeded(ds), None

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from ._fused import direction_result, run_rule, seeded
-from ._mechanism import _check, _check_fused
+from ._mechanism import _check, _check_fused, grads_finite
 from .directions import Direction, DirectionArgs, direction_arguments
 from .hypergradient import _PreviousDirection
 
@@ -141,7 +141,7 @@ class StructuredSelfAdaptive(_PreviousDirection):
         work = None if group.get("fused", False) else self._scratch(params, "dsa-h")
         stats = (pscales, tscales, avgs, work, None, None)
         if prev is None or reused:
-            return None, stats
+            return grads_finite(g), stats
         new_avg = self._scratch(params, "dsa-avg")
         vals = run_rule("dsa-stats", group.get("fused", False), params[0].device, params[0].dtype, g, prev, avgs,
                         new_avg, work=work, sc=[group["direction_factor"], 1.0 - group["hyper_beta"]])
@@ -179,7 +179,7 @@ class StructuredSelfAdaptive(_PreviousDirection):
                 total = math.fsum(sums)
                 signal = min(max(total / (math.sqrt(sum(sizes) * total_sq) + 1e-300), -1.0), 1.0)
                 self._set_lr(group, group["lr"] * math.exp(bg * signal))
-        kind, bufs, ms, vs, fresh, ds, factor = self._direction_state(group, params, g)
+        kind, bufs, ms, vs, fresh, ds, factor = self.direction.prepare(self.state, group, params, g)
         if fused and fresh is not None:
             if all(fresh):
                 ds, fresh = seeded(ds), None

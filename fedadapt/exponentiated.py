@@ -162,7 +162,7 @@ class ExponentiatedGradientStepSize(AdaptiveOptimizer):
             group["grad_avg_sq"] = beta * beta * aa + 2.0 * beta * (1.0 - beta) * dot + (1.0 - beta) ** 2 * gg
         else:
             group["grad_avg_sq"] = (1.0 - beta) ** 2 * gg
-        kind, bufs, ms, vs, fresh, ds, factor = self._direction_state(group, params, g)
+        kind, bufs, ms, vs, fresh, ds, factor = self.direction.prepare(self.state, group, params, g)
         fused = group.get("fused", False) and not (fresh is not None and not all(fresh))
         if fused and fresh is not None:
             ds, fresh = seeded(ds), None

@@ -9,7 +9,7 @@ from typing import Unpack
 import torch
 from torch import Tensor
 
-from ._mechanism import AdaptiveOptimizer, _check, _is_finite, dot_values, global_dot
+from ._mechanism import AdaptiveOptimizer, _check, _is_finite, dot_values, global_dot, grads_finite
 from .directions import Direction, DirectionArgs, direction_arguments
 from .hypergradient import HypergradientDescent, _PreviousDirection
 
@@ -217,7 +217,7 @@ class FedHyperGM(AdaptiveOptimizer):
     def _measure(self, group, params, grads, g, signals):
         bufs = [self.state[p].get("hyper_momentum") for p in params]
         if not all(b is not None for b in bufs):
-            return None, None
+            return grads_finite(g), None
         dot = global_dot(bufs, grads)
         return _is_finite(dot), (bufs, dot)
 
@@ -334,7 +334,7 @@ class FedHyperCL(_PreviousDirection):
     def _measure(self, group, params, grads, g, signals):
         if not (group["base"] == "sgd" and not group["momentum"] and params[0].device.type == "cpu"
                 and not isinstance(group["lr"], Tensor)):
-            return None, None
+            return grads_finite(g), None
         # plain SGD on CPU (d_k = g_k): the inner products only need g, so they are taken
         # before the update with one read each. A non-finite gradient makes every inner product
         # with it non-finite, so when all are finite they stand for the non-finite guard (which
@@ -357,12 +357,28 @@ class FedHyperCL(_PreviousDirection):
             pairs.append((g, prev))
         vals = dot_values(*pairs)
         # a plain sum: inf - inf or an overflow only sends this step to the explicit guard
-        finite = True if vals and math.isfinite(sum(map(sum, vals))) else None
+        finite = bool(vals) and math.isfinite(sum(map(sum, vals))) or grads_finite(g)
         return finite, (has_glob, prev, use_prev, vals)
 
     def _update(self, group, params, grads, g, stats):
         if stats is not None:
-            self._sgd_update(group, params, grads, g, *stats)
+            # plain SGD on CPU, from the inner products taken in _measure (same arithmetic)
+            has_glob, prev, use_prev, vals = stats
+            lr = group["lr"]
+            self._apply(params, g, lr, 1.0)
+            step_scale = lr * 1.0  # u_k = -step_scale * d_k
+            growth = 1.0
+            if has_glob:
+                growth = growth - group["global_coef"] * step_scale * math.fsum(vals[0])
+            if use_prev:
+                growth = growth + step_scale * group["prev_update_scale"] * math.fsum(vals[-1])
+            elif prev is None and has_glob:
+                growth = growth - step_scale * math.fsum(vals[0])  # u_0 = Delta_{t-1}
+            growth = min(group["max_growth"], growth)
+            if math.isfinite(growth):
+                self._set_lr(group, lr * growth)
+            self._store_direction(group, params, grads, g, 1.0)
+            group["prev_update_scale"] = step_scale
             return
         glob = [self.state[p].get("global_update") for p in params]
         has_glob = all(x is not None for x in glob)
@@ -371,7 +387,7 @@ class FedHyperCL(_PreviousDirection):
         if prev is not None and momentum_alias:
             prev = [x.clone() for x in prev]  # the momentum buffer is d_{k-1}; it changes in place below
         lr = group["lr"]
-        d, factor = self._direction(group, params, g)
+        d, factor = self.direction.compute(self, group, params, g)
         self._apply(params, d, lr, factor)
         step_scale = lr * factor  # u_k = -step_scale * d_k
         growth = 1.0
@@ -390,24 +406,4 @@ class FedHyperCL(_PreviousDirection):
             if math.isfinite(growth):
                 self._set_lr(group, lr * growth)
         self._store_direction(group, params, grads, d, factor)
-        group["prev_update_scale"] = step_scale
-
-    def _sgd_update(self, group: dict, params: list[Tensor], grads: list[Tensor], g: list[Tensor], has_glob: bool,
-                    prev: list[Tensor] | None, use_prev: bool, vals: list[list[float]]) -> None:
-        """:meth:`_update` for the plain SGD direction on CPU, from the inner products taken in
-        :meth:`_measure` (same arithmetic)."""
-        lr = group["lr"]
-        self._apply(params, g, lr, 1.0)
-        step_scale = lr * 1.0  # u_k = -step_scale * d_k
-        growth = 1.0
-        if has_glob:
-            growth = growth - group["global_coef"] * step_scale * math.fsum(vals[0])
-        if use_prev:
-            growth = growth + step_scale * group["prev_update_scale"] * math.fsum(vals[-1])
-        elif prev is None and has_glob:
-            growth = growth - step_scale * math.fsum(vals[0])  # u_0 = Delta_{t-1}
-        growth = min(group["max_growth"], growth)
-        if math.isfinite(growth):
-            self._set_lr(group, lr * growth)
-        self._store_direction(group, params, grads, g, 1.0)
         group["prev_update_scale"] = step_scale

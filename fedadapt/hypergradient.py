@@ -9,7 +9,7 @@ from typing import Unpack
 import torch
 from torch import Tensor
 
-from ._mechanism import AdaptiveOptimizer, _check, _is_finite, global_dot, global_dots
+from ._mechanism import AdaptiveOptimizer, _check, _is_finite, global_dot, global_dots, grads_finite
 from .directions import AdamDirection, Direction, DirectionArgs, direction_arguments
 
 __all__ = ["HypergradientDescent", "MultiplicativeHypergradientDescent"]
@@ -68,7 +68,7 @@ class _PreviousDirection(AdaptiveOptimizer):
 
     def _update(self, group: dict, params: list[Tensor], grads: list[Tensor], g: list[Tensor],
                 stats: object) -> list[Tensor]:
-        d, factor = self._direction(group, params, g)
+        d, factor = self.direction.compute(self, group, params, g)
         self._apply(params, d, group["lr"], factor)
         self._store_direction(group, params, grads, d, factor)
         return d
@@ -148,7 +148,7 @@ class HypergradientDescent(_PreviousDirection):
     def _measure(self, group, params, grads, g, signals):
         prev, reused = self._previous(params, grads)
         if prev is None:
-            return None, None
+            return grads_finite(g), None
         dot = global_dot(g, prev)
         return _is_finite(dot), (None if reused else dot)
 
