@@ -152,6 +152,43 @@ def fast_engine_poll() -> Iterator[bool]:
                 _active[1] = None
 
 
+# Flower 1.41's engine serves its actor pool from ``ThreadPoolExecutor()`` threads, one
+# blocking loop per actor (``vce_api.run_api``); Python's default pool size is
+# min(32, CPUs + 4) of the DRIVER's machine, so on a Ray cluster with more actors than that the
+# rest are never sent a message (a 2-CPU head node uses 6 actors of any cluster).
+ENGINE_THREADS = 4096  # threads are made per actor only (one task each), never more
+
+
+@contextlib.contextmanager
+def every_actor_served() -> Iterator[bool]:
+    """While inside, Flower's engine runs one thread per actor of its pool, whatever the
+    driver's CPU count (the pool is sized from the cluster's resources). Yields whether the
+    adjustment is in place: only while ``vce_api`` still builds its pool with
+    ``ThreadPoolExecutor()`` (otherwise, after a Flower upgrade, Flower's is left alone)."""
+    import concurrent.futures
+    import functools
+
+    try:
+        from flwr.server.superlink.fleet.vce import vce_api
+    except ImportError:  # pragma: no cover - flwr is a dependency
+        yield False
+        return
+    original = getattr(vce_api, "ThreadPoolExecutor", None)
+    with _patch_lock:
+        if original is not concurrent.futures.ThreadPoolExecutor:  # already wide, or changed
+            applied = False
+        else:
+            setattr(vce_api, "ThreadPoolExecutor", functools.partial(  # noqa: B010
+                concurrent.futures.ThreadPoolExecutor, max_workers=ENGINE_THREADS))
+            applied = True
+    try:
+        yield applied
+    finally:
+        if applied:
+            with _patch_lock:
+                setattr(vce_api, "ThreadPoolExecutor", original)  # noqa: B010
+
+
 def _flwr_version() -> str:
     try:
         from importlib.metadata import version
@@ -214,7 +251,7 @@ def run_in_process(
     if not verbose:
         logging.getLogger("flwr").setLevel(logging.WARNING)
     poll = fast_engine_poll() if fast_poll else contextlib.nullcontext(False)
-    with warnings.catch_warnings(), poll:
+    with warnings.catch_warnings(), poll, every_actor_served():
         warnings.simplefilter("ignore", DeprecationWarning)
         run_simulation(
             server_app=server_app,

@@ -206,3 +206,19 @@ def test_runs_done_at_once_equal_the_same_runs_done_alone(tmp_path):
         assert len(rows_a) == 4
         assert rows_a == rows_b, a["run-dir"]
         assert a["final-accuracy"] == b["final-accuracy"]
+
+
+def test_the_engine_serves_every_actor_of_a_large_cluster():
+    """Flower's engine runs one thread per actor; Python's default pool (CPUs + 4 of the
+    driver's machine) would leave the actors of a larger cluster without messages."""
+    from flwr.server.superlink.fleet.vce import vce_api
+
+    from simulations.runtime import ENGINE_THREADS, every_actor_served
+
+    before = vce_api.ThreadPoolExecutor
+    with every_actor_served() as applied:
+        assert applied
+        pool = vce_api.ThreadPoolExecutor()
+        assert pool._max_workers == ENGINE_THREADS >= 1024
+        pool.shutdown()
+    assert vce_api.ThreadPoolExecutor is before
