@@ -20,7 +20,7 @@ from typing import TypeVar
 from simulations.data.builtin import load_digits_arrays, make_mnist1d, split_train_test
 from simulations.data.hub import HubSource
 from simulations.data.partitioned import PartitionedSource
-from simulations.data.source import DEFAULT_CACHE_SIZE, ClientDataSource
+from simulations.data.source import DEFAULT_CACHE_SIZE, Arrays, ClientDataSource
 from simulations.data.synthetic import SyntheticSource
 
 __all__ = ["DATASET_NAMES", "build_source"]
@@ -90,7 +90,23 @@ def build_source(
             parameters.
     """
     opts = dict(options or {})
-    if name in ("digits", "mnist1d"):  # a pool in memory, partitioned by flwr-datasets
+
+    def partitioned(
+        train: Arrays, test: Arrays, num_classes: int | None = None
+    ) -> ClientDataSource:
+        """A pool in memory, partitioned by flwr-datasets."""
+        return PartitionedSource(
+            train,
+            test,
+            num_clients=num_clients,
+            partitioner=partitioner,
+            partitioner_params=partitioner_params,
+            num_classes=num_classes,
+            seed=seed,
+            cache_size=cache_size,
+        )
+
+    if name in ("digits", "mnist1d"):
         if name == "digits":
             if opts:
                 raise ValueError(f"digits takes no options, got {sorted(opts)}")
@@ -99,16 +115,7 @@ def build_source(
             opts.setdefault("seed", seed)
             X, y = _call_with_options(make_mnist1d, opts, name)
         train, test = split_train_test(X, y, test_fraction=test_fraction, seed=seed)
-        return PartitionedSource(
-            train,
-            test,
-            num_clients=num_clients,
-            partitioner=partitioner,
-            partitioner_params=partitioner_params,
-            num_classes=10,
-            seed=seed,
-            cache_size=cache_size,
-        )
+        return partitioned(train, test, num_classes=10)
     if name == "custom":  # the researcher's loader (simulations.plugins)
         from simulations.plugins import load_custom_arrays
 
@@ -131,15 +138,7 @@ def build_source(
             pool, test = split_train_test(*pool, test_fraction=test_fraction, seed=seed)
         else:
             test = held_out
-        return PartitionedSource(
-            pool,
-            test,
-            num_clients=num_clients,
-            partitioner=partitioner,
-            partitioner_params=partitioner_params,
-            seed=seed,
-            cache_size=cache_size,
-        )
+        return partitioned(pool, test)
     if name == "synthetic":
         opts.setdefault("seed", seed)
         return _call_with_options(
