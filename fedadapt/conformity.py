@@ -11,7 +11,7 @@ from torch import Tensor
 
 from ._fused import conformity_of_var, run_rule, seeded
 from ._mechanism import AdaptiveOptimizer, _check, _check_fused, grads_finite
-from .directions import Direction, DirectionArgs, direction_arguments
+from .directions import Direction, DirectionArgs, direction_arguments, shared_adam_moment
 
 __all__ = ["CProp", "conformity_scale"]
 
@@ -146,10 +146,7 @@ class CProp(AdaptiveOptimizer):
             st = self.state[p]
             if "conformity_avg" not in st:
                 st["conformity_avg"] = torch.zeros_like(p)
-                if share and "exp_avg" not in st:
-                    st["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                    st["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                st["conformity_sq_avg"] = st["exp_avg_sq"] if share else torch.zeros_like(p)
+                st["conformity_sq_avg"] = shared_adam_moment(st, p, share, "exp_avg_sq")
             ms.append(st["conformity_avg"])
             vs.append(st["conformity_sq_avg"])
             # a loaded state_dict holds two equal copies: then both are advanced

@@ -260,6 +260,18 @@ def adam_moments(state: dict, params: Sequence[Tensor]) -> tuple[list[Tensor], l
     return ms, vs
 
 
+def shared_adam_moment(st: dict, p: Tensor, share: bool, adam_key: str) -> Tensor:
+    """A new running moment of ``p`` for a rule (EG's gradient average, CProp's second moment):
+    Adam's own ``adam_key`` tensor when ``share`` (one tensor serves both, created with its twin
+    when missing), else zeros."""
+    if not share:
+        return torch.zeros_like(p)
+    if "exp_avg" not in st:
+        st["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        st["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+    return st[adam_key]
+
+
 class TorchDirection(Direction):
     r"""Any ``torch.optim.Optimizer`` as the base direction of a scalar step-size rule.
 

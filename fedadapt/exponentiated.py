@@ -11,7 +11,7 @@ from torch import Tensor
 
 from ._fused import run_rule, seeded
 from ._mechanism import AdaptiveOptimizer, _check, _check_fused, _is_finite, dot_values, global_dot
-from .directions import Direction, DirectionArgs, direction_arguments
+from .directions import Direction, DirectionArgs, direction_arguments, shared_adam_moment
 
 __all__ = ["ExponentiatedGradientStepSize"]
 
@@ -115,10 +115,7 @@ class ExponentiatedGradientStepSize(AdaptiveOptimizer):
             st = self.state[p]
             if "gain" not in st:
                 st["gain"] = torch.ones_like(p)
-                if share and "exp_avg" not in st:
-                    st["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                    st["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                st["grad_avg"] = st["exp_avg"] if share else torch.zeros_like(p)
+                st["grad_avg"] = shared_adam_moment(st, p, share, "exp_avg")
             gains.append(st["gain"])
             avgs.append(st["grad_avg"])
             # a loaded state_dict holds two equal copies: then both are advanced
