@@ -2,18 +2,21 @@
 
 A step is ``theta <- theta - eta_t * (Gamma_t * d_t)``:
 
-* ``d_t``: the base optimizer's unit-lr direction (SGD, SGD with (Nesterov) momentum, Adam),
-  computed here with ``torch._foreach`` ops (parity with ``torch.optim.SGD`` / ``Adam`` is
-  tested in ``tests/fedadapt/test_directions.py``);
+* ``d_t``: the base direction at unit lr, an object (:mod:`fedadapt.directions`:
+  ``SGDDirection``, ``AdamDirection``, or ``TorchDirection`` wrapping any torch optimizer for
+  the scalar rules); parity with ``torch.optim.SGD`` / ``Adam`` is tested in
+  ``tests/fedadapt/test_optim_directions.py``;
 * ``eta_t``: the scalar step size, always ``param_groups[i]["lr"]`` (a Python float on CPU,
   a 0-dim device tensor elsewhere), clipped to ``[min_lr, max_lr]``;
 * ``Gamma_t``: an optional per-coordinate scale kept in ``self.state[p]``.
 
-Method classes subclass :class:`AdaptiveOptimizer` and implement ``_group_step``. Every
-per-parameter buffer lives in ``self.state[p]`` and every per-group scalar in the param group,
-so ``state_dict()``, pickling and LR schedulers work without custom code.
+Method classes subclass :class:`AdaptiveOptimizer`, whose ``_group_step`` is the one step
+skeleton (weight decay, the non-finite skip, the step counter), and fill in its hooks:
+``_measure`` (the rule's statistics and whether they are finite), ``_adapt`` (the step size)
+and ``_update`` (direction, per-coordinate scale, the parameter update). Every per-parameter
+buffer lives in ``self.state[p]`` and every per-group scalar in the param group, so
+``state_dict()``, pickling and LR schedulers work without custom code.
 """
-
 from __future__ import annotations
 
 import math
