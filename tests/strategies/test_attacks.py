@@ -136,3 +136,25 @@ def test_the_adaptive_state_stays_finite_under_every_attack(aggregator, method, 
         assert all(h["server-skipped"] == 0.0 for h in s.history)
         for st in s._server.optimizer.state.values():
             assert all(bool(torch.isfinite(t).all()) for t in st.values() if torch.is_tensor(t))
+
+
+def test_half_the_cohort_reporting_a_steady_loss_cannot_hide_a_change():
+    """Issue 20 §4's probe at its own numbers: five of ten clients report a steady 0.3 while
+    every honest client's round-start loss triples (it hid a real shift before: no alarm,
+    accuracy 0.70 vs 0.86). The detector's robust cohort statistic still alarms at the change,
+    at any weight the five claim. (A minority, 1-4 of 10: tests/fedadapt/
+    test_changepoint_attacks.py.)"""
+    import numpy as np
+
+    from fedadapt import ChangeDetector
+
+    for claimed in (150.0, 1400.0, 1e12):
+        for seed in range(3):
+            rng = np.random.default_rng(seed)
+            det = ChangeDetector()
+            for t in range(1, 41):
+                level = 0.7 if t < 20 else 2.1
+                losses = list(level * np.exp(rng.normal(0.0, 0.25, size=10)))
+                losses[:5] = [0.3] * 5
+                det.update({"start-loss": losses}, {"start-loss": [claimed] * 5 + [150.0] * 5})
+            assert det.alarms and 20 <= det.alarms[0] <= 21, (claimed, seed, det.alarms)
