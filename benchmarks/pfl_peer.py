@@ -198,10 +198,9 @@ def _rows(run_dir: Path) -> list[dict]:
     return [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
-def arm_simulate(work: Path, tag: str, profile: Path | None = None) -> dict:
+def arm_simulate(work: Path, tag: str) -> dict:
     out = work / tag
-    cmd = [sys.executable, *(["-m", "cProfile", "-o", str(profile)] if profile else []),
-           "-m", "simulations.cli", "simulate", "quickstart", "--out", str(out),
+    cmd = [sys.executable, "-m", "simulations.cli", "simulate", "quickstart", "--out", str(out),
            *[a for s in SETS for a in ("--set", s)], "--seed", "0"]
     wall, lines = _timed(cmd, _env(str(work / "flwr-home")), work / f"{tag}.log")
     rows = _rows(out)
@@ -238,37 +237,92 @@ def arm_sweep(work: Path, runs: int, tag: str) -> dict:
             "driver_cpu": statistics.median(d.get("driver-cpu-seconds", 0.0) for d in done)}
 
 
-# (label, file fragment, function name) of the driver's phases, read by cumulative time
-PHASES = (
-    ("imports (all modules)", "<frozen importlib._bootstrap>", "_find_and_load"),
+# (label, file fragment, function name) of the driver's phases, read by cumulative time;
+# the first group in the main thread, the second in the ServerApp's thread (serve)
+MAIN_PHASES = (
+    ("imports (all modules, also those inside the phases below)",
+     "<frozen importlib._bootstrap>", "_find_and_load"),
     ("config checks before Ray (prepare)", "simulations/experiment.py", "prepare"),
-    ("Flower's run_simulation (Ray up to shut down)", "flwr/simulation/run_simulation.py",
+    ("Flower's run_simulation (Ray up, the run, Ray down)", "flwr/simulation/run_simulation.py",
      "run_simulation"),
     ("  ray.init", "ray/_private/worker.py", "init"),
-    ("  serve (the ServerApp body, one run)", "simulations/server_app.py", "serve"),
-    ("    warm_up (wait for workers, build their federation)", "simulations/server_app.py",
-     "warm_up"),
-    ("    the strategy's rounds (strategy.start)", "strateg",
-     "start"),
-    ("      send_and_receive (messages out, replies back)", "simulations/resilience.py",
+)
+SERVE_PHASES = (
+    ("serve (the ServerApp body: the whole run)", "simulations/server_app.py", "serve"),
+    ("  warm_up (wait for the workers, they build the federation)",
+     "simulations/server_app.py", "warm_up"),
+    ("  the strategy's rounds (strategy.start)", "strategies/orchestration.py", "start"),
+    ("    send_and_receive (messages out, wait for replies)", "simulations/resilience.py",
      "send_and_receive"),
-    ("      evaluation (rounds 0 and 30)", "simulations/server_app.py", "evaluate"),
-    ("    run directory: summary, plots (RunWriter.finish)", "simulations/report.py", "finish"),
+    ("    the replies checked", "strategies/orchestration.py", "_check_replies"),
+    ("    aggregation", "strategies/", "aggregate_train"),
+    ("    evaluation (rounds 0 and 30)", "simulations/server_app.py", "evaluate"),
+    ("  run directory: summary, plots (RunWriter.finish)", "simulations/report.py", "finish"),
+    ("    plots", "simulations/report.py", "plot_run"),
 )
 
 
-def _profile_lines(path: Path) -> list[str]:
-    """The driver's phases by cumulative seconds (a phase may contain the ones below it)."""
+def profile_child(main_out: str, serve_out: str, argv: list[str]) -> None:
+    """``fedadapt <argv>`` with cProfile on the main thread and on the ServerApp's thread."""
+    import cProfile
+
+    import simulations.server_app as server_app
+    from simulations.cli import app
+
+    original = server_app.serve
+
+    def serve(*a: object, **k: object) -> object:
+        prof = cProfile.Profile()
+        prof.enable()
+        try:
+            return original(*a, **k)  # type: ignore[arg-type]
+        finally:
+            prof.disable()
+            prof.dump_stats(serve_out)
+
+    server_app.serve = serve  # type: ignore[assignment]  # run_many looks it up at call time
+    prof = cProfile.Profile()
+    prof.enable()
+    try:
+        app(argv, standalone_mode=False)
+    finally:
+        prof.disable()
+        prof.dump_stats(main_out)
+
+
+def _phases(path: Path, phases: tuple[tuple[str, str, str], ...]) -> list[str]:
     import pstats
 
     stats = pstats.Stats(str(path)).stats  # type: ignore[attr-defined]
-    total = max(v[3] for v in stats.values())
-    out = [f"whole process (cProfile) {total:.2f} s"]
-    for label, frag, name in PHASES:
+    out = []
+    for label, frag, name in phases:
         cum = [v[3] for (file, _, func), v in stats.items() if func == name and frag in file]
         if cum:
             out.append(f"{label}: {max(cum):.2f} s")
     return out
+
+
+def _top(path: Path, n: int = 8) -> list[str]:
+    import pstats
+
+    stats = pstats.Stats(str(path)).stats  # type: ignore[attr-defined]
+    rows = sorted(stats.items(), key=lambda kv: -kv[1][2])[:n]
+    return [f"{v[2]:6.2f} s own, {v[1]:6d} calls  {Path(f).name}:{ln}({func})"
+            for (f, ln, func), v in rows]
+
+
+def profile_simulate(work: Path) -> list[str]:
+    """One more ``fedadapt simulate`` of the job under cProfile (driver process only)."""
+    main_p, serve_p = work / "main.prof", work / "serve.prof"
+    argv = ["simulate", "quickstart", "--out", str(work / "profiled"),
+            *[a for s in SETS for a in ("--set", s)], "--seed", "0"]
+    _timed([sys.executable, __file__, "--child-profile", str(main_p), str(serve_p), "--", *argv],
+           _env(str(work / "flwr-home")), work / "profiled.log")
+    lines = ["main thread:", *("  " + x for x in _phases(main_p, MAIN_PHASES)),
+             "ServerApp thread:", *("  " + x for x in _phases(serve_p, SERVE_PHASES)),
+             "ServerApp thread, top functions by own time:",
+             *("  " + x for x in _top(serve_p))]
+    return lines
 
 
 def main() -> None:
@@ -277,7 +331,12 @@ def main() -> None:
     ap.add_argument("--sweep", type=int, default=12, help="runs (seeds) in the sweep arms")
     ap.add_argument("--profile", action="store_true", help="cProfile the simulate arm's driver")
     ap.add_argument("--child-pfl", help=argparse.SUPPRESS)
-    args = ap.parse_args()
+    ap.add_argument("--child-profile", nargs=2, help=argparse.SUPPRESS)
+    args, rest = ap.parse_known_args()
+    if args.child_profile:
+        main_out, serve_out = args.child_profile
+        profile_child(main_out, serve_out, [a for a in rest if a != "--"])
+        return
     if args.child_pfl:
         pfl_child(Path(args.child_pfl), args.sweep)
         return
@@ -313,8 +372,7 @@ def main() -> None:
                 print(f"  repeat {rep + 1} {arm}: {r['wall']:.1f} s", flush=True)
         profile = []
         if args.profile:  # an extra simulate run under cProfile, not in the table
-            arm_simulate(work, "profiled", work / "simulate.prof")
-            profile = _profile_lines(work / "simulate.prof")
+            profile = profile_simulate(work)
     print(f"uptime: {os.popen('uptime').read().strip()}")
     print()
     print("| arm | runs | wall s (median) | wall s (min) | ms per client update | "
@@ -362,7 +420,8 @@ def main() -> None:
           f"{pfl_run:.2f} s per run (data, setup, 30 rounds, evaluation)")
     if profile:
         print()
-        print("cProfile of one more `fedadapt simulate` of the job (driver process, cumulative):")
+        print("cProfile of one more `fedadapt simulate` of the job (driver process; phases by "
+              "cumulative seconds, a phase includes those indented below it):")
         for line in profile:
             print("   " + line)
 

@@ -183,7 +183,10 @@ def _cluster_estimate(seq: list[dict], n_runs: int) -> None:
           f"of Ray's processes over the runs, an upper bound); fixed cost (imports, Ray start, "
           f"tables, plots) {fixed:.1f} s")
     print("estimate for N nodes of 2 CPUs (a run uses 2 worker slots, so N+1 runs at once): "
-          "wall = fixed + runs x max(run alone / (N+1), driver CPU, workers CPU / (2N))")
+          "wall = fixed + runs x max(run alone / (N+1), driver CPU, workers CPU / (2N)); the "
+          "driver's threads share one interpreter (its CPU per run bounds the rate however "
+          "many nodes), and Flower's engine serves every actor of the pool "
+          "(simulations.runtime.every_actor_served; Flower alone: at most the driver's CPUs + 4)")
     for n in (1, 2, 4, 8, 16):
         per = max(run_s / (n + 1), driver, workers / (2 * n))
         bound = "driver" if per == driver else ("workers" if per == workers / (2 * n)
