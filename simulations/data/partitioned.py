@@ -19,7 +19,7 @@ Example (a pool of 20 examples, IID over 4 clients):
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -90,7 +90,7 @@ class PartitionedSource(ClientDataSource):
         )
         self.partitioner_name = partitioner
         self._indices: dict[int, np.ndarray] = {}
-        self._assignment: Mapping[int, Any] | Sequence[np.ndarray] | None = None
+        self._assignment: Mapping[int, object] | Sequence[np.ndarray] | None = None
         self._partitioner_ready = False
         self._cache_file = partition_cache_file(
             partitioner, partitioner_params, num_clients, seed, self._y

@@ -60,7 +60,7 @@ import zipfile
 from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -240,7 +240,7 @@ def partition_cache_dir() -> Path | None:
 
 def partition_cache_file(
     partitioner: str,
-    params: Mapping[str, Any] | None,
+    params: Mapping[str, object] | None,
     num_clients: int,
     seed: int,
     labels: np.ndarray,
@@ -299,7 +299,7 @@ def read_partition_cache(
 
 
 def write_partition_cache(
-    path: Path | None, assignment: Mapping[int, Any], num_clients: int
+    path: Path | None, assignment: Mapping[int, object], num_clients: int
 ) -> None:
     """Keep a full assignment in ``path`` (atomically: a reader never sees half a file). A
     cache that cannot be written costs only the time it would have saved: one warning."""
@@ -336,8 +336,8 @@ def write_partition_cache(
 
 
 def full_assignment(
-    partitioner: Any, cid: int, idx: np.ndarray, num_clients: int
-) -> Mapping[int, Any] | None:
+    partitioner: object, cid: int, idx: np.ndarray, num_clients: int
+) -> Mapping[int, object] | None:
     """The partitioner's own client -> rows assignment, when it holds one for every client and
     it gives ``idx`` for ``cid`` (the rows its public ``load_partition`` returned); else None."""
     mapping = getattr(partitioner, "_partition_id_to_indices", None)
