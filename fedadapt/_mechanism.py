@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from .directions import BASES, Direction, adam_moments, make_direction
+from .directions import BASES, Direction, _check, adam_moments, make_direction
 
 __all__ = ["AdaptiveOptimizer", "global_dot", "BASES", "adam_moments"]
 
@@ -141,11 +141,6 @@ def _clip(x: float | Tensor, lo: float, hi: float) -> float | Tensor:
     if isinstance(x, Tensor):
         return x.clamp(lo, hi)
     return min(max(x, lo), hi)
-
-
-def _check(cond: bool, msg: str) -> None:
-    if not cond:
-        raise ValueError(msg)
 
 
 def finite_number(x: object) -> bool:
