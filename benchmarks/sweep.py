@@ -172,16 +172,17 @@ def main() -> None:
 
 def _cluster_estimate(seq: list[dict], n_runs: int) -> None:
     """What N nodes would give, from the sequential arm's per-run profile."""
-    wall = statistics.median(r["wall"] for r in seq)
     run_s = statistics.median(x["seconds"] for r in seq for x in r["runs"])
     driver = statistics.median(x["driver_cpu"] for r in seq for x in r["runs"])
     workers = statistics.median(r["other_cpu"] for r in seq) / n_runs
-    fixed = wall - statistics.median(sum(x["seconds"] for x in r["runs"]) for r in seq)
+    # what a sweep pays once: before the first run's round 0 (imports, checks, Ray, actors,
+    # warm-up) and after the last run (tables, plots, Ray's shutdown)
+    fixed = statistics.median(r["before"] + r["after"] for r in seq)
     print()
     print(f"per-run profile (sequential arm, medians): {run_s:.2f} s per run alone; CPU of the "
           f"driver thread serving it {driver:.2f} s; workers+Ray CPU {workers:.2f} s per run (all "
-          f"of Ray's processes over the runs, an upper bound); fixed cost (imports, Ray start, "
-          f"tables, plots) {fixed:.1f} s")
+          f"of Ray's processes over the runs, an upper bound); fixed cost (until round 0, and "
+          f"after the last run) {fixed:.1f} s")
     print("estimate for N nodes of 2 CPUs (a run uses 2 worker slots, so N+1 runs at once): "
           "wall = fixed + runs x max(run alone / (N+1), driver CPU, workers CPU / (2N)); the "
           "driver's threads share one interpreter (its CPU per run bounds the rate however "
