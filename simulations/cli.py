@@ -231,9 +231,13 @@ class _CompareProgress(SweepHooks):
     def _refresh(self) -> None:
         if self.progress is None:
             return
+        status = self.counts.status()
+        room = console.width - len(status) - 50  # the bar, the elapsed time, separators
         running = "; ".join(list(self.current.values())[:3])
+        if running and room > 12:
+            status += " | " + (running if len(running) <= room else running[:room - 1] + "…")
         self.progress.update(self.task, completed=self.counts.done + self.counts.skipped,
-                             status=self.counts.status() + (f" | {running}" if running else ""))
+                             status=status)
 
     def _line(self, text: str) -> None:
         console.print(text, highlight=False, soft_wrap=True, markup=False)

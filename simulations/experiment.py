@@ -84,30 +84,43 @@ class SlotGrid:
 
 
 _BUILD_LOCK = threading.RLock()
+_PLOT_LOCK = threading.RLock()
 
 
 @contextlib.contextmanager
-def _serialized_model_builds() -> Iterator[None]:
-    """While inside, models are built one at a time in this process.
+def driver_thread_safety() -> Iterator[None]:
+    """While inside, what is not thread-safe in a run's driver runs one thread at a time.
 
-    A model's seeded initialisation (``simulations.models.build_model``, a custom factory in
-    ``ModelSpec.build``) seeds torch's process-wide generator inside ``fork_rng``; two driver
-    threads building at once would draw from each other's seed. Everything else a run's driver
-    draws comes from its own seeded generators (``fedadapt.seeding``).
+    - Model builds: a model's seeded initialisation (``simulations.models.build_model``, a
+      custom factory in ``ModelSpec.build``) seeds torch's process-wide generator inside
+      ``fork_rng``; two driver threads building at once would draw from each other's seed.
+      Everything else a run's driver draws comes from its own seeded generators
+      (``fedadapt.seeding``).
+    - A run's plots (``simulations.report.plot_run``, when the run ends): matplotlib is not
+      thread-safe (two runs ending together failed in its text layout, ``pop from empty list``
+      and a mathtext ``ParseException``).
     """
+    from simulations import report as report_mod
     from simulations import world as world_mod
 
-    original = world_mod.ModelSpec.build
+    original_build = world_mod.ModelSpec.build
+    original_plot = report_mod.plot_run
 
     def build(self: Any, input_shape: tuple[int, ...], num_classes: int) -> Any:
         with _BUILD_LOCK:
-            return original(self, input_shape, num_classes)
+            return original_build(self, input_shape, num_classes)
+
+    def plot_run(*args: Any, **kwargs: Any) -> Any:
+        with _PLOT_LOCK:
+            return original_plot(*args, **kwargs)
 
     world_mod.ModelSpec.build = build  # type: ignore[method-assign]
+    report_mod.plot_run = plot_run
     try:
         yield
     finally:
-        world_mod.ModelSpec.build = original  # type: ignore[method-assign]
+        world_mod.ModelSpec.build = original_build  # type: ignore[method-assign]
+        report_mod.plot_run = original_plot
 
 
 def _warm_worlds(specs: list[RunSpec]) -> None:
@@ -241,7 +254,7 @@ def run_many(
                     return
                 one(view, i)
 
-        with _serialized_model_builds():
+        with driver_thread_safety():
             threads = [threading.Thread(target=slot, args=(k,), name=f"fedadapt-run-{k}",
                                         daemon=True) for k in range(p)]
             for t in threads:

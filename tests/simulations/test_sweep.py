@@ -222,3 +222,34 @@ def test_the_engine_serves_every_actor_of_a_large_cluster():
         assert pool._max_workers == ENGINE_THREADS >= 1024
         pool.shutdown()
     assert vce_api.ThreadPoolExecutor is before
+
+
+def test_concurrent_runs_draw_their_plots_one_at_a_time(monkeypatch):
+    """matplotlib is not thread-safe: two runs ending together failed in its text layout. While
+    runs are served concurrently, a second run's plots wait for the first's."""
+    import threading
+
+    import simulations.report as report
+    from simulations.experiment import driver_thread_safety
+
+    inside, release, entered = threading.Event(), threading.Event(), []
+
+    def slow_plot(run_dir, rows, config):
+        entered.append(run_dir)
+        inside.set()
+        release.wait(5)
+
+    monkeypatch.setattr(report, "plot_run", slow_plot)
+    with driver_thread_safety():
+        first = threading.Thread(target=report.plot_run, args=("a", [], {}))
+        first.start()
+        assert inside.wait(5)
+        second = threading.Thread(target=report.plot_run, args=("b", [], {}))
+        second.start()
+        second.join(0.3)
+        assert entered == ["a"]  # the second run waits while the first draws
+        release.set()
+        first.join(5)
+        second.join(5)
+        assert entered == ["a", "b"]
+    assert report.plot_run is slow_plot  # put back afterwards
