@@ -6,8 +6,8 @@ workers, 2 local epochs, 15 rounds), strategies ``fedavg, fedadam, fedadapt`` x 
 
     fedadapt compare quickstart --strategies fedavg,fedadam,fedadapt --seeds 4 --parallel P
 
-Arms: ``--parallel 1`` (the sequential compare that came before) and ``--parallel auto`` (and
-any other values of ``--arms``), each in a fresh process (Ray starts fresh) writing to a fresh
+Arms: ``--parallel 1`` (the sequential compare that came before) and ``--parallel 2`` (or any
+other values of ``--arms``; ``auto`` is 1 on a 2-core machine with quickstart's 2 workers), each in a fresh process (Ray starts fresh) writing to a fresh
 folder (nothing is skipped), interleaved when repeated, so both arms see the same load.
 Measured per arm: the command's wall time; the CPU seconds of the driver process (the
 ServerApp: aggregation, evaluation, messages, the compare's tables and plots) and of the rest
@@ -15,7 +15,7 @@ of its process tree (Ray's worker actors, raylet, GCS), sampled with psutil unti
 run's own duration (``sweep-done.json``) and the start-up before the first run's first round.
 The last lines turn the sequential arm's per-run profile into what a cluster of N nodes gives.
 
-    .venv/bin/python benchmarks/sweep.py                  # 1 repeat, arms 1,auto
+    .venv/bin/python benchmarks/sweep.py                  # 1 repeat, arms 1,2
     .venv/bin/python benchmarks/sweep.py --repeats 3      # medians and minima
     .venv/bin/python benchmarks/sweep.py --arms 1,2,3,auto --seeds 2 --rounds 5   # quicker
 """
@@ -126,7 +126,8 @@ def run_arm(parallel: str, seeds: int, rounds: int, work: Path) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--arms", default="1,auto", help="--parallel values, the first the base")
+    ap.add_argument("--arms", default="1,2", help="--parallel values, the first the base "
+                    "(auto is 1 on a 2-core machine with quickstart's 2 workers)")
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--seeds", type=int, default=4)
     ap.add_argument("--rounds", type=int, default=15)
@@ -183,13 +184,13 @@ def _cluster_estimate(seq: list[dict], n_runs: int) -> None:
           f"driver thread serving it {driver:.2f} s; workers+Ray CPU {workers:.2f} s per run (all "
           f"of Ray's processes over the runs, an upper bound); fixed cost (until round 0, and "
           f"after the last run) {fixed:.1f} s")
-    print("estimate for N nodes of 2 CPUs (a run uses 2 worker slots, so N+1 runs at once): "
-          "wall = fixed + runs x max(run alone / (N+1), driver CPU, workers CPU / (2N)); the "
+    print("estimate for N nodes of 2 CPUs (a run uses 2 worker slots, so --parallel auto runs "
+          "N at once): wall = fixed + runs x max(run alone / N, driver CPU, workers CPU / (2N)); the "
           "driver's threads share one interpreter (its CPU per run bounds the rate however "
           "many nodes), and Flower's engine serves every actor of the pool "
           "(simulations.runtime.every_actor_served; Flower alone: at most the driver's CPUs + 4)")
     for n in (1, 2, 4, 8, 16):
-        per = max(run_s / (n + 1), driver, workers / (2 * n))
+        per = max(run_s / n, driver, workers / (2 * n))
         bound = "driver" if per == driver else ("workers" if per == workers / (2 * n)
                                                 else "run length")
         for runs in (n_runs, 100):

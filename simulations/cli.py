@@ -264,7 +264,7 @@ def compare(
     parallel: Annotated[
         str,
         typer.Option(help="Runs at once: 'auto' (the cluster's worker slots over one run's "
-                          "workers, plus one) or a number; 1 runs them one after another."),
+                          "workers) or a number; 1 runs them one after another."),
     ] = "auto",
     address: Annotated[
         str | None,

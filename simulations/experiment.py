@@ -170,8 +170,7 @@ def run_many(
     queue of runs), each on its own ``width`` worker supernodes (:class:`SlotGrid`), while the
     Ray actors are one pool: one run's aggregation, evaluation and start overlap another's
     training. ``parallel = 0``: as many as the Ray cluster's worker slots (CPUs over
-    ``client-num-cpus``) hold runs of ``width`` workers, plus one to fill the gaps the drivers
-    leave (:func:`simulations.sweep.auto_parallel`). A run's results do not depend on which
+    ``client-num-cpus``) hold runs of ``width`` workers (:func:`simulations.sweep.auto_parallel`). A run's results do not depend on which
     nodes or how many runs share the cluster (runs are seeded; tests/simulations/test_sweep.py).
 
     ``on_start(p)`` is called with the number of concurrent runs once Ray is up,

@@ -146,17 +146,17 @@ def check_address(text: str) -> str:
 
 def auto_parallel(slots: int | None, width: int, client_num_cpus: float, runs: int) -> int:
     """Runs at once for ``--parallel auto``: as many as the cluster's worker ``slots`` hold
-    runs of ``width`` workers, plus one, which fills the workers' idle time while each run's
-    driver aggregates, evaluates and starts (measured in BENCHMARKS.md, "Sweeps"). ``slots``
-    None: this machine's CPUs, or :data:`MAX_AUTO_PARALLEL` when attached to a cluster whose
-    size Ray tells only once it is up."""
+    runs of ``width`` workers (one run at a time when one run fills the cluster: a second
+    run at once gained nothing on 2 cores, where a quickstart run already keeps both busy,
+    BENCHMARKS.md §6). ``slots`` None: this machine's CPUs, or :data:`MAX_AUTO_PARALLEL` when
+    attached to a cluster whose size Ray tells only once it is up."""
     if slots is None:
         from simulations.runtime import ray_address
 
         if ray_address():
             return max(1, min(runs, MAX_AUTO_PARALLEL))
         slots = int((os.cpu_count() or 1) / max(client_num_cpus, 1e-9))
-    return max(1, min(runs, slots // max(width, 1) + 1))
+    return max(1, min(runs, slots // max(width, 1)))
 
 
 # ----------------------------------------------------------------------------- hooks

@@ -54,9 +54,9 @@ def test_option_parsers_accept_what_they_document():
     assert check_address("auto") == "auto"
 
 
-def test_auto_parallel_fills_the_cluster_plus_one_run():
-    assert auto_parallel(2, 2, 1.0, 12) == 2  # 2 slots, runs of 2 workers: 1 + 1
-    assert auto_parallel(16, 2, 1.0, 12) == 9
+def test_auto_parallel_fills_the_cluster():
+    assert auto_parallel(2, 2, 1.0, 12) == 1  # 2 slots, runs of 2 workers: one at a time
+    assert auto_parallel(16, 2, 1.0, 12) == 8
     assert auto_parallel(16, 2, 1.0, 3) == 3  # never more than the runs
     assert auto_parallel(1, 4, 1.0, 5) == 1
 
