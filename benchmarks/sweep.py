@@ -79,11 +79,13 @@ class CpuSampler:
         return driver, sum(v for k, v in self.last.items() if k != self.pid)
 
 
-def run_arm(parallel: str, seeds: int, rounds: int, work: Path) -> dict:
+def run_arm(parallel: str, seeds: int, rounds: int, work: Path, strategies: str = STRATEGIES,
+            sets: tuple[str, ...] = ()) -> dict:
     out = work / f"p{parallel}-{time.monotonic_ns()}"
     cmd = [sys.executable, "-m", "simulations.cli", "compare", "quickstart",
-           "--strategies", STRATEGIES, "--seeds", str(seeds), "--out", str(out),
-           "--parallel", parallel, "--set", f"num-server-rounds={rounds}"]
+           "--strategies", strategies, "--seeds", str(seeds), "--out", str(out),
+           "--parallel", parallel, "--set", f"num-server-rounds={rounds}",
+           *[a for x in sets for a in ("--set", x)]]
     log = out.with_suffix(".log")
     stamps: dict[str, float] = {}  # phase -> seconds since the command started
     t0 = time.perf_counter()
@@ -131,20 +133,24 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--seeds", type=int, default=4)
     ap.add_argument("--rounds", type=int, default=15)
+    ap.add_argument("--strategies", default=STRATEGIES)
+    ap.add_argument("--set", action="append", default=[], dest="sets",
+                    help="key=value for every run (e.g. pfl_peer.py's job)")
     ap.add_argument("--json", help="write every measurement here")
     args = ap.parse_args()
     arms = [a.strip() for a in args.arms.split(",") if a.strip()]
-    n_runs = 3 * args.seeds
+    n_runs = len(args.strategies.split(",")) * args.seeds
     print(f"uptime: {os.popen('uptime').read().strip()}")
-    print(f"sweep: quickstart, {STRATEGIES} x {args.seeds} seeds = {n_runs} runs of "
-          f"{args.rounds} rounds; {os.cpu_count()} CPUs; arms --parallel {', '.join(arms)}; "
+    print(f"sweep: quickstart {' '.join(args.sets)}, {args.strategies} x {args.seeds} seeds = "
+          f"{n_runs} runs of {args.rounds} rounds; {os.cpu_count()} CPUs; arms --parallel {', '.join(arms)}; "
           f"{args.repeats} repeat(s), interleaved")
     results: dict[str, list[dict]] = {a: [] for a in arms}
     with tempfile.TemporaryDirectory(prefix="fa-sweep-bench-") as tmp:
         for rep in range(args.repeats):
             order = arms if rep % 2 == 0 else arms[::-1]
             for arm in order:
-                r = run_arm(arm, args.seeds, args.rounds, Path(tmp))
+                r = run_arm(arm, args.seeds, args.rounds, Path(tmp), args.strategies,
+                            tuple(args.sets))
                 results[arm].append(r)
                 print(f"  repeat {rep + 1} --parallel {arm} ({r['parallel']} at once): "
                       f"{r['wall']:.1f} s", flush=True)
