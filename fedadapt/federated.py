@@ -9,11 +9,22 @@ from typing import Unpack
 import torch
 from torch import Tensor
 
-from ._mechanism import AdaptiveOptimizer, _check, _is_finite, dot_values, global_dot, grads_finite
+from ._mechanism import (
+    AdaptiveOptimizer,
+    _check,
+    _is_finite,
+    dot_values,
+    global_dot,
+    global_dots,
+    grads_finite,
+)
 from .directions import Direction, DirectionArgs, direction_arguments
 from .hypergradient import HypergradientDescent, _PreviousDirection
 
 __all__ = ["FedExP", "FedHyperG", "FedHyperGM", "FedHyperCL"]
+
+# FedHyper-G's hypergradient: the published raw inner product, or its cosine (scale-free)
+_HYPERGRADIENTS = ("raw", "cosine")
 
 
 @direction_arguments
@@ -154,13 +165,47 @@ class FedHyperG(HypergradientDescent):
         direction: Direction | None = None,
         min_lr: float | None = None,
         max_lr: float | None = None,
+        hypergradient: str = "cosine",
         **base: Unpack[DirectionArgs],
     ) -> None:
+        _check(hypergradient in _HYPERGRADIENTS,
+               f"hypergradient must be one of {list(_HYPERGRADIENTS)}, got {hypergradient!r}")
+        self._hypergradient = hypergradient
         super().__init__(params, lr=lr, hyper_lr=1.0 if hyper_lr is None else hyper_lr, direction=direction,
                          min_lr=min_lr, max_lr=max_lr, **base)
 
+    def _init_group(self, group: dict) -> None:
+        super()._init_group(group)
+        # a checkpoint from before this option has no entry: it resumes with the raw rule it ran
+        group.setdefault("hypergradient", self._hypergradient)
+
     def _hyper_scale(self, group: dict) -> float:
         return group["hyper_lr"] * group["lr0"]
+
+    def _measure(self, group, params, grads, g, signals):
+        if group.get("hypergradient", "raw") == "raw":
+            return super()._measure(group, params, grads, g, signals)
+        prev, reused = self._previous(params, grads)
+        if prev is None:
+            return grads_finite(g), None
+        dot, gg, pp = global_dots((g, prev), (g, g), (prev, prev))
+        if reused:
+            return _is_finite(dot), None
+        # the cosine of <g_t, d_{t-1}>: 0 where a norm is 0 (a zero update carries no signal)
+        denom = (gg * pp) ** 0.5
+        if isinstance(denom, Tensor):
+            cos = torch.where(denom > 0, dot / denom.clamp_min(1e-300), torch.zeros_like(denom))
+        else:
+            cos = dot / denom if denom > 0 else 0.0
+        return _is_finite(dot + gg + pp), cos
+
+    def _adapt(self, group, params, g, stats):
+        if group.get("hypergradient", "raw") == "raw":
+            return super()._adapt(group, params, g, stats)
+        if stats is not None:  # the stored direction is d_{t-1} / factor: only its sign turns the cosine
+            sign = math.copysign(1.0, group["direction_factor"])
+            self._set_lr(group, group["lr"] + self._hyper_scale(group) * sign * stats)
+        return None
 
 
 class FedHyperGM(AdaptiveOptimizer):

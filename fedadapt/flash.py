@@ -146,6 +146,7 @@ class Flash(AdaptiveOptimizer):
         tau: float = 1e-9,
         den_floor: float = 0.1,
         adaptive_b3: bool = True,
+        debias_drift: bool = True,
     ) -> None:
         _check(finite_number(lr) and lr > 0, f"lr must be a finite number > 0, got {lr!r}")
         b1, b2 = check_betas(betas, 2)
@@ -154,8 +155,10 @@ class Flash(AdaptiveOptimizer):
         _check(finite_number(den_floor) and 0 < den_floor <= 1,
                f"den_floor must be a number in (0, 1] (the denominator's floor as a fraction of sqrt(v)), got {den_floor!r}")
         _check(isinstance(adaptive_b3, bool), f"adaptive_b3 must be True or False, got {adaptive_b3!r}")
+        _check(isinstance(debias_drift, bool), f"debias_drift must be True or False, got {debias_drift!r}")
         defaults = {"lr": float(lr), "betas": (b1, b2), "tau": float(tau),
-                    "den_floor": float(den_floor), "adaptive_b3": adaptive_b3}
+                    "den_floor": float(den_floor), "adaptive_b3": adaptive_b3,
+                    "debias_drift": debias_drift}
         super().__init__(params, defaults)
 
     def _init_group(self, group: dict) -> None:
@@ -179,6 +182,12 @@ class Flash(AdaptiveOptimizer):
         rho, tau, lr = group["den_floor"], group["tau"], group["lr"]
         n_guarded = torch.zeros((), dtype=torch.float64, device=params[0].device)
         n_total = 0
+        # the drift test's second moment: v as published, or Adam's unbiased v / (1 - b2^t)
+        t = group["step"]
+        if group.get("debias_drift", False):
+            c_now, c_prev = 1.0 / (1.0 - b2 ** t), (1.0 / (1.0 - b2 ** (t - 1)) if t > 1 else 0.0)
+        else:
+            c_now = c_prev = 1.0
         for p, gp in zip(params, grads, strict=True):
             st = self.state[p]
             if "exp_avg" not in st:
@@ -191,8 +200,8 @@ class Flash(AdaptiveOptimizer):
             m.mul_(b1).add_(delta, alpha=1.0 - b1)
             v.mul_(b2).add_(delta_sq, alpha=1.0 - b2)
             if group["adaptive_b3"]:
-                jump = delta_sq - v
-                num = v_prev.abs()
+                jump = delta_sq - v * c_now
+                num = v_prev.abs() * c_prev
                 den = jump.abs().add_(num)
                 # 0/0 (v_{t-1} = 0 and Delta_t = 0): beta3 = 1, d is kept
                 b3 = torch.where(den > 0, num / torch.where(den > 0, den, torch.ones_like(den)), torch.ones_like(den))

@@ -316,4 +316,8 @@ def step_size_stats(optimizer: Optimizer) -> dict[str, float]:
 
 
 register_optimizer("sgd", _torch_sgd)
-register_optimizer("adam", _torch_adam)
+# torch's Adam as a *server* method steps the pseudo-gradient as FedAdam does: its server lr is
+# FedAdam's eta, 0.1 (Flower's FedAdam; Reddi et al., "Adaptive Federated Optimization", ICLR 2021,
+# arXiv:2003.00295). At lr 1 Adam's first step moves every coordinate by about 1 (the adoption
+# probe, RESULTS.md §11: central loss 1.6 -> 16 in round 1). On a client it keeps torch's 1e-3.
+register_optimizer("adam", _torch_adam, MethodSpec(server_lr=0.1))

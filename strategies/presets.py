@@ -116,12 +116,13 @@ _ADAPTIVE_FEDAVG = (
 _FEDADAM = 'Reddi et al., "Adaptive Federated Optimization", ICLR 2021, arXiv:2003.00295'
 
 
-def _fedhyper(variant: str, server_method: str, **client: str) -> Preset:
+def _fedhyper(variant: str, server_method: str, server: Mapping[str, object] | None = None,
+              **client: str) -> Preset:
     """A FedHyper variant: the server lr starts at 1 (FedAvg's), clients as the variant says."""
     return Preset(
         "FedHyper",
         server_method,
-        {"lr": 1.0},
+        {"lr": 1.0, **(server or {})},
         client,
         identity={"variant": variant},
         reference=_FEDHYPER,
@@ -129,7 +130,8 @@ def _fedhyper(variant: str, server_method: str, **client: str) -> Preset:
 
 
 PRESETS: dict[str, Preset] = {
-    "fedhyper-g": _fedhyper("G", "fedhyper-g"),
+    # the published rule: the raw inner product of the updates (fedhyper-g's default is its cosine)
+    "fedhyper-g": _fedhyper("G", "fedhyper-g", {"hypergradient": "raw"}),
     "fedhyper-gm": _fedhyper("GM", "fedhyper-gm"),
     "fedhyper-sl": _fedhyper("SL", "sgd", client_optimizer="hd", client_lr_state="server"),
     "fedhyper-cl": _fedhyper("CL", "sgd", client_optimizer="fedhyper-cl"),

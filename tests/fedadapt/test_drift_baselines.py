@@ -55,9 +55,10 @@ def flash_steps(x, deltas, **kw):
 # ---------------------------------------------------------------------------------------- Flash
 def test_flash_first_round_by_hand_hits_both_traps():
     """Round 1 (v_0 = 0): coordinate a has |Delta| = 0.5 > 0.101, where the published
-    denominator is negative; b is small (no guard); c did not move (beta3 is 0/0)."""
+    denominator is negative; b is small (no guard); c did not move (beta3 is 0/0). The published
+    drift test (``debias_drift=False``): the default's round 1 is in test_flash_debiased_*."""
     x = torch.zeros(3, dtype=torch.float64)
-    opt, (x1,) = flash_steps(x, [torch.tensor([0.5, 0.01, 0.0], dtype=torch.float64)])
+    opt, (x1,) = flash_steps(x, [torch.tensor([0.5, 0.01, 0.0], dtype=torch.float64)], debias_drift=False)
     st = opt.state[x]
     # m = 0.1 Delta, v = 0.01 Delta^2, beta3 = 0 where Delta != 0, so d = Delta^2 - v = 0.99 Delta^2
     assert_close(st["exp_avg"], torch.tensor([0.05, 0.001, 0.0], dtype=torch.float64), rtol=1e-14, atol=0)
@@ -73,17 +74,20 @@ def test_flash_first_round_by_hand_hits_both_traps():
     assert opt.param_groups[0]["step"] == 1
 
 
-def _flash_scalar(deltas, lr=0.1, b1=0.9, b2=0.99, tau=TAU, rho=0.1):
-    """The guarded Flash step on one coordinate, written out in Python floats."""
+def _flash_scalar(deltas, lr=0.1, b1=0.9, b2=0.99, tau=TAU, rho=0.1, debias=False):
+    """The guarded Flash step on one coordinate, written out in Python floats; ``debias``: the
+    drift test on Adam's unbiased second moment v_t / (1 - b2^t) (the default)."""
     x = m = v = d = 0.0
     out = []
-    for delta in deltas:
+    for t, delta in enumerate(deltas, start=1):
         v_prev = v
         m = b1 * m + (1 - b1) * delta
         v = b2 * v + (1 - b2) * delta * delta
-        jump = delta * delta - v
-        den = abs(jump) + abs(v_prev)
-        b3 = abs(v_prev) / den if den > 0 else 1.0
+        v_hat = v / (1 - b2**t) if debias else v
+        v_hat_prev = (v_prev / (1 - b2 ** (t - 1)) if t > 1 else 0.0) if debias else v_prev
+        jump = delta * delta - v_hat
+        den = abs(jump) + abs(v_hat_prev)
+        b3 = abs(v_hat_prev) / den if den > 0 else 1.0
         d = b3 * d + (1 - b3) * jump
         x += lr * m / (max(math.sqrt(v) - d, rho * math.sqrt(v)) + tau)
         out.append(x)
@@ -93,7 +97,7 @@ def _flash_scalar(deltas, lr=0.1, b1=0.9, b2=0.99, tau=TAU, rho=0.1):
 def test_flash_three_rounds_match_the_equations():
     rounds = [[0.5, 0.01, 0.0], [0.5, 0.02, 0.0], [-0.2, 0.01, 0.3]]
     x = torch.zeros(3, dtype=torch.float64)
-    opt, xs = flash_steps(x, [torch.tensor(r, dtype=torch.float64) for r in rounds])
+    opt, xs = flash_steps(x, [torch.tensor(r, dtype=torch.float64) for r in rounds], debias_drift=False)
     for j in range(3):
         ref = _flash_scalar([r[j] for r in rounds])
         for t in range(3):
@@ -205,11 +209,12 @@ def test_flash_on_change_restarts_m_v_d_and_the_step_counter():
     assert opt.param_groups[0]["step"] == 0 and opt.param_groups[0]["changes"] == 1
     for key in ("exp_avg", "exp_avg_sq", "drift"):
         assert torch.count_nonzero(opt.state[x][key]) == 0
-    # the next step is a first step again
+    # the next step is a first step again: the unbiased drift test sees no drift in its first
+    # round (v_1 / (1 - b2) = Delta_1^2), so D = sqrt(v_1) + tau = 0.1 |Delta| + tau
     y = x.clone()
     x.grad = torch.tensor([-0.5, -0.01, 0.0], dtype=torch.float64)
     opt.step()
-    assert_close(x - y, torch.tensor([0.1 * 0.05 / (0.005 + TAU), 0.1 * 0.001 / (9.01e-4 + TAU), 0.0],
+    assert_close(x - y, torch.tensor([0.1 * 0.05 / (0.05 + TAU), 0.1 * 0.001 / (0.001 + TAU), 0.0],
                                                    dtype=torch.float64), rtol=1e-12, atol=0)
 
 

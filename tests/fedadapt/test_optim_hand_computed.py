@@ -176,10 +176,11 @@ def test_fedexp_two_rounds():
 
 
 def test_fedhyper_g_is_clipped_server_hd():
-    out, _, _ = run("fedhyper-g", G, lr=1.0)
+    # the published rule (the raw inner product; the default is its cosine, below)
+    out, _, _ = run("fedhyper-g", G, lr=1.0, hypergradient="raw")
     # eta2 = clip(1 + <g2, g1>, 0.2, 5) = 2.5 ; eta3 = clip(2.5 + <g3, g2>, ...) = 4.0
     assert [o[1] for o in out] == pytest.approx([1.0, 2.5, 4.0])
-    out, _, _ = run("fedhyper-g", [[1.0, 0.0], [-3.0, 0.0]], lr=1.0)
+    out, _, _ = run("fedhyper-g", [[1.0, 0.0], [-3.0, 0.0]], lr=1.0, hypergradient="raw")
     assert out[1][1] == pytest.approx(0.2)  # 1 - 3 clipped at the floor
 
 

@@ -92,7 +92,7 @@ def test_server_hd_equals_fedhyper_g_rule():
     x = make_params(seed=3)
     y = [p.clone() for p in x]
     hd = fedadapt.ServerOptimizer(x, "hd", lr=1.0, hyper_lr=1.0, min_lr=0.2, max_lr=5.0)
-    fh = fedadapt.ServerOptimizer(y, "fedhyper-g")
+    fh = fedadapt.ServerOptimizer(y, "fedhyper-g", hypergradient="raw")  # the published rule
     ref = [p.clone() for p in x]
     agg, prev = 0.0, None
     for r in range(6):
