@@ -68,7 +68,8 @@ def export_job(path: Path, seeds: int) -> None:
     import torch
 
     from simulations.cli import build_config
-    from simulations.world import read, world
+    from simulations.reader import read
+    from simulations.world import world
 
     for seed in range(seeds):
         spec = read(build_config("quickstart", SETS, seed))

@@ -136,7 +136,7 @@ def plan_from_config(cfg: Mapping[str, Any]) -> AttackPlan:
 
 def check_config(cfg: Mapping[str, Any]) -> None:
     """Cross-key checks of the ``attack.*`` keys (each key's own range is checked by
-    :func:`simulations.config.resolve`); raises :class:`ConfigError` naming the key."""
+    :func:`simulations.checks.resolve`); raises :class:`ConfigError` naming the key."""
     kind, k, frac = str(cfg["attack.kind"]), int(cfg["attack.clients"]), float(cfg["attack.fraction"])
     if kind == "none":
         if k > 0 or frac > 0:

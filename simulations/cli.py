@@ -18,13 +18,13 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from simulations.checks import resolve
 from simulations.config import (
     ConfigError,
     available_scenarios,
     load_scenario,
     markdown_table,
     parse_assignments,
-    resolve,
 )
 from simulations.sweep import SweepHooks, SweepProgress
 

@@ -6,7 +6,7 @@ the message with fedadapt's two client calls, trains each client id it lists one
 on that client's current-concept data (lazily loaded, bounded cache), and replies once. Every
 exception is caught and reported in the reply, so a failing client never kills its Ray actor.
 
-The handlers take a :class:`simulations.world.RunSpec` (``simulations.world.read``), never the
+The handlers take a :class:`simulations.settings.RunSpec` (``simulations.reader.read``), never the
 config dict; :func:`train_client` takes the world and the training settings only.
 """
 
@@ -27,8 +27,10 @@ from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
 from fedadapt.seeding import torch_generator
-from simulations.config import resolve
-from simulations.world import RunSpec, TrainingSettings, World, read, world
+from simulations.checks import resolve
+from simulations.reader import read
+from simulations.settings import RunSpec, TrainingSettings
+from simulations.world import World, world
 
 _BATCH_STREAM = 0xB0  # seeding stream of a client's minibatch order
 

@@ -409,10 +409,11 @@ def parse_assignments(items: list[str]) -> dict[str, str]:
     return out
 
 
-def resolve(
+def coerce(
     raw: Mapping[str, object], *, base: Mapping[str, object] | None = None
 ) -> dict[str, Value]:
-    """Defaults <- ``base`` <- ``raw``, every key known and coerced, then cross-key checks."""
+    """Defaults <- ``base`` <- ``raw``, every key known and coerced on its own. The cross-key
+    checks come on top in :func:`simulations.checks.resolve`, which entry points call."""
     merged: dict[str, object] = dict(defaults())
     for layer in (base or {}), raw:
         for key, value in layer.items():
@@ -424,14 +425,7 @@ def resolve(
                     "`python -m simulations.config --markdown` for the accepted keys"
                 )
             merged[key] = value
-    cfg = {name: KEYS[name].coerce(value) for name, value in merged.items()}
-    from simulations.world import check_config  # the cross-key checks live with the reader
-
-    check_config(cfg)
-    from simulations.tracking import check_config as check_tracking  # libraries, URI, paths
-
-    check_tracking(cfg)
-    return cfg
+    return {name: KEYS[name].coerce(value) for name, value in merged.items()}
 
 
 def markdown_table() -> str:

@@ -4,8 +4,8 @@ The ServerApp body (:func:`simulations.server_app.serve`) and the ClientApp hand
 (:func:`simulations.client_app.handle_train`, :func:`~simulations.client_app.handle_warm_up`)
 run here in one Flower simulation on Ray (through :mod:`simulations.runtime`), the same code
 ``flwr run`` starts from ``simulations.server_app:app`` / ``simulations.client_app:app``.
-Configs are read once (:func:`simulations.world.read`) and checked before Ray starts
-(:func:`simulations.world.check_before_workers`).
+Configs are read once (:func:`simulations.reader.read`) and checked before Ray starts
+(:func:`simulations.preflight.check_before_workers`).
 """
 
 from __future__ import annotations
@@ -17,9 +17,12 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from simulations.config import Value, resolve
+from simulations.checks import resolve
+from simulations.config import Value
+from simulations.preflight import check_before_workers
+from simulations.reader import read
 from simulations.runtime import quiet_known_flower_noise
-from simulations.world import RUN_KEY, RunSpec, check_before_workers, read
+from simulations.settings import RUN_KEY, RunSpec
 
 # a worker actor imports this module when it unpickles the run's ClientApp: Flower's known
 # noise (simulations.runtime.KNOWN_FLOWER_NOISE) is dropped there too
@@ -101,9 +104,9 @@ def driver_thread_safety() -> Iterator[None]:
       and a mathtext ``ParseException``).
     """
     from simulations import report as report_mod
-    from simulations import world as world_mod
+    from simulations import settings as settings_mod
 
-    original_build = world_mod.ModelSpec.build
+    original_build = settings_mod.ModelSpec.build
     original_plot = report_mod.plot_run
 
     def build(self: Any, input_shape: tuple[int, ...], num_classes: int) -> Any:
@@ -114,12 +117,12 @@ def driver_thread_safety() -> Iterator[None]:
         with _PLOT_LOCK:
             return original_plot(*args, **kwargs)
 
-    world_mod.ModelSpec.build = build  # type: ignore[method-assign]
+    settings_mod.ModelSpec.build = build  # type: ignore[method-assign]
     report_mod.plot_run = plot_run
     try:
         yield
     finally:
-        world_mod.ModelSpec.build = original_build  # type: ignore[method-assign]
+        settings_mod.ModelSpec.build = original_build  # type: ignore[method-assign]
         report_mod.plot_run = original_plot
 
 

@@ -14,7 +14,7 @@
 
 The training pool is partitioned over ``num-clients`` clients by the configured flwr-datasets
 partitioner and drifted by the drift engine like the built-in data sets. Both are imported and
-called once before any worker starts (:func:`simulations.world.check_before_workers`); every
+called once before any worker starts (:func:`simulations.preflight.check_before_workers`); every
 worker imports them again, so the module must be importable there too: installed
 (``pip install -e .``) or on ``PYTHONPATH``.
 """

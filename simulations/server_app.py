@@ -1,7 +1,7 @@
 """Flower ServerApp for ``flwr run`` (``[tool.flwr.app.components] serverapp``) and its body.
 
 The run config arrives in ``context.run_config`` (pyproject defaults + ``--run-config``); it is
-validated and checked first (``simulations.world.check_before_workers``), so a malformed key
+validated and checked first (``simulations.preflight.check_before_workers``), so a malformed key
 stops the run before any round with a message naming it. The federation's ``num-supernodes`` is
 not visible here: the strategy waits (with a time limit, ``worker-wait-timeout``) for the run
 config's worker count and otherwise names both settings.
@@ -9,7 +9,7 @@ config's worker count and otherwise names both settings.
 :func:`serve` builds the model and the strategy, evaluates on the centralized current-concept
 test set and on a fixed panel of clients' own current-concept data, and writes the run
 directory (:class:`simulations.report.RunWriter`); it takes a
-:class:`simulations.world.RunSpec`, never the config dict.
+:class:`simulations.settings.RunSpec`, never the config dict.
 """
 
 from __future__ import annotations
@@ -24,18 +24,12 @@ import torch
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
-from simulations.config import resolve
+from simulations.checks import resolve
+from simulations.preflight import check_before_workers
+from simulations.reader import read, strategy_arguments
+from simulations.settings import RUN_KEY, EvaluationSettings, RunSpec
 from simulations.tracking import open_run
-from simulations.world import (
-    RUN_KEY,
-    EvaluationSettings,
-    RunSpec,
-    World,
-    check_before_workers,
-    read,
-    strategy_arguments,
-    world,
-)
+from simulations.world import World, world
 
 RowCallback = Callable[[dict[str, Any]], None]
 

@@ -22,7 +22,7 @@ logs, through each library's own client:
   text and the plots as images. A sweep writes one such subdirectory per run under its
   own ``tensorboard`` folder.
 
-Bad keys fail in :func:`check_config` (called by :func:`simulations.config.resolve`, so before
+Bad keys fail in :func:`check_config` (called by :func:`simulations.checks.resolve`, so before
 any worker starts): an unknown backend, a tracking key without its backend, an MLflow URI scheme
 MLflow does not know, an unwritable path, or a library that is not installed (naming the package
 and the extra). Once a run is going, tracking never stops it: a failure (a server that goes

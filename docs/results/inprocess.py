@@ -77,9 +77,10 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
     import torch
     from flwr.supercore.task_identity import TaskIdentity
 
-    from simulations.config import resolve
+    from simulations.checks import resolve
+    from simulations.preflight import check_before_workers
+    from simulations.reader import read
     from simulations.server_app import serve
-    from simulations.world import check_before_workers, read
 
     torch.set_num_threads(1)
     # Flower sets a ServerApp's identity; messages need one to be built

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from simulations.config import load_scenario, resolve
-from simulations.world import read
+from simulations.checks import resolve
+from simulations.config import load_scenario
+from simulations.reader import read
 from tests.e2e.helpers import ROOT, env
 
 pytestmark = pytest.mark.slow

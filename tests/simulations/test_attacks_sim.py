@@ -19,7 +19,8 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
 from typer.testing import CliRunner
 
 from simulations.attacks import AttackGrid, AttackPlan, attack_grid
-from simulations.config import ConfigError, load_scenario, resolve
+from simulations.checks import resolve
+from simulations.config import ConfigError, load_scenario
 from strategies import ClientOutcome, TrainReplyBuilder, read_train_message
 from strategies import records as R
 

@@ -11,11 +11,13 @@ import pytest
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
 
+from simulations.checks import resolve
 from simulations.client_app import handle_train
-from simulations.config import ConfigError, load_scenario, resolve
+from simulations.config import ConfigError, load_scenario
 from simulations.data import build_source
+from simulations.reader import read
 from simulations.report import report
-from simulations.world import read, world
+from simulations.world import world
 
 pytestmark = pytest.mark.usefixtures("task_identity")  # tests/conftest.py
 

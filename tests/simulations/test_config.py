@@ -7,15 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from simulations.config import (
-    KEYS,
-    ConfigError,
-    available_scenarios,
-    defaults,
-    load_scenario,
-    resolve,
-)
-from simulations.world import worker_count
+from simulations.checks import resolve
+from simulations.config import KEYS, ConfigError, available_scenarios, defaults, load_scenario
+from simulations.reader import worker_count
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = [

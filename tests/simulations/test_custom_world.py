@@ -10,8 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from simulations.config import ConfigError, resolve
-from simulations.world import check_before_workers, read, world
+from simulations.checks import resolve
+from simulations.config import ConfigError
+from simulations.preflight import check_before_workers
+from simulations.reader import read
+from simulations.world import world
 
 HERE = Path(__file__).resolve().parent
 

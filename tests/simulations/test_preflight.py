@@ -86,7 +86,8 @@ def test_worker_log_naming_a_directory(tmp_path):
 def test_every_shipped_scenario_passes_the_checks(tmp_path):
     from simulations.cli import build_config
     from simulations.config import available_scenarios
-    from simulations.world import check_before_workers, read
+    from simulations.preflight import check_before_workers
+    from simulations.reader import read
 
     for name in available_scenarios():
         spec = read(build_config(name, out=str(tmp_path / name)))

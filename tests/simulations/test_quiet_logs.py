@@ -75,9 +75,9 @@ def test_only_the_known_flower_messages_are_dropped(caplog):
 
 
 def test_make_strategy_does_not_warn_about_its_own_evaluation_switch(caplog, tmp_path):
-    from simulations.config import resolve
+    from simulations.checks import resolve
+    from simulations.reader import read
     from simulations.server_app import make_strategy
-    from simulations.world import read
 
     spec = read(resolve({"strategy": "fedavg", "out-dir": str(tmp_path)}))
     flwr_logger = logging.getLogger("flwr")

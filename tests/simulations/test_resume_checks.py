@@ -19,8 +19,9 @@ pytestmark = pytest.mark.usefixtures("no_runs", "task_identity")
 
 def _checkpoint(tmp_path, server_round, poison=False):
     from simulations.cli import build_config
+    from simulations.reader import read
     from simulations.server_app import make_strategy
-    from simulations.world import read, world
+    from simulations.world import world
     from strategies.checkpoint import save_checkpoint
 
     spec = read(build_config("quickstart", out=str(tmp_path / "src")))
@@ -48,7 +49,8 @@ def test_a_checkpoint_that_cannot_continue_the_run_fails_before_any_worker(
 
 def test_a_good_checkpoint_passes(tmp_path):
     from simulations.cli import build_config
-    from simulations.world import check_before_workers, read
+    from simulations.preflight import check_before_workers
+    from simulations.reader import read
 
     path = _checkpoint(tmp_path, 2)
     spec = read(build_config("quickstart", sets=[f"resume-from={path}"], out=str(tmp_path / "r")))

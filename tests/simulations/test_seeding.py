@@ -9,7 +9,7 @@ import torch
 
 from fedadapt import seeding
 from simulations.cli import build_config
-from simulations.world import read
+from simulations.reader import read
 
 
 def test_generator_is_default_rng_of_the_key_list_so_cohorts_are_unchanged():

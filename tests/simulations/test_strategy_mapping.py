@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from simulations.cli import build_config
-from simulations.world import read, strategy_arguments
+from simulations.reader import read, strategy_arguments
 
 
 def _kw_of(scenario: str, *sets: str) -> dict:

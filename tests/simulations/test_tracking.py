@@ -18,8 +18,9 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from typer.testing import CliRunner
 
 from simulations import tracking
+from simulations.checks import resolve
 from simulations.cli import app, build_config
-from simulations.config import ConfigError, resolve
+from simulations.config import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 SMALL = ["num-server-rounds=3", "num-clients=6", "clients-per-round=3", "local-epochs=1"]

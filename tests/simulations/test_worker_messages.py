@@ -9,9 +9,11 @@ import pytest
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
 
+from simulations.checks import resolve
 from simulations.client_app import handle_train
-from simulations.config import load_scenario, resolve
-from simulations.world import read, world
+from simulations.config import load_scenario
+from simulations.reader import read
+from simulations.world import world
 
 pytestmark = pytest.mark.usefixtures("task_identity")  # tests/conftest.py
 
