@@ -76,17 +76,40 @@ def plain_round_line(label: str, row: dict[str, Any], total: int) -> str:
     return f"{label} round {int(row['round'])}/{total}  {round_status(row)}{took}".rstrip()
 
 
-def _progress_runner(cfg: dict[str, Any], spec: Any) -> dict[str, Any]:
-    from simulations.experiment import run_experiment
+BACKEND_HELP = ("Where the run's clients train: 'ray' (Flower's simulation runtime on Ray, "
+                "the default) or 'local' (no Ray: the same ServerApp and ClientApp handlers "
+                "in this process, the same results; refuses, before anything starts, "
+                "faults.crash/hang-fraction > 0, a round-timeout other than the default, "
+                "client-num-gpus > 0 and deployment = true).")
 
+
+def _check_backend(backend: str, specs: list[Any]) -> None:
+    from simulations.local import BACKENDS, check_local
+
+    if backend not in BACKENDS:
+        raise ConfigError(f"--backend {backend!r}: expected one of {', '.join(BACKENDS)}")
+    if backend == "local":
+        check_local(specs)
+
+
+def _progress_runner(spec: Any, backend: str = "ray") -> dict[str, Any]:
+    from simulations.experiment import run_experiment
+    from simulations.local import run_local
+
+    def run(on_round: Any) -> dict[str, Any]:
+        if backend == "local":
+            return run_local(spec, on_round)
+        return run_experiment(spec, on_round=on_round)
+
+    starting = "starting Ray ..." if backend == "ray" else "starting (local) ..."
     rounds, label = spec.num_rounds, spec.output.scenario
     if not console.is_terminal:  # redirected: one plain line per round, as it happens
         def plain(row: dict[str, Any]) -> None:
             console.print(plain_round_line(label, row, rounds), highlight=False, soft_wrap=True,
                           markup=False)
 
-        console.print(f"{label}: starting Ray ...", highlight=False)
-        return run_experiment(cfg, on_round=plain)
+        console.print(f"{label}: {starting}", highlight=False)
+        return run(plain)
     with Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -96,12 +119,12 @@ def _progress_runner(cfg: dict[str, Any], spec: Any) -> dict[str, Any]:
         console=console,
         transient=False,
     ) as progress:
-        task = progress.add_task(label, total=rounds, status="starting Ray ...")
+        task = progress.add_task(label, total=rounds, status=starting)
 
         def on_round(row: dict[str, Any]) -> None:
             progress.update(task, completed=int(row["round"]), status=round_status(row))
 
-        return run_experiment(cfg, on_round=on_round)
+        return run(on_round)
 
 
 @app.command()
@@ -112,17 +135,20 @@ def simulate(
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Run seed (overrides the scenario's).")] = None,
     out: Annotated[str | None, typer.Option(help="Run directory.")] = None,
+    backend: Annotated[str, typer.Option(help=BACKEND_HELP)] = "ray",
 ) -> None:
-    """Run one scenario on Flower's Ray simulation runtime and write its run directory."""
+    """Run one scenario (on Flower's Ray simulation runtime, or --backend local without Ray)
+    and write its run directory."""
     from simulations.experiment import prepare
 
     try:
         cfg = build_config(scenario, set_, seed, out)
         (spec,) = prepare([cfg])  # everything the run will build, on a dummy, before Ray
+        _check_backend(backend, [spec])
     except ConfigError as exc:
         _fail(str(exc))
         return
-    summary = _progress_runner(cfg, spec)
+    summary = _progress_runner(spec, backend)
     console.print_json(json.dumps(summary, default=str))
     console.print(f"run directory: [bold]{summary['run-dir']}[/]")
 
@@ -189,7 +215,7 @@ class _CompareProgress(SweepHooks):
             self.progress.start()
             self.task = self.progress.add_task("runs", total=len(runs),
                                                completed=len(skipped),
-                                               status="starting Ray ...")
+                                               status="starting ...")
 
     def parallel_chosen(self, parallel: int) -> None:
         self.counts.parallel = parallel
@@ -276,6 +302,18 @@ def compare(
         typer.Option("--redo", help="Run every run again, even those already complete under "
                                      "--out with the same config."),
     ] = False,
+    backend: Annotated[str, typer.Option(help=BACKEND_HELP + " With 'local' the runs go to "
+                                         "--jobs processes; --parallel and --address are "
+                                         "Ray's.")] = "ray",
+    jobs: Annotated[
+        int, typer.Option(help="--backend local: processes running runs at once (0: this "
+                               "machine's CPUs); each uses one torch thread.")
+    ] = 0,
+    run_plots: Annotated[
+        bool, typer.Option("--run-plots/--no-run-plots",
+                           help="Each run draws its own plots (about 0.9 s a quickstart run); "
+                                "the comparison's tables and plot are drawn either way.")
+    ] = True,
 ) -> None:
     """Run every strategy x grid cell x seed, several at once, then tables (Markdown, CSV,
     JSON, LaTeX) and plots. Run again, it skips the runs already complete (same resolved
@@ -310,7 +348,13 @@ def compare(
 
         if root.exists() and not root.is_dir():
             raise ConfigError(f"--out {root}: exists and is not a directory")
-        specs = prepare([p[3] for p in plans])
+        specs = prepare([p[3] for p in plans])  # read and pre-flighted once, handed on
+        _check_backend(backend, specs)
+        if backend == "local" and ray_addr is not None:
+            raise ConfigError(f"--address {ray_addr}: a Ray cluster is --backend ray's; "
+                              "--backend local runs on this machine (--jobs)")
+        if jobs < 0:
+            raise ConfigError(f"--jobs {jobs}: expected 0 (this machine's CPUs) or a count >= 1")
     except ConfigError as exc:
         _fail(str(exc))
         return
@@ -323,9 +367,14 @@ def compare(
         return f"{token}{f' [{cell_text}]' if cell_text else ''} seed {s}"
 
     runs = [SweepRun(i, run_name(i), dict(p[3]), labels={"strategy": p[0], "cell": p[1],
-                                                          "seed": p[2]})
-            for i, p in enumerate(plans)]
-    where = f"Ray cluster {ray_addr}" if ray_addr else "one Ray session"
+                                                          "seed": p[2]}, spec=spec)
+            for i, (p, spec) in enumerate(zip(plans, specs, strict=True))]
+    if backend == "local":
+        from simulations.local import default_jobs
+
+        where = f"local, {jobs or default_jobs()} process(es)"
+    else:
+        where = f"Ray cluster {ray_addr}" if ray_addr else "one Ray session"
     console.print(f"{len(plans)} runs into {root} ({where})", highlight=False)
     from simulations.experiment import RunFailed
     from simulations.sweep import run_sweep
@@ -339,7 +388,8 @@ def compare(
             run.config = dict(cfg)
         try:
             summaries = run_sweep(runs, root=root, parallel=n_parallel, redo=redo,
-                                  hooks=[progress])
+                                  hooks=[progress], backend=backend, jobs=jobs,
+                                  run_plots=run_plots)
         except RunFailed as exc:
             console.print(f"[bold red]error:[/] {escape(str(exc))}; the runs that finished are "
                           "kept: run the same command again to redo only the failed ones",

@@ -14,7 +14,7 @@ import contextlib
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from simulations.checks import resolve
@@ -31,16 +31,35 @@ quiet_known_flower_noise()
 RowCallback = Callable[[dict[str, Any]], None]
 
 
-def run_experiment(cfg: Mapping[str, Value], on_round: RowCallback | None = None) -> dict[str, Any]:
-    """``fedadapt simulate``: the ServerApp and ClientApp in this process on Ray."""
+def run_experiment(cfg: Mapping[str, Value] | RunSpec,
+                   on_round: RowCallback | None = None) -> dict[str, Any]:
+    """``fedadapt simulate``: the ServerApp and ClientApp in this process on Ray. ``cfg``: a
+    :class:`RunSpec` from :func:`prepare` (not checked again) or a config (prepared here)."""
     return run_many([cfg], on_round=lambda _i, row: on_round(row) if on_round else None)[0]
 
 
-def prepare(cfgs: list[Mapping[str, Value]]) -> list[RunSpec]:
-    """Validate, read and check every config (raises ``ConfigError``); nothing starts."""
+def prepare(cfgs: Sequence[Mapping[str, Value]]) -> list[RunSpec]:
+    """Validate, read and check every config (raises ``ConfigError``); nothing starts. The
+    CLI calls it once per command and hands the specs on (:func:`run_many` takes them)."""
     specs = [read(resolve(c)) for c in cfgs]  # resolve is idempotent
     for spec in specs:
         check_before_workers(spec)
+    _check_same_resources(specs)
+    return specs
+
+
+def _as_specs(items: Sequence[Mapping[str, Value] | RunSpec]) -> list[RunSpec]:
+    """Prepared specs as they are; configs prepared (read and pre-flighted) here."""
+    if all(isinstance(x, RunSpec) for x in items):
+        specs = [x for x in items if isinstance(x, RunSpec)]
+        _check_same_resources(specs)
+        return specs
+    return prepare([x.config if isinstance(x, RunSpec) else x for x in items])
+
+
+def _check_same_resources(specs: Sequence[RunSpec]) -> None:
+    if not specs:
+        return
     first = specs[0].runtime
     for spec in specs[1:]:
         if (spec.runtime.client_num_cpus, spec.runtime.client_num_gpus) != (
@@ -49,7 +68,6 @@ def prepare(cfgs: list[Mapping[str, Value]]) -> list[RunSpec]:
 
             raise ConfigError("runs in one simulation must agree on 'client-num-cpus' and "
                               "'client-num-gpus'")
-    return specs
 
 
 class SlotGrid:
@@ -147,14 +165,20 @@ def _warm_worlds(specs: list[RunSpec]) -> None:
 class RunFailed(RuntimeError):
     """Some runs of :func:`run_many` raised; the others finished and wrote their results."""
 
-    def __init__(self, failures: dict[int, BaseException]) -> None:
+    def __init__(self, failures: dict[int, BaseException],
+                 names: Mapping[int, str] | None = None) -> None:
         self.failures = failures
+        if names:  # every failed run by name (a sweep's)
+            listed = "; ".join(f"{names.get(i, f'run {i + 1}')}: {failures[i]!r}"
+                               for i in sorted(failures))
+            super().__init__(f"{len(failures)} run(s) failed: {listed}")
+            return
         first = min(failures)
         super().__init__(f"{len(failures)} run(s) failed; run {first + 1}: {failures[first]!r}")
 
 
 def run_many(
-    cfgs: list[Mapping[str, Value]],
+    cfgs: Sequence[Mapping[str, Value] | RunSpec],
     on_round: Callable[[int, dict[str, Any]], None] | None = None,
     on_run_end: Callable[[int, dict[str, Any]], None] | None = None,
     *,
@@ -164,6 +188,8 @@ def run_many(
     on_run_error: Callable[[int, BaseException], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Several runs in ONE Flower simulation on Ray (``fedadapt compare``), ``parallel`` at once.
+    ``cfgs``: the :class:`RunSpec` s of :func:`prepare` (used as they are: a command reads and
+    pre-flights its configs once) or configs (prepared here).
 
     Each run gets a fresh strategy, model and run directory; only Ray and the worker actors are
     shared, which saves Ray's start-up (about 15-25 s on 2 cores) per run. Workers find each
@@ -190,7 +216,7 @@ def run_many(
     from simulations.server_app import serve
     from simulations.sweep import auto_parallel
 
-    specs = prepare(cfgs)
+    specs = _as_specs(cfgs)
     by_key = {spec.run_key: spec for spec in specs}
     results: dict[int, dict[str, Any]] = {}
     failures: dict[int, BaseException] = {}

@@ -7,7 +7,8 @@ it writes). :func:`run_sweep`
   digest of its resolved config (:func:`config_digest`; the output path is not part of it), not
   by the folder's name; ``redo=True`` runs them all again;
 - runs the rest in one Flower simulation on Ray, ``parallel`` at once
-  (:func:`simulations.experiment.run_many`), and marks each run complete
+  (:func:`simulations.experiment.run_many`), or without Ray in a pool of processes
+  (``backend="local"``, :func:`simulations.local.run_local_many`), and marks each run complete
   (:data:`DONE_FILE`, written last and atomically) as soon as it ends, so a killed sweep loses
   only the runs that were in flight;
 - tells its hooks (:class:`SweepHooks`) when the sweep starts, a run is skipped, starts, reports
@@ -62,6 +63,9 @@ class SweepRun:
     digest: str = ""
     run_dir: Path = field(default_factory=Path)
     labels: dict[str, Any] = field(default_factory=dict)  # strategy, cell, seed ...
+    # the prepared RunSpec (simulations.experiment.prepare) of ``config``: a command reads and
+    # pre-flights its configs once; None: prepared when the sweep runs
+    spec: Any = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if not self.digest:
@@ -70,15 +74,19 @@ class SweepRun:
             self.run_dir = Path(str(self.config["out-dir"]))
 
 
-def mark_done(run_dir: Path, digest: str, seconds: float, driver_cpu: float | None = None) -> None:
+def mark_done(run_dir: Path, digest: str, seconds: float, driver_cpu: float | None = None,
+              *, backend: str = "ray", cpu: float | None = None) -> None:
     """Say that the run in ``run_dir`` is complete (after its summary.json): atomically, last.
     ``seconds``: the run's wall time; ``driver_cpu``: CPU seconds of the driver thread that
-    served it (aggregation, evaluation, messages, its run directory)."""
+    served it (aggregation, evaluation, messages, its run directory; Ray backend); ``cpu``:
+    CPU seconds of the process that ran all of it (local backend: driver and clients)."""
     path = Path(run_dir) / DONE_FILE
     tmp = path.with_suffix(".tmp")
-    record: dict[str, Any] = {"digest": digest, "seconds": round(seconds, 3)}
+    record: dict[str, Any] = {"digest": digest, "seconds": round(seconds, 3), "backend": backend}
     if driver_cpu is not None:
         record["driver-cpu-seconds"] = round(driver_cpu, 3)
+    if cpu is not None:
+        record["cpu-seconds"] = round(cpu, 3)
     record["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     tmp.write_text(json.dumps(record) + "\n")
     os.replace(tmp, path)
@@ -274,16 +282,32 @@ def run_sweep(
     parallel: int = 1,
     redo: bool = False,
     hooks: Sequence[SweepHooks] = (),
+    backend: str = "ray",
+    jobs: int = 0,
+    run_plots: bool = True,
 ) -> list[dict[str, Any]]:
     """Run the sweep (module docstring) and return each planned run's summary in plan order,
     those of skipped runs read from disk. Raises :class:`simulations.experiment.RunFailed`
-    after the sweep when some runs failed (the others are complete and marked)."""
-    from simulations import experiment
+    after the sweep when some runs failed, naming them (the others are complete and marked).
 
+    ``backend``: ``ray`` (one Flower simulation on Ray, ``parallel`` runs at once) or ``local``
+    (:func:`simulations.local.run_local_many`: ``jobs`` processes, no Ray; the runs' specs
+    must have passed :func:`simulations.local.check_local`). Either backend writes the same
+    run directories and completion records, so a sweep resumes across backends.
+    ``run_plots`` False: runs skip their own plots (the sweep's tables and comparison plot
+    are the caller's)."""
+    import dataclasses
+
+    from simulations import experiment
+    from simulations.local import run_plots as plots_context
+
+    if backend not in ("ray", "local"):
+        raise ValueError(f"backend must be 'ray' or 'local', got {backend!r}")
     index = {} if redo else done_index(root)
     skipped = [r for r in runs if r.digest in index]
     pending = [r for r in runs if r.digest not in index]
     summaries: dict[int, dict[str, Any] | None] = {}
+    failures: dict[int, BaseException] = {}
     for h in hooks:
         h.sweep_start(runs, skipped)
     for r in skipped:
@@ -293,6 +317,13 @@ def run_sweep(
             h.run_skipped(r, summary)
     started: dict[int, tuple[float, float]] = {}  # wall clock, driver thread's CPU clock
     lock = threading.Lock()
+
+    def spec_of(run: SweepRun) -> Any:
+        if run.spec is None:
+            return run.config
+        if run.spec.config != run.config:  # keys outside the spec filled in (tracking)
+            return dataclasses.replace(run.spec, config=dict(run.config))
+        return run.spec
 
     def on_start(p: int) -> None:
         for h in hooks:
@@ -308,28 +339,45 @@ def run_sweep(
         for h in hooks:
             h.run_round(pending[i], row)
 
-    def on_run_end(i: int, summary: dict[str, Any]) -> None:
+    def finish(i: int, summary: dict[str, Any], seconds: float, **cpu: Any) -> None:
         run = pending[i]
-        with lock:
-            t0, c0 = started.get(i, (time.monotonic(), time.thread_time()))
-        seconds, cpu = time.monotonic() - t0, time.thread_time() - c0
-        mark_done(Path(summary.get("run-dir") or run.run_dir), run.digest, seconds, cpu)
+        mark_done(Path(summary.get("run-dir") or run.run_dir), run.digest, seconds,
+                  backend=backend, **cpu)
         summaries[run.index] = summary
         for h in hooks:
             h.run_end(run, summary, seconds)
 
+    def on_run_end(i: int, summary: dict[str, Any]) -> None:
+        with lock:
+            t0, c0 = started.get(i, (time.monotonic(), time.thread_time()))
+        finish(i, summary, time.monotonic() - t0, driver_cpu=time.thread_time() - c0)
+
     def on_run_error(i: int, error: BaseException) -> None:
+        failures[i] = error
         for h in hooks:
             h.run_failed(pending[i], error)
 
     try:
-        if pending:
-            experiment.run_many([r.config for r in pending], on_round=on_round,
-                                on_run_end=on_run_end, parallel=parallel,
-                                on_run_start=on_run_start, on_start=on_start,
-                                on_run_error=on_run_error)
+        if pending and backend == "local":
+            from simulations.local import run_local_many
+
+            run_local_many([spec_of(r) for r in pending], jobs=jobs, plots=run_plots,
+                           on_start=on_start, on_run_start=on_run_start, on_round=on_round,
+                           on_run_end=lambda i, summ, sec, cpu: finish(i, summ, sec, cpu=cpu),
+                           on_run_error=on_run_error)
+        elif pending:
+            with plots_context(run_plots):
+                try:
+                    experiment.run_many([spec_of(r) for r in pending], on_round=on_round,
+                                        on_run_end=on_run_end, parallel=parallel,
+                                        on_run_start=on_run_start, on_start=on_start,
+                                        on_run_error=on_run_error)
+                except experiment.RunFailed as exc:
+                    failures.update(exc.failures)
     finally:
         ordered = [summaries.get(r.index) for r in runs]
         for h in hooks:
             h.sweep_end(ordered)
+    if failures:
+        raise experiment.RunFailed(failures, {i: pending[i].name for i in failures})
     return [s for s in ordered if s is not None]
