@@ -376,6 +376,9 @@ class Orchestration:
             for h in self.history[-1:])
         if replied:
             self.divergence.observe_accuracy(server_round, float(acc))
+            loss = res.get("loss")
+            if isinstance(loss, int | float):
+                self.divergence.observe_eval_loss(server_round, float(loss))
 
     def check_resumed_round(self, saved_round: int) -> None:
         """Counters of the restored state agree with the checkpoint's round (subclasses)."""

@@ -46,3 +46,47 @@ def test_a_run_with_a_huge_server_lr_names_the_setting(caplog):
     assert s.divergence.message is not None
     assert "server_options['lr'], now 300" in s.divergence.message
     assert any(h.get("divergence") == 1.0 for h in s.history)
+
+
+def test_a_lasting_several_fold_rise_of_the_evaluated_loss_warns():
+    """Server adam at lr 1 in the adoption probe (RESULTS.md §11, seed 0): the central loss went
+    1.61 -> 14.4 -> 7.9 while the clients' training loss hardly rose."""
+    w = DivergenceWatch("server-lr", eval_loss_factor=3.0, eval_loss_rounds=2)
+    assert not w.observe_eval_loss(0, 1.61)
+    assert not w.observe_eval_loss(1, 14.38)
+    assert w.observe_eval_loss(2, 7.91)
+    assert "evaluated loss" in w.message and "3x" in w.message and "server-lr" in w.message
+
+
+def test_a_drifts_one_round_jump_of_the_evaluated_loss_does_not_warn():
+    """drift-recurring with the default strategy (seed 0): 3.0x and 3.3x the initial loss at two
+    changes, each for one evaluated round, then back below."""
+    rel = [1.0, 1.0, 1.1, 0.8, 0.6, 0.3, 0.1, 3.0, 0.9, 0.7, 0.4, 1.4, 0.9, 0.4, 3.3, 1.4, 1.0, 0.9]
+    w = DivergenceWatch("x")
+    assert not any(w.observe_eval_loss(r, 2.3 * x) for r, x in enumerate(rel))
+    assert w.message is None
+
+
+def test_the_evaluated_loss_rule_needs_the_initial_model_and_counts_consecutive_rounds():
+    w = DivergenceWatch("x")
+    # resumed past round 0: no reference, no rule (a trained model's loss is no reference)
+    assert not any(w.observe_eval_loss(r, x) for r, x in [(5, 0.1), (6, 5.0), (7, 5.0), (8, 5.0)])
+    v = DivergenceWatch("x")
+    v.observe_eval_loss(0, 1.0)
+    # high, low, high, low: never two in a row
+    assert not any(v.observe_eval_loss(r, x) for r, x in [(1, 4.0), (2, 1.0), (3, 4.0), (4, 2.9)])
+    assert v.observe_eval_loss(5, 3.5) is False and v.observe_eval_loss(6, 3.1) is True
+    u = DivergenceWatch("x")
+    u.observe_eval_loss(0, 1.0)
+    assert u.observe_eval_loss(1, math.inf)  # non-finite after a finite start
+
+
+def test_a_run_whose_global_model_loss_stays_high_names_the_setting(caplog):
+    s = FedAdapt(server_optimizer="sgd", num_clients=20, clients_per_round=4, num_workers=2,
+                 client_options={"lr": 0.05})
+    losses = iter([1.0, 5.0, 6.0, 7.0])
+    with caplog.at_level(logging.WARNING):
+        s.start(FakeGrid([1, 2]), ArrayRecord(tiny_model().state_dict()), num_rounds=3,
+                evaluate_fn=lambda r, a: MetricRecord({"accuracy": 0.5, "loss": next(losses)}))
+    assert s.divergence.message is not None and "evaluated loss" in s.divergence.message
+    assert "server_options['lr']" in s.divergence.message
