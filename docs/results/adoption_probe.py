@@ -115,7 +115,9 @@ def run_app(name: str, seed: int, *, rounds: int = 10, nodes: int = 10, lr: floa
     strategy.start(grid=AppGrid(nodes, local_epochs, 100 * seed),
                    initial_arrays=ArrayRecord(Net().state_dict()),
                    train_config=ConfigRecord({"lr": lr}), num_rounds=rounds, evaluate_fn=central)
-    return {"accuracy": accuracy, "loss": losses}
+    watch = getattr(strategy, "divergence", None)  # FedAdapt's divergence check (not Flower's FedAvg)
+    return {"accuracy": accuracy, "loss": losses,
+            "divergence": None if watch is None else watch.message}
 
 
 def main() -> None:
@@ -142,8 +144,13 @@ def main() -> None:
     Path(args.out).write_text(json.dumps(rows, indent=1) + "\n")
     base = {r["seed"]: r["accuracy"][args.rounds] for r in rows if r["strategy"] == "flower-fedavg"}
     print(f"\n| strategy line | final accuracy (round {args.rounds}) | change vs FedAvg "
-          "(paired, points) | largest central loss |")
-    print("|---|---|---|---|")
+          "(paired, points) | largest central loss | divergence warned (seeds) |")
+    print("|---|---|---|---|---|")
+    def warned(rs: list[dict[str, Any]]) -> str:  # Flower's FedAvg has no divergence check
+        if all("divergence" not in r or r["strategy"] == "flower-fedavg" for r in rs):
+            return "-"
+        return f"{sum(1 for r in rs if r.get('divergence'))}/{len(rs)}"
+
     for name in names:
         rs = [r for r in rows if r["strategy"] == name]
         acc = [r["accuracy"][args.rounds] for r in rs]
@@ -151,7 +158,7 @@ def main() -> None:
         worst_loss = max(max(v for v in r["loss"].values() if math.isfinite(v)) for r in rs)
         print(f"| {name} | {statistics.mean(acc):.3f} ± {statistics.stdev(acc):.3f} | "
               f"{statistics.mean(gaps):+.1f} ± {statistics.stdev(gaps):.1f} | "
-              f"{worst_loss:.3g} |")
+              f"{worst_loss:.3g} | {warned(rs)} |")
 
 
 if __name__ == "__main__":
