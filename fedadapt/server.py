@@ -87,7 +87,9 @@ class ServerOptimizer:
             ``change_rounds`` are given).
         change_rounds: rounds (1-based, counted by this object) at which to reset as if a
             change had been detected; for oracle studies.
-        **hparams: the optimizer's hyperparameters.
+        **hparams: the optimizer's hyperparameters; ``lr`` defaults to the method's server
+            step size (its spec's ``server_lr``: 1.0 for ``sgd``, 0.1 for ``adam`` and
+            ``cp-adam``), not the client-side default of the optimizer class.
 
     Example:
 
@@ -110,8 +112,10 @@ class ServerOptimizer:
         if not self.params:
             raise ValueError("ServerOptimizer needs at least one parameter tensor")
         self.name = name
-        self.hparams = dict(hparams)
         self.spec = method_spec(name)
+        if "lr" not in hparams and self.spec.server_lr is not None:
+            hparams["lr"] = self.spec.server_lr
+        self.hparams = dict(hparams)
         self.optimizer = build_optimizer(name, self.params, side="server", **hparams)
         change_rounds = list(change_rounds)
         if detector is None:  # known changepoints replace the detector

@@ -74,3 +74,13 @@ def test_signals_imply_per_client_values():
 def test_fixed_client_hints_come_from_the_spec():
     server = fedadapt.ServerOptimizer([torch.zeros(3)], "flash")
     assert server.client_hints() == {"early-stop-gamma": 0.04}
+
+
+@pytest.mark.parametrize("name", [n for n in fedadapt.methods_for("server")
+                                  if fedadapt.default_server_lr(n) is not None])
+def test_a_server_optimizer_built_without_an_lr_steps_at_its_specs_server_lr(name):
+    # ServerOptimizer(params, "adam") is FedAdam at eta 0.1, not torch Adam's client 1e-3, and
+    # "sgd" is FedAvg at 1.0, not SGD's 0.01: the same default a strategy would take
+    server = fedadapt.ServerOptimizer([torch.zeros(3)], name)
+    assert server.optimizer.param_groups[0]["lr"] == fedadapt.default_server_lr(name)
+    assert fedadapt.ServerOptimizer([torch.zeros(3)], name, lr=0.5).optimizer.param_groups[0]["lr"] == 0.5
