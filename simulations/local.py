@@ -10,10 +10,18 @@ metrics.jsonl equals the Ray backend's row for row, wall-clock fields aside
 imports and warm-up, and Flower's per-message transport (BENCHMARKS.md §6.1, §7.1).
 
 A sweep (:func:`run_local_many`) runs in a pool of ``jobs`` processes (default: this machine's
-CPUs), each running its runs one after another; every process uses **one torch thread**: the
-Ray backend's workers train at one thread too, so a run's results do not depend on ``--jobs``
-(bitwise, tested) nor on the backend, and the small models of a study gain nothing from
-intra-op threads that a second process per core does not gain better.
+CPUs), each running its runs one after another. **Torch threads:** the clients train at one
+thread (the handlers set it, as in a Ray worker). A single run in the calling process
+(:func:`run_local`, ``fedadapt simulate --backend local``) keeps the driver's aggregation and
+evaluation at the process's count, as a Ray driver: :class:`LocalGrid` restores it after every
+handler call, and the run's metrics are bitwise the Ray run's (tested). The pool's processes
+run the driver at **one thread** too: they are forked from the command's process (its imports
+inherited: no start-up per process), and an OpenMP pool used before a fork hangs the child
+that uses more than one thread (seen here with 2); one thread per process is also what
+``jobs`` = cores wants. So a sweep's results do not depend on ``--jobs`` (bitwise, tested);
+against a Ray driver at N threads, server-side reductions over the clients' updates (the
+update norms, the clip bound) may differ in the last bits (seen: ``server-clip-bound`` at
+1e-15 relative, with every other metric equal).
 
 What it cannot honour, refused before anything starts (:func:`check_local`): faults that need a
 separate worker process (``faults.crash-fraction``, ``faults.hang-fraction``), a
@@ -58,11 +66,13 @@ class LocalGrid:
         return list(self._node_ids)
 
     def push_messages(self, messages: Iterable[Any]) -> list[str]:
+        import torch
         from flwr.app import MessageType
 
         from simulations.client_app import handle_train, handle_warm_up
 
         ids = []
+        driver_threads = torch.get_num_threads()  # the handlers set 1, as a Ray worker
         for msg in messages:
             mid = f"local-{next(self._ids)}"
             msg.metadata.__dict__["_message_id"] = mid
@@ -73,6 +83,7 @@ class LocalGrid:
                 reply = handle_warm_up(msg, self.spec)
             else:  # fedadapt's ClientApp answers train and query only
                 reply = None
+            torch.set_num_threads(driver_threads)
             if reply is not None:
                 self._replies[mid] = reply
             ids.append(mid)
@@ -133,16 +144,18 @@ def default_jobs() -> int:
 _PLOTS = {"on": True}
 
 
-def _setup_process(run_plots: bool = True) -> None:
-    """What a process needs before it serves runs locally: one torch thread (module
-    docstring), the task identity Flower gives a ServerApp (messages need one to be built),
-    Flower's known noise dropped, and whether runs draw their own plots."""
+def _setup_process(run_plots: bool = True, driver_threads: int | None = None) -> None:
+    """What a process needs before it serves runs locally: the driver's torch threads
+    (module docstring; None: leave this process's count), the task identity Flower gives a
+    ServerApp (messages need one to be built), Flower's known noise dropped, and whether runs
+    draw their own plots."""
     import torch
     from flwr.supercore.task_identity import TaskIdentity
 
     from simulations.runtime import quiet_known_flower_noise
 
-    torch.set_num_threads(1)
+    if driver_threads is not None:
+        torch.set_num_threads(max(1, driver_threads))
     TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
     quiet_known_flower_noise()
     _PLOTS["on"] = run_plots
@@ -170,7 +183,7 @@ def run_local(spec: Any, on_round: RowCallback | None = None) -> dict[str, Any]:
     returns its summary. Run :func:`check_local` first (the CLI does)."""
     from simulations.server_app import serve
 
-    _setup_process(_PLOTS["on"])
+    _setup_process(_PLOTS["on"], None)
     with run_plots(_PLOTS["on"]):
         return serve(LocalGrid(spec), spec, on_round)
 
@@ -181,11 +194,11 @@ def run_local(spec: Any, on_round: RowCallback | None = None) -> dict[str, Any]:
 _EVENTS: Any = None  # the worker process's queue to the parent
 
 
-def _worker_init(events: Any, plots: bool) -> None:
+def _worker_init(events: Any, plots: bool, driver_threads: int) -> None:
     global _EVENTS
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C: the parent stops the pool
     _EVENTS = events
-    _setup_process(plots)
+    _setup_process(plots, driver_threads)
 
 
 def _picklable(exc: BaseException) -> BaseException:
@@ -220,6 +233,7 @@ def run_local_many(
     *,
     jobs: int = 0,
     plots: bool = True,
+    driver_threads: int | None = None,
     on_start: Callable[[int], None] | None = None,
     on_run_start: Callable[[int], None] | None = None,
     on_round: Callable[[int, dict[str, Any]], None] | None = None,
@@ -232,7 +246,8 @@ def run_local_many(
     ``on_round(i, row)``, ``on_run_end(i, summary, seconds, cpu_seconds)``,
     ``on_run_error(i, exc)``. A run that raises (or whose process dies) does not stop the
     others: its slot of the result is None (the caller names it). Ctrl-C terminates the pool's
-    processes and re-raises. ``jobs = 1`` still runs in one worker process (a run's results
+    processes and re-raises. ``driver_threads``: torch threads of each process's driver
+    (None: 1; more only with a ``spawn`` start method, module docstring). ``jobs = 1`` still runs in one worker process (a run's results
     are the same; the caller's process keeps its own torch threads)."""
     n = len(specs)
     results: list[dict[str, Any] | None] = [None] * n
@@ -241,11 +256,13 @@ def run_local_many(
     jobs = min(n, jobs or default_jobs())
     if on_start is not None:
         on_start(jobs)
+    if driver_threads is None:  # forked processes: one thread (module docstring)
+        driver_threads = 1
     ctx = _pool_context()
     events = ctx.Queue()
     finished: set[int] = set()
     pool = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_worker_init,
-                               initargs=(events, plots))
+                               initargs=(events, plots, driver_threads))
 
     def handle(event: tuple[Any, ...]) -> None:
         kind, i = event[0], int(event[1])

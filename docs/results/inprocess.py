@@ -1,6 +1,7 @@
 """Run fedadapt scenarios without Ray, for studies of hundreds of short runs.
 
-The ServerApp body (:func:`simulations.server_app.serve`) and the ClientApp handlers
+A thin wrapper over :mod:`simulations.local` (``fedadapt simulate/compare --backend local``),
+kept for the study scripts that import ``run`` from here. The ServerApp body (:func:`simulations.server_app.serve`) and the ClientApp handlers
 (:func:`simulations.client_app.handle_train`, :func:`~simulations.client_app.handle_warm_up`)
 are the ones ``fedadapt simulate`` and ``fedadapt compare`` run on Flower's Ray simulation
 runtime; here a Grid answers each message by calling the handler in the same process. Runs are
@@ -11,7 +12,8 @@ per-message transport, so a 25-round digits run takes a few seconds and one proc
 runs the study.
 
 Use the Ray path for anything else: this runner has no worker isolation, no deadlines across
-processes, no retries and no resources; faults and timeouts behave differently.
+processes, no retries and no resources; the settings it cannot honour (crash and hang faults, a
+round-timeout other than the default, GPUs, deployment mode) are refused before it starts.
 
     python docs/results/inprocess.py drift-digits --set client-optimizer=hd --out /tmp/run
     python docs/results/inprocess.py drift-digits --check
@@ -20,10 +22,8 @@ processes, no retries and no resources; faults and timeouts behave differently.
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import sys
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -32,62 +32,19 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 
-class LocalGrid:
-    """A Flower Grid whose worker nodes are handler calls in this process."""
+from simulations.local import LocalGrid, check_local, run_local  # noqa: E402
 
-    def __init__(self, spec: Any) -> None:
-        self.spec = spec
-        self._node_ids = list(range(1, spec.runtime.num_workers + 1))
-        self._replies: dict[str, Any] = {}
-        self._ids = itertools.count(1)
-
-    def get_node_ids(self) -> list[int]:
-        return list(self._node_ids)
-
-    def push_messages(self, messages: Iterable[Any]) -> list[str]:
-        from flwr.app import MessageType
-
-        from simulations.client_app import handle_train, handle_warm_up
-
-        ids = []
-        for msg in messages:
-            mid = f"local-{next(self._ids)}"
-            msg.metadata.__dict__["_message_id"] = mid
-            kind = msg.metadata.message_type
-            if kind == MessageType.TRAIN:
-                reply = handle_train(msg, self.spec)
-            elif kind == MessageType.QUERY:
-                reply = handle_warm_up(msg, self.spec)
-            else:  # fedadapt's ClientApp answers train and query only
-                reply = None
-            if reply is not None:
-                self._replies[mid] = reply
-            ids.append(mid)
-        return ids
-
-    def pull_messages(self, message_ids: Iterable[str]) -> list[Any]:
-        return [self._replies.pop(m) for m in list(message_ids) if m in self._replies]
-
-    def send_and_receive(self, messages: Iterable[Any], *, timeout: float | None = None) -> list[Any]:
-        return self.pull_messages(self.push_messages(messages))
+__all__ = ["LocalGrid", "run", "run_local"]
 
 
 def run(cfg: dict[str, Any]) -> dict[str, Any]:
     """One run of a resolved config, in this process; returns its summary."""
-    import torch
-    from flwr.supercore.task_identity import TaskIdentity
+    from simulations.config import resolve
+    from simulations.experiment import prepare
 
-    from simulations.checks import resolve
-    from simulations.preflight import check_before_workers
-    from simulations.reader import read
-    from simulations.server_app import serve
-
-    torch.set_num_threads(1)
-    # Flower sets a ServerApp's identity; messages need one to be built
-    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
-    spec = read(resolve(cfg))
-    check_before_workers(spec)
-    return serve(LocalGrid(spec), spec)
+    (spec,) = prepare([resolve(cfg)])
+    check_local([spec])
+    return run_local(spec)
 
 
 def _rows(run_dir: str | Path) -> list[dict[str, Any]]:

@@ -100,6 +100,8 @@ def fake_runs(monkeypatch):
                  on_start=None, on_run_error=None):
         if on_start:
             on_start(parallel or 1)
+        # the CLI hands on prepared RunSpecs (read once); their config is the run's
+        cfgs = [c if isinstance(c, dict) else c.config for c in cfgs]
         done.append([str(c["out-dir"]) for c in cfgs])
         out = []
         for i, cfg in enumerate(cfgs):
