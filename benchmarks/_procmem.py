@@ -187,8 +187,12 @@ def run_child(
     log = open(log_path, "w") if log_path else subprocess.DEVNULL
     t0 = time.time()
     proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=log, env=child_env([str(here)]),
-        cwd=str(here.parent), text=True,
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=log,
+        env=child_env([str(here)]),
+        cwd=str(here.parent),
+        text=True,
     )
     sampler = TreeSampler(proc.pid) if sample_memory else None
     if sampler:
@@ -210,7 +214,7 @@ def run_child(
             with open(log_path, "a") as fh:
                 fh.write(line + "\n")
         if line.startswith(RESULT_PREFIX):
-            result = json.loads(line[len(RESULT_PREFIX):])
+            result = json.loads(line[len(RESULT_PREFIX) :])
     if proc.returncode != 0 or result is None:
         raise RuntimeError(
             f"{module}.{func} exited with {proc.returncode} and "

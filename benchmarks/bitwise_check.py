@@ -44,8 +44,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 # wall-clock fields of a metrics row (they differ between any two runs)
 WALL_CLOCK = ("wall-time", "elapsed", "round-time", "fit-time", "eval-time", "seconds")
-ENV = {"FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1",
-       "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1", "MPLBACKEND": "Agg"}
+ENV = {
+    "FLWR_TELEMETRY_ENABLED": "0",
+    "FLWR_DISABLE_UPDATE_CHECK": "1",
+    "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+    "MPLBACKEND": "Agg",
+}
 
 
 def _is_wall_clock(key: str) -> bool:
@@ -58,7 +62,9 @@ def _child(tree: Path, out: Path, scenarios: list[str], rounds: int, steps: bool
     os.chdir(tree)
     results: dict[str, object] = {}
     if scenarios:
-        spec = importlib.util.spec_from_file_location("inprocess", tree / "docs" / "results" / "inprocess.py")
+        spec = importlib.util.spec_from_file_location(
+            "inprocess", tree / "docs" / "results" / "inprocess.py"
+        )
         assert spec is not None and spec.loader is not None
         inprocess = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(inprocess)
@@ -78,8 +84,14 @@ def _child(tree: Path, out: Path, scenarios: list[str], rounds: int, steps: bool
                             raise
                         n = int(late.group(1)) + rounds
                 inprocess.run(cfg)
-                rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-                results[f"scenario {name}"] = {"rows": rows, "model": str(run_dir / "final_model.pt")}
+                rows = [
+                    json.loads(line)
+                    for line in (run_dir / "metrics.jsonl").read_text().splitlines()
+                ]
+                results[f"scenario {name}"] = {
+                    "rows": rows,
+                    "model": str(run_dir / "final_model.pt"),
+                }
             except BaseException as exc:  # noqa: BLE001 - reported, compared with the other side's
                 if isinstance(exc, KeyboardInterrupt):
                     raise
@@ -96,8 +108,11 @@ def _canonical(x: object) -> object:
 
     if isinstance(x, torch.Tensor):
         t = x.detach().cpu().contiguous()
-        return {"dtype": str(t.dtype), "shape": list(t.shape), "hex": t.reshape(-1).view(torch.uint8).numpy().tobytes().hex()
-                if t.numel() else ""}
+        return {
+            "dtype": str(t.dtype),
+            "shape": list(t.shape),
+            "hex": t.reshape(-1).view(torch.uint8).numpy().tobytes().hex() if t.numel() else "",
+        }
     if isinstance(x, dict):
         return {str(k): _canonical(v) for k, v in sorted(x.items(), key=lambda kv: str(kv[0]))}
     if isinstance(x, list | tuple):
@@ -118,7 +133,10 @@ def _step_sequences(out: Path) -> dict[str, object]:
 
     def params() -> list[torch.Tensor]:
         g = torch.Generator().manual_seed(0)
-        return [torch.randn(5, 4, generator=g).requires_grad_(), torch.randn(4, generator=g).requires_grad_()]
+        return [
+            torch.randn(5, 4, generator=g).requires_grad_(),
+            torch.randn(4, generator=g).requires_grad_(),
+        ]
 
     def grad_stream(n: int) -> list[list[torch.Tensor]]:
         g = torch.Generator().manual_seed(1)
@@ -127,10 +145,18 @@ def _step_sequences(out: Path) -> dict[str, object]:
 
     results: dict[str, object] = {}
     variants: dict[str, dict[str, object]] = {
-        "sgd": {}, "nesterov-wd": {"momentum": 0.9, "nesterov": True, "weight_decay": 0.01}, "adam": {"base": "adam"},
+        "sgd": {},
+        "nesterov-wd": {"momentum": 0.9, "nesterov": True, "weight_decay": 0.01},
+        "adam": {"base": "adam"},
         # the methods with their own step: their options
-        "cp-adam-options": {"scale_rate": 0.5, "eps_rel": 1.0, "eps": 1e-8, "bias_correction": "adam",
-                            "weight_decay": 0.01, "reset": "all"},
+        "cp-adam-options": {
+            "scale_rate": 0.5,
+            "eps_rel": 1.0,
+            "eps": 1e-8,
+            "bias_correction": "adam",
+            "weight_decay": 0.01,
+            "reset": "all",
+        },
         "flash-options": {"adaptive_b3": False, "den_floor": 0.5},
         "adaptive-fedavg-options": {"decay": False, "max_ratio": 10.0},
         # a known change at round 3 (ServerOptimizer's oracle): every method's reset
@@ -147,7 +173,9 @@ def _step_sequences(out: Path) -> dict[str, object]:
             if vname == "change":
                 for key in [f"steps server {name} change"] if spec.on_server else []:
                     try:
-                        results[key] = _canonical(_one_sequence(name, "server", kw, params, grad_stream))
+                        results[key] = _canonical(
+                            _one_sequence(name, "server", kw, params, grad_stream)
+                        )
                     except Exception as exc:  # noqa: BLE001 - compared with the other side
                         results[key] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
                 continue
@@ -156,7 +184,9 @@ def _step_sequences(out: Path) -> dict[str, object]:
                     continue
                 kw = {}
             for side in ("client", "server"):
-                if (side == "client" and not spec.on_client) or (side == "server" and not spec.on_server):
+                if (side == "client" and not spec.on_client) or (
+                    side == "server" and not spec.on_server
+                ):
                     continue
                 key = f"steps {side} {name} {vname}"
                 try:
@@ -180,30 +210,57 @@ def _one_sequence(name: str, side: str, kw: dict, params, grad_stream) -> dict[s
             for p, g in zip(ps, grads, strict=True):
                 p.grad = g.clone()
             opt.step()
-            trace.append({"params": [p.detach().clone() for p in ps], "lr": float(opt.param_groups[0]["lr"])})
+            trace.append(
+                {"params": [p.detach().clone() for p in ps], "lr": float(opt.param_groups[0]["lr"])}
+            )
         return {"trace": trace, "state": opt.state_dict()}
     server = fedadapt.ServerOptimizer(ps, name, **kw)
     for r, grads in enumerate(grad_stream(5)):
         with torch.no_grad():
-            clients = [[p.detach() - (0.3 + 0.2 * k) * g * (1.0 + 0.1 * r) for p, g in zip(ps, grads, strict=True)]
-                       for k in range(3)]
+            clients = [
+                [
+                    p.detach() - (0.3 + 0.2 * k) * g * (1.0 + 0.1 * r)
+                    for p, g in zip(ps, grads, strict=True)
+                ]
+                for k in range(3)
+            ]
         server.step(clients, [10.0, 20.0, 30.0])
-        trace.append({"params": [p.detach().clone() for p in ps],
-                      "info": {k: v for k, v in server.last_info.items() if isinstance(v, float)}})
+        trace.append(
+            {
+                "params": [p.detach().clone() for p in ps],
+                "info": {k: v for k, v in server.last_info.items() if isinstance(v, float)},
+            }
+        )
     return {"trace": trace, "state": server.state_dict()}
 
 
 # ---------------------------------------------------------------------------- parent
-def _run_tree(tree: Path, out: Path, args: argparse.Namespace, scenarios: list[str]) -> dict[str, object]:
+def _run_tree(
+    tree: Path, out: Path, args: argparse.Namespace, scenarios: list[str]
+) -> dict[str, object]:
     out.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **ENV, "PYTHONPATH": str(tree), "FLWR_HOME": str(out / "flwr-home")}
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", str(tree), "--out", str(out),
-           "--rounds", str(args.rounds), "--scenarios", ",".join(scenarios) or "-"]
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--child",
+        str(tree),
+        "--out",
+        str(out),
+        "--rounds",
+        str(args.rounds),
+        "--scenarios",
+        ",".join(scenarios) or "-",
+    ]
     if args.skip_steps:
         cmd.append("--skip-steps")
-    proc = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True, timeout=args.timeout)
+    proc = subprocess.run(
+        cmd, cwd=tree, env=env, capture_output=True, text=True, timeout=args.timeout
+    )
     if proc.returncode != 0 or not (out / "results.json").exists():
-        raise SystemExit(f"the run at {tree} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+        raise SystemExit(
+            f"the run at {tree} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}"
+        )
     return json.loads((out / "results.json").read_text())
 
 
@@ -243,7 +300,9 @@ def _first_difference(a: object, b: object, path: str = "") -> str:
     return f"{path}: {str(a)[:80]} vs {str(b)[:80]}"
 
 
-def compare(now: dict[str, object], base: dict[str, object]) -> tuple[list[tuple[str, str, str]], set[str]]:
+def compare(
+    now: dict[str, object], base: dict[str, object]
+) -> tuple[list[tuple[str, str, str]], set[str]]:
     table = []
     ignored: set[str] = set()
     for key in sorted(set(now) | set(base)):
@@ -256,30 +315,52 @@ def compare(now: dict[str, object], base: dict[str, object]) -> tuple[list[tuple
             if a.get("error") == b.get("error"):
                 table.append((key, "error at both", str(a["error"])))
             else:
-                table.append((key, "different", f"working tree: {a.get('error', 'ok')} | base: {b.get('error', 'ok')}"))
+                table.append(
+                    (
+                        key,
+                        "different",
+                        f"working tree: {a.get('error', 'ok')} | base: {b.get('error', 'ok')}",
+                    )
+                )
             continue
         if key.startswith("scenario "):
             ra, ia = _strip(a["rows"])
             rb, ib = _strip(b["rows"])
             ignored |= ia | ib
             if ra != rb:
-                table.append((key, "different", f"{len(ra)} vs {len(rb)} rows; first: {_first_difference(ra, rb)}"))
+                table.append(
+                    (
+                        key,
+                        "different",
+                        f"{len(ra)} vs {len(rb)} rows; first: {_first_difference(ra, rb)}",
+                    )
+                )
             elif not _same_model(str(a["model"]), str(b["model"])):
                 table.append((key, "different", "metrics identical, final_model.pt differs"))
             else:
                 table.append((key, "identical", f"{len(ra)} metrics rows and the final model"))
         else:
             same = a == b
-            table.append((key, "identical" if same else "different", "" if same else _first_difference(a, b)))
+            table.append(
+                (key, "identical" if same else "different", "" if same else _first_difference(a, b))
+            )
     return table, ignored
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--base", default="6f424e7", help="the commit to compare against (default 6f424e7)")
+    ap.add_argument(
+        "--base", default="6f424e7", help="the commit to compare against (default 6f424e7)"
+    )
     ap.add_argument("--rounds", type=int, default=3, help="rounds per scenario (default 3)")
-    ap.add_argument("--scenarios", default=None, help="comma-separated scenario names (default: every shipped one)")
-    ap.add_argument("--skip-scenarios", action="store_true", help="only the optimizer step sequences")
+    ap.add_argument(
+        "--scenarios",
+        default=None,
+        help="comma-separated scenario names (default: every shipped one)",
+    )
+    ap.add_argument(
+        "--skip-scenarios", action="store_true", help="only the optimizer step sequences"
+    )
     ap.add_argument("--skip-steps", action="store_true", help="only the scenarios")
     ap.add_argument("--timeout", type=int, default=3600, help="seconds per side (default 3600)")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
@@ -297,25 +378,40 @@ def main() -> None:
         scenarios = sorted(p.stem for p in (ROOT / "simulations" / "scenarios").glob("*.toml"))
     with tempfile.TemporaryDirectory(prefix="bitwise-") as tmp:
         base_tree = Path(tmp) / "base"
-        subprocess.run(["git", "worktree", "add", "--detach", "--quiet", str(base_tree), args.base],
-                       cwd=ROOT, check=True)
+        subprocess.run(
+            ["git", "worktree", "add", "--detach", "--quiet", str(base_tree), args.base],
+            cwd=ROOT,
+            check=True,
+        )
         try:
-            commit = subprocess.run(["git", "rev-parse", "--short", args.base], cwd=ROOT, check=True,
-                                    capture_output=True, text=True).stdout.strip()
-            print(f"working tree {ROOT} vs base {commit}; {args.rounds} rounds per scenario; "
-                  f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
+            commit = subprocess.run(
+                ["git", "rev-parse", "--short", args.base],
+                cwd=ROOT,
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout.strip()
+            print(
+                f"working tree {ROOT} vs base {commit}; {args.rounds} rounds per scenario; "
+                f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}",
+                flush=True,
+            )
             now = _run_tree(ROOT, Path(tmp) / "out-now", args, scenarios)
             base = _run_tree(base_tree, Path(tmp) / "out-base", args, scenarios)
             table, ignored = compare(now, base)
         finally:
-            subprocess.run(["git", "worktree", "remove", "--force", str(base_tree)], cwd=ROOT, check=False)
+            subprocess.run(
+                ["git", "worktree", "remove", "--force", str(base_tree)], cwd=ROOT, check=False
+            )
     print(f"\nignored wall-clock fields: {sorted(ignored) or 'none'}\n")
     print("| run | result | detail |\n|---|---|---|")
     for key, result, detail in table:
         print(f"| {key} | {result} | {detail} |")
     bad = [k for k, r, _ in table if r not in ("identical", "error at both")]
     n_same = sum(r == "identical" for _, r, _ in table)
-    print(f"\n{n_same} identical, {len(bad)} different, {len(table) - n_same - len(bad)} errors at both sides")
+    print(
+        f"\n{n_same} identical, {len(bad)} different, {len(table) - n_same - len(bad)} errors at both sides"
+    )
     sys.exit(1 if bad else 0)
 
 

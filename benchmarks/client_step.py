@@ -67,8 +67,10 @@ def models(device: torch.device) -> list[tuple[str, Callable[[], nn.Module], int
     def mlp() -> nn.Module:
         return build_model("mlp", (1, 8, 8), 10, seed=0)
 
-    return [("logreg: nn.Linear(60, 10), batch 10", logreg, 10, (60,)),
-            ("digits mlp (simulations `mlp`, 64-64-10), batch 32", mlp, 32, (1, 8, 8))]
+    return [
+        ("logreg: nn.Linear(60, 10), batch 10", logreg, 10, (60,)),
+        ("digits mlp (simulations `mlp`, 64-64-10), batch 32", mlp, 32, (1, 8, 8)),
+    ]
 
 
 def fused_sgd_works(device: torch.device) -> bool:
@@ -90,7 +92,8 @@ def load_baseline(path: str):  # noqa: ANN201
     import importlib.util
 
     spec = importlib.util.spec_from_file_location(
-        "fedadapt_baseline", os.path.join(path, "__init__.py"), submodule_search_locations=[path])
+        "fedadapt_baseline", os.path.join(path, "__init__.py"), submodule_search_locations=[path]
+    )
     if spec is None or spec.loader is None:
         raise SystemExit(f"--baseline: no package in {path}")
     module = importlib.util.module_from_spec(spec)
@@ -113,7 +116,9 @@ def build(label: str, params, device: torch.device) -> torch.optim.Optimizer:
     if hasattr(opt, "set_global_update"):
         # FedHyper-CL's previous global update x_t - x_{t-1}, as strategies/client.py passes it
         gen = torch.Generator().manual_seed(1)
-        opt.set_global_update([1e-3 * torch.randn(p.shape, generator=gen).to(device) for p in params])
+        opt.set_global_update(
+            [1e-3 * torch.randn(p.shape, generator=gen).to(device) for p in params]
+        )
     return opt
 
 
@@ -122,8 +127,16 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def bench_model(builder, batch: int, shape: tuple[int, ...], device: torch.device, labels: list[str],
-                repeats: int, iters: int, warmup: int) -> dict[str, list[float]]:
+def bench_model(
+    builder,
+    batch: int,
+    shape: tuple[int, ...],
+    device: torch.device,
+    labels: list[str],
+    repeats: int,
+    iters: int,
+    warmup: int,
+) -> dict[str, list[float]]:
     """Per-iteration times (seconds, one sample per repeat) of every label on one model."""
     gen = torch.Generator().manual_seed(0)
     # a pool of random batches with random labels, and every block starts again from the
@@ -131,15 +144,27 @@ def bench_model(builder, batch: int, shape: tuple[int, ...], device: torch.devic
     # keeps its state): no method trains into a memorised regime (near-zero loss, subnormal
     # softmax outputs), which makes the forward and backward passes slower on CPU and would
     # be charged to the methods that train fastest
-    batches = [(torch.randn((batch, *shape), generator=gen).to(device),
-                torch.randint(0, 10, (batch,), generator=gen).to(device)) for _ in range(16)]
+    batches = [
+        (
+            torch.randn((batch, *shape), generator=gen).to(device),
+            torch.randint(0, 10, (batch,), generator=gen).to(device),
+        )
+        for _ in range(16)
+    ]
     base = builder().to(device)
     initial = [p.detach().clone() for p in base.parameters()]
     runs = []
     for label in labels:
         model = builder().to(device)
         model.load_state_dict(base.state_dict())
-        runs.append({"label": label, "model": model, "opt": build(label, model.parameters(), device), "times": []})
+        runs.append(
+            {
+                "label": label,
+                "model": model,
+                "opt": build(label, model.parameters(), device),
+                "times": [],
+            }
+        )
     loss_fn = nn.CrossEntropyLoss()
     nb = len(batches)
     for r in range(warmup + repeats):
@@ -160,7 +185,9 @@ def bench_model(builder, batch: int, shape: tuple[int, ...], device: torch.devic
             sync(device)
             if r >= warmup:
                 run["times"].append((time.perf_counter() - t0) / iters)
-    skipped = {run["label"]: sum(g.get("skipped", 0) for g in run["opt"].param_groups) for run in runs}
+    skipped = {
+        run["label"]: sum(g.get("skipped", 0) for g in run["opt"].param_groups) for run in runs
+    }
     if any(skipped.values()):
         print(f"warning: skipped steps {skipped}", file=sys.stderr)
     return {run["label"]: run["times"] for run in runs}
@@ -168,14 +195,19 @@ def bench_model(builder, batch: int, shape: tuple[int, ...], device: torch.devic
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--repeats", type=int, default=200, help="timed blocks per method (default 200)")
+    ap.add_argument(
+        "--repeats", type=int, default=200, help="timed blocks per method (default 200)"
+    )
     ap.add_argument("--iters", type=int, default=20, help="iterations per block (default 20)")
     ap.add_argument("--warmup", type=int, default=10, help="untimed blocks first (default 10)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--methods", default=",".join(METHODS), help="comma-separated client methods")
-    ap.add_argument("--baseline", default=None,
-                    help="directory of another fedadapt package: its methods run as extra rows '<method> @baseline'")
+    ap.add_argument(
+        "--baseline",
+        default=None,
+        help="directory of another fedadapt package: its methods run as extra rows '<method> @baseline'",
+    )
     args = ap.parse_args()
     global _baseline
     device = torch.device(args.device)
@@ -188,26 +220,34 @@ def main() -> None:
     if args.baseline:
         _baseline = load_baseline(os.path.abspath(args.baseline))
         labels += [m + BASELINE for m in methods if m != "sgd"]
-    print(f"device: {device}, threads: {torch.get_num_threads()}, torch {torch.__version__}, "
-          f"repeats: {args.repeats} x {args.iters} iterations (+{args.warmup} warm-up), lr {LR}; "
-          f"fused SGD on this device: {'yes' if FUSED in refs else 'no'}; load average before: "
-          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}\n")
+    print(
+        f"device: {device}, threads: {torch.get_num_threads()}, torch {torch.__version__}, "
+        f"repeats: {args.repeats} x {args.iters} iterations (+{args.warmup} warm-up), lr {LR}; "
+        f"fused SGD on this device: {'yes' if FUSED in refs else 'no'}; load average before: "
+        f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}\n"
+    )
     for title, builder, batch, shape in models(device):
-        times = bench_model(builder, batch, shape, device, labels, args.repeats, args.iters, args.warmup)
+        times = bench_model(
+            builder, batch, shape, device, labels, args.repeats, args.iters, args.warmup
+        )
         med = {k: statistics.median(v) for k, v in times.items()}
         best = {k: min(v) for k, v in times.items()}
         ref = min(refs, key=lambda k: med[k])
         n_params = sum(p.numel() for p in builder().parameters())
         print(f"### {title} ({n_params:,} parameters); reference: {ref} (the faster median)\n")
-        print(f"| method | median iteration (us) | min iteration (us) | ratio to {ref}: median / min "
-              f"| paired ratio (median) | <= {GOAL}x (median) | <= {GOAL}x (min) |")
+        print(
+            f"| method | median iteration (us) | min iteration (us) | ratio to {ref}: median / min "
+            f"| paired ratio (median) | <= {GOAL}x (median) | <= {GOAL}x (min) |"
+        )
         print("|---|---|---|---|---|---|---|")
         for label in labels:
             rm, rb = med[label] / med[ref], best[label] / best[ref]
             paired = statistics.median(a / b for a, b in zip(times[label], times[ref], strict=True))
             goal = label != "sgd" and (label in methods or label.endswith(BASELINE))
-            print(f"| {label} | {med[label] * 1e6:.1f} | {best[label] * 1e6:.1f} | {rm:.2f}x / {rb:.2f}x | {paired:.2f}x "
-                  f"| {('yes' if rm <= GOAL else 'no') if goal else '-'} | {('yes' if rb <= GOAL else 'no') if goal else '-'} |")
+            print(
+                f"| {label} | {med[label] * 1e6:.1f} | {best[label] * 1e6:.1f} | {rm:.2f}x / {rb:.2f}x | {paired:.2f}x "
+                f"| {('yes' if rm <= GOAL else 'no') if goal else '-'} | {('yes' if rb <= GOAL else 'no') if goal else '-'} |"
+            )
         print(flush=True)
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 

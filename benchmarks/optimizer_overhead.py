@@ -77,7 +77,9 @@ COMPILE_CASES = [(label, name, hp) for label, name, hp, _, _ in CASES if hp.get(
 
 def mlp() -> nn.Module:
     # 512*1024 + 1024 + 1024*512 + 512 + 512*10 + 10 = 1,055,242 parameters
-    return nn.Sequential(nn.Linear(512, 1024), nn.ReLU(), nn.Linear(1024, 512), nn.ReLU(), nn.Linear(512, 10))
+    return nn.Sequential(
+        nn.Linear(512, 1024), nn.ReLU(), nn.Linear(1024, 512), nn.ReLU(), nn.Linear(512, 10)
+    )
 
 
 def build(name: str, params, hp: dict) -> torch.optim.Optimizer:
@@ -103,9 +105,16 @@ def scratch_copies(opt: torch.optim.Optimizer, n_params: int) -> float:
     Buffers that the state currently refers to (e.g. the previous Adam direction) are counted
     in the state column only.
     """
-    in_state = {v.data_ptr() for st in opt.state.values() for v in st.values() if isinstance(v, torch.Tensor)}
+    in_state = {
+        v.data_ptr()
+        for st in opt.state.values()
+        for v in st.values()
+        if isinstance(v, torch.Tensor)
+    }
     slots = getattr(opt, "__dict__", {}).get("_scratch_buffers", {})
-    total = sum(b.numel() for bufs in slots.values() for b in bufs.values() if b.data_ptr() not in in_state)
+    total = sum(
+        b.numel() for bufs in slots.values() for b in bufs.values() if b.data_ptr() not in in_state
+    )
     return total / n_params
 
 
@@ -139,7 +148,9 @@ def compile_cost_child(label: str) -> None:
 
 
 def compile_cost(only: set[str] | None) -> None:
-    print("| rule (first fused=True step, 1,055,242-parameter MLP, 6 tensors) | cold cache (s) | warm cache (s) | third step (ms) |")
+    print(
+        "| rule (first fused=True step, 1,055,242-parameter MLP, 6 tensors) | cold cache (s) | warm cache (s) | third step (ms) |"
+    )
     print("|---|---|---|---|")
     for label, _, _ in COMPILE_CASES:
         if only is not None and label not in only:
@@ -148,11 +159,18 @@ def compile_cost(only: set[str] | None) -> None:
             env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=cache)
             res = []
             for _ in range(2):
-                out = subprocess.run([sys.executable, __file__, "--compile-child", label], env=env,
-                                     capture_output=True, text=True, check=True).stdout
+                out = subprocess.run(
+                    [sys.executable, __file__, "--compile-child", label],
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                ).stdout
                 line = next(ln for ln in out.splitlines() if ln.startswith("RESULT"))
                 res.append([float(v) for v in line.split()[1:]])
-        print(f"| {label} | {res[0][0]:.1f} | {res[1][0]:.1f} | {res[1][1] * 1e3:.3f} |", flush=True)
+        print(
+            f"| {label} | {res[0][0]:.1f} | {res[1][0]:.1f} | {res[1][1] * 1e3:.3f} |", flush=True
+        )
 
 
 def main() -> None:
@@ -161,9 +179,13 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=None)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--compile-cost", action="store_true", help="time cold and warm compiles instead")
+    ap.add_argument(
+        "--compile-cost", action="store_true", help="time cold and warm compiles instead"
+    )
     ap.add_argument("--compile-child", default=None, help=argparse.SUPPRESS)
-    ap.add_argument("--only", default=None, help="labels to run, separated by ;, plus the torch references")
+    ap.add_argument(
+        "--only", default=None, help="labels to run, separated by ;, plus the torch references"
+    )
     args = ap.parse_args()
     if args.compile_child:
         compile_cost_child(args.compile_child)
@@ -182,7 +204,10 @@ def main() -> None:
     # a pool of random batches with random labels: the loss never reaches 0, so gradients do not
     # shrink into the denormal range (which slows CPU arithmetic by large factors and would make
     # methods that square gradients look arbitrarily slow late in the run)
-    batches = [(torch.randn(64, 512, device=device), torch.randint(0, 10, (64,), device=device)) for _ in range(16)]
+    batches = [
+        (torch.randn(64, 512, device=device), torch.randint(0, 10, (64,), device=device))
+        for _ in range(16)
+    ]
     runs = []
     only = None if args.only is None else set(args.only.split(";"))
     for label, name, hp, ref, goal in CASES:
@@ -192,12 +217,20 @@ def main() -> None:
             continue
         model = mlp().to(device)
         model.load_state_dict(base.state_dict())
-        runs.append({"label": label, "model": model, "opt": build(name, model.parameters(), hp),
-                     "ref": ref, "goal": goal, "times": []})
+        runs.append(
+            {
+                "label": label,
+                "model": model,
+                "opt": build(name, model.parameters(), hp),
+                "ref": ref,
+                "goal": goal,
+                "times": [],
+            }
+        )
 
     loss_fn = nn.CrossEntropyLoss()
     for r in range(rounds + warmup):
-        order = runs[r % len(runs):] + runs[: r % len(runs)]
+        order = runs[r % len(runs) :] + runs[: r % len(runs)]
         x, y = batches[r % len(batches)]
         for run in order:
             loss = loss_fn(run["model"](x), y)
@@ -217,10 +250,14 @@ def main() -> None:
     def ratio(label: str, ref: str) -> str:
         return f"{med[label] / med[ref]:.2f}x / {best[label] / best[ref]:.2f}x"
 
-    print(f"device: {device}, threads: {args.threads}, params: {n_params:,}, rounds: {rounds} "
-          "(ratios: of medians / of minima)\n")
-    print("| optimizer | median step (ms) | min step (ms) | vs | ratio: median / minima | goal | met (median) "
-          "| vs torch Adam (fused) | vs torch Adam (foreach) | state (param copies) | work buffers (param copies) |")
+    print(
+        f"device: {device}, threads: {args.threads}, params: {n_params:,}, rounds: {rounds} "
+        "(ratios: of medians / of minima)\n"
+    )
+    print(
+        "| optimizer | median step (ms) | min step (ms) | vs | ratio: median / minima | goal | met (median) "
+        "| vs torch Adam (fused) | vs torch Adam (foreach) | state (param copies) | work buffers (param copies) |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for run in runs:
         label = run["label"]
@@ -231,9 +268,11 @@ def main() -> None:
         work = scratch_copies(run["opt"], n_params)
         vs_fused = ratio(label, FUSED) if ref in (FOREACH, FUSED) and label != FUSED else "-"
         vs_foreach = ratio(label, FOREACH) if ref in (FOREACH, FUSED) else "-"
-        print(f"| {label} | {med[label] * 1e3:.3f} | {best[label] * 1e3:.3f} | {ref or '-'} "
-              f"| {ratio(label, ref) if ref else '-'} | {'-' if goal is None else f'<= {goal}x'} | {met} "
-              f"| {vs_fused} | {vs_foreach} | {copies:.1f} | {work:.1f} |")
+        print(
+            f"| {label} | {med[label] * 1e3:.3f} | {best[label] * 1e3:.3f} | {ref or '-'} "
+            f"| {ratio(label, ref) if ref else '-'} | {'-' if goal is None else f'<= {goal}x'} | {met} "
+            f"| {vs_fused} | {vs_foreach} | {copies:.1f} | {work:.1f} |"
+        )
 
 
 if __name__ == "__main__":

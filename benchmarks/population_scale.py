@@ -57,12 +57,23 @@ def child_fedadapt(s: dict) -> None:
     torch.set_num_threads(1)
     if s.get("pull-interval"):
         _procmem.set_grid_pull_interval(float(s["pull-interval"]))
-    cfg = build_config("scale-1m", [
-        f"num-clients={s['population']}", f"clients-per-round={PER_ROUND}",
-        f"num-server-rounds={s['rounds']}", f"num-supernodes={WORKERS}", "client-num-cpus=1",
-        "dataset=synthetic", "model=tiny", "local-steps=2", "batch-size=16",
-        f"out-dir={s['out-dir']}",
-    ], None, None)
+    cfg = build_config(
+        "scale-1m",
+        [
+            f"num-clients={s['population']}",
+            f"clients-per-round={PER_ROUND}",
+            f"num-server-rounds={s['rounds']}",
+            f"num-supernodes={WORKERS}",
+            "client-num-cpus=1",
+            "dataset=synthetic",
+            "model=tiny",
+            "local-steps=2",
+            "batch-size=16",
+            f"out-dir={s['out-dir']}",
+        ],
+        None,
+        None,
+    )
     stamps: list[float] = []
     run_experiment(cfg, on_round=lambda row: stamps.append(time.time()))
     _procmem.emit(_procmem.round_times(stamps, _procmem.process_start_time()))
@@ -91,16 +102,23 @@ def flower_apps(s: dict, stamps: list[float]):
     def _main(grid, context) -> None:
         n = s["population"]
         strategy = FedAvg(
-            fraction_train=(PER_ROUND + 0.5) / n, fraction_evaluate=0.0,
-            min_train_nodes=PER_ROUND, min_available_nodes=n,
+            fraction_train=(PER_ROUND + 0.5) / n,
+            fraction_evaluate=0.0,
+            min_train_nodes=PER_ROUND,
+            min_available_nodes=n,
         )
 
         def evaluate_fn(server_round: int, arrays):
             stamps.append(time.time())
             return None
 
-        strategy.start(grid, ArrayRecord(tiny().state_dict()), num_rounds=s["rounds"],
-                       train_config=ConfigRecord({"lr": LR}), evaluate_fn=evaluate_fn)
+        strategy.start(
+            grid,
+            ArrayRecord(tiny().state_dict()),
+            num_rounds=s["rounds"],
+            train_config=ConfigRecord({"lr": LR}),
+            evaluate_fn=evaluate_fn,
+        )
 
     client_app = ClientApp()
 
@@ -120,10 +138,12 @@ def flower_apps(s: dict, stamps: list[float]):
             loss = torch.nn.functional.cross_entropy(model(X[idx]), y[idx])
             loss.backward()
             opt.step()
-        content = RecordDict({
-            "arrays": ArrayRecord(model.state_dict()),
-            "metrics": MetricRecord({"num-examples": SAMPLES, "train-loss": float(loss)}),
-        })
+        content = RecordDict(
+            {
+                "arrays": ArrayRecord(model.state_dict()),
+                "metrics": MetricRecord({"num-examples": SAMPLES, "train-loss": float(loss)}),
+            }
+        )
         return Message(content=content, reply_to=msg)
 
     return server_app, client_app
@@ -137,8 +157,14 @@ def child_flower(s: dict) -> None:
     torch.set_num_threads(1)
     stamps: list[float] = []
     server_app, client_app = flower_apps(s, stamps)
-    run_in_process(server_app, client_app, num_workers=s["population"], client_num_cpus=1.0,
-                   client_num_gpus=0.0, restart_crashed_workers=False)
+    run_in_process(
+        server_app,
+        client_app,
+        num_workers=s["population"],
+        client_num_cpus=1.0,
+        client_num_gpus=0.0,
+        restart_crashed_workers=False,
+    )
     _procmem.emit(_procmem.round_times(stamps, _procmem.process_start_time()))
 
 
@@ -148,15 +174,24 @@ def child_flower(s: dict) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=6)
-    ap.add_argument("--large-rounds", type=int, default=3,
-                    help="rounds of the 100,000-supernode plain-Flower run")
-    ap.add_argument("--skip-large", action="store_true",
-                    help="leave out the 100,000-supernode plain-Flower run")
+    ap.add_argument(
+        "--large-rounds",
+        type=int,
+        default=3,
+        help="rounds of the 100,000-supernode plain-Flower run",
+    )
+    ap.add_argument(
+        "--skip-large", action="store_true", help="leave out the 100,000-supernode plain-Flower run"
+    )
     ap.add_argument("--quick", action="store_true", help="3 rounds, implies --skip-large")
     ap.add_argument("--only", default="", help="comma list like fedadapt:1000,flower:10000")
-    ap.add_argument("--pull-interval", type=float, default=None,
-                    help="what-if, fedadapt only: the Grid's reply polling interval in seconds "
-                         "(Flower's default 0.1); not part of the reported baseline")
+    ap.add_argument(
+        "--pull-interval",
+        type=float,
+        default=None,
+        help="what-if, fedadapt only: the Grid's reply polling interval in seconds "
+        "(Flower's default 0.1); not part of the reported baseline",
+    )
     ap.add_argument("--repeats", type=int, default=1, help="run the list this many times")
     ap.add_argument("--json", default=None)
     ap.add_argument("--log-dir", default=None)
@@ -175,31 +210,48 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for kind, n in runs:
         rounds = args.large_rounds if kind == "flower" and n >= LARGE_FLOWER else args.rounds
-        s = {"population": n, "rounds": rounds,
-             "out-dir": str(log_dir / f"run-{kind}-{n}-{len(results)}")}
+        s = {
+            "population": n,
+            "rounds": rounds,
+            "out-dir": str(log_dir / f"run-{kind}-{n}-{len(results)}"),
+        }
         if args.pull_interval is not None and kind == "fedadapt":
             s["pull-interval"] = args.pull_interval
-        r = _procmem.run_child("population_scale", f"child_{kind}", s, timeout=1200,
-                               sample_memory=True,
-                               log_path=str(log_dir / f"{kind}-{n}-{len(results)}.log"))
+        r = _procmem.run_child(
+            "population_scale",
+            f"child_{kind}",
+            s,
+            timeout=1200,
+            sample_memory=True,
+            log_path=str(log_dir / f"{kind}-{n}-{len(results)}.log"),
+        )
         r.update(kind=kind, population=n, rounds=rounds)
         results.append(r)
-        print(f"{kind:8s} {n:>9,d}: {r['steady']:.3f} s/round after round 1 "
-              f"(rounds: {', '.join(f'{x:.2f}' for x in r['per-round'])}), start-up "
-              f"{r['startup']:.1f} s, peak RSS {r['peak-rss-bytes'] / 2**30:.2f} GiB "
-              f"(PSS {r['peak-pss-bytes'] / 2**30:.2f} GiB) over {r['peak-procs']} processes",
-              flush=True)
+        print(
+            f"{kind:8s} {n:>9,d}: {r['steady']:.3f} s/round after round 1 "
+            f"(rounds: {', '.join(f'{x:.2f}' for x in r['per-round'])}), start-up "
+            f"{r['startup']:.1f} s, peak RSS {r['peak-rss-bytes'] / 2**30:.2f} GiB "
+            f"(PSS {r['peak-pss-bytes'] / 2**30:.2f} GiB) over {r['peak-procs']} processes",
+            flush=True,
+        )
         top = ", ".join(f"{name} {rss / 2**20:.0f}" for name, rss in r["peak-detail"][:6])
         print(f"    at the peak (MiB RSS): {top}", flush=True)
 
-    print("\n| setup | population | rounds | s/round after round 1 (median) | round 1 incl. start-up (s) | peak RSS, all processes (GiB) | peak PSS (GiB) |")
+    print(
+        "\n| setup | population | rounds | s/round after round 1 (median) | round 1 incl. start-up (s) | peak RSS, all processes (GiB) | peak PSS (GiB) |"
+    )
     print("|---|---|---|---|---|---|---|")
     for r in results:
-        label = ("fedadapt, 2 workers" if r["kind"] == "fedadapt"
-                 else "plain Flower, 1 supernode per client")
-        print(f"| {label} | {r['population']:,} | {r['rounds']} | {r['steady']:.3f} | "
-              f"{r['startup']:.1f} | {r['peak-rss-bytes'] / 2**30:.2f} | "
-              f"{r['peak-pss-bytes'] / 2**30:.2f} |")
+        label = (
+            "fedadapt, 2 workers"
+            if r["kind"] == "fedadapt"
+            else "plain Flower, 1 supernode per client"
+        )
+        print(
+            f"| {label} | {r['population']:,} | {r['rounds']} | {r['steady']:.3f} | "
+            f"{r['startup']:.1f} | {r['peak-rss-bytes'] / 2**30:.2f} | "
+            f"{r['peak-pss-bytes'] / 2**30:.2f} |"
+        )
     steady: dict[tuple[str, int], list[float]] = {}
     for r in results:
         steady.setdefault((r["kind"], r["population"]), []).append(r["steady"])

@@ -51,21 +51,43 @@ SEED = 0
 
 
 def _settings(rounds: int, out_dir: str) -> dict:
-    return {"rounds": rounds, "num-clients": NUM_CLIENTS, "per-round": PER_ROUND,
-            "workers": WORKERS, "lr": LR, "batch": BATCH, "seed": SEED, "out-dir": out_dir}
+    return {
+        "rounds": rounds,
+        "num-clients": NUM_CLIENTS,
+        "per-round": PER_ROUND,
+        "workers": WORKERS,
+        "lr": LR,
+        "batch": BATCH,
+        "seed": SEED,
+        "out-dir": out_dir,
+    }
 
 
 def _fedadapt_cfg(s: dict) -> dict:
     from simulations.cli import build_config
 
-    return build_config("quickstart", [
-        f"num-clients={s['num-clients']}", f"clients-per-round={s['per-round']}",
-        f"num-server-rounds={s['rounds']}", f"num-supernodes={s['workers']}",
-        "strategy=fedadapt", "server-optimizer=sgd", "server-lr=1.0",
-        "client-optimizer=sgd", f"client-lr={s['lr']}", f"batch-size={s['batch']}",
-        "local-epochs=1", "client-num-cpus=1", f"seed={s['seed']}",
-        f"eval-every={s['rounds'] + 1}", f"out-dir={s['out-dir']}",
-    ], None, None)
+    return build_config(
+        "quickstart",
+        [
+            f"num-clients={s['num-clients']}",
+            f"clients-per-round={s['per-round']}",
+            f"num-server-rounds={s['rounds']}",
+            f"num-supernodes={s['workers']}",
+            "strategy=fedadapt",
+            "server-optimizer=sgd",
+            "server-lr=1.0",
+            "client-optimizer=sgd",
+            f"client-lr={s['lr']}",
+            f"batch-size={s['batch']}",
+            "local-epochs=1",
+            "client-num-cpus=1",
+            f"seed={s['seed']}",
+            f"eval-every={s['rounds'] + 1}",
+            f"out-dir={s['out-dir']}",
+        ],
+        None,
+        None,
+    )
 
 
 # ----------------------------------------------------------------------------- shared pieces
@@ -83,9 +105,13 @@ def source(s: dict):
         cfg = _fedadapt_cfg(s)
         _SOURCE.clear()
         _SOURCE[key] = build_source(
-            "digits", num_clients=int(cfg["num-clients"]), partitioner=str(cfg["partitioner"]),
-            partitioner_params={"alpha": float(cfg["partition-alpha"])}, seed=int(cfg["seed"]),
-            cache_size=int(cfg["cache-size"]), test_fraction=float(cfg["test-fraction"]),
+            "digits",
+            num_clients=int(cfg["num-clients"]),
+            partitioner=str(cfg["partitioner"]),
+            partitioner_params={"alpha": float(cfg["partition-alpha"])},
+            seed=int(cfg["seed"]),
+            cache_size=int(cfg["cache-size"]),
+            test_fraction=float(cfg["test-fraction"]),
         )
     return _SOURCE[key]
 
@@ -138,8 +164,10 @@ def flower_apps(s: dict, stamps: list[float]):
     def _main(grid, context) -> None:
         src = source(s)
         strategy = FedAvg(
-            fraction_train=s["per-round"] / s["num-clients"] + 1e-9, fraction_evaluate=0.0,
-            min_train_nodes=s["per-round"], min_available_nodes=s["num-clients"],
+            fraction_train=s["per-round"] / s["num-clients"] + 1e-9,
+            fraction_evaluate=0.0,
+            min_train_nodes=s["per-round"],
+            min_available_nodes=s["num-clients"],
         )
 
         def evaluate_fn(server_round: int, arrays):
@@ -147,8 +175,10 @@ def flower_apps(s: dict, stamps: list[float]):
             return None
 
         strategy.start(
-            grid, ArrayRecord(model_for(src, s["seed"]).state_dict()),
-            num_rounds=s["rounds"], train_config=ConfigRecord({"lr": s["lr"]}),
+            grid,
+            ArrayRecord(model_for(src, s["seed"]).state_dict()),
+            num_rounds=s["rounds"],
+            train_config=ConfigRecord({"lr": s["lr"]}),
             evaluate_fn=evaluate_fn,
         )
 
@@ -163,12 +193,22 @@ def flower_apps(s: dict, stamps: list[float]):
         X, y = src.get(pid)
         model = model_for(src, s["seed"])
         model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
-        loss = train_one_epoch(model, X, y, lr=float(msg.content["config"]["lr"]),
-                               batch=s["batch"], seed=s["seed"], cid=pid, rnd=rnd)
-        content = RecordDict({
-            "arrays": ArrayRecord(model.state_dict()),
-            "metrics": MetricRecord({"num-examples": len(y), "train-loss": loss}),
-        })
+        loss = train_one_epoch(
+            model,
+            X,
+            y,
+            lr=float(msg.content["config"]["lr"]),
+            batch=s["batch"],
+            seed=s["seed"],
+            cid=pid,
+            rnd=rnd,
+        )
+        content = RecordDict(
+            {
+                "arrays": ArrayRecord(model.state_dict()),
+                "metrics": MetricRecord({"num-examples": len(y), "train-loss": loss}),
+            }
+        )
         return Message(content=content, reply_to=msg)
 
     return server_app, client_app
@@ -182,8 +222,15 @@ def child_flower(s: dict) -> None:
     torch.set_num_threads(1)
     stamps: list[float] = []
     server_app, client_app = flower_apps(s, stamps)
-    run_in_process(server_app, client_app, num_workers=s["num-clients"], client_num_cpus=1.0,
-                   client_num_gpus=0.0, restart_crashed_workers=False, fast_poll=False)
+    run_in_process(
+        server_app,
+        client_app,
+        num_workers=s["num-clients"],
+        client_num_cpus=1.0,
+        client_num_gpus=0.0,
+        restart_crashed_workers=False,
+        fast_poll=False,
+    )
     _procmem.emit(_procmem.round_times(stamps, _procmem.process_start_time()))
 
 
@@ -230,15 +277,17 @@ def child_loop(s: dict) -> None:
     global_model = model_for(src, s["seed"])
     model = model_for(src, s["seed"])
     for rnd in range(1, s["rounds"] + 1):
-        cohort = sampling.sample_cohort(s["num-clients"], s["per-round"], seed=s["seed"],
-                                        server_round=rnd)
+        cohort = sampling.sample_cohort(
+            s["num-clients"], s["per-round"], seed=s["seed"], server_round=rnd
+        )
         acc = {k: torch.zeros_like(v) for k, v in global_model.state_dict().items()}
         total = 0
         for cid in cohort.client_ids:
             X, y = src.get(cid)
             model.load_state_dict(global_model.state_dict())
-            train_one_epoch(model, X, y, lr=s["lr"], batch=s["batch"], seed=s["seed"],
-                            cid=cid, rnd=rnd)
+            train_one_epoch(
+                model, X, y, lr=s["lr"], batch=s["batch"], seed=s["seed"], cid=cid, rnd=rnd
+            )
             for k, v in model.state_dict().items():
                 acc[k] += v * len(y)
             total += len(y)
@@ -260,9 +309,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="6 rounds instead of 20")
     ap.add_argument("--rounds", type=int, default=None)
     ap.add_argument("--variants", default=",".join(VARIANTS))
-    ap.add_argument("--pull-interval", type=float, default=None,
-                    help="what-if, fedadapt only: the Grid's reply polling interval in seconds "
-                         "(Flower's default 0.1); not part of the reported baseline")
+    ap.add_argument(
+        "--pull-interval",
+        type=float,
+        default=None,
+        help="what-if, fedadapt only: the Grid's reply polling interval in seconds "
+        "(Flower's default 0.1); not part of the reported baseline",
+    )
     ap.add_argument("--json", default=None, help="write all results to this file")
     ap.add_argument("--log-dir", default=None, help="children's logs (default: a temp dir)")
     args = ap.parse_args(argv)
@@ -277,30 +330,44 @@ def main(argv: list[str] | None = None) -> int:
             if args.pull_interval is not None and v == "fedadapt":
                 s["pull-interval"] = args.pull_interval
             t0 = time.time()
-            r = _procmem.run_child("simulation_overhead", "child_" + v.replace("-", "_"), s, timeout=1200,
-                                   log_path=str(log_dir / f"{v}-{rep}.log"))
+            r = _procmem.run_child(
+                "simulation_overhead",
+                "child_" + v.replace("-", "_"),
+                s,
+                timeout=1200,
+                log_path=str(log_dir / f"{v}-{rep}.log"),
+            )
             results[v].append(r)
-            print(f"[rep {rep}] {v:9s} start-up {_fmt(r['startup'], ' s')}  steady "
-                  f"{_fmt(r['steady'] * 1e3 if r['steady'] is not None else None, ' ms')}/round"
-                  f"  (child wall {time.time() - t0:.1f} s)", flush=True)
+            print(
+                f"[rep {rep}] {v:9s} start-up {_fmt(r['startup'], ' s')}  steady "
+                f"{_fmt(r['steady'] * 1e3 if r['steady'] is not None else None, ' ms')}/round"
+                f"  (child wall {time.time() - t0:.1f} s)",
+                flush=True,
+            )
 
     def med(v: str, key: str) -> float | None:
         vals = [r[key] for r in results.get(v, []) if r.get(key) is not None]
         return statistics.median(vals) if vals else None
 
-    print(f"\n{rounds} rounds, {NUM_CLIENTS} clients, {PER_ROUND} per round, "
-          f"median of {args.repeats} repeat(s)")
+    print(
+        f"\n{rounds} rounds, {NUM_CLIENTS} clients, {PER_ROUND} per round, "
+        f"median of {args.repeats} repeat(s)"
+    )
     print("| variant | start-up (s) | steady (ms/round) |")
     print("|---|---|---|")
     for v in variants:
         st, sd = med(v, "startup"), med(v, "steady")
         print(f"| {v} | {_fmt(st)} | {_fmt(sd * 1e3 if sd is not None else None)} |")
     if {"flower", "fedadapt"} <= set(variants):
-        print(f"steady b/a = {med('fedadapt', 'steady') / med('flower', 'steady'):.2f} (goal <= 0.5);"
-              f" start-up b/a = {med('fedadapt', 'startup') / med('flower', 'startup'):.2f} (goal <= 1)")
+        print(
+            f"steady b/a = {med('fedadapt', 'steady') / med('flower', 'steady'):.2f} (goal <= 0.5);"
+            f" start-up b/a = {med('fedadapt', 'startup') / med('flower', 'startup'):.2f} (goal <= 1)"
+        )
     if {"loop", "fedadapt"} <= set(variants):
-        print(f"steady b/c = {med('fedadapt', 'steady') / med('loop', 'steady'):.2f} (goal <= 2.0);"
-              f" start-up b/c = {med('fedadapt', 'startup') / med('loop', 'startup'):.2f}")
+        print(
+            f"steady b/c = {med('fedadapt', 'steady') / med('loop', 'steady'):.2f} (goal <= 2.0);"
+            f" start-up b/c = {med('fedadapt', 'startup') / med('loop', 'startup'):.2f}"
+        )
     if args.json:
         Path(args.json).write_text(json.dumps({"rounds": rounds, "results": results}, indent=1))
     print(f"logs: {log_dir}")

@@ -34,7 +34,14 @@ from torch import Tensor
 
 Scalar = float | Tensor
 
-__all__ = ["base_direction", "run_rule", "eg_rule", "cprop_rule", "dsa_stats_rule", "dsa_update_rule"]
+__all__ = [
+    "base_direction",
+    "run_rule",
+    "eg_rule",
+    "cprop_rule",
+    "dsa_stats_rule",
+    "dsa_update_rule",
+]
 
 
 # ---------------------------------------------------------------------------- op helpers
@@ -103,9 +110,17 @@ def _is_compiled(sc) -> bool:
 
 
 # ---------------------------------------------------------------------------- base direction
-def base_direction(kind: str, g: Sequence[Tensor], bufs: Sequence[Tensor], ms: Sequence[Tensor],
-                   vs: Sequence[Tensor], s: Sequence[Scalar], out: Sequence[Tensor] | None,
-                   fresh: Sequence[bool] | None = None, v_done: bool = False) -> list[Tensor]:
+def base_direction(
+    kind: str,
+    g: Sequence[Tensor],
+    bufs: Sequence[Tensor],
+    ms: Sequence[Tensor],
+    vs: Sequence[Tensor],
+    s: Sequence[Scalar],
+    out: Sequence[Tensor] | None,
+    fresh: Sequence[bool] | None = None,
+    v_done: bool = False,
+) -> list[Tensor]:
     """The base optimizer's unit-lr direction ``d_raw`` (scaled by a factor the caller knows).
 
     ``kind``: ``"sgd"`` (``d = g``, no copy), ``"momentum"`` (``d`` = the buffer),
@@ -134,7 +149,10 @@ def base_direction(kind: str, g: Sequence[Tensor], bufs: Sequence[Tensor], ms: S
                     else:
                         torch.add(gi, b, alpha=nu, out=o)
                 return list(out)
-            return [gi + b * nu if isinstance(nu, Tensor) else torch.add(gi, b, alpha=nu) for gi, b in zip(g, bufs, strict=True)]
+            return [
+                gi + b * nu if isinstance(nu, Tensor) else torch.add(gi, b, alpha=nu)
+                for gi, b in zip(g, bufs, strict=True)
+            ]
         return bufs  # type: ignore[return-value]
     w1, b2, w2, eps_c = s[0], s[1], s[2], s[3]
     d = []
@@ -156,7 +174,9 @@ def _base_direction_foreach(kind, g, bufs, ms, vs, s, out, fresh, v_done) -> lis
     """:func:`base_direction` with float scalars, as foreach ops (same arithmetic)."""
     if kind in ("momentum", "nesterov"):
         mu, c, nu = s[0], s[1], s[2]
-        old = list(bufs) if fresh is None else [b for b, f in zip(bufs, fresh, strict=True) if not f]
+        old = (
+            list(bufs) if fresh is None else [b for b, f in zip(bufs, fresh, strict=True) if not f]
+        )
         og = list(g) if fresh is None else [x for x, f in zip(g, fresh, strict=True) if not f]
         if old:
             torch._foreach_mul_(old, mu)
@@ -183,7 +203,9 @@ def _base_direction_foreach(kind, g, bufs, ms, vs, s, out, fresh, v_done) -> lis
     return d
 
 
-def direction_result(kind: str, g: list[Tensor], bufs: list[Tensor], out: list[Tensor] | None) -> list[Tensor]:
+def direction_result(
+    kind: str, g: list[Tensor], bufs: list[Tensor], out: list[Tensor] | None
+) -> list[Tensor]:
     """The tensors :func:`base_direction` wrote ``d`` into (given ``out`` for Adam and Nesterov)."""
     if kind == "sgd":
         return g
@@ -203,7 +225,9 @@ def seeded(ds: list[float]) -> list[float]:
     return [1.0, 0.0, *ds[2:]]
 
 
-def _apply_scaled_all(params: list[Tensor], d: list[Tensor], gamma: list[Tensor], neg_lrf: Scalar) -> None:
+def _apply_scaled_all(
+    params: list[Tensor], d: list[Tensor], gamma: list[Tensor], neg_lrf: Scalar
+) -> None:
     """``params += neg_lrf * gamma * d`` (eager: one foreach call for a float step size)."""
     if isinstance(neg_lrf, Tensor):
         for p, di, x in zip(params, d, gamma, strict=True):
@@ -218,10 +242,23 @@ def _apply_scaled(p: Tensor, d: Tensor, gamma: Tensor, neg_lrf: Scalar) -> None:
 
 
 # ---------------------------------------------------------------------------- EG
-def eg_rule(kind: str, adapt: bool, shared: bool, params: list[Tensor], g: list[Tensor], gains: list[Tensor],
-            avgs: list[Tensor], bufs: list[Tensor], ms: list[Tensor], vs: list[Tensor],
-            out: list[Tensor] | None, fresh: list[bool] | None, *,
-            work: tuple[list[Tensor], list[Tensor]] | None, sc) -> None:
+def eg_rule(
+    kind: str,
+    adapt: bool,
+    shared: bool,
+    params: list[Tensor],
+    g: list[Tensor],
+    gains: list[Tensor],
+    avgs: list[Tensor],
+    bufs: list[Tensor],
+    ms: list[Tensor],
+    vs: list[Tensor],
+    out: list[Tensor] | None,
+    fresh: list[bool] | None,
+    *,
+    work: tuple[list[Tensor], list[Tensor]] | None,
+    sc,
+) -> None:
     """EG step after the host has set ``lr``; see :class:`fedadapt.ExponentiatedGradientStepSize`.
 
     ``sc`` = ``(sinh eta, cosh eta - 1, min_gain, max_gain, 1 - beta, -lr * factor, *direction)``.
@@ -248,7 +285,9 @@ def eg_rule(kind: str, adapt: bool, shared: bool, params: list[Tensor], g: list[
             torch._foreach_clamp_max_(gains, hi)
         if not shared:
             torch._foreach_lerp_(avgs, g, w)
-        d = base_direction(kind, g, bufs, ms, vs, [sc[6 + k] for k in range(n_direction(kind))], out, fresh)
+        d = base_direction(
+            kind, g, bufs, ms, vs, [sc[6 + k] for k in range(n_direction(kind))], out, fresh
+        )
         _apply_scaled_all(params, d, gains, neg_lrf)
         return
     if adapt:
@@ -259,15 +298,23 @@ def eg_rule(kind: str, adapt: bool, shared: bool, params: list[Tensor], g: list[
     if not shared:  # shared: gbar is Adam's m, which the direction advances
         for ai, gi in zip(avgs, g, strict=True):
             ai.lerp_(gi, w)
-    d = base_direction(kind, g, bufs, ms, vs, [sc[6 + k] for k in range(n_direction(kind))],
-                       out, fresh)
+    d = base_direction(
+        kind, g, bufs, ms, vs, [sc[6 + k] for k in range(n_direction(kind))], out, fresh
+    )
     for p, di, gain in zip(params, d, gains, strict=True):
         _apply_scaled(p, di, gain, neg_lrf)
 
 
 # ---------------------------------------------------------------------------- CProp
-def _conformity_of_var_foreach(zs: list[Tensor], means: list[Tensor], eps_sq_k: float, pre: float, c: float,
-                               cdf: str, work: list[Tensor]) -> list[Tensor]:
+def _conformity_of_var_foreach(
+    zs: list[Tensor],
+    means: list[Tensor],
+    eps_sq_k: float,
+    pre: float,
+    c: float,
+    cdf: str,
+    work: list[Tensor],
+) -> list[Tensor]:
     """:func:`conformity_of_var` over lists with float scalars, as foreach ops (same arithmetic)."""
     z0 = zs[0]
     torch._foreach_clamp_min_(zs, eps_sq_k)
@@ -304,8 +351,9 @@ def _conformity_of_var_foreach(zs: list[Tensor], means: list[Tensor], eps_sq_k: 
     return zs
 
 
-def conformity_of_var(z: Tensor, mean: Tensor, eps_sq_k: Scalar, pre: Scalar, c: Scalar, cdf: str,
-                      work: Tensor | None) -> Tensor:
+def conformity_of_var(
+    z: Tensor, mean: Tensor, eps_sq_k: Scalar, pre: Scalar, c: Scalar, cdf: str, work: Tensor | None
+) -> Tensor:
     """In place on ``z`` (a variance): ``min(1, 2c |Phi(pre |mean| / sqrt(max(z, eps_sq_k))) - 1/2|)``.
 
     Tensor scalars (compiled) or floats (eager, ``work`` a scratch buffer or ``None``).
@@ -334,10 +382,27 @@ def conformity_of_var(z: Tensor, mean: Tensor, eps_sq_k: Scalar, pre: Scalar, c:
     return z
 
 
-def cprop_rule(kind: str, cdf: str, server: bool, shared_v: bool, params: list[Tensor], grads: list[Tensor], g: list[Tensor],
-               mavg: list[Tensor], vavg: list[Tensor], scale: list[Tensor], sq: list[Tensor] | None,
-               bufs: list[Tensor], ms: list[Tensor], vs: list[Tensor], out: list[Tensor] | None,
-               fresh: list[bool] | None, *, work: list[Tensor] | None, sc) -> None:
+def cprop_rule(
+    kind: str,
+    cdf: str,
+    server: bool,
+    shared_v: bool,
+    params: list[Tensor],
+    grads: list[Tensor],
+    g: list[Tensor],
+    mavg: list[Tensor],
+    vavg: list[Tensor],
+    scale: list[Tensor],
+    sq: list[Tensor] | None,
+    bufs: list[Tensor],
+    ms: list[Tensor],
+    vs: list[Tensor],
+    out: list[Tensor] | None,
+    fresh: list[bool] | None,
+    *,
+    work: list[Tensor] | None,
+    sc,
+) -> None:
     """CProp step; see :class:`fedadapt.CProp`.
 
     ``sc`` = ``(1 - beta, beta, first, var_coef, eps_sq_k, pre, c, -lr * factor, *direction)``:
@@ -359,10 +424,26 @@ def cprop_rule(kind: str, cdf: str, server: bool, shared_v: bool, params: list[T
             assert var is not None
             for x, q, mi in zip(scale, var, mean, strict=True):
                 torch.addcmul(q, mi, mi, value=var_coef, out=x)
-            _conformity_of_var_foreach(scale, mean, eps_sq_k, pre, c, cdf,
-                                       work if work is not None else [torch.empty_like(x) for x in scale])
-        d = base_direction(kind, g, bufs, ms, vs, [sc[8 + k] for k in range(n_direction(kind))],
-                           out, fresh, v_done=shared_v)
+            _conformity_of_var_foreach(
+                scale,
+                mean,
+                eps_sq_k,
+                pre,
+                c,
+                cdf,
+                work if work is not None else [torch.empty_like(x) for x in scale],
+            )
+        d = base_direction(
+            kind,
+            g,
+            bufs,
+            ms,
+            vs,
+            [sc[8 + k] for k in range(n_direction(kind))],
+            out,
+            fresh,
+            v_done=shared_v,
+        )
         _apply_scaled_all(params, d, scale, neg_lrf)
         return
     # compiled (tensor scalars, no work buffers): one loop per tensor, one graph for every step
@@ -377,15 +458,31 @@ def cprop_rule(kind: str, cdf: str, server: bool, shared_v: bool, params: list[T
         # at the first step without server statistics the scale is min(1, c)
         z = conformity_of_var(_addcmul(q, mi, mi, var_coef, None), mi, eps_sq_k, pre, c, cdf, None)
         x.copy_(torch.where(first > 0, torch.clamp(c, max=1.0), z))
-    d = base_direction(kind, g, bufs, ms, vs, [sc[8 + k] for k in range(n_direction(kind))],
-                       out, fresh, v_done=shared_v)
+    d = base_direction(
+        kind,
+        g,
+        bufs,
+        ms,
+        vs,
+        [sc[8 + k] for k in range(n_direction(kind))],
+        out,
+        fresh,
+        v_done=shared_v,
+    )
     for p, di, x in zip(params, d, scale, strict=True):
         _apply_scaled(p, di, x, neg_lrf)
 
 
 # ---------------------------------------------------------------------------- DSA
-def dsa_stats_rule(g: list[Tensor], prev: list[Tensor], avg: list[Tensor], new_avg: list[Tensor],
-                   *, work: list[Tensor] | None, sc) -> Tensor | list[float]:
+def dsa_stats_rule(
+    g: list[Tensor],
+    prev: list[Tensor],
+    avg: list[Tensor],
+    new_avg: list[Tensor],
+    *,
+    work: list[Tensor] | None,
+    sc,
+) -> Tensor | list[float]:
     """DSA phase 1: ``new_avg = lerp(avg, dfac * g * prev, 1 - rho)``; returns ``[sum x^2..., sum x...]``.
 
     ``sc`` = ``(dfac, 1 - rho)``. ``avg`` is not modified (a skipped step leaves state as is).
@@ -434,7 +531,9 @@ _F32 = struct.Struct("<f")
 _F32_MAX = 3.4028234663852886e38
 
 
-def _scale_factors(tscales: list[Tensor], mults: Sequence[float], lo: float, hi: float) -> list[float]:
+def _scale_factors(
+    tscales: list[Tensor], mults: Sequence[float], lo: float, hi: float
+) -> list[float]:
     """``ts.mul_(m).clamp_(lo, hi)`` for each 0-dim factor; returns the new values as floats.
 
     On CPU in float32/float64 the product and the clamp are done on the host with the same
@@ -448,8 +547,11 @@ def _scale_factors(tscales: list[Tensor], mults: Sequence[float], lo: float, hi:
     # a finite bound beyond float32's range makes torch's clamp raise: leave that to torch
     host32 = all(math.isinf(b) or abs(b) <= _F32_MAX for b in (lo, hi))
     for ts, m in zip(tscales, mults, strict=True):
-        if ts.device.type != "cpu" or ts.dtype not in (torch.float32, torch.float64) or (
-                ts.dtype == torch.float32 and not host32):
+        if (
+            ts.device.type != "cpu"
+            or ts.dtype not in (torch.float32, torch.float64)
+            or (ts.dtype == torch.float32 and not host32)
+        ):
             if m != 1.0:
                 ts.mul_(m)
             out.append(float(ts.clamp_(lo, hi)))
@@ -466,10 +568,23 @@ def _scale_factors(tscales: list[Tensor], mults: Sequence[float], lo: float, hi:
     return out
 
 
-def dsa_update_rule(kind: str, adapt_param: bool, params: list[Tensor], g: list[Tensor], hbar: list[Tensor],
-                    pscales: list[Tensor], tscales: list[Tensor], bufs: list[Tensor], ms: list[Tensor],
-                    vs: list[Tensor], out: list[Tensor] | None, fresh: list[bool] | None, *,
-                    work: list[Tensor] | None, sc) -> None:
+def dsa_update_rule(
+    kind: str,
+    adapt_param: bool,
+    params: list[Tensor],
+    g: list[Tensor],
+    hbar: list[Tensor],
+    pscales: list[Tensor],
+    tscales: list[Tensor],
+    bufs: list[Tensor],
+    ms: list[Tensor],
+    vs: list[Tensor],
+    out: list[Tensor] | None,
+    fresh: list[bool] | None,
+    *,
+    work: list[Tensor] | None,
+    sc,
+) -> None:
     """DSA phase 2: per-coordinate and per-tensor factors, then the step.
 
     ``sc`` = ``(bp, lo, hi, -lr * factor, coef_0.., tmult_0.., *direction)`` with ``n`` tensors:
@@ -488,9 +603,10 @@ def dsa_update_rule(kind: str, adapt_param: bool, params: list[Tensor], g: list[
             torch._foreach_addcmul_(pscales, pscales, work)
             torch._foreach_clamp_min_(pscales, lo)
             torch._foreach_clamp_max_(pscales, hi)
-        values = _scale_factors(tscales, sc[4 + n:4 + 2 * n], lo, hi)
-        d = base_direction(kind, g, bufs, ms, vs,
-                           [sc[4 + 2 * n + k] for k in range(n_direction(kind))], out, fresh)
+        values = _scale_factors(tscales, sc[4 + n : 4 + 2 * n], lo, hi)
+        d = base_direction(
+            kind, g, bufs, ms, vs, [sc[4 + 2 * n + k] for k in range(n_direction(kind))], out, fresh
+        )
         torch._foreach_addcmul_(params, list(d), pscales, [neg_lrf * v for v in values])
         return
     if adapt_param:
@@ -500,10 +616,13 @@ def dsa_update_rule(kind: str, adapt_param: bool, params: list[Tensor], g: list[
             ps.addcmul_(ps, h).clamp_(lo, hi)
     for i, ts in enumerate(tscales):
         ts.mul_(sc[4 + n + i]).clamp_(lo, hi)
-    d = base_direction(kind, g, bufs, ms, vs,
-                       [sc[4 + 2 * n + k] for k in range(n_direction(kind))], out, fresh)
+    d = base_direction(
+        kind, g, bufs, ms, vs, [sc[4 + 2 * n + k] for k in range(n_direction(kind))], out, fresh
+    )
     for p, di, ps, ts in zip(params, d, pscales, tscales, strict=True):
-        if _is_compiled(sc) or isinstance(neg_lrf, Tensor):  # compiled, or a device lr (no host read)
+        if _is_compiled(sc) or isinstance(
+            neg_lrf, Tensor
+        ):  # compiled, or a device lr (no host read)
             p.add_(di * ps * (ts * neg_lrf))
         else:
             p.addcmul_(di, ps, value=neg_lrf * float(ts))
@@ -518,14 +637,23 @@ def dot_pairs_rule(a: list[Tensor], b: list[Tensor], c: list[Tensor], *, work: N
     else:
         ab = [torch.dot(x.reshape(-1), y.reshape(-1)) for x, y in zip(a, b, strict=True)]
         ac = [torch.dot(x.reshape(-1), z.reshape(-1)) for x, z in zip(a, c, strict=True)]
-    return torch.stack([x.to(torch.float64) for x in ab + ac]) if a else torch.zeros(0, dtype=torch.float64)
+    return (
+        torch.stack([x.to(torch.float64) for x in ab + ac])
+        if a
+        else torch.zeros(0, dtype=torch.float64)
+    )
 
 
 # ---------------------------------------------------------------------------- dispatch
 _COMPILED: dict[tuple[str, str, torch.dtype], Callable] = {}
 _FAILED: dict[tuple[str, str, torch.dtype], str] = {}
-RULES: dict[str, Callable] = {"dot-pairs": dot_pairs_rule, "eg": eg_rule, "cprop": cprop_rule, "dsa-stats": dsa_stats_rule,
-                              "dsa-update": dsa_update_rule}
+RULES: dict[str, Callable] = {
+    "dot-pairs": dot_pairs_rule,
+    "eg": eg_rule,
+    "cprop": cprop_rule,
+    "dsa-stats": dsa_stats_rule,
+    "dsa-update": dsa_update_rule,
+}
 
 
 def _scalar_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -535,7 +663,9 @@ def _scalar_dtype(dtype: torch.dtype) -> torch.dtype:
 def pack(sc: Sequence[Scalar], dtype: torch.dtype, device: torch.device) -> Tensor:
     """Scalars as one 1-D tensor (Python floats and 0-dim device tensors, e.g. a CUDA ``lr``)."""
     dt = _scalar_dtype(dtype)
-    t = torch.tensor([0.0 if isinstance(x, Tensor) else float(x) for x in sc], dtype=dt, device=device)
+    t = torch.tensor(
+        [0.0 if isinstance(x, Tensor) else float(x) for x in sc], dtype=dt, device=device
+    )
     for i, x in enumerate(sc):
         if isinstance(x, Tensor):
             t[i] = x
@@ -547,7 +677,15 @@ def compile_failed(name: str, device: torch.device, dtype: torch.dtype) -> str |
     return _FAILED.get((name, device.type, dtype))
 
 
-def run_rule(name: str, fused: bool, device: torch.device, dtype: torch.dtype, *args, work, sc: Sequence[Scalar]):
+def run_rule(
+    name: str,
+    fused: bool,
+    device: torch.device,
+    dtype: torch.dtype,
+    *args,
+    work,
+    sc: Sequence[Scalar],
+):
     """Run rule ``name``: compiled with packed scalars when ``fused``, else eagerly with floats.
 
     ``args`` are the rule's positional arguments; ``work`` (scratch buffers) is only used
@@ -572,6 +710,10 @@ def run_rule(name: str, fused: bool, device: torch.device, dtype: torch.dtype, *
             except Exception as exc:  # noqa: BLE001 - any compiler failure falls back to the eager rule
                 first = (str(exc).strip().splitlines() or [""])[0][:200]
                 _FAILED[key] = f"{type(exc).__name__}: {first}"
-                warnings.warn(f"fedadapt: fused=True could not compile the {name!r} rule for {device.type}/{dtype} "
-                              f"({_FAILED[key]}); using the foreach path", RuntimeWarning, stacklevel=4)
+                warnings.warn(
+                    f"fedadapt: fused=True could not compile the {name!r} rule for {device.type}/{dtype} "
+                    f"({_FAILED[key]}); using the foreach path",
+                    RuntimeWarning,
+                    stacklevel=4,
+                )
     return fn(*args, work=work, sc=sc)

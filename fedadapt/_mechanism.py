@@ -17,6 +17,7 @@ and ``_update`` (direction, per-coordinate scale, the parameter update). Every p
 buffer lives in ``self.state[p]`` and every per-group scalar in the param group, so
 ``state_dict()``, pickling and LR schedulers work without custom code.
 """
+
 from __future__ import annotations
 
 import math
@@ -59,7 +60,9 @@ def global_dots(*pairs: tuple[Sequence[Tensor], Sequence[Tensor]]) -> list[float
         return [0.0 for _ in pairs]
     if first.device.type == "cpu":
         return [math.fsum(vs) for vs in dot_values(*pairs)]
-    parts = [[torch.dot(_flat(x), _flat(y)) for x, y in zip(xs, ys, strict=True)] for xs, ys in pairs]
+    parts = [
+        [torch.dot(_flat(x), _flat(y)) for x, y in zip(xs, ys, strict=True)] for xs, ys in pairs
+    ]
     return [torch.stack([p.to(torch.float64) for p in ps]).sum() if ps else 0.0 for ps in parts]
 
 
@@ -107,7 +110,9 @@ def params_with_grads(group: dict, name: str) -> tuple[list[Tensor], list[Tensor
 
 def squared_norm(grads: Sequence[Tensor]) -> Tensor:
     """Sum of the tensors' squared norms, in float64 (one 0-dim tensor; non-finite if any is)."""
-    return torch.stack([n.to(torch.float64) for n in torch._foreach_norm(list(grads))]).square().sum()
+    return (
+        torch.stack([n.to(torch.float64) for n in torch._foreach_norm(list(grads))]).square().sum()
+    )
 
 
 def grads_finite(grads: Sequence[Tensor]) -> bool:
@@ -150,8 +155,11 @@ def finite_number(x: object) -> bool:
 
 def check_betas(betas: object, count: int, what: str = "") -> tuple[float, ...]:
     """``betas`` as ``count`` floats, each a number in [0, 1); ``ValueError`` naming the value."""
-    ok = (isinstance(betas, tuple | list) and len(betas) == count
-          and all(finite_number(b) and 0.0 <= float(b) < 1.0 for b in betas))
+    ok = (
+        isinstance(betas, tuple | list)
+        and len(betas) == count
+        and all(finite_number(b) and 0.0 <= float(b) < 1.0 for b in betas)
+    )
     words = {2: "two", 3: "three"}.get(count, str(count))
     _check(ok, f"betas must be {words} numbers in [0, 1){what}, got {betas!r}")
     assert isinstance(betas, tuple | list)
@@ -201,18 +209,23 @@ class AdaptiveOptimizer(Optimizer):
 
     direction: Direction
 
-    def __init__(self, params: Iterable, defaults: dict, direction: Direction | None = None,
-                 **base: object) -> None:
+    def __init__(
+        self, params: Iterable, defaults: dict, direction: Direction | None = None, **base: object
+    ) -> None:
         if self._takes_direction:
             self.direction, base_defaults = make_direction(direction, base)
             if not self.direction.builtin and self.per_coordinate:
                 raise ValueError(
                     f"{type(self).__name__} needs a built-in direction (SGDDirection or AdamDirection): "
                     f"its per-coordinate rule computes the direction inside its own update; got {self.direction!r}. "
-                    "TorchDirection serves the scalar rules (hd, hd-mult, autodrop, fedexp, fedhyper-g, fedhyper-cl)")
+                    "TorchDirection serves the scalar rules (hd, hd-mult, autodrop, fedexp, fedhyper-g, fedhyper-cl)"
+                )
             defaults.update(base_defaults)
         lr = defaults["lr"]
-        _check(isinstance(lr, int | float) and lr > 0 and math.isfinite(lr), f"lr must be a finite number > 0, got {lr!r}")
+        _check(
+            isinstance(lr, int | float) and lr > 0 and math.isfinite(lr),
+            f"lr must be a finite number > 0, got {lr!r}",
+        )
         lo, hi = defaults.get("min_lr"), defaults.get("max_lr")
         _check(lo is None or lo >= 0.0, f"min_lr must be >= 0, got {lo}")
         _check(hi is None or hi > 0.0, f"max_lr must be > 0, got {hi}")
@@ -242,7 +255,10 @@ class AdaptiveOptimizer(Optimizer):
         if g.get("max_lr") is None:
             g["max_lr"] = math.inf if self._max_lr_factor is None else self._max_lr_factor * lr0
         g["min_lr"], g["max_lr"] = float(g["min_lr"]), float(g["max_lr"])
-        _check(g["min_lr"] <= lr0 <= g["max_lr"], f"lr {lr0} must lie in [min_lr, max_lr] = [{g['min_lr']}, {g['max_lr']}]")
+        _check(
+            g["min_lr"] <= lr0 <= g["max_lr"],
+            f"lr {lr0} must lie in [min_lr, max_lr] = [{g['min_lr']}, {g['max_lr']}]",
+        )
         g.setdefault("step", 0)
         g.setdefault("skipped", 0)
         device = g["params"][0].device if g["params"] else torch.device("cpu")
@@ -267,7 +283,9 @@ class AdaptiveOptimizer(Optimizer):
         accepted = set(required) | set(self.optional_signals)
         unknown = sorted(set(signals) - accepted)
         if unknown:
-            raise ValueError(f"{type(self).__name__}.step() got unknown signals {unknown}; accepted: {sorted(accepted)}")
+            raise ValueError(
+                f"{type(self).__name__}.step() got unknown signals {unknown}; accepted: {sorted(accepted)}"
+            )
 
     @torch.no_grad()
     def step(self, closure=None, **signals):  # type: ignore[override]
@@ -280,7 +298,9 @@ class AdaptiveOptimizer(Optimizer):
                 self._group_step(group, params, grads, signals)
         return loss
 
-    def _group_step(self, group: dict, params: list[Tensor], grads: list[Tensor], signals: dict) -> None:
+    def _group_step(
+        self, group: dict, params: list[Tensor], grads: list[Tensor], signals: dict
+    ) -> None:
         """One param group's step, the skeleton every method fills in through its hooks.
 
         1. weight decay: ``g = grad + weight_decay * p`` (coupled L2, as torch's SGD and Adam);
@@ -303,8 +323,9 @@ class AdaptiveOptimizer(Optimizer):
             self._adapt(group, params, g, stats)
         self._update(group, params, grads, g, stats)
 
-    def _measure(self, group: dict, params: list[Tensor], grads: list[Tensor], g: list[Tensor],
-                 signals: dict) -> tuple[bool | None, object]:
+    def _measure(
+        self, group: dict, params: list[Tensor], grads: list[Tensor], g: list[Tensor], signals: dict
+    ) -> tuple[bool | None, object]:
         """Hook: the rule's statistics of this step, before anything changes.
 
         Returns ``(finite, stats)``: ``finite`` says whether every statistic read is finite
@@ -324,8 +345,9 @@ class AdaptiveOptimizer(Optimizer):
         super().__init_subclass__(**kwargs)
         cls._adapts = cls._adapt is not AdaptiveOptimizer._adapt
 
-    def _update(self, group: dict, params: list[Tensor], grads: list[Tensor], g: list[Tensor],
-                stats: object) -> object:
+    def _update(
+        self, group: dict, params: list[Tensor], grads: list[Tensor], g: list[Tensor], stats: object
+    ) -> object:
         """Hook: direction, per-coordinate scale, parameter update (default ``p -= lr * d``)."""
         d, factor = self.direction.compute(self, group, params, g)
         self._apply(params, d, group["lr"], factor)

@@ -62,6 +62,7 @@ from ._mechanism import (
 
 __all__ = ["AdaptiveFedAvg"]
 
+
 class AdaptiveFedAvg(Optimizer):
     """FedAvg plus the client-lr schedule of Adaptive-FedAvg (see the module docstring).
 
@@ -89,7 +90,10 @@ class AdaptiveFedAvg(Optimizer):
     ) -> None:
         checked = check_betas(betas, 3, " (models, variance, ratio)")
         _check(isinstance(decay, bool), f"decay must be True or False, got {decay!r}")
-        _check(finite_number(max_ratio) and max_ratio > 1, f"max_ratio must be a finite number > 1, got {max_ratio!r}")
+        _check(
+            finite_number(max_ratio) and max_ratio > 1,
+            f"max_ratio must be a finite number > 1, got {max_ratio!r}",
+        )
         defaults = {"lr": 1.0, "betas": checked, "decay": decay, "max_ratio": float(max_ratio)}
         super().__init__(params, defaults)
         for g in self.param_groups:

@@ -89,15 +89,31 @@ class AutoDrop(AdaptiveOptimizer):
         max_lr: float | None = None,
         **base: Unpack[DirectionArgs],
     ) -> None:
-        _check(isinstance(window, int) and window >= 1, f"window must be an int >= 1, got {window!r}")
+        _check(
+            isinstance(window, int) and window >= 1, f"window must be an int >= 1, got {window!r}"
+        )
         _check(0.0 < drop_factor <= 1.0, f"drop_factor must be in (0, 1], got {drop_factor}")
         _check(threshold >= 0.0, f"threshold must be >= 0, got {threshold}")
         if max_threshold is None:
             max_threshold = max(2.0, threshold)
-        _check(max_threshold >= threshold, f"max_threshold must be >= threshold, got {max_threshold} < {threshold}")
-        _check(isinstance(patience, int) and patience >= 0, f"patience must be an int >= 0, got {patience!r}")
-        defaults = dict(lr=lr, window=window, drop_factor=drop_factor, threshold=threshold,
-                        max_threshold=max_threshold, patience=patience, min_lr=min_lr, max_lr=max_lr)
+        _check(
+            max_threshold >= threshold,
+            f"max_threshold must be >= threshold, got {max_threshold} < {threshold}",
+        )
+        _check(
+            isinstance(patience, int) and patience >= 0,
+            f"patience must be an int >= 0, got {patience!r}",
+        )
+        defaults = dict(
+            lr=lr,
+            window=window,
+            drop_factor=drop_factor,
+            threshold=threshold,
+            max_threshold=max_threshold,
+            patience=patience,
+            min_lr=min_lr,
+            max_lr=max_lr,
+        )
         super().__init__(params, defaults, direction, **base)
 
     def _init_group(self, group: dict) -> None:
@@ -131,7 +147,11 @@ class AutoDrop(AdaptiveOptimizer):
             omega = math.degrees(math.acos(cos))
             last = group["omega"]
             if math.isfinite(omega):
-                if not group["saturated"] and math.isfinite(last) and abs(omega - last) < group["threshold"]:
+                if (
+                    not group["saturated"]
+                    and math.isfinite(last)
+                    and abs(omega - last) < group["threshold"]
+                ):
                     group["saturated"] = True
                     group["wait"] = 0
                 elif group["saturated"]:

@@ -98,18 +98,29 @@ class ChangeDetector:
         outlier_mads: float = 5.0,
         min_alarm_gap: int = 8,
     ) -> None:
-        _check(isinstance(warmup, int) and warmup >= 1, f"warmup must be an int >= 1, got {warmup!r}")
-        _check(threshold > 0 and math.isfinite(threshold), f"threshold must be > 0, got {threshold!r}")
+        _check(
+            isinstance(warmup, int) and warmup >= 1, f"warmup must be an int >= 1, got {warmup!r}"
+        )
+        _check(
+            threshold > 0 and math.isfinite(threshold), f"threshold must be > 0, got {threshold!r}"
+        )
         _check(slack >= 0 and math.isfinite(slack), f"slack must be >= 0, got {slack!r}")
         _check(0.0 <= agreement <= 1.0, f"agreement must be in [0, 1], got {agreement!r}")
         _check(margin >= 0 and math.isfinite(margin), f"margin must be >= 0, got {margin!r}")
         _check(0.0 < smoothing <= 1.0, f"smoothing must be in (0, 1], got {smoothing!r}")
         _check(min_std > 0, f"min_std must be > 0, got {min_std!r}")
-        _check(len(channels) > 0 and all(isinstance(c, str) for c in channels),
-               f"channels must be a non-empty list of names, got {channels!r}")
-        _check(outlier_mads > 0 and math.isfinite(outlier_mads), f"outlier_mads must be > 0, got {outlier_mads!r}")
-        _check(isinstance(min_alarm_gap, int) and min_alarm_gap >= 1,
-               f"min_alarm_gap must be an int >= 1, got {min_alarm_gap!r}")
+        _check(
+            len(channels) > 0 and all(isinstance(c, str) for c in channels),
+            f"channels must be a non-empty list of names, got {channels!r}",
+        )
+        _check(
+            outlier_mads > 0 and math.isfinite(outlier_mads),
+            f"outlier_mads must be > 0, got {outlier_mads!r}",
+        )
+        _check(
+            isinstance(min_alarm_gap, int) and min_alarm_gap >= 1,
+            f"min_alarm_gap must be an int >= 1, got {min_alarm_gap!r}",
+        )
         self.outlier_mads = float(outlier_mads)
         self.min_alarm_gap = min_alarm_gap
         self.warmup = warmup
@@ -170,9 +181,17 @@ class ChangeDetector:
                 if n > 1:
                     # an outlier pulled into the band never agrees: a minority far from the
                     # cohort cannot make up the agreement with the honest clients' noise
-                    share = sum(1 for v, ok in zip(logs, inside, strict=True)
-                                if ok and v > ch["mean"] + self.margin) / n
-                fired = ch["cusum"] > self.threshold and (math.isnan(share) or share >= self.agreement)
+                    share = (
+                        sum(
+                            1
+                            for v, ok in zip(logs, inside, strict=True)
+                            if ok and v > ch["mean"] + self.margin
+                        )
+                        / n
+                    )
+                fired = ch["cusum"] > self.threshold and (
+                    math.isnan(share) or share >= self.agreement
+                )
                 if fired and self.alarms and self.rounds - self.alarms[-1] < self.min_alarm_gap:
                     fired = False
                     info[f"{name}-suppressed"] = 1.0  # rate-limited: reported, no alarm
@@ -219,7 +238,9 @@ class ChangeDetector:
         return [min(max(v, med - half), med + half) for v in logs], inside
 
     @staticmethod
-    def _values(raw: float | Sequence[float] | None, w: Sequence[float] | None) -> tuple[list[float], list[float]]:
+    def _values(
+        raw: float | Sequence[float] | None, w: Sequence[float] | None
+    ) -> tuple[list[float], list[float]]:
         if raw is None:
             return [], []
         if isinstance(raw, int | float):
@@ -227,7 +248,11 @@ class ChangeDetector:
         xs = [float(v) for v in raw]
         ws = [1.0] * len(xs) if w is None else [float(v) for v in w]
         _check(len(ws) == len(xs), f"got {len(xs)} values but {len(ws)} weights")
-        keep = [(x, v) for x, v in zip(xs, ws, strict=True) if math.isfinite(x) and x > 0 and math.isfinite(v) and v > 0]
+        keep = [
+            (x, v)
+            for x, v in zip(xs, ws, strict=True)
+            if math.isfinite(x) and x > 0 and math.isfinite(v) and v > 0
+        ]
         return [k[0] for k in keep], [k[1] for k in keep]
 
     # ------------------------------------------------------------------ state
@@ -248,19 +273,29 @@ class ChangeDetector:
         self.rounds, self.alarms, self._ch = rounds, alarms, channels
 
     @staticmethod
-    def _checked_state(state: Mapping[str, object]) -> tuple[int, list[int], dict[str, dict[str, float]]]:
-        _check(isinstance(state, Mapping), f"detector state must be a dict, got {type(state).__name__}")
+    def _checked_state(
+        state: Mapping[str, object],
+    ) -> tuple[int, list[int], dict[str, dict[str, float]]]:
+        _check(
+            isinstance(state, Mapping), f"detector state must be a dict, got {type(state).__name__}"
+        )
         for key in ("rounds", "alarms", "channels"):
             _check(key in state, f"detector state lacks {key!r}")
         rounds = state["rounds"]
-        _check(isinstance(rounds, int) and not isinstance(rounds, bool) and rounds >= 0,
-               f"detector.rounds must be an int >= 0, got {rounds!r}")
+        _check(
+            isinstance(rounds, int) and not isinstance(rounds, bool) and rounds >= 0,
+            f"detector.rounds must be an int >= 0, got {rounds!r}",
+        )
         assert isinstance(rounds, int)
         alarms = state["alarms"]
-        _check(isinstance(alarms, list | tuple)
-               and all(isinstance(a, int) and not isinstance(a, bool) and 1 <= a <= rounds for a in alarms)
-               and list(alarms) == sorted(set(alarms)),
-               f"detector.alarms must be increasing rounds in [1, {rounds}], got {alarms!r}")
+        _check(
+            isinstance(alarms, list | tuple)
+            and all(
+                isinstance(a, int) and not isinstance(a, bool) and 1 <= a <= rounds for a in alarms
+            )
+            and list(alarms) == sorted(set(alarms)),
+            f"detector.alarms must be increasing rounds in [1, {rounds}], got {alarms!r}",
+        )
         channels = state["channels"]
         _check(isinstance(channels, Mapping), "detector.channels must be a dict")
         assert isinstance(channels, Mapping) and isinstance(alarms, list | tuple)
@@ -272,12 +307,16 @@ class ChangeDetector:
             for k in ("n", "mean", "var", "cusum"):
                 _check(k in ch, f"{where} lacks {k!r}")
             for k, v in ch.items():
-                _check(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v),
-                       f"{where}.{k} must be a finite number, got {v!r}")
+                _check(
+                    isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v),
+                    f"{where}.{k} must be a finite number, got {v!r}",
+                )
                 vals[str(k)] = float(v)
             for k in ("n", "var", "cusum", "se2"):
                 if k in vals:
                     _check(vals[k] >= 0, f"{where}.{k} must be >= 0, got {vals[k]!r}")
-            _check(vals["n"] <= rounds, f"{where}.n = {vals['n']} exceeds detector.rounds = {rounds}")
+            _check(
+                vals["n"] <= rounds, f"{where}.n = {vals['n']} exceeds detector.rounds = {rounds}"
+            )
             out[str(name)] = vals
         return rounds, [int(a) for a in alarms], out

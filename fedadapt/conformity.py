@@ -19,8 +19,13 @@ _CDFS = ("normal", "bft")
 
 
 def conformity_scale(
-    mean: Sequence[Tensor], var: Sequence[Tensor], count: float, *, overconfidence: float = 1.0,
-    cdf: str = "bft", eps: float = 1e-8,
+    mean: Sequence[Tensor],
+    var: Sequence[Tensor],
+    count: float,
+    *,
+    overconfidence: float = 1.0,
+    cdf: str = "bft",
+    eps: float = 1e-8,
 ) -> list[Tensor]:
     r"""The conformity scale :math:`\min(1, 2c|\Phi(-\mu/se) - \tfrac12|)` per coordinate.
 
@@ -31,8 +36,12 @@ def conformity_scale(
     _check(cdf in _CDFS, f"cdf must be one of {list(_CDFS)}, got {cdf!r}")
     k = 1.0 / (count - 1.0 + eps)
     # |mean| / max(sqrt(k var), eps) = |mean| / sqrt(max(var, eps^2 / k)) / sqrt(k)
-    return [conformity_of_var(v.clone(), m, eps * eps / k, 1.0 / math.sqrt(k), overconfidence, cdf, None)
-            for m, v in zip(mean, var, strict=True)]
+    return [
+        conformity_of_var(
+            v.clone(), m, eps * eps / k, 1.0 / math.sqrt(k), overconfidence, cdf, None
+        )
+        for m, v in zip(mean, var, strict=True)
+    ]
 
 
 @direction_arguments
@@ -119,15 +128,26 @@ class CProp(AdaptiveOptimizer):
         **base: Unpack[DirectionArgs],
     ) -> None:
         _check_fused(fused)
-        _check(0.0 < conformity_beta < 1.0, f"conformity_beta must be in (0, 1), got {conformity_beta}")
+        _check(
+            0.0 < conformity_beta < 1.0, f"conformity_beta must be in (0, 1), got {conformity_beta}"
+        )
         _check(overconfidence > 0.0, f"overconfidence must be > 0, got {overconfidence}")
         _check(cdf in _CDFS, f"cdf must be one of {list(_CDFS)}, got {cdf!r}")
-        defaults = dict(lr=lr, conformity_beta=conformity_beta, overconfidence=overconfidence, cdf=cdf,
-                        min_lr=None, max_lr=None, fused=fused)
+        defaults = dict(
+            lr=lr,
+            conformity_beta=conformity_beta,
+            overconfidence=overconfidence,
+            cdf=cdf,
+            min_lr=None,
+            max_lr=None,
+            fused=fused,
+        )
         super().__init__(params, defaults, direction, **base)
 
     def _coordinate_scales(self, group: dict) -> list[Tensor]:
-        return [self.state[p]["conformity"] for p in group["params"] if "conformity" in self.state[p]]
+        return [
+            self.state[p]["conformity"] for p in group["params"] if "conformity" in self.state[p]
+        ]
 
     def _measure(self, group, params, grads, g, signals):
         # the statistics use the raw gradient (before weight decay): its finiteness decides
@@ -140,7 +160,11 @@ class CProp(AdaptiveOptimizer):
         # with an Adam base, conformity_beta == beta2 and no weight decay, the conformity
         # second moment is Adam's v bit for bit: one tensor serves both (one state tensor and
         # one pass fewer)
-        share = group["base"] == "adam" and beta == group["betas"][1] and not group.get("weight_decay", 0.0)
+        share = (
+            group["base"] == "adam"
+            and beta == group["betas"][1]
+            and not group.get("weight_decay", 0.0)
+        )
         shared_v = share
         for p in params:
             st = self.state[p]
@@ -167,17 +191,46 @@ class CProp(AdaptiveOptimizer):
         else:
             b = 1.0 - beta**t
             n = b / (1.0 - beta)
-            k = 1.0 / (b * (n - 1.0 + eps)) if t > 1 else 1.0  # se = max(sqrt(k * var_b), eps), var_b = v - m^2 / b
+            k = (
+                1.0 / (b * (n - 1.0 + eps)) if t > 1 else 1.0
+            )  # se = max(sqrt(k * var_b), eps), var_b = v - m^2 / b
             # m_hat / se = |m| / sqrt(max(var_b, eps^2 / k)) / (b sqrt(k))
             var_coef, pre = -1.0 / b, 1.0 / (b * math.sqrt(k))
             first = 1.0 if t == 1 else 0.0
-        kind, bufs, dms, dvs, fresh, ds, factor = self.direction.prepare(self.state, group, params, g)
+        kind, bufs, dms, dvs, fresh, ds, factor = self.direction.prepare(
+            self.state, group, params, g
+        )
         fused = group.get("fused", False) and not (fresh is not None and not all(fresh))
         if fused and fresh is not None:
             ds, fresh = seeded(ds), None
         sc = [1.0 - beta, beta, first, var_coef, eps * eps / k, pre, c, group["lr"] * -factor, *ds]
-        out = None if fused else (self._scratch(params, ("adam-direction", t % 2)) if kind == "adam" else None)
+        out = (
+            None
+            if fused
+            else (self._scratch(params, ("adam-direction", t % 2)) if kind == "adam" else None)
+        )
         work = None if fused or group["cdf"] != "bft" else self._scratch(params, "cprop")
-        run_rule("cprop", fused, params[0].device, params[0].dtype, kind, group["cdf"], sq is not None, shared_v, params,
-                 grads, g, ms, vs, scale, None if sq is None else list(sq), bufs, dms, dvs, out, fresh,
-                 work=work, sc=sc)
+        run_rule(
+            "cprop",
+            fused,
+            params[0].device,
+            params[0].dtype,
+            kind,
+            group["cdf"],
+            sq is not None,
+            shared_v,
+            params,
+            grads,
+            g,
+            ms,
+            vs,
+            scale,
+            None if sq is None else list(sq),
+            bufs,
+            dms,
+            dvs,
+            out,
+            fresh,
+            work=work,
+            sc=sc,
+        )

@@ -114,27 +114,54 @@ class ChangepointAdam(AdaptiveOptimizer):
         min_lr: float | None = None,
         max_lr: float | None = None,
     ) -> None:
-        _check(isinstance(lr, int | float) and lr > 0 and math.isfinite(lr), f"lr must be a finite number > 0, got {lr!r}")
+        _check(
+            isinstance(lr, int | float) and lr > 0 and math.isfinite(lr),
+            f"lr must be a finite number > 0, got {lr!r}",
+        )
         b1, b2 = check_betas(betas, 2)
-        _check(eps > 0 and math.isfinite(eps), f"eps must be > 0 (it bounds the denominator), got {eps!r}")
-        _check(bias_correction in ("fedadam", "adam"),
-               f"bias_correction must be 'fedadam' or 'adam', got {bias_correction!r}")
-        _check(reset in ("all", "first-moment", "none"),
-               f"reset must be 'all', 'first-moment' or 'none', got {reset!r}")
-        _check(local_work >= 1.0 and math.isfinite(local_work), f"local_work must be >= 1, got {local_work!r}")
-        _check(isinstance(plastic_rounds, int) and plastic_rounds >= 0,
-               f"plastic_rounds must be an int >= 0, got {plastic_rounds!r}")
+        _check(
+            eps > 0 and math.isfinite(eps),
+            f"eps must be > 0 (it bounds the denominator), got {eps!r}",
+        )
+        _check(
+            bias_correction in ("fedadam", "adam"),
+            f"bias_correction must be 'fedadam' or 'adam', got {bias_correction!r}",
+        )
+        _check(
+            reset in ("all", "first-moment", "none"),
+            f"reset must be 'all', 'first-moment' or 'none', got {reset!r}",
+        )
+        _check(
+            local_work >= 1.0 and math.isfinite(local_work),
+            f"local_work must be >= 1, got {local_work!r}",
+        )
+        _check(
+            isinstance(plastic_rounds, int) and plastic_rounds >= 0,
+            f"plastic_rounds must be an int >= 0, got {plastic_rounds!r}",
+        )
         _check(eps_rel >= 0 and math.isfinite(eps_rel), f"eps_rel must be >= 0, got {eps_rel!r}")
         _check(weight_decay >= 0, f"weight_decay must be >= 0, got {weight_decay!r}")
-        _check(scale_rate >= 0 and math.isfinite(scale_rate), f"scale_rate must be >= 0, got {scale_rate!r}")
+        _check(
+            scale_rate >= 0 and math.isfinite(scale_rate),
+            f"scale_rate must be >= 0, got {scale_rate!r}",
+        )
         lo = lr / 100.0 if min_lr is None else float(min_lr)
         hi = lr * 100.0 if max_lr is None else float(max_lr)
         _check(0 < lo <= lr <= hi, f"need 0 < min_lr <= lr <= max_lr, got {lo}, {lr}, {hi}")
-        defaults = {"lr": float(lr), "betas": (b1, b2), "eps": float(eps),
-                    "eps_rel": float(eps_rel), "bias_correction": bias_correction,
-                    "reset": reset, "local_work": float(local_work), "plastic_rounds": int(plastic_rounds),
-                    "weight_decay": float(weight_decay), "scale_rate": float(scale_rate),
-                    "min_lr": lo, "max_lr": hi}
+        defaults = {
+            "lr": float(lr),
+            "betas": (b1, b2),
+            "eps": float(eps),
+            "eps_rel": float(eps_rel),
+            "bias_correction": bias_correction,
+            "reset": reset,
+            "local_work": float(local_work),
+            "plastic_rounds": int(plastic_rounds),
+            "weight_decay": float(weight_decay),
+            "scale_rate": float(scale_rate),
+            "min_lr": lo,
+            "max_lr": hi,
+        }
         super().__init__(params, defaults)
 
     def _init_group(self, group: dict) -> None:
@@ -182,7 +209,10 @@ class ChangepointAdam(AdaptiveOptimizer):
             return
         prev = [self.state[p].get("prev_grad") for p in params]
         if all(t is not None for t in prev):
-            dots = [torch.dot(g.reshape(-1).to(torch.float64), q.reshape(-1).to(torch.float64)) for g, q in zip(grads, prev, strict=True)]
+            dots = [
+                torch.dot(g.reshape(-1).to(torch.float64), q.reshape(-1).to(torch.float64))
+                for g, q in zip(grads, prev, strict=True)
+            ]
             num = float(torch.stack(dots).sum())
             psq = float(sum(float(self.state[p]["prev_sq"]) for p in params[:1]))
             cos = num / math.sqrt(sq * psq) if sq > 0 and psq > 0 else 0.0

@@ -93,7 +93,9 @@ class DirectionArgs(TypedDict, total=False):
 
 # (kind, momentum buffers, exp_avgs, exp_avg_sqs, fresh flags, scalars, factor): what
 # fedadapt._fused.base_direction and the per-coordinate rules take
-DirectionState = tuple[str, list[Tensor], list[Tensor], list[Tensor], "list[bool] | None", list[float], float]
+DirectionState = tuple[
+    str, list[Tensor], list[Tensor], list[Tensor], "list[bool] | None", list[float], float
+]
 Scratch = Callable[[list[Tensor], object], list[Tensor]]
 
 
@@ -123,7 +125,9 @@ class Direction:
         ``group["step"]`` already counts this step."""
         raise NotImplementedError
 
-    def prepare(self, state: dict, group: dict, params: list[Tensor], grads: list[Tensor]) -> DirectionState:
+    def prepare(
+        self, state: dict, group: dict, params: list[Tensor], grads: list[Tensor]
+    ) -> DirectionState:
         """The direction's state for this step, created on first use (see :data:`DirectionState`).
 
         ``fresh[i]``: momentum buffer ``i`` was just seeded with ``grads[i]`` (torch's
@@ -132,8 +136,9 @@ class Direction:
         kind, s, factor = self.scalars(group)
         return kind, [], [], [], None, s, factor
 
-    def compute(self, opt: AdaptiveOptimizer, group: dict, params: list[Tensor],
-                grads: list[Tensor]) -> tuple[list[Tensor], float]:
+    def compute(
+        self, opt: AdaptiveOptimizer, group: dict, params: list[Tensor], grads: list[Tensor]
+    ) -> tuple[list[Tensor], float]:
         """Advance the state; return ``(d_raw, factor)``: the unit-lr direction is ``factor * d_raw``.
 
         ``grads`` already contain weight decay; ``group["step"]`` counts this step. Two
@@ -141,7 +146,9 @@ class Direction:
         kept by reference by the hypergradient rules, is intact while ``d_t`` is computed.
         """
         kind, bufs, ms, vs, fresh, s, factor = self.prepare(opt.state, group, params, grads)
-        out = opt._scratch(params, ("adam-direction", group["step"] % 2)) if kind == "adam" else None
+        out = (
+            opt._scratch(params, ("adam-direction", group["step"] % 2)) if kind == "adam" else None
+        )
         return base_direction(kind, grads, bufs, ms, vs, s, out, fresh), factor
 
     def aliases_state(self, group: dict) -> bool:
@@ -160,27 +167,42 @@ class SGDDirection(Direction):
 
     state_keys = ("momentum_buffer",)
 
-    def __init__(self, momentum: float = 0.0, dampening: float = 0.0, nesterov: bool = False) -> None:
+    def __init__(
+        self, momentum: float = 0.0, dampening: float = 0.0, nesterov: bool = False
+    ) -> None:
         _check(0.0 <= momentum < 1.0, f"momentum must be in [0, 1), got {momentum}")
         _check(0.0 <= dampening <= 1.0, f"dampening must be in [0, 1], got {dampening}")
         if nesterov:
-            _check(momentum > 0 and dampening == 0, "nesterov needs base='sgd', momentum > 0 and dampening 0")
+            _check(
+                momentum > 0 and dampening == 0,
+                "nesterov needs base='sgd', momentum > 0 and dampening 0",
+            )
         self.momentum, self.dampening, self.nesterov = momentum, dampening, nesterov
 
     def __repr__(self) -> str:
         return f"SGDDirection(momentum={self.momentum}, dampening={self.dampening}, nesterov={self.nesterov})"
 
     def group_defaults(self) -> dict[str, object]:
-        return {"base": "sgd", "momentum": self.momentum, "dampening": self.dampening,
-                "nesterov": self.nesterov}
+        return {
+            "base": "sgd",
+            "momentum": self.momentum,
+            "dampening": self.dampening,
+            "nesterov": self.nesterov,
+        }
 
     def scalars(self, group: dict) -> tuple[str, list[float], float]:
         mu = group.get("momentum", 0.0)
         if mu == 0.0:
             return "sgd", [], 1.0
-        return ("nesterov" if group.get("nesterov") else "momentum"), [mu, 1.0 - group.get("dampening", 0.0), mu], 1.0
+        return (
+            ("nesterov" if group.get("nesterov") else "momentum"),
+            [mu, 1.0 - group.get("dampening", 0.0), mu],
+            1.0,
+        )
 
-    def prepare(self, state: dict, group: dict, params: list[Tensor], grads: list[Tensor]) -> DirectionState:
+    def prepare(
+        self, state: dict, group: dict, params: list[Tensor], grads: list[Tensor]
+    ) -> DirectionState:
         kind, s, factor = self.scalars(group)
         if kind == "sgd":
             return kind, [], [], [], None, s, factor
@@ -196,8 +218,9 @@ class SGDDirection(Direction):
             bufs.append(st["momentum_buffer"])
         return kind, bufs, [], [], (flags if any(flags) else None), s, factor
 
-    def compute(self, opt: AdaptiveOptimizer, group: dict, params: list[Tensor],
-                grads: list[Tensor]) -> tuple[list[Tensor], float]:
+    def compute(
+        self, opt: AdaptiveOptimizer, group: dict, params: list[Tensor], grads: list[Tensor]
+    ) -> tuple[list[Tensor], float]:
         if group.get("momentum", 0.0) == 0.0:
             return grads, 1.0  # d_t is the gradient itself (no copy): callers test identity
         kind, bufs, ms, vs, fresh, s, factor = self.prepare(opt.state, group, params, grads)
@@ -222,7 +245,10 @@ class AdamDirection(Direction):
     state_keys = ("exp_avg", "exp_avg_sq")
 
     def __init__(self, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
-        _check(len(betas) == 2 and all(0.0 <= b < 1.0 for b in betas), f"betas must be two numbers in [0, 1), got {betas!r}")
+        _check(
+            len(betas) == 2 and all(0.0 <= b < 1.0 for b in betas),
+            f"betas must be two numbers in [0, 1), got {betas!r}",
+        )
         _check(eps >= 0.0, f"eps must be >= 0, got {eps}")
         self.betas = (float(betas[0]), float(betas[1]))
         self.eps = eps
@@ -241,7 +267,9 @@ class AdamDirection(Direction):
         # m_hat / (sqrt(v_hat) + eps) = (c / bc1) * m / (sqrt(v) + eps * c): one pass fewer
         return "adam", [1.0 - beta1, beta2, 1.0 - beta2, group["eps"] * c], c / bc1
 
-    def prepare(self, state: dict, group: dict, params: list[Tensor], grads: list[Tensor]) -> DirectionState:
+    def prepare(
+        self, state: dict, group: dict, params: list[Tensor], grads: list[Tensor]
+    ) -> DirectionState:
         kind, s, factor = self.scalars(group)
         ms, vs = adam_moments(state, params)
         return kind, [], ms, vs, None, s, factor
@@ -315,11 +343,18 @@ class TorchDirection(Direction):
     builtin = False
 
     def __init__(self, optimizer_class: type[Optimizer], **kwargs: object) -> None:
-        _check(isinstance(optimizer_class, type) and issubclass(optimizer_class, Optimizer),
-               f"TorchDirection needs a torch.optim.Optimizer subclass, got {optimizer_class!r}")
-        _check("lr" not in kwargs, "TorchDirection: leave out lr (the rule owns the step size; the "
-                                   "wrapped optimizer steps at lr=1)")
-        _check("params" not in kwargs, "TorchDirection: leave out params (the rule's params are used)")
+        _check(
+            isinstance(optimizer_class, type) and issubclass(optimizer_class, Optimizer),
+            f"TorchDirection needs a torch.optim.Optimizer subclass, got {optimizer_class!r}",
+        )
+        _check(
+            "lr" not in kwargs,
+            "TorchDirection: leave out lr (the rule owns the step size; the "
+            "wrapped optimizer steps at lr=1)",
+        )
+        _check(
+            "params" not in kwargs, "TorchDirection: leave out params (the rule's params are used)"
+        )
         self.optimizer_class = optimizer_class
         self.kwargs = dict(kwargs)
         self._inner: Optimizer | None = None
@@ -334,7 +369,9 @@ class TorchDirection(Direction):
     def scalars(self, group: dict) -> tuple[str, list[float], float]:
         raise ValueError(f"{self!r} is computed by its optimizer, not by fedadapt's base_direction")
 
-    def prepare(self, state: dict, group: dict, params: list[Tensor], grads: list[Tensor]) -> DirectionState:
+    def prepare(
+        self, state: dict, group: dict, params: list[Tensor], grads: list[Tensor]
+    ) -> DirectionState:
         raise ValueError(f"{self!r} is a black box: only the scalar rules take it")
 
     def _inner_group(self, opt: AdaptiveOptimizer, index: int) -> dict:
@@ -348,23 +385,30 @@ class TorchDirection(Direction):
                 raise ValueError(f"{self!r}: could not build the optimizer: {exc}") from exc
             self._inner = inner
         while len(inner.param_groups) < len(opt.param_groups):  # groups added to the rule later
-            inner.add_param_group({"params": list(opt.param_groups[len(inner.param_groups)]["params"])})
+            inner.add_param_group(
+                {"params": list(opt.param_groups[len(inner.param_groups)]["params"])}
+            )
         # its buffers ride in the rule's state, under one key per parameter (a torch optimizer
         # creates its state when state[p] is empty, so it needs a dict of its own); rebound every
         # step, since load_state_dict replaces the rule's state
         inner.state = _NestedState(opt.state)
         return inner.param_groups[index]
 
-    def compute(self, opt: AdaptiveOptimizer, group: dict, params: list[Tensor],
-                grads: list[Tensor]) -> tuple[list[Tensor], float]:
-        inner_group = self._inner_group(opt, next(i for i, g in enumerate(opt.param_groups) if g is group))
+    def compute(
+        self, opt: AdaptiveOptimizer, group: dict, params: list[Tensor], grads: list[Tensor]
+    ) -> tuple[list[Tensor], float]:
+        inner_group = self._inner_group(
+            opt, next(i for i, g in enumerate(opt.param_groups) if g is group)
+        )
         inner = self._inner
         assert inner is not None
         before = opt._scratch(params, "torch-direction-start")
         torch._foreach_copy_(before, params)
         inner_group["lr"] = 1.0
         groups = inner.param_groups
-        inner.param_groups = [inner_group]  # step this group only (the rule skips groups one by one)
+        inner.param_groups = [
+            inner_group
+        ]  # step this group only (the rule skips groups one by one)
         try:
             inner.step()
         finally:
@@ -390,7 +434,9 @@ class _NestedState(defaultdict):
         return st
 
 
-def make_direction(direction: Direction | None, base: dict[str, object]) -> tuple[Direction, dict[str, object]]:
+def make_direction(
+    direction: Direction | None, base: dict[str, object]
+) -> tuple[Direction, dict[str, object]]:
     """The direction object and the base entries of the param groups (``base`` ... ``weight_decay``).
 
     ``direction=None`` builds :class:`SGDDirection` or :class:`AdamDirection` from the base
@@ -400,15 +446,23 @@ def make_direction(direction: Direction | None, base: dict[str, object]) -> tupl
     """
     unknown = sorted(set(base) - set(DIRECTION_DEFAULTS))
     if unknown:
-        raise TypeError(f"got unexpected keyword arguments {unknown}; base arguments: {list(DIRECTION_DEFAULTS)}")
+        raise TypeError(
+            f"got unexpected keyword arguments {unknown}; base arguments: {list(DIRECTION_DEFAULTS)}"
+        )
     wd = base.get("weight_decay", 0.0)
     _check(isinstance(wd, int | float) and wd >= 0.0, f"weight_decay must be >= 0, got {wd}")
     if direction is not None:
-        _check(isinstance(direction, Direction), f"direction must be a fedadapt Direction, got {direction!r}")
+        _check(
+            isinstance(direction, Direction),
+            f"direction must be a fedadapt Direction, got {direction!r}",
+        )
         extra = sorted(set(base) - {"weight_decay"})
         _check(not extra, f"give either direction= or the base arguments {extra}, not both")
-        _check(direction.builtin or not wd, f"weight_decay belongs to the wrapped optimizer of {direction!r} "
-                                            "(pass it to TorchDirection); the rule's weight_decay must be 0")
+        _check(
+            direction.builtin or not wd,
+            f"weight_decay belongs to the wrapped optimizer of {direction!r} "
+            "(pass it to TorchDirection); the rule's weight_decay must be 0",
+        )
         groups = {**DIRECTION_DEFAULTS, **direction.group_defaults(), "weight_decay": wd}
         return direction, groups
     args = {**DIRECTION_DEFAULTS, **base}
@@ -416,24 +470,43 @@ def make_direction(direction: Direction | None, base: dict[str, object]) -> tupl
     _check(name in BASES, f"base must be one of {list(BASES)}, got {name!r}")
     momentum, dampening, nesterov = args["momentum"], args["dampening"], args["nesterov"]
     betas, eps = args["betas"], args["eps"]
-    assert isinstance(momentum, float | int) and isinstance(dampening, float | int) and isinstance(eps, float | int)
+    assert (
+        isinstance(momentum, float | int)
+        and isinstance(dampening, float | int)
+        and isinstance(eps, float | int)
+    )
     _check(0.0 <= momentum < 1.0, f"momentum must be in [0, 1), got {momentum}")
     _check(0.0 <= dampening <= 1.0, f"dampening must be in [0, 1], got {dampening}")
     if nesterov:
-        _check(name == "sgd" and momentum > 0 and dampening == 0, "nesterov needs base='sgd', momentum > 0 and dampening 0")
-    _check(isinstance(betas, tuple | list) and len(betas) == 2 and all(0.0 <= b < 1.0 for b in betas),
-           f"betas must be two numbers in [0, 1), got {betas!r}")
+        _check(
+            name == "sgd" and momentum > 0 and dampening == 0,
+            "nesterov needs base='sgd', momentum > 0 and dampening 0",
+        )
+    _check(
+        isinstance(betas, tuple | list) and len(betas) == 2 and all(0.0 <= b < 1.0 for b in betas),
+        f"betas must be two numbers in [0, 1), got {betas!r}",
+    )
     assert isinstance(betas, tuple | list)
     args["betas"] = (float(betas[0]), float(betas[1]))
     _check(eps >= 0.0, f"eps must be >= 0, got {eps}")
-    made: Direction = (SGDDirection(float(momentum), float(dampening), bool(nesterov)) if name == "sgd"
-                       else AdamDirection((float(betas[0]), float(betas[1])), float(eps)))
+    made: Direction = (
+        SGDDirection(float(momentum), float(dampening), bool(nesterov))
+        if name == "sgd"
+        else AdamDirection((float(betas[0]), float(betas[1])), float(eps))
+    )
     return made, args
 
 
 _Cls = TypeVar("_Cls", bound=type)
-_ANNOTATIONS = {"base": "str", "momentum": "float", "dampening": "float", "nesterov": "bool",
-                "betas": "tuple[float, float]", "eps": "float", "weight_decay": "float"}
+_ANNOTATIONS = {
+    "base": "str",
+    "momentum": "float",
+    "dampening": "float",
+    "nesterov": "bool",
+    "betas": "tuple[float, float]",
+    "eps": "float",
+    "weight_decay": "float",
+}
 
 
 def direction_arguments(cls: _Cls) -> _Cls:
@@ -447,8 +520,10 @@ def direction_arguments(cls: _Cls) -> _Cls:
     init = vars(cls)["__init__"]
     sig = inspect.signature(init)
     params = [p for p in sig.parameters.values() if p.kind is not p.VAR_KEYWORD]
-    block = [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=v, annotation=_ANNOTATIONS[k])
-             for k, v in DIRECTION_DEFAULTS.items()]
+    block = [
+        inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=v, annotation=_ANNOTATIONS[k])
+        for k, v in DIRECTION_DEFAULTS.items()
+    ]
     names = [p.name for p in params]
     at = names.index("direction") + 1 if "direction" in names else len(params)
     init.__signature__ = sig.replace(parameters=[*params[:at], *block, *params[at:]])

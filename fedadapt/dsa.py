@@ -103,16 +103,31 @@ class StructuredSelfAdaptive(_PreviousDirection):
     ) -> None:
         _check_fused(fused)
         _check(0.0 <= hyper_beta < 1.0, f"hyper_beta must be in [0, 1), got {hyper_beta}")
-        for name, v in (("param_hyper_lr", param_hyper_lr), ("tensor_hyper_lr", tensor_hyper_lr),
-                        ("global_hyper_lr", global_hyper_lr)):
+        for name, v in (
+            ("param_hyper_lr", param_hyper_lr),
+            ("tensor_hyper_lr", tensor_hyper_lr),
+            ("global_hyper_lr", global_hyper_lr),
+        ):
             _check(v >= 0 and math.isfinite(v), f"{name} must be a finite number >= 0, got {v}")
-        _check(param_hyper_lr < 1.0, f"param_hyper_lr must be < 1 (keeps the factors positive), got {param_hyper_lr}")
-        _check(len(scale_bounds) == 2 and 0 < scale_bounds[0] <= 1.0 <= scale_bounds[1],
-               f"scale_bounds must be (lo, hi) with 0 < lo <= 1 <= hi, got {scale_bounds!r}")
-        defaults = dict(lr=lr, hyper_beta=hyper_beta, param_hyper_lr=param_hyper_lr,
-                        tensor_hyper_lr=tensor_hyper_lr, global_hyper_lr=global_hyper_lr,
-                        scale_bounds=(float(scale_bounds[0]), float(scale_bounds[1])),
-                        min_lr=min_lr, max_lr=max_lr, fused=fused)
+        _check(
+            param_hyper_lr < 1.0,
+            f"param_hyper_lr must be < 1 (keeps the factors positive), got {param_hyper_lr}",
+        )
+        _check(
+            len(scale_bounds) == 2 and 0 < scale_bounds[0] <= 1.0 <= scale_bounds[1],
+            f"scale_bounds must be (lo, hi) with 0 < lo <= 1 <= hi, got {scale_bounds!r}",
+        )
+        defaults = dict(
+            lr=lr,
+            hyper_beta=hyper_beta,
+            param_hyper_lr=param_hyper_lr,
+            tensor_hyper_lr=tensor_hyper_lr,
+            global_hyper_lr=global_hyper_lr,
+            scale_bounds=(float(scale_bounds[0]), float(scale_bounds[1])),
+            min_lr=min_lr,
+            max_lr=max_lr,
+            fused=fused,
+        )
         super().__init__(params, defaults, direction, **base)
 
     def _init_group(self, group: dict) -> None:
@@ -143,11 +158,23 @@ class StructuredSelfAdaptive(_PreviousDirection):
         if prev is None or reused:
             return grads_finite(g), stats
         new_avg = self._scratch(params, "dsa-avg")
-        vals = run_rule("dsa-stats", group.get("fused", False), params[0].device, params[0].dtype, g, prev, avgs,
-                        new_avg, work=work, sc=[group["direction_factor"], 1.0 - group["hyper_beta"]])
-        vals = vals if isinstance(vals, list) else vals.tolist()  # squared norms and sums per tensor
+        vals = run_rule(
+            "dsa-stats",
+            group.get("fused", False),
+            params[0].device,
+            params[0].dtype,
+            g,
+            prev,
+            avgs,
+            new_avg,
+            work=work,
+            sc=[group["direction_factor"], 1.0 - group["hyper_beta"]],
+        )
+        vals = (
+            vals if isinstance(vals, list) else vals.tolist()
+        )  # squared norms and sums per tensor
         # the squared norms double as the finiteness check of g (through h)
-        total_sq = math.fsum(vals[:len(params)])
+        total_sq = math.fsum(vals[: len(params)])
         return math.isfinite(total_sq), (pscales, tscales, avgs, work, new_avg, vals)
 
     def _update(self, group, params, grads, g, stats):
@@ -173,8 +200,10 @@ class StructuredSelfAdaptive(_PreviousDirection):
             if bp > 0:
                 coefs = [bp / (r + 1e-30) for r in rms]
             if bt > 0:
-                tmults = [math.exp(bt * min(max((s / k) / (r + 1e-30), -1.0), 1.0))
-                          for s, k, r in zip(sums, sizes, rms, strict=True)]
+                tmults = [
+                    math.exp(bt * min(max((s / k) / (r + 1e-30), -1.0), 1.0))
+                    for s, k, r in zip(sums, sizes, rms, strict=True)
+                ]
             if bg > 0:
                 total = math.fsum(sums)
                 signal = min(max(total / (math.sqrt(sum(sizes) * total_sq) + 1e-300), -1.0), 1.0)
@@ -186,10 +215,33 @@ class StructuredSelfAdaptive(_PreviousDirection):
             else:
                 fused = False
         # the direction is kept as d_{t-1}: Adam's and Nesterov's go to alternating scratch buffers
-        out = self._scratch(params, ("adam-direction", group["step"] % 2)) if kind in ("adam", "nesterov") else None
+        out = (
+            self._scratch(params, ("adam-direction", group["step"] % 2))
+            if kind in ("adam", "nesterov")
+            else None
+        )
         sc = [bp, lo, hi_bound, group["lr"] * -factor, *coefs, *tmults, *ds]
-        run_rule("dsa-update", fused, device, dtype, kind, adapt or fused, params, g, avgs, pscales,
-                 [t.view(1) for t in tscales] if fused else tscales,  # compiled: see _fused's note on 0-dim state
-                 bufs, ms, vs, out, fresh, work=work, sc=sc)
+        run_rule(
+            "dsa-update",
+            fused,
+            device,
+            dtype,
+            kind,
+            adapt or fused,
+            params,
+            g,
+            avgs,
+            pscales,
+            [t.view(1) for t in tscales]
+            if fused
+            else tscales,  # compiled: see _fused's note on 0-dim state
+            bufs,
+            ms,
+            vs,
+            out,
+            fresh,
+            work=work,
+            sc=sc,
+        )
         d = direction_result(kind, g, bufs, out)
         self._store_direction(group, params, grads, d, factor)

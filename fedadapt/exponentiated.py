@@ -91,12 +91,30 @@ class ExponentiatedGradientStepSize(AdaptiveOptimizer):
         **base: Unpack[DirectionArgs],
     ) -> None:
         _check_fused(fused)
-        _check(scale_lr >= 0 and math.isfinite(scale_lr), f"scale_lr must be a finite number >= 0, got {scale_lr}")
-        _check(gain_lr >= 0 and math.isfinite(gain_lr), f"gain_lr must be a finite number >= 0, got {gain_lr}")
+        _check(
+            scale_lr >= 0 and math.isfinite(scale_lr),
+            f"scale_lr must be a finite number >= 0, got {scale_lr}",
+        )
+        _check(
+            gain_lr >= 0 and math.isfinite(gain_lr),
+            f"gain_lr must be a finite number >= 0, got {gain_lr}",
+        )
         _check(0.0 <= grad_beta < 1.0, f"grad_beta must be in [0, 1), got {grad_beta}")
-        _check(0.0 < min_gain <= 1.0 <= max_gain, f"need 0 < min_gain <= 1 <= max_gain, got {min_gain}, {max_gain}")
-        defaults = dict(lr=lr, scale_lr=scale_lr, gain_lr=gain_lr, grad_beta=grad_beta,
-                        min_gain=min_gain, max_gain=max_gain, min_lr=min_lr, max_lr=max_lr, fused=fused)
+        _check(
+            0.0 < min_gain <= 1.0 <= max_gain,
+            f"need 0 < min_gain <= 1 <= max_gain, got {min_gain}, {max_gain}",
+        )
+        defaults = dict(
+            lr=lr,
+            scale_lr=scale_lr,
+            gain_lr=gain_lr,
+            grad_beta=grad_beta,
+            min_gain=min_gain,
+            max_gain=max_gain,
+            min_lr=min_lr,
+            max_lr=max_lr,
+            fused=fused,
+        )
         super().__init__(params, defaults, direction, **base)
 
     def _init_group(self, group: dict) -> None:
@@ -124,7 +142,9 @@ class ExponentiatedGradientStepSize(AdaptiveOptimizer):
         dot = None
         if group.get("fused", False):
             # both inner products in one compiled pass over g and gbar, one host read
-            vals = run_rule("dot-pairs", True, params[0].device, params[0].dtype, g, g, avgs, work=None, sc=[]).tolist()
+            vals = run_rule(
+                "dot-pairs", True, params[0].device, params[0].dtype, g, g, avgs, work=None, sc=[]
+            ).tolist()
             n = len(params)
             gg, dot = math.fsum(vals[:n]), math.fsum(vals[n:])
             finite = math.isfinite(gg)
@@ -156,7 +176,9 @@ class ExponentiatedGradientStepSize(AdaptiveOptimizer):
                 elif den > 0:
                     self._set_lr(group, group["lr"] * math.exp(group["scale_lr"] * dot / den))
             # ||gbar_t||^2 from quantities already at hand (no third pass over the parameters)
-            group["grad_avg_sq"] = beta * beta * aa + 2.0 * beta * (1.0 - beta) * dot + (1.0 - beta) ** 2 * gg
+            group["grad_avg_sq"] = (
+                beta * beta * aa + 2.0 * beta * (1.0 - beta) * dot + (1.0 - beta) ** 2 * gg
+            )
         else:
             group["grad_avg_sq"] = (1.0 - beta) ** 2 * gg
         kind, bufs, ms, vs, fresh, ds, factor = self.direction.prepare(self.state, group, params, g)
@@ -170,8 +192,37 @@ class ExponentiatedGradientStepSize(AdaptiveOptimizer):
         lr = group["lr"]
         sc = [sinh, cosh_m1, group["min_gain"], group["max_gain"], 1.0 - beta, lr * -factor, *ds]
         adapt = fused or (group["step"] > 1 and eta > 0)
-        out = None if fused else (self._scratch(params, ("adam-direction", group["step"] % 2)) if kind == "adam" else None)
-        work = (self._scratch(params, "eg-sign"), self._scratch(params, "eg-factor")) if adapt and not fused else None
-        run_rule("eg", fused, params[0].device, params[0].dtype, kind, adapt, shared, params, g, gains, avgs,
-                 bufs, ms, vs, out, fresh, work=work, sc=sc)
-
+        out = (
+            None
+            if fused
+            else (
+                self._scratch(params, ("adam-direction", group["step"] % 2))
+                if kind == "adam"
+                else None
+            )
+        )
+        work = (
+            (self._scratch(params, "eg-sign"), self._scratch(params, "eg-factor"))
+            if adapt and not fused
+            else None
+        )
+        run_rule(
+            "eg",
+            fused,
+            params[0].device,
+            params[0].dtype,
+            kind,
+            adapt,
+            shared,
+            params,
+            g,
+            gains,
+            avgs,
+            bufs,
+            ms,
+            vs,
+            out,
+            fresh,
+            work=work,
+            sc=sc,
+        )

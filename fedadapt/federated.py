@@ -90,7 +90,13 @@ class FedExP(AdaptiveOptimizer):
     ) -> None:
         _check(extrapolation_eps >= 0, f"extrapolation_eps must be >= 0, got {extrapolation_eps}")
         _check(0 < eps_decay <= 1, f"eps_decay must be in (0, 1], got {eps_decay}")
-        defaults = dict(lr=lr, extrapolation_eps=extrapolation_eps, eps_decay=eps_decay, min_lr=None, max_lr=max_lr)
+        defaults = dict(
+            lr=lr,
+            extrapolation_eps=extrapolation_eps,
+            eps_decay=eps_decay,
+            min_lr=None,
+            max_lr=max_lr,
+        )
         super().__init__(params, defaults, direction, **base)
 
     def _measure(self, group, params, grads, g, signals):
@@ -104,7 +110,11 @@ class FedExP(AdaptiveOptimizer):
         gg, sq_mean, count = stats
         # t = group["step"] - 1, the round index from 0: eps_t = eps_0 gamma^(2 (t + 1))
         eps_t = group["extrapolation_eps"] * group["eps_decay"] ** (2 * group["step"])
-        ratio = 0.5 * sq_mean / (gg + count * eps_t) if isinstance(gg, Tensor) or gg + count * eps_t > 0 else 1.0
+        ratio = (
+            0.5 * sq_mean / (gg + count * eps_t)
+            if isinstance(gg, Tensor) or gg + count * eps_t > 0
+            else 1.0
+        )
         if isinstance(ratio, Tensor):
             eta = torch.clamp_min(ratio, 1.0)
         else:
@@ -187,11 +197,20 @@ class FedHyperG(HypergradientDescent):
         hypergradient: str = "cosine",
         **base: Unpack[DirectionArgs],
     ) -> None:
-        _check(hypergradient in _HYPERGRADIENTS,
-               f"hypergradient must be one of {list(_HYPERGRADIENTS)}, got {hypergradient!r}")
+        _check(
+            hypergradient in _HYPERGRADIENTS,
+            f"hypergradient must be one of {list(_HYPERGRADIENTS)}, got {hypergradient!r}",
+        )
         self._hypergradient = hypergradient
-        super().__init__(params, lr=lr, hyper_lr=1.0 if hyper_lr is None else hyper_lr, direction=direction,
-                         min_lr=min_lr, max_lr=max_lr, **base)
+        super().__init__(
+            params,
+            lr=lr,
+            hyper_lr=1.0 if hyper_lr is None else hyper_lr,
+            direction=direction,
+            min_lr=min_lr,
+            max_lr=max_lr,
+            **base,
+        )
 
     def _init_group(self, group: dict) -> None:
         super()._init_group(group)
@@ -221,7 +240,9 @@ class FedHyperG(HypergradientDescent):
     def _adapt(self, group, params, g, stats):
         if group.get("hypergradient", "raw") == "raw":
             return super()._adapt(group, params, g, stats)
-        if stats is not None:  # the stored direction is d_{t-1} / factor: only its sign turns the cosine
+        if (
+            stats is not None
+        ):  # the stored direction is d_{t-1} / factor: only its sign turns the cosine
             sign = math.copysign(1.0, group["direction_factor"])
             self._set_lr(group, group["lr"] + self._hyper_scale(group) * sign * stats)
         return None
@@ -269,13 +290,31 @@ class FedHyperGM(AdaptiveOptimizer):
     _max_lr_factor = 5.0
     _takes_direction = False  # the momentum is part of the rule
 
-    def __init__(self, params: Iterable, lr: float = 1.0, hyper_lr: float = 1.0, momentum: float = 0.9,
-                 *, min_lr: float | None = None, max_lr: float | None = None) -> None:
-        _check(hyper_lr >= 0 and math.isfinite(hyper_lr), f"hyper_lr must be a finite number >= 0, got {hyper_lr}")
+    def __init__(
+        self,
+        params: Iterable,
+        lr: float = 1.0,
+        hyper_lr: float = 1.0,
+        momentum: float = 0.9,
+        *,
+        min_lr: float | None = None,
+        max_lr: float | None = None,
+    ) -> None:
+        _check(
+            hyper_lr >= 0 and math.isfinite(hyper_lr),
+            f"hyper_lr must be a finite number >= 0, got {hyper_lr}",
+        )
         _check(0.0 <= momentum < 1.0, f"momentum must be in [0, 1), got {momentum}")
         # base and betas: the group entries FedHyper-GM always had (its checkpoints hold them)
-        defaults = dict(lr=lr, hyper_lr=hyper_lr, momentum=momentum, base="sgd", min_lr=min_lr, max_lr=max_lr,
-                        betas=(0.9, 0.999))
+        defaults = dict(
+            lr=lr,
+            hyper_lr=hyper_lr,
+            momentum=momentum,
+            base="sgd",
+            min_lr=min_lr,
+            max_lr=max_lr,
+            betas=(0.9, 0.999),
+        )
         super().__init__(params, defaults)
 
     def _measure(self, group, params, grads, g, signals):
@@ -365,9 +404,14 @@ class FedHyperCL(_PreviousDirection):
         max_lr: float | None = None,
         **base: Unpack[DirectionArgs],
     ) -> None:
-        _check(global_coef >= 0 and math.isfinite(global_coef), f"global_coef must be a finite number >= 0, got {global_coef}")
+        _check(
+            global_coef >= 0 and math.isfinite(global_coef),
+            f"global_coef must be a finite number >= 0, got {global_coef}",
+        )
         _check(max_growth >= 1.0, f"max_growth must be >= 1, got {max_growth}")
-        defaults = dict(lr=lr, global_coef=global_coef, max_growth=max_growth, min_lr=min_lr, max_lr=max_lr)
+        defaults = dict(
+            lr=lr, global_coef=global_coef, max_growth=max_growth, min_lr=min_lr, max_lr=max_lr
+        )
         super().__init__(params, defaults, direction, **base)
         if global_update is not None:
             self.set_global_update(global_update)
@@ -383,21 +427,31 @@ class FedHyperCL(_PreviousDirection):
         params = [p for g in self.param_groups for p in g["params"]]
         if update is not None:
             update = list(update)
-            _check(len(update) == len(params), f"global_update needs {len(params)} tensors, got {len(update)}")
+            _check(
+                len(update) == len(params),
+                f"global_update needs {len(params)} tensors, got {len(update)}",
+            )
         for i, p in enumerate(params):
             st = self.state[p]
             st.pop("prev_direction", None)
             if update is None:
                 st.pop("global_update", None)
             else:
-                _check(update[i].shape == p.shape, f"global_update[{i}] has shape {tuple(update[i].shape)}, expected {tuple(p.shape)}")
+                _check(
+                    update[i].shape == p.shape,
+                    f"global_update[{i}] has shape {tuple(update[i].shape)}, expected {tuple(p.shape)}",
+                )
                 st["global_update"] = update[i].detach().to(device=p.device, dtype=p.dtype).clone()
         for g in self.param_groups:
             g["prev_update_scale"] = 0.0
 
     def _measure(self, group, params, grads, g, signals):
-        if not (group["base"] == "sgd" and not group["momentum"] and params[0].device.type == "cpu"
-                and not isinstance(group["lr"], Tensor)):
+        if not (
+            group["base"] == "sgd"
+            and not group["momentum"]
+            and params[0].device.type == "cpu"
+            and not isinstance(group["lr"], Tensor)
+        ):
             return grads_finite(g), None
         # plain SGD on CPU (d_k = g_k): the inner products only need g, so they are taken
         # before the update with one read each. A non-finite gradient makes every inner product
@@ -449,7 +503,9 @@ class FedHyperCL(_PreviousDirection):
         prev, reused = self._previous(params, grads)
         momentum_alias = group["base"] == "sgd" and group["momentum"] > 0 and not group["nesterov"]
         if prev is not None and momentum_alias:
-            prev = [x.clone() for x in prev]  # the momentum buffer is d_{k-1}; it changes in place below
+            prev = [
+                x.clone() for x in prev
+            ]  # the momentum buffer is d_{k-1}; it changes in place below
         lr = group["lr"]
         d, factor = self.direction.compute(self, group, params, g)
         self._apply(params, d, lr, factor)

@@ -123,9 +123,13 @@ def flash_early_stop(previous_loss: float, loss: float, epoch: int, gamma: float
         >>> e  # epoch 4 gained 0.005 < 0.04 / 4
         4
     """
-    _check(isinstance(epoch, int) and not isinstance(epoch, bool) and epoch >= 1,
-           f"epoch is the 1-based local epoch, an int >= 1, got {epoch!r}")
-    _check(finite_number(gamma) and gamma >= 0, f"gamma must be a finite number >= 0, got {gamma!r}")
+    _check(
+        isinstance(epoch, int) and not isinstance(epoch, bool) and epoch >= 1,
+        f"epoch is the 1-based local epoch, an int >= 1, got {epoch!r}",
+    )
+    _check(
+        finite_number(gamma) and gamma >= 0, f"gamma must be a finite number >= 0, got {gamma!r}"
+    )
     prev, cur = float(previous_loss), float(loss)
     if math.isnan(cur):
         return True
@@ -174,15 +178,29 @@ class Flash(AdaptiveOptimizer):
     ) -> None:
         _check(finite_number(lr) and lr > 0, f"lr must be a finite number > 0, got {lr!r}")
         b1, b2 = check_betas(betas, 2)
-        _check(finite_number(tau) and tau > 0,
-               f"tau must be a finite number > 0 (it bounds the denominator where v = 0), got {tau!r}")
-        _check(finite_number(den_floor) and 0 < den_floor <= 1,
-               f"den_floor must be a number in (0, 1] (the denominator's floor as a fraction of sqrt(v)), got {den_floor!r}")
-        _check(isinstance(adaptive_b3, bool), f"adaptive_b3 must be True or False, got {adaptive_b3!r}")
-        _check(isinstance(debias_drift, bool), f"debias_drift must be True or False, got {debias_drift!r}")
-        defaults = {"lr": float(lr), "betas": (b1, b2), "tau": float(tau),
-                    "den_floor": float(den_floor), "adaptive_b3": adaptive_b3,
-                    "debias_drift": debias_drift}
+        _check(
+            finite_number(tau) and tau > 0,
+            f"tau must be a finite number > 0 (it bounds the denominator where v = 0), got {tau!r}",
+        )
+        _check(
+            finite_number(den_floor) and 0 < den_floor <= 1,
+            f"den_floor must be a number in (0, 1] (the denominator's floor as a fraction of sqrt(v)), got {den_floor!r}",
+        )
+        _check(
+            isinstance(adaptive_b3, bool), f"adaptive_b3 must be True or False, got {adaptive_b3!r}"
+        )
+        _check(
+            isinstance(debias_drift, bool),
+            f"debias_drift must be True or False, got {debias_drift!r}",
+        )
+        defaults = {
+            "lr": float(lr),
+            "betas": (b1, b2),
+            "tau": float(tau),
+            "den_floor": float(den_floor),
+            "adaptive_b3": adaptive_b3,
+            "debias_drift": debias_drift,
+        }
         super().__init__(params, defaults)
 
     def _init_group(self, group: dict) -> None:
@@ -209,7 +227,7 @@ class Flash(AdaptiveOptimizer):
         # the drift test's second moment: v as published, or Adam's unbiased v / (1 - b2^t)
         t = group["step"]
         if group.get("debias_drift", False):
-            c_now, c_prev = 1.0 / (1.0 - b2 ** t), (1.0 / (1.0 - b2 ** (t - 1)) if t > 1 else 0.0)
+            c_now, c_prev = 1.0 / (1.0 - b2**t), (1.0 / (1.0 - b2 ** (t - 1)) if t > 1 else 0.0)
         else:
             c_now = c_prev = 1.0
         for p, gp in zip(params, grads, strict=True):
@@ -228,7 +246,11 @@ class Flash(AdaptiveOptimizer):
                 num = v_prev.abs() * c_prev
                 den = jump.abs().add_(num)
                 # 0/0 (v_{t-1} = 0 and Delta_t = 0): beta3 = 1, d is kept
-                b3 = torch.where(den > 0, num / torch.where(den > 0, den, torch.ones_like(den)), torch.ones_like(den))
+                b3 = torch.where(
+                    den > 0,
+                    num / torch.where(den > 0, den, torch.ones_like(den)),
+                    torch.ones_like(den),
+                )
                 d.mul_(b3).add_((1.0 - b3) * jump)
             denom, guarded = self._denominator(v, d, rho, tau)
             p.addcdiv_(m, denom, value=lr)
@@ -262,8 +284,10 @@ class Flash(AdaptiveOptimizer):
                 st = self.state.get(p)
                 if not st or "exp_avg_sq" not in st:
                     continue
-                denom, _ = self._denominator(st["exp_avg_sq"], st["drift"], group["den_floor"], group["tau"])
-                steps = (group["lr"] / denom.to(torch.float64))
+                denom, _ = self._denominator(
+                    st["exp_avg_sq"], st["drift"], group["den_floor"], group["tau"]
+                )
+                steps = group["lr"] / denom.to(torch.float64)
                 total += float(steps.sum())
                 lo = min(lo, float(steps.min()))
                 hi = max(hi, float(steps.max()))

@@ -25,7 +25,9 @@ class _PreviousDirection(AdaptiveOptimizer):
     at which it notices uses no hypergradient (``h = 0``).
     """
 
-    def _store_direction(self, group: dict, params: list[Tensor], grads: list[Tensor], d: list[Tensor], factor: float) -> None:
+    def _store_direction(
+        self, group: dict, params: list[Tensor], grads: list[Tensor], d: list[Tensor], factor: float
+    ) -> None:
         group["direction_factor"] = factor
         state = self.state
         if d is not grads:
@@ -54,7 +56,9 @@ class _PreviousDirection(AdaptiveOptimizer):
             buf.copy_(g)
             state[p]["prev_direction"] = buf
 
-    def _previous(self, params: list[Tensor], grads: list[Tensor]) -> tuple[list[Tensor] | None, bool]:
+    def _previous(
+        self, params: list[Tensor], grads: list[Tensor]
+    ) -> tuple[list[Tensor] | None, bool]:
         state = self.state
         prev = []
         reused = False
@@ -66,8 +70,9 @@ class _PreviousDirection(AdaptiveOptimizer):
             reused = reused or g is d
         return prev, reused
 
-    def _update(self, group: dict, params: list[Tensor], grads: list[Tensor], g: list[Tensor],
-                stats: object) -> list[Tensor]:
+    def _update(
+        self, group: dict, params: list[Tensor], grads: list[Tensor], g: list[Tensor], stats: object
+    ) -> list[Tensor]:
         d, factor = self.direction.compute(self, group, params, g)
         self._apply(params, d, group["lr"], factor)
         self._store_direction(group, params, grads, d, factor)
@@ -133,9 +138,16 @@ class HypergradientDescent(_PreviousDirection):
         **base: Unpack[DirectionArgs],
     ) -> None:
         if hyper_lr is None:
-            adam = isinstance(direction, AdamDirection) if direction is not None else base.get("base") == "adam"
+            adam = (
+                isinstance(direction, AdamDirection)
+                if direction is not None
+                else base.get("base") == "adam"
+            )
             hyper_lr = 1e-5 if adam else 1e-2
-        _check(hyper_lr >= 0 and math.isfinite(hyper_lr), f"hyper_lr must be a finite number >= 0, got {hyper_lr}")
+        _check(
+            hyper_lr >= 0 and math.isfinite(hyper_lr),
+            f"hyper_lr must be a finite number >= 0, got {hyper_lr}",
+        )
         defaults = dict(lr=lr, hyper_lr=hyper_lr, min_lr=min_lr, max_lr=max_lr)
         super().__init__(params, defaults, direction, **base)
 
@@ -154,7 +166,10 @@ class HypergradientDescent(_PreviousDirection):
 
     def _adapt(self, group, params, g, dot):
         if dot is not None:  # no previous direction, or the same gradient tensors came back
-            self._set_lr(group, group["lr"] + self._hyper_scale(group) * group["direction_factor"] * dot)
+            self._set_lr(
+                group, group["lr"] + self._hyper_scale(group) * group["direction_factor"] * dot
+            )
+
 
 @direction_arguments
 class MultiplicativeHypergradientDescent(_PreviousDirection):

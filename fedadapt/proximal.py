@@ -58,11 +58,14 @@ def add_proximal_term(
     if anchor is None:
         anchors = [p.detach().clone() for p in params]
     else:
-        anchors = [a.detach().to(p.device, p.dtype).clone() for a, p in
-                   zip(anchor, params, strict=True)]
+        anchors = [
+            a.detach().to(p.device, p.dtype).clone() for a, p in zip(anchor, params, strict=True)
+        ]
         for a, p in zip(anchors, params, strict=True):
             if a.shape != p.shape:
-                raise ValueError(f"anchor shape {tuple(a.shape)} != parameter shape {tuple(p.shape)}")
+                raise ValueError(
+                    f"anchor shape {tuple(a.shape)} != parameter shape {tuple(p.shape)}"
+                )
 
     def pre_step(opt: Optimizer, args: Any, kwargs: Any) -> None:
         with torch.no_grad():

@@ -201,12 +201,16 @@ def register_optimizer(
     ``client_lr`` takes the factory's own ``lr`` default."""
     spec = spec if spec is not None else MethodSpec()
     # the spec is what every entry point reads: a class's own signal declarations must be in it
-    for attr, field_name, listed in (("required_signals", "signals", spec.signals),
-                                     ("optional_signals", "optional_signals", spec.optional_signals)):
+    for attr, field_name, listed in (
+        ("required_signals", "signals", spec.signals),
+        ("optional_signals", "optional_signals", spec.optional_signals),
+    ):
         own = tuple(getattr(factory, attr, ()) or ())
         if not set(own) <= set(listed):
-            raise ValueError(f"register_optimizer({name!r}): the class declares {attr} {list(own)}; "
-                             f"its MethodSpec must list them in {field_name} (has {list(listed)})")
+            raise ValueError(
+                f"register_optimizer({name!r}): the class declares {attr} {list(own)}; "
+                f"its MethodSpec must list them in {field_name} (has {list(listed)})"
+            )
     if spec.client_lr is None and spec.on_client:
         lr = inspect.signature(factory).parameters.get("lr")
         if lr is not None and isinstance(lr.default, int | float) and lr.default > 0:
@@ -241,17 +245,37 @@ def check_side(name: str, side: str, what: str | None = None) -> None:
         )
 
 
-def _torch_sgd(params: Iterable, lr: float = 0.01, momentum: float = 0.0, dampening: float = 0.0,
-               weight_decay: float = 0.0, nesterov: bool = False) -> Optimizer:
+def _torch_sgd(
+    params: Iterable,
+    lr: float = 0.01,
+    momentum: float = 0.0,
+    dampening: float = 0.0,
+    weight_decay: float = 0.0,
+    nesterov: bool = False,
+) -> Optimizer:
     """torch's own SGD (foreach)."""
-    return torch.optim.SGD(params, lr=lr, momentum=momentum, dampening=dampening,
-                           weight_decay=weight_decay, nesterov=nesterov, foreach=True)
+    return torch.optim.SGD(
+        params,
+        lr=lr,
+        momentum=momentum,
+        dampening=dampening,
+        weight_decay=weight_decay,
+        nesterov=nesterov,
+        foreach=True,
+    )
 
 
-def _torch_adam(params: Iterable, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
-                eps: float = 1e-8, weight_decay: float = 0.0) -> Optimizer:
+def _torch_adam(
+    params: Iterable,
+    lr: float = 1e-3,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+) -> Optimizer:
     """torch's own Adam (foreach)."""
-    return torch.optim.Adam(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, foreach=True)
+    return torch.optim.Adam(
+        params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, foreach=True
+    )
 
 
 def _accepted(factory: Callable[..., Optimizer]) -> list[str]:
@@ -262,7 +286,9 @@ def _accepted(factory: Callable[..., Optimizer]) -> list[str]:
 def _accepted_names(factory: Callable[..., Optimizer]) -> tuple[str, ...]:
     # once per factory: inspect.signature costs ~0.1 ms, paid by every client of every round
     sig = inspect.signature(factory)
-    return tuple(n for n, p in sig.parameters.items() if n != "params" and p.kind is not p.VAR_KEYWORD)
+    return tuple(
+        n for n, p in sig.parameters.items() if n != "params" and p.kind is not p.VAR_KEYWORD
+    )
 
 
 def available_optimizers() -> list[str]:
@@ -293,7 +319,9 @@ def build_optimizer(
     accepted = _accepted(factory)
     unknown = sorted(set(hparams) - set(accepted))
     if unknown:
-        raise ValueError(f"optimizer {name!r} got unknown hyperparameters {unknown}; accepted: {accepted}")
+        raise ValueError(
+            f"optimizer {name!r} got unknown hyperparameters {unknown}; accepted: {accepted}"
+        )
     try:
         return factory(params, **hparams)
     except (TypeError, RuntimeError) as exc:

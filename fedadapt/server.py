@@ -12,7 +12,13 @@ from ._mechanism import global_dot
 from .changepoint import ChangeDetector
 from .registry import build_optimizer, method_spec, step_size_stats
 
-__all__ = ["ServerOptimizer", "default_server_lr", "reset_on_change", "START_LOSSES", "START_WEIGHTS"]
+__all__ = [
+    "ServerOptimizer",
+    "default_server_lr",
+    "reset_on_change",
+    "START_LOSSES",
+    "START_WEIGHTS",
+]
 
 # per-client round-start training losses and their weights (example counts): the change
 # detector's signal, accepted by every server optimizer's step()
@@ -123,7 +129,9 @@ class ServerOptimizer:
         if detector is True:
             detector = ChangeDetector()
         if detector is not False and not isinstance(detector, ChangeDetector):
-            raise ValueError(f"detector must be a ChangeDetector, True, False or None, got {detector!r}")
+            raise ValueError(
+                f"detector must be a ChangeDetector, True, False or None, got {detector!r}"
+            )
         self.detector: ChangeDetector | None = detector or None
         self.change_rounds = sorted({int(r) for r in change_rounds})
         if any(r < 1 for r in self.change_rounds):
@@ -146,7 +154,9 @@ class ServerOptimizer:
         return tuple(self.spec.optional_signals)
 
     # ------------------------------------------------------------------ rounds
-    def step(self, client_params: Sequence[Sequence[Tensor]], weights: Sequence[float], **signals: object) -> None:
+    def step(
+        self, client_params: Sequence[Sequence[Tensor]], weights: Sequence[float], **signals: object
+    ) -> None:
         """One round from the clients' models and weights (e.g. example counts).
 
         Signals the method requires and that are not given are computed from
@@ -165,7 +175,9 @@ class ServerOptimizer:
         w = [x / total for x in w]
         for cp in client_params:
             if len(cp) != len(self.params):
-                raise ValueError(f"a client sent {len(cp)} tensors, the model has {len(self.params)}")
+                raise ValueError(
+                    f"a client sent {len(cp)} tensors, the model has {len(self.params)}"
+                )
         with torch.no_grad():
             mean = []
             for j, p in enumerate(self.params):
@@ -173,11 +185,16 @@ class ServerOptimizer:
                 for wi, cp in zip(w, client_params, strict=True):
                     acc.add_(cp[j].to(device=p.device, dtype=torch.float64) * wi)
                 mean.append(acc)
-            needed = set(self.required_signals) - set(k for k, v in signals.items() if v is not None)
+            needed = set(self.required_signals) - set(
+                k for k, v in signals.items() if v is not None
+            )
             if needed & {"client_sq_norms_mean", "num_clients"}:
                 sq = 0.0
                 for wi, cp in zip(w, client_params, strict=True):
-                    diffs = [c.to(device=p.device, dtype=p.dtype) - p for c, p in zip(cp, self.params, strict=True)]
+                    diffs = [
+                        c.to(device=p.device, dtype=p.dtype) - p
+                        for c, p in zip(cp, self.params, strict=True)
+                    ]
                     sq += wi * float(global_dot(diffs, diffs))
                 signals.setdefault("client_sq_norms_mean", sq)
                 signals.setdefault("num_clients", len(client_params))
@@ -197,7 +214,13 @@ class ServerOptimizer:
         if len(mean_params) != len(self.params):
             raise ValueError(f"got {len(mean_params)} tensors, the model has {len(self.params)}")
         with torch.no_grad():
-            self._step([m.to(device=p.device, dtype=torch.float64) for m, p in zip(mean_params, self.params, strict=True)], signals)
+            self._step(
+                [
+                    m.to(device=p.device, dtype=torch.float64)
+                    for m, p in zip(mean_params, self.params, strict=True)
+                ],
+                signals,
+            )
 
     def step_from_pseudo_gradient(self, pseudo_grads: Sequence[Tensor], **signals: object) -> None:
         """One round from the pseudo-gradient :math:`\\hat g_t = x_t - \bar x` itself.
@@ -208,13 +231,25 @@ class ServerOptimizer:
         if len(pseudo_grads) != len(self.params):
             raise ValueError(f"got {len(pseudo_grads)} tensors, the model has {len(self.params)}")
         with torch.no_grad():
-            self._step(None, signals, [g.to(device=p.device, dtype=p.dtype) for g, p in zip(pseudo_grads, self.params, strict=True)])
+            self._step(
+                None,
+                signals,
+                [
+                    g.to(device=p.device, dtype=p.dtype)
+                    for g, p in zip(pseudo_grads, self.params, strict=True)
+                ],
+            )
 
-    def _step(self, mean64: list[Tensor] | None, signals: dict, pseudo: list[Tensor] | None = None) -> None:
+    def _step(
+        self, mean64: list[Tensor] | None, signals: dict, pseudo: list[Tensor] | None = None
+    ) -> None:
         opt = self.optimizer
         if pseudo is None:
             assert mean64 is not None
-            pseudo = [(p.to(torch.float64) - m).to(p.dtype) for p, m in zip(self.params, mean64, strict=True)]
+            pseudo = [
+                (p.to(torch.float64) - m).to(p.dtype)
+                for p, m in zip(self.params, mean64, strict=True)
+            ]
         finite = all(bool(torch.isfinite(g).all()) for g in pseudo)
         for v in signals.values():
             if isinstance(v, int | float) and not math.isfinite(v):
@@ -223,7 +258,12 @@ class ServerOptimizer:
                 finite = finite and all(bool(torch.isfinite(t).all()) for t in v)
         self.round += 1
         if not finite:
-            self.last_info = {**step_size_stats(opt), "cosine": math.nan, "skipped": 1.0, "change": 0.0}
+            self.last_info = {
+                **step_size_stats(opt),
+                "cosine": math.nan,
+                "skipped": 1.0,
+                "change": 0.0,
+            }
             return
         change, change_info = self._observe(pseudo, signals)
         if self._plastic_left > 0:
@@ -235,7 +275,10 @@ class ServerOptimizer:
         cosine = math.nan
         if self._prev_pseudo_grad is not None:
             num = float(global_dot(pseudo, self._prev_pseudo_grad))
-            den = math.sqrt(float(global_dot(pseudo, pseudo)) * float(global_dot(self._prev_pseudo_grad, self._prev_pseudo_grad)))
+            den = math.sqrt(
+                float(global_dot(pseudo, pseudo))
+                * float(global_dot(self._prev_pseudo_grad, self._prev_pseudo_grad))
+            )
             cosine = num / den if den > 0 else 0.0
         keep = [g.clone() for g in pseudo]  # torch's SGD (Nesterov) may change .grad in place
         old_grads = [p.grad for p in self.params]
@@ -253,8 +296,13 @@ class ServerOptimizer:
         skipped = sum(int(g.get("skipped", 0)) for g in opt.param_groups) > skipped_before
         if not skipped:
             self._prev_pseudo_grad = keep
-        self.last_info = {**step_size_stats(opt), "cosine": cosine, "skipped": float(skipped),
-                          "change": float(change), **change_info}
+        self.last_info = {
+            **step_size_stats(opt),
+            "cosine": cosine,
+            "skipped": float(skipped),
+            "change": float(change),
+            **change_info,
+        }
 
     def _observe(self, pseudo: list[Tensor], signals: dict) -> tuple[bool, dict[str, float]]:
         """Feed the detector (and the oracle's known rounds); True = reset before this step."""
@@ -264,10 +312,14 @@ class ServerOptimizer:
         losses: Iterable[float] | None = signals.get(START_LOSSES)
         weights: Iterable[float] | None = signals.get(START_WEIGHTS)
         values: dict[str, float | Sequence[float] | None] = {
-            "update-norm": math.sqrt(max(float(global_dot(pseudo, pseudo)), 0.0))}
+            "update-norm": math.sqrt(max(float(global_dot(pseudo, pseudo)), 0.0))
+        }
         if losses is not None:
             values["start-loss"] = [float(x) for x in losses]
-        alarm = self.detector.update(values, {"start-loss": list(weights)} if weights is not None and losses is not None else None)
+        alarm = self.detector.update(
+            values,
+            {"start-loss": list(weights)} if weights is not None and losses is not None else None,
+        )
         info = {f"detector-{k}": float(v) for k, v in self.detector.last_info.items()}
         return change or alarm, info
 
@@ -298,7 +350,9 @@ class ServerOptimizer:
         if callable(own):
             hints.update({str(k): float(v) for k, v in dict(own() or {}).items()})
         if self._plastic_left > 0:
-            hints["local-work"] = float(self._plasticity().get("local-work", 1.0)) * hints.get("local-work", 1.0)
+            hints["local-work"] = float(self._plasticity().get("local-work", 1.0)) * hints.get(
+                "local-work", 1.0
+            )
         return hints
 
     def _exact_mean(self) -> bool:
@@ -307,7 +361,10 @@ class ServerOptimizer:
             return True
         if type(opt) is not torch.optim.SGD:
             return False
-        return all(float(g["lr"]) == 1.0 and g["momentum"] == 0 and g["weight_decay"] == 0 for g in opt.param_groups)
+        return all(
+            float(g["lr"]) == 1.0 and g["momentum"] == 0 and g["weight_decay"] == 0
+            for g in opt.param_groups
+        )
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict:
@@ -317,7 +374,9 @@ class ServerOptimizer:
             "detector": None if self.detector is None else self.detector.state_dict(),
             "plastic_left": self._plastic_left,
             "round": self.round,
-            "prev_pseudo_grad": None if self._prev_pseudo_grad is None else [t.clone() for t in self._prev_pseudo_grad],
+            "prev_pseudo_grad": None
+            if self._prev_pseudo_grad is None
+            else [t.clone() for t in self._prev_pseudo_grad],
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -330,9 +389,14 @@ class ServerOptimizer:
         self.round = int(state["round"])
         self._plastic_left = int(state.get("plastic_left", 0))
         prev = state.get("prev_pseudo_grad")
-        self._prev_pseudo_grad = None if prev is None else [
-            t.to(device=p.device, dtype=p.dtype).clone() for t, p in zip(prev, self.params, strict=True)
-        ]
+        self._prev_pseudo_grad = (
+            None
+            if prev is None
+            else [
+                t.to(device=p.device, dtype=p.dtype).clone()
+                for t, p in zip(prev, self.params, strict=True)
+            ]
+        )
 
     def check_state_dict(self, state: object) -> None:
         """Refuse a saved state that this object, freshly built, could not have produced.
@@ -351,18 +415,26 @@ class ServerOptimizer:
         for key in ("optimizer", "round"):
             _need(key in state, f"server state lacks {key!r}")
         rnd = state["round"]
-        _need(isinstance(rnd, int) and not isinstance(rnd, bool) and rnd >= 0,
-              f"server state 'round' must be an int >= 0, got {rnd!r}")
+        _need(
+            isinstance(rnd, int) and not isinstance(rnd, bool) and rnd >= 0,
+            f"server state 'round' must be an int >= 0, got {rnd!r}",
+        )
         self._check_optimizer_state(state["optimizer"], int(rnd))
         plastic = state.get("plastic_left", 0)
         max_plastic = int(float(self._plasticity().get("rounds", 0)))
-        _need(isinstance(plastic, int) and not isinstance(plastic, bool) and 0 <= plastic <= max_plastic,
-              f"server state 'plastic_left' (rounds of extra local work left) must be an int in "
-              f"[0, {max_plastic}] (the method's plastic_rounds), got {plastic!r}")
+        _need(
+            isinstance(plastic, int)
+            and not isinstance(plastic, bool)
+            and 0 <= plastic <= max_plastic,
+            f"server state 'plastic_left' (rounds of extra local work left) must be an int in "
+            f"[0, {max_plastic}] (the method's plastic_rounds), got {plastic!r}",
+        )
         prev = state.get("prev_pseudo_grad")
         if prev is not None:
-            _need(isinstance(prev, list | tuple) and len(prev) == len(self.params),
-                  f"server state 'prev_pseudo_grad' must be a list of {len(self.params)} tensors")
+            _need(
+                isinstance(prev, list | tuple) and len(prev) == len(self.params),
+                f"server state 'prev_pseudo_grad' must be a list of {len(self.params)} tensors",
+            )
             for j, (t, p) in enumerate(zip(prev, self.params, strict=True)):
                 _check_tensor(t, f"prev_pseudo_grad[{j}]", tuple(p.shape))
         det = state.get("detector")
@@ -376,20 +448,26 @@ class ServerOptimizer:
         from .registry import _REGISTRY, _accepted
 
         fresh = self.optimizer.state_dict()
-        _need(isinstance(saved, dict) and "state" in saved and "param_groups" in saved,
-              "server state 'optimizer' must hold 'state' and 'param_groups'")
+        _need(
+            isinstance(saved, dict) and "state" in saved and "param_groups" in saved,
+            "server state 'optimizer' must hold 'state' and 'param_groups'",
+        )
         assert isinstance(saved, dict)
         groups = saved["param_groups"]
-        _need(isinstance(groups, list) and len(groups) == len(fresh["param_groups"]),
-              f"optimizer.param_groups: {len(groups) if isinstance(groups, list) else groups!r} "
-              f"groups, the model's optimizer has {len(fresh['param_groups'])}")
+        _need(
+            isinstance(groups, list) and len(groups) == len(fresh["param_groups"]),
+            f"optimizer.param_groups: {len(groups) if isinstance(groups, list) else groups!r} "
+            f"groups, the model's optimizer has {len(fresh['param_groups'])}",
+        )
         ctor = set(_accepted(_REGISTRY[self.name])) - {"lr", "min_lr", "max_lr"}
         shapes: dict[int, tuple[int, ...]] = {}
         for i, (g, f) in enumerate(zip(groups, fresh["param_groups"], strict=True)):
             where = f"optimizer.param_groups[{i}]"
             _need(isinstance(g, dict), f"{where} must be a dict")
-            _need(list(g.get("params", [])) == list(f["params"]),
-                  f"{where}.params {g.get('params')!r} differ from the model's {f['params']!r}")
+            _need(
+                list(g.get("params", [])) == list(f["params"]),
+                f"{where}.params {g.get('params')!r} differ from the model's {f['params']!r}",
+            )
             ps = [p for p in self.optimizer.param_groups[i]["params"]]
             shapes.update({idx: tuple(p.shape) for idx, p in zip(f["params"], ps, strict=True)})
             for k, v in f.items():
@@ -398,9 +476,17 @@ class ServerOptimizer:
                 _need(k in g, f"{where} lacks {k!r}")
                 got = g[k]
                 if k in ctor:
-                    _need(got == v or (isinstance(v, float) and math.isnan(v) and isinstance(got, float) and math.isnan(got)),
-                          f"{where}.{k}: saved {got!r}, the strategy is configured with {v!r} "
-                          "(a checkpoint of another configuration or a corrupt one)")
+                    _need(
+                        got == v
+                        or (
+                            isinstance(v, float)
+                            and math.isnan(v)
+                            and isinstance(got, float)
+                            and math.isnan(got)
+                        ),
+                        f"{where}.{k}: saved {got!r}, the strategy is configured with {v!r} "
+                        "(a checkpoint of another configuration or a corrupt one)",
+                    )
                     continue
                 if k == "lr":
                     self._check_lr(got, f, where)
@@ -411,7 +497,10 @@ class ServerOptimizer:
         state = saved["state"]
         _need(isinstance(state, dict), "optimizer.state must be a dict")
         for idx, st in state.items():
-            _need(idx in shapes, f"optimizer.state has an entry for parameter {idx!r}; the model has {sorted(shapes)}")
+            _need(
+                idx in shapes,
+                f"optimizer.state has an entry for parameter {idx!r}; the model has {sorted(shapes)}",
+            )
             _need(isinstance(st, dict), f"optimizer.state[{idx}] must be a dict")
             for k, t in st.items():
                 what = f"optimizer.state[{idx}].{k}"
@@ -430,9 +519,11 @@ class ServerOptimizer:
         hi = float(fresh_group.get("max_lr", math.inf))
         bounds = self.spec.carried_lr_bounds
         hi = min(hi, ref * (bounds[1] if bounds is not None else MAX_LR_GROWTH))
-        _need(math.isfinite(value) and value > 0 and lo <= value <= hi,
-              f"{where}.lr must be a finite number > 0 in [{lo:g}, {hi:g}] (the method's bounds "
-              f"around the configured lr {ref:g}), got {value!r}")
+        _need(
+            math.isfinite(value) and value > 0 and lo <= value <= hi,
+            f"{where}.lr must be a finite number > 0 in [{lo:g}, {hi:g}] (the method's bounds "
+            f"around the configured lr {ref:g}), got {value!r}",
+        )
 
 
 # A resumed server lr may exceed the configured one by at most this factor when the method
@@ -454,12 +545,17 @@ def _nonneg_state(key: str) -> bool:
 def _check_tensor(t: object, what: str, shape: tuple[int, ...], *, nonneg: bool = False) -> None:
     _need(isinstance(t, Tensor), f"{what} must be a tensor, got {type(t).__name__}")
     assert isinstance(t, Tensor)
-    _need(t.dim() == 0 or tuple(t.shape) == shape,
-          f"{what} has shape {tuple(t.shape)}, its parameter has {shape}")
+    _need(
+        t.dim() == 0 or tuple(t.shape) == shape,
+        f"{what} has shape {tuple(t.shape)}, its parameter has {shape}",
+    )
     if t.is_floating_point() or t.is_complex():
         _need(bool(torch.isfinite(t).all()), f"{what} holds non-finite values (NaN or inf)")
     if nonneg:
-        _need(bool((t >= 0).all()), f"{what} holds negative values (it is a squared accumulator or a counter)")
+        _need(
+            bool((t >= 0).all()),
+            f"{what} holds negative values (it is a squared accumulator or a counter)",
+        )
 
 
 def _check_scalar(got: object, fresh: object, what: str, rnd: int) -> None:
@@ -467,7 +563,10 @@ def _check_scalar(got: object, fresh: object, what: str, rnd: int) -> None:
     (unless the fresh value is not, e.g. AutoDrop's undefined ``omega``), counters in
     ``[0, round]``."""
     if isinstance(fresh, bool) or isinstance(got, bool):
-        _need(isinstance(got, bool) == isinstance(fresh, bool), f"{what} must be a bool like a fresh one, got {got!r}")
+        _need(
+            isinstance(got, bool) == isinstance(fresh, bool),
+            f"{what} must be a bool like a fresh one, got {got!r}",
+        )
         return
     if isinstance(fresh, int):
         _need(isinstance(got, int), f"{what} must be an int, got {got!r}")
@@ -479,8 +578,7 @@ def _check_scalar(got: object, fresh: object, what: str, rnd: int) -> None:
     if isinstance(fresh, float):
         _need(isinstance(got, int | float), f"{what} must be a number, got {got!r}")
         assert isinstance(got, int | float)
-        _need(math.isfinite(got) or not math.isfinite(fresh),
-              f"{what} must be finite, got {got!r}")
+        _need(math.isfinite(got) or not math.isfinite(fresh), f"{what} must be finite, got {got!r}")
         return
     if isinstance(fresh, Tensor):
         _need(isinstance(got, Tensor), f"{what} must be a tensor, got {type(got).__name__}")
@@ -489,5 +587,7 @@ def _check_scalar(got: object, fresh: object, what: str, rnd: int) -> None:
             _need(bool(torch.isfinite(got).all()), f"{what} holds non-finite values")
         return
     if isinstance(fresh, str | tuple | list) or fresh is None:
-        _need(type(got) is type(fresh) or fresh is None,
-              f"{what} must be a {type(fresh).__name__}, got {got!r}")
+        _need(
+            type(got) is type(fresh) or fresh is None,
+            f"{what} must be a {type(fresh).__name__}, got {got!r}",
+        )

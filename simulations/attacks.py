@@ -127,35 +127,52 @@ class AttackPlan:
 
 def plan_from_config(cfg: Mapping[str, Any]) -> AttackPlan:
     return AttackPlan(
-        kind=str(cfg["attack.kind"]), clients=int(cfg["attack.clients"]),
-        fraction=float(cfg["attack.fraction"]), scale=float(cfg["attack.scale"]),
-        alie_z=float(cfg["attack.alie-z"]), ipm_epsilon=float(cfg["attack.ipm-epsilon"]),
-        seed=int(cfg["seed"]), num_clients=int(cfg["num-clients"]),
+        kind=str(cfg["attack.kind"]),
+        clients=int(cfg["attack.clients"]),
+        fraction=float(cfg["attack.fraction"]),
+        scale=float(cfg["attack.scale"]),
+        alie_z=float(cfg["attack.alie-z"]),
+        ipm_epsilon=float(cfg["attack.ipm-epsilon"]),
+        seed=int(cfg["seed"]),
+        num_clients=int(cfg["num-clients"]),
     )
 
 
 def check_config(cfg: Mapping[str, Any]) -> None:
     """Cross-key checks of the ``attack.*`` keys (each key's own range is checked by
     :func:`simulations.checks.resolve`); raises :class:`ConfigError` naming the key."""
-    kind, k, frac = str(cfg["attack.kind"]), int(cfg["attack.clients"]), float(cfg["attack.fraction"])
+    kind, k, frac = (
+        str(cfg["attack.kind"]),
+        int(cfg["attack.clients"]),
+        float(cfg["attack.fraction"]),
+    )
     if kind == "none":
         if k > 0 or frac > 0:
             raise ConfigError(
                 f"run-config keys 'attack.clients' ({k}) / 'attack.fraction' ({frac:g}) name "
-                f"Byzantine clients but 'attack.kind' is 'none'; accepted kinds: {list(KINDS[1:])}")
+                f"Byzantine clients but 'attack.kind' is 'none'; accepted kinds: {list(KINDS[1:])}"
+            )
         return
     if k > 0 and frac > 0:
-        raise ConfigError("run-config keys 'attack.clients' and 'attack.fraction' are both set; "
-                          "accepted: one of them (clients per round, or a share of the population)")
+        raise ConfigError(
+            "run-config keys 'attack.clients' and 'attack.fraction' are both set; "
+            "accepted: one of them (clients per round, or a share of the population)"
+        )
     if k == 0 and frac == 0:
-        raise ConfigError(f"run-config key 'attack.kind' ({kind!r}) needs Byzantine clients: set "
-                          "'attack.clients' (per round, >= 1) or 'attack.fraction' (in (0, 1])")
+        raise ConfigError(
+            f"run-config key 'attack.kind' ({kind!r}) needs Byzantine clients: set "
+            "'attack.clients' (per round, >= 1) or 'attack.fraction' (in (0, 1])"
+        )
     if k > int(cfg["clients-per-round"]):
-        raise ConfigError(f"run-config key 'attack.clients' ({k}) is more than "
-                          f"'clients-per-round' ({cfg['clients-per-round']})")
+        raise ConfigError(
+            f"run-config key 'attack.clients' ({k}) is more than "
+            f"'clients-per-round' ({cfg['clients-per-round']})"
+        )
     if bool(cfg["deployment"]):
-        raise ConfigError("run-config key 'attack.kind': attacks are simulated (the server side "
-                          "rewrites replies); accepted with 'deployment = false' only")
+        raise ConfigError(
+            "run-config key 'attack.kind': attacks are simulated (the server side "
+            "rewrites replies); accepted with 'deployment = false' only"
+        )
 
 
 # ----------------------------------------------------------------------------- the grid wrapper
@@ -185,13 +202,19 @@ def _with_ids(msg: Any, keep: list[int]) -> Any:
         new_cfg[R.CFG_CLIENT_LRS] = [lrs[ids.index(c)] for c in keep]
     content = RecordDict({k: v for k, v in msg.content.items() if k != R.CONFIG})
     content[R.CONFIG] = new_cfg
-    return Message(content=content, dst_node_id=int(msg.metadata.dst_node_id),
-                   message_type=msg.metadata.message_type)
+    return Message(
+        content=content,
+        dst_node_id=int(msg.metadata.dst_node_id),
+        message_type=msg.metadata.message_type,
+    )
 
 
 def _floats(record: Any) -> dict[str, torch.Tensor]:
-    return {k: v.to(torch.float64) for k, v in record.to_torch_state_dict().items()
-            if v.is_floating_point()}
+    return {
+        k: v.to(torch.float64)
+        for k, v in record.to_torch_state_dict().items()
+        if v.is_floating_point()
+    }
 
 
 class AttackGrid:
@@ -205,12 +228,15 @@ class AttackGrid:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._grid, name)
 
-    def send_and_receive(self, messages: Iterable[Any], *, timeout: float | None = None) -> list[Any]:
+    def send_and_receive(
+        self, messages: Iterable[Any], *, timeout: float | None = None
+    ) -> list[Any]:
         from flwr.app import MessageType
 
         msgs = list(messages)
-        train = [m for m in msgs if m.metadata.message_type == MessageType.TRAIN
-                 and _ids(m) is not None]
+        train = [
+            m for m in msgs if m.metadata.message_type == MessageType.TRAIN and _ids(m) is not None
+        ]
         if not train:
             return list(self._grid.send_and_receive(msgs, timeout=timeout))
         bad = self.plan.byzantine(c for m in train for c in (_ids(m) or []))
@@ -272,17 +298,23 @@ def _reply_content(sent: Any, reply: Any, model: Mapping[str, torch.Tensor]) -> 
 
     plan = read_train_message(sent)
     clients = reply.content.config_records[R.CLIENTS]
-    state = {k: (model[k].to(v.dtype) if k in model else v)
-             for k, v in reply.content.array_records[R.ARRAYS].to_torch_state_dict().items()}
+    state = {
+        k: (model[k].to(v.dtype) if k in model else v)
+        for k, v in reply.content.array_records[R.ARRAYS].to_torch_state_dict().items()
+    }
 
     def first(key: str) -> float:
         values = clients.get(key) or [math.nan]
         return float(values[0])
 
     outcome = ClientOutcome(
-        int(clients[R.C_IDS][0]), state, int(clients[R.C_NUM_EXAMPLES][0]),
-        first(R.C_TRAIN_LOSS), {k: first(k) for k in R.STEP_STAT_KEYS},
-        start_loss=first(R.C_START_LOSS))
+        int(clients[R.C_IDS][0]),
+        state,
+        int(clients[R.C_NUM_EXAMPLES][0]),
+        first(R.C_TRAIN_LOSS),
+        {k: first(k) for k in R.STEP_STAT_KEYS},
+        start_loss=first(R.C_START_LOSS),
+    )
     builder = TrainReplyBuilder(plan)
     builder.add(outcome)
     return builder.content()

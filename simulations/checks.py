@@ -48,7 +48,6 @@ def json_object(cfg: Config, key: str) -> dict[str, Any]:
     return opts
 
 
-
 def check_config(cfg: Config) -> None:
     """Cross-key checks of a coerced config (called by :func:`resolve`)."""
     for key in ("server-options", "client-options", "model-options", "data-options"):
@@ -65,12 +64,14 @@ def check_config(cfg: Config) -> None:
         raise ConfigError(
             "run-config keys 'dataset'/'data-loader': your own data needs both, dataset = "
             f"'custom' and data-loader = 'package.module:function' (got dataset "
-            f"{cfg['dataset']!r}, data-loader {cfg['data-loader']!r})")
+            f"{cfg['dataset']!r}, data-loader {cfg['data-loader']!r})"
+        )
     if cfg["model-factory"] and cfg["model"] != "auto":
         raise ConfigError(
             f"run-config keys 'model' ({cfg['model']!r}) and 'model-factory' "
             f"({cfg['model-factory']!r}) both name a model; accepted: model = 'auto' with "
-            "model-factory, or a built-in model without it")
+            "model-factory, or a built-in model without it"
+        )
     if int(cfg["clients-per-round"]) > int(cfg["num-clients"]):
         raise ConfigError(
             f"run-config key 'clients-per-round' ({cfg['clients-per-round']}) exceeds "

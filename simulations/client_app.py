@@ -64,8 +64,9 @@ def train_client(
     rnd = int(plan.server_round)
     data_id = int(client_id) if data_id is None else int(data_id)
     fault = w.faults.kind(data_id)
-    w.faults.before_training(fault, client_id, rnd, timeout=training.round_timeout,
-                             run_key=training.run_key)
+    w.faults.before_training(
+        fault, client_id, rnd, timeout=training.round_timeout, run_key=training.run_key
+    )
     X, y = w.client_data(data_id, rnd)
     n = len(y)
     if n == 0:
@@ -90,7 +91,9 @@ def train_client(
     Xt, yt = _to_device(X, device), _to_device(y, device)
     gen = torch_generator(training.seed, _BATCH_STREAM, data_id, rnd)
     gamma = plan.hints.get("early-stop-gamma")
-    early = _EarlyStopping(gamma, Xt, yt, n, bs, gen, model) if gamma is not None and n >= 2 else None
+    early = (
+        _EarlyStopping(gamma, Xt, yt, n, bs, gen, model) if gamma is not None and n >= 2 else None
+    )
     train_ids = early.train_ids if early is not None else None
     n_train = n if train_ids is None else len(train_ids)
     order = _shuffled(train_ids, n, gen)
@@ -120,8 +123,14 @@ def train_client(
     state = {k: v.detach().to("cpu") for k, v in model.state_dict().items()}
     state = w.faults.corrupt(fault, state)
     mean_loss = float(loss_sum) / max(taken, 1)
-    return ClientOutcome(client_id, state, n_train, mean_loss, fedadapt.step_size_stats(opt),
-                         start_loss=math.nan if start_loss is None else float(start_loss))
+    return ClientOutcome(
+        client_id,
+        state,
+        n_train,
+        mean_loss,
+        fedadapt.step_size_stats(opt),
+        start_loss=math.nan if start_loss is None else float(start_loss),
+    )
 
 
 def _shuffled(ids: torch.Tensor | None, n: int, gen: torch.Generator) -> torch.Tensor:
@@ -136,8 +145,16 @@ class _EarlyStopping:
     and training stops when ``fedadapt.flash_early_stop(L_{e-1}, L_e, e, gamma)`` (a decrease
     below gamma / e). L_0 is the held-out loss before any local step."""
 
-    def __init__(self, gamma: float, X: torch.Tensor, y: torch.Tensor, n: int, bs: int,
-                 gen: torch.Generator, model: torch.nn.Module) -> None:
+    def __init__(
+        self,
+        gamma: float,
+        X: torch.Tensor,
+        y: torch.Tensor,
+        n: int,
+        bs: int,
+        gen: torch.Generator,
+        model: torch.nn.Module,
+    ) -> None:
         perm = torch.randperm(n, generator=gen)
         k = max(1, n // 5)
         self.val_ids, self.train_ids = perm[:k], perm[k:]
@@ -225,15 +242,18 @@ def handle_train(msg: Any, spec: RunSpec, node_config: Mapping[str, Any] | None 
         if model is None:
             model = copy.deepcopy(template)
         try:
-            def job(cid: int = int(cid), model: torch.nn.Module = model,
-                    data_id: int = data_id) -> Any:
+
+            def job(
+                cid: int = int(cid), model: torch.nn.Module = model, data_id: int = data_id
+            ) -> Any:
                 return train_client(w, training, plan, cid, model, device, data_id)
 
             done, outcome = _with_deadline(job, budget)
             if not done:
                 model = None
                 outcome = ClientOutcome.failed(
-                    int(cid), f"client exceeded its deadline of {budget:.1f} s (client-timeout)")
+                    int(cid), f"client exceeded its deadline of {budget:.1f} s (client-timeout)"
+                )
             else:
                 model.zero_grad(set_to_none=True)
         except Exception as exc:  # one client's failure is reported, the others go on
@@ -257,8 +277,13 @@ def _log_worker(path: str, plan: Any) -> None:
             node = ray.get_runtime_context().get_node_id()
     except Exception:  # not under Ray (deployment runtime)
         node = None
-    line = {"round": int(plan.server_round), "client-ids": [int(c) for c in plan.client_ids],
-            "pid": os.getpid(), "ray-node": node, "time": time.time()}
+    line = {
+        "round": int(plan.server_round),
+        "client-ids": [int(c) for c in plan.client_ids],
+        "pid": os.getpid(),
+        "ray-node": node,
+        "time": time.time(),
+    }
     with open(path, "a") as fh:
         fh.write(json.dumps(line) + "\n")
 

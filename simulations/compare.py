@@ -19,7 +19,9 @@ __all__ = ["plot_comparison", "write_comparison"]
 
 
 def write_comparison(
-    root: Path, results: Sequence[Mapping[str, Any]], grid_keys: Sequence[str],
+    root: Path,
+    results: Sequence[Mapping[str, Any]],
+    grid_keys: Sequence[str],
     baseline: str | None = None,
 ) -> str:
     """Write ``comparison.{md,csv,json,tex}``, ``runs.csv`` and the plots under ``root`` from
@@ -66,14 +68,18 @@ def curves_figure(scenario: str, runs: Sequence[Run], grid_keys: Sequence[str]) 
         curves = []
         for r in members:
             seeds.add(r.seed)
-            curves.append({int(row["round"]): row.get("accuracy") for row in r.rows
-                           if row.get("accuracy") is not None})
+            curves.append(
+                {
+                    int(row["round"]): row.get("accuracy")
+                    for row in r.rows
+                    if row.get("accuracy") is not None
+                }
+            )
         rounds = sorted(set().union(*curves))
         if not rounds:
             continue
         last = max(last, rounds[-1])
-        arr = [[np.nan if (v := c.get(x)) is None else float(v) for x in rounds]
-               for c in curves]
+        arr = [[np.nan if (v := c.get(x)) is None else float(v) for x in rounds] for c in curves]
         plotstyle.mean_band(ax, rounds, arr, label, k)
     first = runs[0]
     plotstyle.draw_drift(ax, plotstyle.drift_spans(first.rows, first.config))
@@ -98,7 +104,9 @@ def _plot_curves(path: Path, scenario: str, runs: Sequence[Run], grid_keys: Sequ
     return path
 
 
-def _plot_heatmaps(path: Path, scenario: str, runs: Sequence[Run], grid_keys: Sequence[str]) -> Path:
+def _plot_heatmaps(
+    path: Path, scenario: str, runs: Sequence[Run], grid_keys: Sequence[str]
+) -> Path:
     import matplotlib.pyplot as plt
     import numpy as np
 
@@ -112,8 +120,9 @@ def _plot_heatmaps(path: Path, scenario: str, runs: Sequence[Run], grid_keys: Se
         if not isinstance(v, str):
             cells[r.strategy][(c[grid_keys[0]], c[grid_keys[1]])].append(v)
     strategies = list(cells)
-    fig, axes = plt.subplots(1, len(strategies), figsize=(3.2 * len(strategies), 3.2), dpi=100,
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(strategies), figsize=(3.2 * len(strategies), 3.2), dpi=100, squeeze=False
+    )
     im = None
 
     def order(values: set[str]) -> list[str]:
@@ -131,16 +140,26 @@ def _plot_heatmaps(path: Path, scenario: str, runs: Sequence[Run], grid_keys: Se
         for i in range(len(ys)):
             for j in range(len(xs)):
                 if np.isfinite(mat[i, j]):
-                    ax.text(j, i, f"{mat[i, j]:.2f}", ha="center", va="center", fontsize=7,
-                            color="w" if mat[i, j] < 0.5 else "k")
+                    ax.text(
+                        j,
+                        i,
+                        f"{mat[i, j]:.2f}",
+                        ha="center",
+                        va="center",
+                        fontsize=7,
+                        color="w" if mat[i, j] < 0.5 else "k",
+                    )
         ax.set_xticks(range(len(xs)), xs, fontsize=7)
         ax.set_yticks(range(len(ys)), ys, fontsize=7)
         ax.set_xlabel(grid_keys[1])
         ax.set_ylabel(grid_keys[0])
         ax.set_title(strategy, fontsize=8)
     n = len({r.seed for r in runs})
-    fig.suptitle(f"{scenario}: final accuracy by {grid_keys[0]} and {grid_keys[1]}, mean over "
-                 f"{n} seed{'s' if n != 1 else ''}", fontsize=plotstyle.TITLE_SIZE)
+    fig.suptitle(
+        f"{scenario}: final accuracy by {grid_keys[0]} and {grid_keys[1]}, mean over "
+        f"{n} seed{'s' if n != 1 else ''}",
+        fontsize=plotstyle.TITLE_SIZE,
+    )
     if im is not None:
         fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.8)
     fig.savefig(path, bbox_inches="tight")

@@ -29,14 +29,17 @@ def expected(root: Path = ROOT) -> dict[Path, str]:
     methods = root / "docs" / "METHODS.md"
     text = methods.read_text()
     start, end = text.index(METHODS_BEGIN), text.index(METHODS_END)
-    out[methods] = (text[:start] + METHODS_BEGIN + "\n" + method_table() + "\n" + text[end:])
+    out[methods] = text[:start] + METHODS_BEGIN + "\n" + method_table() + "\n" + text[end:]
     return out
 
 
 def stale(root: Path = ROOT) -> list[str]:
     """The generated files whose text differs from the code's."""
-    return [str(p.relative_to(root)) for p, text in expected(root).items()
-            if not p.is_file() or p.read_text() != text]
+    return [
+        str(p.relative_to(root))
+        for p, text in expected(root).items()
+        if not p.is_file() or p.read_text() != text
+    ]
 
 
 def write(root: Path = ROOT) -> None:

@@ -98,12 +98,21 @@ class FaultPlan:
                 return name
         return None
 
-    def before_training(self, kind: str | None, client_id: int, server_round: int,
-                        *, timeout: float, run_key: str = "") -> None:
+    def before_training(
+        self,
+        kind: str | None,
+        client_id: int,
+        server_round: int,
+        *,
+        timeout: float,
+        run_key: str = "",
+    ) -> None:
         """Raise, hang or crash as ``kind`` says (``run_key`` names the run's crash markers,
         :func:`fedadapt.seeding.run_key`)."""
         if kind == "raise":
-            raise InjectedFault(f"injected fault: client {client_id} raised in round {server_round}")
+            raise InjectedFault(
+                f"injected fault: client {client_id} raised in round {server_round}"
+            )
         if kind == "hang":
             time.sleep(timeout + 2.0)
         if kind == "crash" and self._first_crash(client_id, run_key):
@@ -111,8 +120,10 @@ class FaultPlan:
 
     def corrupt(self, kind: str | None, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         if kind == "nan":
-            return {k: (torch.full_like(v, float("nan")) if v.is_floating_point() else v)
-                    for k, v in state.items()}
+            return {
+                k: (torch.full_like(v, float("nan")) if v.is_floating_point() else v)
+                for k, v in state.items()
+            }
         if kind == "bad-shape":
             first = next(k for k, v in state.items() if v.is_floating_point())
             out = dict(state)

@@ -53,6 +53,7 @@ IntOrArray = int | np.ndarray
 # Stream tags, so that independent draws for the same (seed, client, round) never coincide.
 _WORK, _WORK2, _STRAGGLER, _DROPOUT, _DROP_AT = 0x11, 0x12, 0x21, 0x41, 0x42
 
+
 def _check_probability(name: str, value: float) -> None:
     if not 0.0 <= value <= 1.0:
         raise ValueError(f"{name} must be in [0, 1], got {value}")

@@ -38,8 +38,18 @@ __all__ = [
     "title",
 ]
 
-COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown",
-          "tab:pink", "tab:gray", "tab:olive", "tab:cyan")
+COLORS = (
+    "tab:blue",
+    "tab:orange",
+    "tab:green",
+    "tab:red",
+    "tab:purple",
+    "tab:brown",
+    "tab:pink",
+    "tab:gray",
+    "tab:olive",
+    "tab:cyan",
+)
 _LINESTYLES = ("-", "--", "-.", ":")
 _MARKERS = ("o", "s", "^", "v", "D", "x", "P", "*")
 TITLE_SIZE = 9
@@ -91,21 +101,33 @@ def title(ax: Axes, scenario: object, what: str) -> None:
     ax.set_title(f"{scenario}: {what}" if scenario else what, fontsize=TITLE_SIZE)
 
 
-def legend_outside(ax: Axes, handles: Sequence[Any] | None = None,
-                   labels: Sequence[str] | None = None, x: float = 1.02) -> None:
+def legend_outside(
+    ax: Axes,
+    handles: Sequence[Any] | None = None,
+    labels: Sequence[str] | None = None,
+    x: float = 1.02,
+) -> None:
     """The legend to the right of the axes (``x`` in axes coordinates; more than 1.02 when a
     second y axis sits there), never over the data."""
     if handles is None or labels is None:
         handles, labels = ax.get_legend_handles_labels()
     if handles:
-        ax.legend(list(handles), list(labels), fontsize=LEGEND_SIZE, loc="upper left",
-                  bbox_to_anchor=(x, 1.0), borderaxespad=0.0)
+        ax.legend(
+            list(handles),
+            list(labels),
+            fontsize=LEGEND_SIZE,
+            loc="upper left",
+            bbox_to_anchor=(x, 1.0),
+            borderaxespad=0.0,
+        )
 
 
 _EVENT = re.compile(r"start cp(\d+)")
 
 
-def drift_spans(rows: Sequence[Mapping[str, Any]], config: Mapping[str, Any]) -> list[tuple[int, int]]:
+def drift_spans(
+    rows: Sequence[Mapping[str, Any]], config: Mapping[str, Any]
+) -> list[tuple[int, int]]:
     """Per changepoint, the rounds from its first client switching to its last client done
     (``(first, last)``; equal for a sudden synchronous change). Read from the rows' drift
     events (one per round in which some clients start switching: several for a staggered
@@ -117,7 +139,9 @@ def drift_spans(rows: Sequence[Mapping[str, Any]], config: Mapping[str, Any]) ->
             key = int(m.group(1)) if m else -int(r["round"])  # unknown format: its own span
             starts.setdefault(key, []).append(int(r["round"]))
     width = int(config.get("drift.width", 1) or 1) if config.get("drift.timing") == "gradual" else 1
-    return [(min(v), max(v) + width - 1) for _, v in sorted(starts.items(), key=lambda kv: min(kv[1]))]
+    return [
+        (min(v), max(v) + width - 1) for _, v in sorted(starts.items(), key=lambda kv: min(kv[1]))
+    ]
 
 
 def draw_drift(ax: Axes, spans: Sequence[tuple[int, int]], *, label: bool = True) -> None:
@@ -125,17 +149,31 @@ def draw_drift(ax: Axes, spans: Sequence[tuple[int, int]], *, label: bool = True
     first_line = first_span = label
     for a, b in spans:
         if a == b:
-            ax.axvline(a, color="red", linestyle="--", alpha=0.6, gid="drift",
-                       label="drift" if first_line else None)
+            ax.axvline(
+                a,
+                color="red",
+                linestyle="--",
+                alpha=0.6,
+                gid="drift",
+                label="drift" if first_line else None,
+            )
             first_line = False
         else:
-            ax.axvspan(a - 0.5, b + 0.5, color="red", alpha=0.1, linewidth=0, gid="drift",
-                       label="drift (clients switching)" if first_span else None)
+            ax.axvspan(
+                a - 0.5,
+                b + 0.5,
+                color="red",
+                alpha=0.1,
+                linewidth=0,
+                gid="drift",
+                label="drift (clients switching)" if first_span else None,
+            )
             first_span = False
 
 
-def mean_band(ax: Axes, x: Sequence[float], curves: Sequence[Sequence[float]], label: str,
-              k: int) -> None:
+def mean_band(
+    ax: Axes, x: Sequence[float], curves: Sequence[Sequence[float]], label: str, k: int
+) -> None:
     """The mean of ``curves`` (one per seed, NaN where missing) as a line, with the min-max
     band over the seeds when there is more than one."""
     import numpy as np

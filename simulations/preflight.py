@@ -28,16 +28,21 @@ def _check_output_path(key: str, path: Path, *, directory: bool) -> None:
     """``path`` can be created (or exists with the right kind) and its folder is writable."""
     if path.exists():
         if directory and not path.is_dir():
-            raise ConfigError(f"run-config key '{key}': {path} exists and is not a directory; "
-                              "accepted: a new or existing directory")
+            raise ConfigError(
+                f"run-config key '{key}': {path} exists and is not a directory; "
+                "accepted: a new or existing directory"
+            )
         if not directory and path.is_dir():
-            raise ConfigError(f"run-config key '{key}': {path} is a directory; accepted: a file path")
+            raise ConfigError(
+                f"run-config key '{key}': {path} is a directory; accepted: a file path"
+            )
     parent = path if path.exists() and directory else path.parent
     while not parent.exists():
         parent = parent.parent
     if not parent.is_dir():
-        raise ConfigError(f"run-config key '{key}': {parent} (on the way to {path}) is not a "
-                          "directory")
+        raise ConfigError(
+            f"run-config key '{key}': {parent} (on the way to {path}) is not a directory"
+        )
     if not os.access(parent, os.W_OK | os.X_OK):
         raise ConfigError(f"run-config key '{key}': {parent} is not writable")
 
@@ -78,31 +83,40 @@ def check_before_workers(spec: RunSpec) -> None:
 
         method = arguments["client_optimizer"] or default_client(spec.strategy)[0]
         try:
-            fedadapt.build_optimizer(method,
-                                     [torch.nn.Parameter(torch.zeros(1))],
-                                     **arguments["client_options"])
+            fedadapt.build_optimizer(
+                method, [torch.nn.Parameter(torch.zeros(1))], **arguments["client_options"]
+            )
         except ValueError as exc:
-            raise ConfigError(f"run-config keys 'client-optimizer'/'client-options'/'client-lr': "
-                              f"{exc}") from None
+            raise ConfigError(
+                f"run-config keys 'client-optimizer'/'client-options'/'client-lr': {exc}"
+            ) from None
     flwr_log = logging.getLogger("flwr")
     level = flwr_log.level
     flwr_log.setLevel(logging.ERROR)  # the probe's construction warnings would repeat at start
     try:
         probe = build_strategy(spec.strategy, **arguments)
     except (ValueError, TypeError) as exc:
-        raise ConfigError(f"run-config key 'strategy' ({spec.strategy!r}) and its options "
-                          f"('server-optimizer', 'server-options', 'server-lr', the pipeline's "
-                          f"'aggregator', 'clip-*', 'dp-*', 'sums-only', 'reply-mode'): "
-                          f"{exc}") from None
+        raise ConfigError(
+            f"run-config key 'strategy' ({spec.strategy!r}) and its options "
+            f"('server-optimizer', 'server-options', 'server-lr', the pipeline's "
+            f"'aggregator', 'clip-*', 'dp-*', 'sums-only', 'reply-mode'): "
+            f"{exc}"
+        ) from None
     finally:
         flwr_log.setLevel(level)
 
     def check_partitioner() -> None:
         try:
-            build_partitioner(data.partitioner, num_partitions=data.num_clients, seed=data.seed,
-                              params=data.partitioner_params)
+            build_partitioner(
+                data.partitioner,
+                num_partitions=data.num_clients,
+                seed=data.seed,
+                params=data.partitioner_params,
+            )
         except ValueError as exc:
-            raise ConfigError(f"run-config key 'partitioner' ({data.partitioner!r}): {exc}") from None
+            raise ConfigError(
+                f"run-config key 'partitioner' ({data.partitioner!r}): {exc}"
+            ) from None
 
     # a partitioning kept from an earlier run of these exact settings was accepted by this
     # flwr-datasets then: it is not built again (nor is flwr-datasets imported, ~3 s)
@@ -126,14 +140,18 @@ def check_before_workers(spec: RunSpec) -> None:
                 warnings.simplefilter("ignore")
                 w.source.get(0)
         except (ValueError, OSError) as exc:
-            raise ConfigError(f"run-config keys 'partitioner'/'partition-*' "
-                              f"({data.partitioner!r}, {data.partitioner_params}): {exc}") from None
+            raise ConfigError(
+                f"run-config keys 'partitioner'/'partition-*' "
+                f"({data.partitioner!r}, {data.partitioner_params}): {exc}"
+            ) from None
         try:
             model = w.model()
         except ValueError as exc:
             if str(exc).startswith("run-config key"):
                 raise ConfigError(str(exc)) from None
-            raise ConfigError(f"run-config key 'model' ({spec.world.model.name!r}): {exc}") from None
+            raise ConfigError(
+                f"run-config key 'model' ({spec.world.model.name!r}): {exc}"
+            ) from None
         _check_forward(model, w)
         if spec.output.resume_from:
             _check_resume(probe, spec, model)
@@ -149,15 +167,19 @@ def _check_forward(model: torch.nn.Module, w: World) -> None:
         with torch.no_grad():
             out = model(torch.from_numpy(np.ascontiguousarray(X[:2])))
     except Exception as exc:  # noqa: BLE001 - a user's model: any error is reported as config
-        raise ConfigError(f"run-config keys 'model'/'model-factory'/'model-options': the model "
-                          f"fails on a batch of shape {tuple(X[:2].shape)}: {exc}") from None
+        raise ConfigError(
+            f"run-config keys 'model'/'model-factory'/'model-options': the model "
+            f"fails on a batch of shape {tuple(X[:2].shape)}: {exc}"
+        ) from None
     finally:
         model.train(was_training)
     want = (min(2, len(X)), w.source.num_classes)
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != want:
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise ConfigError(f"run-config keys 'model'/'model-factory': the model maps a batch of "
-                          f"shape {tuple(X[:2].shape)} to {got}; expected logits of shape {want}")
+        raise ConfigError(
+            f"run-config keys 'model'/'model-factory': the model maps a batch of "
+            f"shape {tuple(X[:2].shape)} to {got}; expected logits of shape {want}"
+        )
 
 
 def _check_resume(strategy: Any, spec: RunSpec, model: torch.nn.Module) -> None:

@@ -54,6 +54,7 @@ def worker_count(cfg: Config, cpus: float | None = None, gpus: float = 0.0) -> i
         parallel = min(parallel, int(gpus // gpu_frac))
     return max(1, min(parallel, int(cfg["clients-per-round"])))
 
+
 def _partitioner_params(cfg: Config) -> dict[str, Any]:
     table: dict[str, dict[str, Any]] = {
         "dirichlet": {"alpha": float(cfg["partition-alpha"])},
@@ -65,10 +66,12 @@ def _partitioner_params(cfg: Config) -> dict[str, Any]:
 
 def _source_options(cfg: Config) -> dict[str, Any]:
     if cfg["dataset"] == "custom":
-        return {"loader": str(cfg["data-loader"]),
-                "loader_options": json_object(cfg, "data-options"),
-                "label_column": str(cfg["hub-label-key"]),
-                "feature_column": str(cfg["hub-feature-key"])}
+        return {
+            "loader": str(cfg["data-loader"]),
+            "loader_options": json_object(cfg, "data-options"),
+            "label_column": str(cfg["hub-label-key"]),
+            "feature_column": str(cfg["hub-feature-key"]),
+        }
     if cfg["dataset"] == "synthetic":
         return {"alpha": float(cfg["synthetic-alpha"]), "beta": float(cfg["synthetic-beta"])}
     if cfg["dataset"] == "hub":
@@ -90,15 +93,25 @@ def read(cfg: Config) -> RunSpec:
     num_rounds = int(cfg["num-server-rounds"])
     key = _run_key(cfg)
     data = DataSettings(
-        dataset=str(cfg["dataset"]), num_clients=num_clients, partitioner=str(cfg["partitioner"]),
-        partitioner_params=_partitioner_params(cfg), options=_source_options(cfg),
-        test_fraction=float(cfg["test-fraction"]), cache_size=int(cfg["cache-size"]), seed=seed,
+        dataset=str(cfg["dataset"]),
+        num_clients=num_clients,
+        partitioner=str(cfg["partitioner"]),
+        partitioner_params=_partitioner_params(cfg),
+        options=_source_options(cfg),
+        test_fraction=float(cfg["test-fraction"]),
+        cache_size=int(cfg["cache-size"]),
+        seed=seed,
     )
     drift = DriftSettings(
-        kind=str(cfg["drift.kind"]), timing=str(cfg["drift.timing"]),
-        first_round=int(cfg["drift.round"]), width=int(cfg["drift.width"]),
-        period=int(cfg["drift.period"]), stagger=int(cfg["drift.stagger"]),
-        severity=float(cfg["drift.severity"]), num_rounds=num_rounds, seed=seed,
+        kind=str(cfg["drift.kind"]),
+        timing=str(cfg["drift.timing"]),
+        first_round=int(cfg["drift.round"]),
+        width=int(cfg["drift.width"]),
+        period=int(cfg["drift.period"]),
+        stagger=int(cfg["drift.stagger"]),
+        severity=float(cfg["drift.severity"]),
+        num_rounds=num_rounds,
+        seed=seed,
     )
     steps = int(cfg["local-steps"])
     het = Heterogeneity(
@@ -113,7 +126,8 @@ def read(cfg: Config) -> RunSpec:
     )
     fractions = tuple(
         (k, float(cfg[f"faults.{k}-fraction"]))
-        for k in FAULT_KINDS if float(cfg[f"faults.{k}-fraction"]) > 0
+        for k in FAULT_KINDS
+        if float(cfg[f"faults.{k}-fraction"]) > 0
     )
     faults = FaultPlan(fractions, seed, num_clients)
     model_name = str(cfg["model"])
@@ -121,8 +135,9 @@ def read(cfg: Config) -> RunSpec:
         model_name = "custom"
     elif model_name == "auto":  # an MLP suits every built-in data set; hub images get the CNN
         model_name = "cnn" if cfg["dataset"] == "hub" else "mlp"
-    model = ModelSpec(model_name, seed, str(cfg["model-factory"]),
-                      json_object(cfg, "model-options"))
+    model = ModelSpec(
+        model_name, seed, str(cfg["model-factory"]), json_object(cfg, "model-options")
+    )
     deployment = bool(cfg["deployment"])
     workers = worker_count(cfg)
     return RunSpec(
@@ -132,14 +147,21 @@ def read(cfg: Config) -> RunSpec:
         num_rounds=num_rounds,
         world=WorldSpec(data, drift, het, faults, model),
         training=TrainingSettings(
-            run_key=key, batch_size=int(cfg["batch-size"]), exact_steps=steps > 0,
+            run_key=key,
+            batch_size=int(cfg["batch-size"]),
+            exact_steps=steps > 0,
             round_timeout=float(cfg["round-timeout"]),
             client_timeout=float(cfg["client-timeout"]),
-            use_cuda=float(cfg["client-num-gpus"]) > 0, deployment=deployment,
-            num_clients=num_clients, seed=seed, worker_log=str(cfg["worker-log"]),
+            use_cuda=float(cfg["client-num-gpus"]) > 0,
+            deployment=deployment,
+            num_clients=num_clients,
+            seed=seed,
+            worker_log=str(cfg["worker-log"]),
         ),
         evaluation=EvaluationSettings(
-            every=int(cfg["eval-every"]), num_rounds=num_rounds, num_clients=num_clients,
+            every=int(cfg["eval-every"]),
+            num_rounds=num_rounds,
+            num_clients=num_clients,
             seed=seed,
         ),
         strategy_settings=StrategySettings(
@@ -166,14 +188,19 @@ def read(cfg: Config) -> RunSpec:
             pipeline=pipeline_arguments(cfg),
         ),
         output=OutputSettings(
-            out_dir=str(cfg["out-dir"]), scenario=str(cfg["scenario"]),
-            strategy=str(cfg["strategy"]), seed=seed,
-            checkpoint_every=int(cfg["checkpoint-every"]), resume_from=str(cfg["resume-from"]),
+            out_dir=str(cfg["out-dir"]),
+            scenario=str(cfg["scenario"]),
+            strategy=str(cfg["strategy"]),
+            seed=seed,
+            checkpoint_every=int(cfg["checkpoint-every"]),
+            resume_from=str(cfg["resume-from"]),
         ),
         runtime=RuntimeSettings(
-            num_workers=workers, client_num_cpus=float(cfg["client-num-cpus"]),
+            num_workers=workers,
+            client_num_cpus=float(cfg["client-num-cpus"]),
             client_num_gpus=float(cfg["client-num-gpus"]),
-            worker_wait_timeout=float(cfg["worker-wait-timeout"]), deployment=deployment,
+            worker_wait_timeout=float(cfg["worker-wait-timeout"]),
+            deployment=deployment,
         ),
     )
 
@@ -190,7 +217,6 @@ def strategy_arguments(name: str, s: StrategySettings) -> dict[str, Any]:
     return kwargs
 
 
-
 def pipeline_arguments(cfg: Config) -> dict[str, Any]:
     """FedAdapt's pipeline stages from the run config (docs/PIPELINE.md); only the stages a
     key moves from its default, so a run that sets none builds exactly the default pipeline
@@ -203,25 +229,37 @@ def pipeline_arguments(cfg: Config) -> dict[str, Any]:
     out: dict[str, Any] = {}
     try:
         if moved("aggregator", "byzantine-clients", "trim-fraction"):
-            out["aggregator"] = Aggregator(str(cfg["aggregator"]), int(cfg["byzantine-clients"]),
-                                           float(cfg["trim-fraction"]))
+            out["aggregator"] = Aggregator(
+                str(cfg["aggregator"]), int(cfg["byzantine-clients"]), float(cfg["trim-fraction"])
+            )
         if moved("clip-norm", "clip-quantile", "clip-lr", "max-norm-ratio", "over-bound"):
-            clip, q, ratio = (float(cfg["clip-norm"]), float(cfg["clip-quantile"]),
-                              float(cfg["max-norm-ratio"]))
-            out["clipping"] = Clipping(clip_norm=clip or None, quantile=q or None,
-                                       clip_lr=float(cfg["clip-lr"]), max_ratio=ratio or None,
-                                       action=str(cfg["over-bound"]))
+            clip, q, ratio = (
+                float(cfg["clip-norm"]),
+                float(cfg["clip-quantile"]),
+                float(cfg["max-norm-ratio"]),
+            )
+            out["clipping"] = Clipping(
+                clip_norm=clip or None,
+                quantile=q or None,
+                clip_lr=float(cfg["clip-lr"]),
+                max_ratio=ratio or None,
+                action=str(cfg["over-bound"]),
+            )
         if moved("max-client-share"):
             out["weight_cap"] = WeightCap(float(cfg["max-client-share"]))
         if moved("max-client-examples", "max-reply-metrics", "max-metric-values"):
-            out["reply_limits"] = ReplyLimits(int(cfg["max-client-examples"]),
-                                              int(cfg["max-reply-metrics"]),
-                                              int(cfg["max-metric-values"]))
+            out["reply_limits"] = ReplyLimits(
+                int(cfg["max-client-examples"]),
+                int(cfg["max-reply-metrics"]),
+                int(cfg["max-metric-values"]),
+            )
         if float(cfg["dp-noise-multiplier"]) > 0:
-            out["privacy"] = GaussianPrivacy(float(cfg["dp-noise-multiplier"]),
-                                             delta=float(cfg["dp-delta"]),
-                                             sample_rate=float(cfg["dp-sample-rate"]) or None,
-                                             seed=int(cfg["seed"]))
+            out["privacy"] = GaussianPrivacy(
+                float(cfg["dp-noise-multiplier"]),
+                delta=float(cfg["dp-delta"]),
+                sample_rate=float(cfg["dp-sample-rate"]) or None,
+                seed=int(cfg["seed"]),
+            )
         if cfg["sums-only"]:
             out["sums_only"] = True
     except ValueError as exc:

@@ -201,8 +201,11 @@ def summarize(
         "seed": config.get("seed"),
         "rounds": len([r for r in rows if int(r["round"]) >= 1]),
         "initial-accuracy": next(
-            (float(r["accuracy"]) for r in rows
-             if int(r["round"]) == 0 and r.get("accuracy") is not None),
+            (
+                float(r["accuracy"])
+                for r in rows
+                if int(r["round"]) == 0 and r.get("accuracy") is not None
+            ),
             None,
         ),
         "failures": sum(len(r.get("failed-ids") or []) for r in rows),
@@ -223,10 +226,17 @@ def summarize(
             if base is not None and pre is not None and pre <= base + UNLEARNED_MARGIN:
                 # a run that never learned has nothing to lose or recover: a "drop" of a few
                 # thousandths around chance would read as robustness
-                for key in ("max-drop", "rounds-to-recover", "recovered-round", "area-under-drop",
-                            "rounds-to-within-2pt"):
+                for key in (
+                    "max-drop",
+                    "rounds-to-recover",
+                    "recovered-round",
+                    "area-under-drop",
+                    "rounds-to-within-2pt",
+                ):
                     d[key] = None
-                d["note"] = "pre-drift accuracy is at the untrained model's level: no recovery metrics"
+                d["note"] = (
+                    "pre-drift accuracy is at the untrained model's level: no recovery metrics"
+                )
         summary.update(_kebab(acc))
         summary["mean-accuracy"] = summary.pop("time-averaged-accuracy")
         summary["drifts"] = drifts
@@ -240,14 +250,20 @@ def summarize(
         summary["detector-alarm-rounds"] = alarms
     else:
         alarms = []
-    resets = [int(r["round"]) for r in rows
-              if r.get("server-change") == 1.0 and int(r["round"]) not in alarms]
+    resets = [
+        int(r["round"])
+        for r in rows
+        if r.get("server-change") == 1.0 and int(r["round"]) not in alarms
+    ]
     if resets:
         summary["server-reset-rounds"] = resets
     # differential privacy (strategies.privacy): the (epsilon, delta) spent by the run's end
-    eps = [float(r["server-dp-epsilon"]) for r in rows
-           if isinstance(r.get("server-dp-epsilon"), int | float)
-           and math.isfinite(float(r["server-dp-epsilon"]))]
+    eps = [
+        float(r["server-dp-epsilon"])
+        for r in rows
+        if isinstance(r.get("server-dp-epsilon"), int | float)
+        and math.isfinite(float(r["server-dp-epsilon"]))
+    ]
     if eps:
         summary["dp-epsilon"] = eps[-1]
         summary["dp-delta"] = config.get("dp-delta")
@@ -274,7 +290,8 @@ def local_work_rounds(rows: Sequence[Mapping[str, Any]]) -> list[int]:
     """Rounds in which the server method asked the clients for more local work (the round
     metric ``local-work`` > 1)."""
     return [
-        int(r["round"]) for r in rows
+        int(r["round"])
+        for r in rows
         if isinstance(r.get("local-work"), int | float) and float(r["local-work"]) > 1.0
     ]
 
@@ -297,8 +314,10 @@ def _positive(rows: Sequence[Mapping[str, Any]], *keys: str) -> list[tuple[float
     for r in rows:
         vals = [r.get(k) for k in keys]
         nums = [float(v) for v in vals if isinstance(v, int | float)]
-        if int(r["round"]) >= 1 and len(nums) == len(keys) and all(
-            math.isfinite(v) and v > 0 for v in nums
+        if (
+            int(r["round"]) >= 1
+            and len(nums) == len(keys)
+            and all(math.isfinite(v) and v > 0 for v in nums)
         ):
             out.append((int(r["round"]), *nums))
     return out
@@ -345,42 +364,84 @@ def steps_figure(rows: Sequence[Mapping[str, Any]], config: Mapping[str, Any]) -
     matplotlib.use("Agg")
     fig, ax = plotstyle.new_figure(8, 4.2)
     client_vals: list[float] = []
-    median_key = "client-lr-median" if any(
-        r.get("client-lr-median") is not None for r in rows) else "client-lr"
+    median_key = (
+        "client-lr-median"
+        if any(r.get("client-lr-median") is not None for r in rows)
+        else "client-lr"
+    )
     lo_hi = _band(rows, "client-lr-min", "client-lr-max")
     if lo_hi:
         xs, lo, hi = zip(*lo_hi, strict=True)
-        ax.fill_between(xs, lo, hi, color="tab:blue", alpha=0.15, linewidth=0,
-                        label="clients' lr, min-max", gid="client-lr-range")
+        ax.fill_between(
+            xs,
+            lo,
+            hi,
+            color="tab:blue",
+            alpha=0.15,
+            linewidth=0,
+            label="clients' lr, min-max",
+            gid="client-lr-range",
+        )
         client_vals += [*lo, *hi]
     iqr = _positive(rows, "client-lr-p25", "client-lr-p75")
     if iqr:
         xs, lo, hi = zip(*iqr, strict=True)
-        ax.fill_between(xs, lo, hi, color="tab:blue", alpha=0.3, linewidth=0,
-                        label="clients' lr, 25-75%", gid="client-lr-iqr")
+        ax.fill_between(
+            xs,
+            lo,
+            hi,
+            color="tab:blue",
+            alpha=0.3,
+            linewidth=0,
+            label="clients' lr, 25-75%",
+            gid="client-lr-iqr",
+        )
     med = _positive(rows, median_key)
     if med:
         xs, ys = zip(*med, strict=True)
         label = "clients' lr, median" if median_key == "client-lr-median" else "clients' lr, mean"
-        ax.plot(xs, ys, color="tab:blue", marker="." if len(xs) < 40 else None, label=label,
-                gid="client-lr")
+        ax.plot(
+            xs,
+            ys,
+            color="tab:blue",
+            marker="." if len(xs) < 40 else None,
+            label=label,
+            gid="client-lr",
+        )
         client_vals += list(ys)
     # per-coordinate methods: the spread of the effective per-coordinate step
     steps = _band(rows, "client-step-min", "client-step-max")
     # a scalar method's step range is its lr range: drawn only where it reaches past it
     lr_range = {x: (lo, hi) for x, lo, hi in lo_hi}
-    if any(x not in lr_range or lo < lr_range[x][0] * (1 - 1e-9) or hi > lr_range[x][1] * (1 + 1e-9)
-           for x, lo, hi in steps):
+    if any(
+        x not in lr_range or lo < lr_range[x][0] * (1 - 1e-9) or hi > lr_range[x][1] * (1 + 1e-9)
+        for x, lo, hi in steps
+    ):
         xs, lo, hi = zip(*steps, strict=True)
-        ax.fill_between(xs, lo, hi, facecolor="none", edgecolor="tab:purple", hatch="///",
-                        alpha=0.5, linewidth=0.5, label="clients' per-coordinate step, min-max",
-                        gid="client-step-range")
+        ax.fill_between(
+            xs,
+            lo,
+            hi,
+            facecolor="none",
+            edgecolor="tab:purple",
+            hatch="///",
+            alpha=0.5,
+            linewidth=0.5,
+            label="clients' per-coordinate step, min-max",
+            gid="client-step-range",
+        )
         client_vals += [*lo, *hi]
         mean = _positive(rows, "client-step-mean")
         if mean:
             mx, my = zip(*mean, strict=True)
-            ax.plot(mx, my, color="tab:purple", linestyle="--",
-                    label="clients' per-coordinate step, mean", gid="client-step-mean")
+            ax.plot(
+                mx,
+                my,
+                color="tab:purple",
+                linestyle="--",
+                label="clients' per-coordinate step, mean",
+                gid="client-step-mean",
+            )
     ax.set_yscale("log")
     ax.set_ylabel("client step size")
     server = _positive(rows, "server-lr")
@@ -398,23 +459,50 @@ def steps_figure(rows: Sequence[Mapping[str, Any]], config: Mapping[str, Any]) -
             ax.set_ylabel("step size")
     # events: detector alarms, other resets, drift, extra local work
     alarm_rounds = [int(r["round"]) for r in rows if r.get("server-detector-alarm") == 1.0]
-    change_rounds = [int(r["round"]) for r in rows
-                     if r.get("server-change") == 1.0 and int(r["round"]) not in alarm_rounds]
+    change_rounds = [
+        int(r["round"])
+        for r in rows
+        if r.get("server-change") == 1.0 and int(r["round"]) not in alarm_rounds
+    ]
     for k, a in enumerate(alarm_rounds):
-        ax.axvline(a, color="darkorange", linewidth=2, alpha=0.8, gid="alarm",
-                   label="detector alarm" if k == 0 else None)
+        ax.axvline(
+            a,
+            color="darkorange",
+            linewidth=2,
+            alpha=0.8,
+            gid="alarm",
+            label="detector alarm" if k == 0 else None,
+        )
     for k, c in enumerate(change_rounds):
-        ax.axvline(c, color="gray", linestyle=":", linewidth=1.5, gid="change",
-                   label="server reset (known change)" if k == 0 else None)
+        ax.axvline(
+            c,
+            color="gray",
+            linestyle=":",
+            linewidth=1.5,
+            gid="change",
+            label="server reset (known change)" if k == 0 else None,
+        )
     plotstyle.draw_drift(ax, plotstyle.drift_spans(rows, config))
-    factors = sorted({float(r["local-work"]) for r in rows
-                      if isinstance(r.get("local-work"), int | float) and r["local-work"] > 1.0})
+    factors = sorted(
+        {
+            float(r["local-work"])
+            for r in rows
+            if isinstance(r.get("local-work"), int | float) and r["local-work"] > 1.0
+        }
+    )
     for k, (first, last) in enumerate(_runs(local_work_rounds(rows))):
         span_label = (
             f"extra local work (x{', x'.join(f'{f:g}' for f in factors)})" if k == 0 else None
         )
-        ax.axvspan(first - 0.5, last + 0.5, color="tab:green", alpha=0.15, linewidth=0,
-                   gid="local-work", label=span_label)
+        ax.axvspan(
+            first - 0.5,
+            last + 0.5,
+            color="tab:green",
+            alpha=0.15,
+            linewidth=0,
+            gid="local-work",
+            label=span_label,
+        )
     plotstyle.round_axis(ax, _last_round(rows))
     ax.set_title(_title(config), fontsize=plotstyle.TITLE_SIZE)
     ax.grid(alpha=0.3)
@@ -442,14 +530,24 @@ def accuracy_figure(rows: Sequence[Mapping[str, Any]], config: Mapping[str, Any]
     fig, ax = plotstyle.new_figure(7, 3.5)
     curve = [(int(r["round"]), r.get("accuracy")) for r in rows if r.get("accuracy") is not None]
     client_curve = [
-        (int(r["round"]), r.get("client-accuracy")) for r in rows if r.get("client-accuracy") is not None
+        (int(r["round"]), r.get("client-accuracy"))
+        for r in rows
+        if r.get("client-accuracy") is not None
     ]
     if curve:
-        ax.plot(*zip(*curve, strict=True), label="centralized (current concept)", gid="accuracy",
-                **plotstyle.series_style(0, len(curve)))
+        ax.plot(
+            *zip(*curve, strict=True),
+            label="centralized (current concept)",
+            gid="accuracy",
+            **plotstyle.series_style(0, len(curve)),
+        )
     if client_curve:
-        ax.plot(*zip(*client_curve, strict=True), label="clients (own current concept)",
-                gid="client-accuracy", **plotstyle.series_style(1, len(client_curve)))
+        ax.plot(
+            *zip(*client_curve, strict=True),
+            label="clients (own current concept)",
+            gid="client-accuracy",
+            **plotstyle.series_style(1, len(client_curve)),
+        )
     plotstyle.draw_drift(ax, plotstyle.drift_spans(rows, config))
     plotstyle.round_axis(ax, _last_round(rows))
     ax.set_ylabel("accuracy")
@@ -464,24 +562,45 @@ def detector_figure(rows: Sequence[Mapping[str, Any]], config: Mapping[str, Any]
     """The figure of ``detector.png`` (None when the server method has no detector): the
     CUSUM statistic against the alarm threshold, the round-start loss on a second axis,
     alarms and drift; the legend outside, never over the threshold line."""
-    cusum = [(int(r["round"]), r.get("server-detector-start-loss-cusum")) for r in rows
-             if r.get("server-detector-start-loss-cusum") is not None]
+    cusum = [
+        (int(r["round"]), r.get("server-detector-start-loss-cusum"))
+        for r in rows
+        if r.get("server-detector-start-loss-cusum") is not None
+    ]
     if not cusum:
         return None
     import fedadapt
 
-    loss = [(int(r["round"]), r.get("server-detector-start-loss")) for r in rows
-            if r.get("server-detector-start-loss") is not None]
+    loss = [
+        (int(r["round"]), r.get("server-detector-start-loss"))
+        for r in rows
+        if r.get("server-detector-start-loss") is not None
+    ]
     fig, ax = plotstyle.new_figure(7, 3.5)
-    ax.plot(*zip(*cusum, strict=True), label="CUSUM of the round-start loss", gid="cusum",
-            **plotstyle.series_style(0, len(cusum)))
+    ax.plot(
+        *zip(*cusum, strict=True),
+        label="CUSUM of the round-start loss",
+        gid="cusum",
+        **plotstyle.series_style(0, len(cusum)),
+    )
     threshold = fedadapt.ChangeDetector().threshold  # the default detector's
-    ax.axhline(threshold, color="gray", linestyle=":", label=f"alarm threshold ({threshold:g})",
-               gid="threshold")
+    ax.axhline(
+        threshold,
+        color="gray",
+        linestyle=":",
+        label=f"alarm threshold ({threshold:g})",
+        gid="threshold",
+    )
     alarms = [int(r["round"]) for r in rows if r.get("server-detector-alarm") == 1.0]
     for k, a in enumerate(alarms):
-        ax.axvline(a, color="darkorange", linewidth=2, alpha=0.7, gid="alarm",
-                   label="detector alarm" if k == 0 else None)
+        ax.axvline(
+            a,
+            color="darkorange",
+            linewidth=2,
+            alpha=0.7,
+            gid="alarm",
+            label="detector alarm" if k == 0 else None,
+        )
     plotstyle.draw_drift(ax, plotstyle.drift_spans(rows, config))
     plotstyle.round_axis(ax, _last_round(rows))
     ax.set_ylabel("CUSUM (reference std units)")
@@ -489,8 +608,13 @@ def detector_figure(rows: Sequence[Mapping[str, Any]], config: Mapping[str, Any]
     x = 1.02
     if loss:
         ax2 = ax.twinx()
-        ax2.plot(*zip(*loss, strict=True), color="green", alpha=0.5, label="round-start loss",
-                 gid="start-loss")
+        ax2.plot(
+            *zip(*loss, strict=True),
+            color="green",
+            alpha=0.5,
+            label="round-start loss",
+            gid="start-loss",
+        )
         ax2.set_ylabel("round-start loss (geometric mean)")
         h2, l2 = ax2.get_legend_handles_labels()
         handles, labels, x = handles + h2, labels + l2, 1.16
@@ -505,8 +629,11 @@ def plot_run(run_dir: Path, rows: Sequence[Mapping[str, Any]], config: Mapping[s
     """Write ``accuracy.png``, ``steps.png`` and (with a detector) ``detector.png``."""
     import matplotlib.pyplot as plt
 
-    figures = {"accuracy.png": accuracy_figure(rows, config), "steps.png": steps_figure(rows, config),
-               "detector.png": detector_figure(rows, config)}
+    figures = {
+        "accuracy.png": accuracy_figure(rows, config),
+        "steps.png": steps_figure(rows, config),
+        "detector.png": detector_figure(rows, config),
+    }
     for name, fig in figures.items():
         if fig is not None:
             fig.savefig(run_dir / name, bbox_inches="tight")
@@ -520,8 +647,9 @@ def find_runs(root: str | Path) -> list[Path]:
     return sorted(p.parent for p in root.rglob("metrics.jsonl"))
 
 
-def report(root: str | Path, out: str | Path | None = None, baseline: str | None = None,
-           plots: bool = True) -> tuple[str, Path]:
+def report(
+    root: str | Path, out: str | Path | None = None, baseline: str | None = None, plots: bool = True
+) -> tuple[str, Path]:
     """Tables (and comparison plots) of every finished run under ``root``, written to ``out``
     (default ``<root>/report``); the runs' own files are only read. Returns the Markdown and
     the folder written (:mod:`simulations.tables`)."""

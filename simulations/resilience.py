@@ -41,8 +41,9 @@ class RetryingGrid:
     delegated to the wrapped grid.
     """
 
-    def __init__(self, grid: Any, *, retries: int = 3, backoff: float = 2.0,
-                 pull_interval: float = 0.002) -> None:
+    def __init__(
+        self, grid: Any, *, retries: int = 3, backoff: float = 2.0, pull_interval: float = 0.002
+    ) -> None:
         self._grid = grid
         self.retries = retries
         self.backoff = backoff
@@ -52,7 +53,9 @@ class RetryingGrid:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._grid, name)
 
-    def send_and_receive(self, messages: Iterable[Any], *, timeout: float | None = None) -> list[Any]:
+    def send_and_receive(
+        self, messages: Iterable[Any], *, timeout: float | None = None
+    ) -> list[Any]:
         from flwr.app import Message
 
         end = None if timeout is None else time.time() + timeout
@@ -70,9 +73,12 @@ class RetryingGrid:
             due = [r for r in retry_at if r[0] <= now]
             retry_at = [r for r in retry_at if r[0] > now]
             if due:
-                resend = [Message(content=c, dst_node_id=d, message_type=t)
-                          for _, (c, d, t, _) in due]
-                for (_, (c, d, t, n)), mid in zip(due, self._grid.push_messages(resend), strict=True):
+                resend = [
+                    Message(content=c, dst_node_id=d, message_type=t) for _, (c, d, t, _) in due
+                ]
+                for (_, (c, d, t, n)), mid in zip(
+                    due, self._grid.push_messages(resend), strict=True
+                ):
                     waiting[mid] = (c, d, t, n)
                 self.resent += len(due)
                 log.warning("re-sent %d message(s) whose worker process died", len(due))
@@ -84,8 +90,11 @@ class RetryingGrid:
                         continue
                     left = None if end is None else end - time.time()
                     wait = self.backoff * (2 ** entry[3])
-                    if (is_retryable(reply) and entry[3] < self.retries
-                            and (left is None or left > wait + 1.0)):
+                    if (
+                        is_retryable(reply)
+                        and entry[3] < self.retries
+                        and (left is None or left > wait + 1.0)
+                    ):
                         retry_at.append((time.time() + wait, (*entry[:3], entry[3] + 1)))
                     else:
                         out.append(reply)

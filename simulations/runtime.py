@@ -72,6 +72,7 @@ def quiet_flower(*fragments: str) -> Iterator[None]:
     finally:
         flwr_logger.removeFilter(flt)
 
+
 log = logging.getLogger(__name__)
 
 # Flower 1.41's simulation engine hands queued messages to its Ray workers from one thread,
@@ -87,7 +88,9 @@ _patch_lock = threading.Lock()
 _active: list = [0, None]  # runs inside fast_engine_poll, and Flower's function to put back
 
 
-def _fast_add_messages_to_queue(state: Any, queue: Any, nodes_mapping: Any, f_stop: threading.Event) -> None:
+def _fast_add_messages_to_queue(
+    state: Any, queue: Any, nodes_mapping: Any, f_stop: threading.Event
+) -> None:
     """Flower's ``add_messages_to_queue`` with a shorter, load-bounded wait between passes.
 
     The same loop (every node, at most one message per node per pass, into the same queue); the
@@ -117,7 +120,9 @@ def fast_engine_poll() -> Iterator[bool]:
     try:
         from flwr.server.superlink.fleet.vce import vce_api
     except ImportError as exc:  # pragma: no cover - flwr is a dependency
-        log.warning("fedadapt: Flower's simulation engine not found (%s); its 100 ms poll is kept", exc)
+        log.warning(
+            "fedadapt: Flower's simulation engine not found (%s); its 100 ms poll is kept", exc
+        )
         yield False
         return
     with _patch_lock:
@@ -138,8 +143,12 @@ def fast_engine_poll() -> Iterator[bool]:
         if applied:
             _active[0] += 1
     if not applied:
-        log.warning("fedadapt: Flower's simulation engine no longer polls with %r (flwr %s); "
-                    "its message poll is left as Flower ships it", _FLOWER_POLL, _flwr_version())
+        log.warning(
+            "fedadapt: Flower's simulation engine no longer polls with %r (flwr %s); "
+            "its message poll is left as Flower ships it",
+            _FLOWER_POLL,
+            _flwr_version(),
+        )
         yield False
         return
     try:
@@ -178,8 +187,10 @@ def every_actor_served() -> Iterator[bool]:
         if original is not concurrent.futures.ThreadPoolExecutor:  # already wide, or changed
             applied = False
         else:
-            setattr(vce_api, "ThreadPoolExecutor", functools.partial(  # noqa: B010
-                concurrent.futures.ThreadPoolExecutor, max_workers=ENGINE_THREADS))
+            wide = functools.partial(
+                concurrent.futures.ThreadPoolExecutor, max_workers=ENGINE_THREADS
+            )
+            setattr(vce_api, "ThreadPoolExecutor", wide)  # noqa: B010
             applied = True
     try:
         yield applied

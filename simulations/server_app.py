@@ -52,8 +52,9 @@ def panel_ids(evaluation: EvaluationSettings) -> list[int]:
     from strategies.sampling import EVALUATE_STREAM, sample_cohort
 
     n = evaluation.num_clients
-    cohort = sample_cohort(n, min(PANEL_SIZE, n), seed=evaluation.seed, server_round=0,
-                           stream=EVALUATE_STREAM)
+    cohort = sample_cohort(
+        n, min(PANEL_SIZE, n), seed=evaluation.seed, server_round=0, stream=EVALUATE_STREAM
+    )
     return sorted(cohort.client_ids)
 
 
@@ -77,12 +78,19 @@ def make_evaluate(
                 Xp, yp = w.client_data(cid, max(server_round, 1))
                 if len(yp):
                     client_accs.append(_accuracy(model, Xp, yp)[0])
-            row = {"accuracy": acc, "loss": loss,
-                   "client-accuracy": float(np.mean(client_accs)) if client_accs else None}
-        row["drift-events"] = [
-            f"start cp{e.changepoint} {e.from_concept}->{e.to_concept} offset {e.offset}"
-            for e in w.schedule.events(server_round)
-        ] if server_round >= 1 else []
+            row = {
+                "accuracy": acc,
+                "loss": loss,
+                "client-accuracy": float(np.mean(client_accs)) if client_accs else None,
+            }
+        row["drift-events"] = (
+            [
+                f"start cp{e.changepoint} {e.from_concept}->{e.to_concept} offset {e.offset}"
+                for e in w.schedule.events(server_round)
+            ]
+            if server_round >= 1
+            else []
+        )
         if writer is not None:
             writer.add(server_round, row)
             writer.flush(server_round)
@@ -94,8 +102,11 @@ def make_evaluate(
     return evaluate
 
 
-def make_strategy(spec: RunSpec, on_round_end: Callable[[dict[str, object]], None] | None,
-                  checkpoint_dir: str | None) -> Any:
+def make_strategy(
+    spec: RunSpec,
+    on_round_end: Callable[[dict[str, object]], None] | None,
+    checkpoint_dir: str | None,
+) -> Any:
     """The run's strategy from the registry, with fedadapt's sampling over the population."""
     from strategies import build_strategy
 
@@ -124,8 +135,11 @@ def warm_up(grid: Any, spec: RunSpec) -> None:
     start = time.time()
     nodes = wait_for_nodes(grid.get_node_ids, runtime.num_workers, timeout=timeout)
     msgs = [
-        Message(RecordDict({"config": ConfigRecord({RUN_KEY: spec.run_key})}),
-                dst_node_id=int(n), message_type=MessageType.QUERY)
+        Message(
+            RecordDict({"config": ConfigRecord({RUN_KEY: spec.run_key})}),
+            dst_node_id=int(n),
+            message_type=MessageType.QUERY,
+        )
         for n in nodes[: runtime.num_workers]
     ]
     left = max(1.0, timeout - (time.time() - start))
@@ -148,8 +162,9 @@ def serve(grid: Any, spec: RunSpec, on_row: RowCallback | None = None) -> dict[s
     if spec.output.resume_from:
         resume_round = int(read_checkpoint(spec.output.resume_from)["round"])
     w = world(spec.world)
-    writer = RunWriter(out, spec.config, resume_round=resume_round,
-                       changepoints=w.schedule.changepoint_rounds())
+    writer = RunWriter(
+        out, spec.config, resume_round=resume_round, changepoints=w.schedule.changepoint_rounds()
+    )
     if on_row is not None:
         original = writer.flush
 
@@ -166,8 +181,9 @@ def serve(grid: Any, spec: RunSpec, on_row: RowCallback | None = None) -> dict[s
     ckpt_dir = str(out / "checkpoints") if spec.output.checkpoint_every > 0 else None
     strategy = make_strategy(spec, on_round_end, ckpt_dir)
     # `auto` keys name what the strategy chose (its default client configuration)
-    writer.resolve({"client-optimizer": strategy.client_optimizer,
-                    "client-lr-state": strategy.client_lr_state})
+    writer.resolve(
+        {"client-optimizer": strategy.client_optimizer, "client-lr-state": strategy.client_lr_state}
+    )
     initial = ArrayRecord(w.model().state_dict())
     if spec.output.resume_from:
         strategy.load_checkpoint(spec.output.resume_from)

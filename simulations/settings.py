@@ -30,8 +30,16 @@ from simulations.models import build_model
 from strategies.registry import StrategySettings
 
 __all__ = [
-    "RUN_KEY", "DataSettings", "DriftSettings", "EvaluationSettings", "ModelSpec",
-    "OutputSettings", "RunSpec", "RuntimeSettings", "TrainingSettings", "WorldSpec",
+    "RUN_KEY",
+    "DataSettings",
+    "DriftSettings",
+    "EvaluationSettings",
+    "ModelSpec",
+    "OutputSettings",
+    "RunSpec",
+    "RuntimeSettings",
+    "TrainingSettings",
+    "WorldSpec",
 ]
 
 RUN_KEY = "fedadapt.run-key"  # train-config entry naming the run a message belongs to
@@ -55,9 +63,14 @@ class DataSettings:
 
     def build(self) -> ClientDataSource:
         return build_source(
-            self.dataset, num_clients=self.num_clients, partitioner=self.partitioner,
-            partitioner_params=self.partitioner_params, seed=self.seed,
-            cache_size=self.cache_size, test_fraction=self.test_fraction, options=self.options,
+            self.dataset,
+            num_clients=self.num_clients,
+            partitioner=self.partitioner,
+            partitioner_params=self.partitioner_params,
+            seed=self.seed,
+            cache_size=self.cache_size,
+            test_fraction=self.test_fraction,
+            options=self.options,
         )
 
 
@@ -79,13 +92,23 @@ class DriftSettings:
         if self.kind == "none":
             return DriftSchedule.none()
         return DriftSchedule.from_settings(
-            self.timing, self.first_round, num_rounds=self.num_rounds, width=self.width,
-            period=self.period, stagger=self.stagger, seed=self.seed,
+            self.timing,
+            self.first_round,
+            num_rounds=self.num_rounds,
+            width=self.width,
+            period=self.period,
+            stagger=self.stagger,
+            seed=self.seed,
         )
 
     def concepts(self, num_classes: int) -> list[Concept]:
-        return make_concepts(self.kind, num_classes=num_classes, severity=self.severity,
-                             num_concepts=2, seed=self.seed)
+        return make_concepts(
+            self.kind,
+            num_classes=num_classes,
+            severity=self.severity,
+            num_concepts=2,
+            seed=self.seed,
+        )
 
 
 @dataclass(frozen=True)
@@ -106,11 +129,11 @@ class ModelSpec:
                 torch.manual_seed(self.seed)
                 return build_custom_model(self.factory, input_shape, num_classes, self.options)
         try:
-            return build_model(self.name, input_shape, num_classes, seed=self.seed,
-                               **self.options)
+            return build_model(self.name, input_shape, num_classes, seed=self.seed, **self.options)
         except TypeError as exc:
-            raise ValueError(f"run-config key 'model-options' ({self.options}) for model "
-                             f"{self.name!r}: {exc}") from None
+            raise ValueError(
+                f"run-config key 'model-options' ({self.options}) for model {self.name!r}: {exc}"
+            ) from None
 
 
 @dataclass(frozen=True)

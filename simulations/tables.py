@@ -91,8 +91,18 @@ CHANGE_COLUMNS = (
     Column("mean-after", "mean acc after", 3, per_change=True),
 )
 # keys that never define a grid cell: identity, outputs, and what a strategy resolves itself
-_NOT_CELL = {"seed", "scenario", "strategy", "server-optimizer", "client-optimizer",
-             "client-lr-state", "out-dir", "worker-log", "resume-from", "checkpoint-every"}
+_NOT_CELL = {
+    "seed",
+    "scenario",
+    "strategy",
+    "server-optimizer",
+    "client-optimizer",
+    "client-lr-state",
+    "out-dir",
+    "worker-log",
+    "resume-from",
+    "checkpoint-every",
+}
 
 
 # ----------------------------------------------------------------------------- labels
@@ -143,8 +153,11 @@ def describe(config: Mapping[str, Any]) -> str:
         server = "Flower's own server step"
     else:
         server = f"server {method}"
-    return f"{label} ({server}, client {client})" if client and client != "auto" else \
-        f"{label} ({server})"
+    return (
+        f"{label} ({server}, client {client})"
+        if client and client != "auto"
+        else f"{label} ({server})"
+    )
 
 
 # ----------------------------------------------------------------------------- runs
@@ -330,22 +343,31 @@ def summary_table(runs: Sequence[Run], grid_keys: Sequence[str]) -> list[Table]:
         for (strategy, cell), members in groups.items():
             cells = [strategy, *[v for _, v in cell], str(len(members))]
             rec: dict[str, Any] = {
-                "scenario": scenario, "strategy": strategy, "cell": dict(cell),
+                "scenario": scenario,
+                "strategy": strategy,
+                "cell": dict(cell),
                 "seeds": [r.seed for r in members],
-                "runs": [{"name": r.name(grid_keys), "dir": str(r.dir), "seed": r.seed}
-                         for r in members],
+                "runs": [
+                    {"name": r.name(grid_keys), "dir": str(r.dir), "seed": r.seed} for r in members
+                ],
                 "columns": {},
             }
             for col, j, label in cols:
                 vals = [run_value(r, col, j) for r in members]
                 cells.append(format_values(vals, col.digits))
-                rec["columns"][label] = {"key": col.key, "changepoint-round":
-                                         cps[j] if j is not None else None, **_stats(vals)}
+                rec["columns"][label] = {
+                    "key": col.key,
+                    "changepoint-round": cps[j] if j is not None else None,
+                    **_stats(vals),
+                }
             rows.append(cells)
             records.append(rec)
         target = {str(r.config.get("target-accuracy")) for r in members_all}
-        note = STATISTIC + (f" Changepoints at rounds {', '.join(map(str, cps))}." if cps else "") \
+        note = (
+            STATISTIC
+            + (f" Changepoints at rounds {', '.join(map(str, cps))}." if cps else "")
             + f" Target accuracy: {', '.join(sorted(target))}."
+        )
         tables.append(Table(scenario, header, rows, records, note))
     return tables
 
@@ -370,8 +392,9 @@ def paired(runs: Sequence[Run], grid_keys: Sequence[str], baseline: str) -> list
         for (strategy, cell), members in groups.items():
             if _match(strategy, baseline):
                 continue
-            base = next((m for (s, c), m in groups.items() if c == cell and _match(s, baseline)),
-                        None)
+            base = next(
+                (m for (s, c), m in groups.items() if c == cell and _match(s, baseline)), None
+            )
             if base is None:
                 continue
             found = True
@@ -379,25 +402,39 @@ def paired(runs: Sequence[Run], grid_keys: Sequence[str], baseline: str) -> list
             pairs = [(r, by_seed[r.seed]) for r in members if r.seed in by_seed]
             b_label = base[0].strategy
             cells = [f"{strategy} − {b_label}", *[v for _, v in cell], str(len(pairs))]
-            rec: dict[str, Any] = {"scenario": scenario, "a": strategy, "b": b_label,
-                                   "cell": dict(cell), "seeds": [a.seed for a, _ in pairs],
-                                   "columns": {}}
+            rec: dict[str, Any] = {
+                "scenario": scenario,
+                "a": strategy,
+                "b": b_label,
+                "cell": dict(cell),
+                "seeds": [a.seed for a, _ in pairs],
+                "columns": {},
+            }
             for col, j, label in cols:
                 diffs = []
                 for a, b in pairs:
                     va, vb = run_value(a, col, j), run_value(b, col, j)
                     if not isinstance(va, str) and not isinstance(vb, str):
                         diffs.append(va - vb)
-                entry: dict[str, Any] = {"key": col.key, "n": len(diffs), "diffs": diffs,
-                                         "mean": None, "ci": None, "std": None}
+                entry: dict[str, Any] = {
+                    "key": col.key,
+                    "n": len(diffs),
+                    "diffs": diffs,
+                    "mean": None,
+                    "ci": None,
+                    "std": None,
+                }
                 if diffs:
                     mean = statistics.fmean(diffs)
                     entry["mean"] = mean
                     text = f"{mean:+.{col.digits}f}"
                     if len(diffs) > 1:
                         sd = statistics.stdev(diffs)
-                        half = float(stats.t.ppf(0.5 + CONFIDENCE / 2, len(diffs) - 1)) * sd / \
-                            math.sqrt(len(diffs))
+                        half = (
+                            float(stats.t.ppf(0.5 + CONFIDENCE / 2, len(diffs) - 1))
+                            * sd
+                            / math.sqrt(len(diffs))
+                        )
                         entry["std"], entry["ci"] = sd, [mean - half, mean + half]
                         text += f" [{mean - half:+.{col.digits}f}, {mean + half:+.{col.digits}f}]"
                     if len(diffs) < len(pairs):
@@ -412,8 +449,10 @@ def paired(runs: Sequence[Run], grid_keys: Sequence[str], baseline: str) -> list
             tables.append(Table(scenario, header, rows, records, PAIRED_STATISTIC))
     if not found:
         labels = sorted({r.strategy for r in runs})
-        raise ValueError(f"baseline {baseline!r} matches no strategy with a paired run; "
-                         f"strategies here: {', '.join(labels)}")
+        raise ValueError(
+            f"baseline {baseline!r} matches no strategy with a paired run; "
+            f"strategies here: {', '.join(labels)}"
+        )
     return tables
 
 
@@ -431,8 +470,18 @@ def markdown(tables: Sequence[Table], heading: str = "") -> str:
     return "\n".join(out)
 
 
-_TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-        "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+_TEX = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+}
 
 
 def _tex(text: str) -> str:
@@ -446,16 +495,23 @@ def latex(tables: Sequence[Table], heading: str = "") -> str:
     for t in tables:
         out.append(r"\begin{table}[ht]")
         out.append(r"\centering\small")
-        out.append(r"\begin{tabular}{" + "l" * (len(t.header) - len(t.header[1:])) +
-                   "r" * len(t.header[1:]) + "}")
+        out.append(
+            r"\begin{tabular}{"
+            + "l" * (len(t.header) - len(t.header[1:]))
+            + "r" * len(t.header[1:])
+            + "}"
+        )
         out.append(r"\toprule")
         out.append(" & ".join(_tex(h) for h in t.header) + r" \\")
         out.append(r"\midrule")
         out += [" & ".join(_tex(c) for c in row) + r" \\" for row in t.rows]
         out.append(r"\bottomrule")
         out.append(r"\end{tabular}")
-        out.append(r"\caption{" + _tex(f"{t.scenario}{f' ({heading})' if heading else ''}. "
-                                       + t.note.replace("`", "")) + "}")
+        out.append(
+            r"\caption{"
+            + _tex(f"{t.scenario}{f' ({heading})' if heading else ''}. " + t.note.replace("`", ""))
+            + "}"
+        )
         out.append(r"\end{table}")
         out.append("")
     return "\n".join(out)
@@ -465,19 +521,50 @@ def csv_text(tables: Sequence[Table]) -> str:
     """One row per table row and column: tidy, with mean, std (or CI) and counts."""
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["scenario", "row", "cell", "column", "key", "changepoint-round", "mean", "std",
-                "ci-low", "ci-high", "n", "never", "n/a", "text", "statistic"])
+    w.writerow(
+        [
+            "scenario",
+            "row",
+            "cell",
+            "column",
+            "key",
+            "changepoint-round",
+            "mean",
+            "std",
+            "ci-low",
+            "ci-high",
+            "n",
+            "never",
+            "n/a",
+            "text",
+            "statistic",
+        ]
+    )
     for t in tables:
         for row, rec in zip(t.rows, t.records, strict=True):
             name = rec.get("strategy") or f"{rec['a']} − {rec['b']}"
             cell = ";".join(f"{k}={v}" for k, v in rec["cell"].items())
             for k, (label, entry) in enumerate(rec["columns"].items()):
                 ci = entry.get("ci") or [None, None]
-                w.writerow([t.scenario, name, cell, label, entry["key"],
-                            entry.get("changepoint-round", ""), _num(entry.get("mean")),
-                            _num(entry.get("std")), _num(ci[0]), _num(ci[1]), entry["n"],
-                            entry.get("never", ""), entry.get("n/a", ""),
-                            row[len(row) - len(rec["columns"]) + k], t.note])
+                w.writerow(
+                    [
+                        t.scenario,
+                        name,
+                        cell,
+                        label,
+                        entry["key"],
+                        entry.get("changepoint-round", ""),
+                        _num(entry.get("mean")),
+                        _num(entry.get("std")),
+                        _num(ci[0]),
+                        _num(ci[1]),
+                        entry["n"],
+                        entry.get("never", ""),
+                        entry.get("n/a", ""),
+                        row[len(row) - len(rec["columns"]) + k],
+                        t.note,
+                    ]
+                )
     return buf.getvalue()
 
 
@@ -491,19 +578,40 @@ def runs_csv(runs: Sequence[Run], grid_keys: Sequence[str]) -> str:
     cols = _columns(cps)
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["scenario", "name", "strategy", *grid_keys, "seed", "server-method",
-                "client-method", "dir", *[label for _, _, label in cols]])
+    w.writerow(
+        [
+            "scenario",
+            "name",
+            "strategy",
+            *grid_keys,
+            "seed",
+            "server-method",
+            "client-method",
+            "dir",
+            *[label for _, _, label in cols],
+        ]
+    )
     for r in runs:
         vals = [run_value(r, c, j) for c, j, _ in cols]
-        w.writerow([r.scenario, r.name(grid_keys), r.strategy, *[v for _, v in r.cell(grid_keys)],
-                    r.seed, server_method(r.config) or "Flower's own",
-                    r.config.get("client-optimizer"), str(r.dir),
-                    *[v if isinstance(v, str) else repr(v) for v in vals]])
+        w.writerow(
+            [
+                r.scenario,
+                r.name(grid_keys),
+                r.strategy,
+                *[v for _, v in r.cell(grid_keys)],
+                r.seed,
+                server_method(r.config) or "Flower's own",
+                r.config.get("client-optimizer"),
+                str(r.dir),
+                *[v if isinstance(v, str) else repr(v) for v in vals],
+            ]
+        )
     return buf.getvalue()
 
 
-def write_tables(out: Path, stem: str, runs: Sequence[Run], grid_keys: Sequence[str],
-                 baseline: str | None = None) -> str:
+def write_tables(
+    out: Path, stem: str, runs: Sequence[Run], grid_keys: Sequence[str], baseline: str | None = None
+) -> str:
     """Write ``<stem>.md``, ``<stem>.csv``, ``<stem>.json``, ``<stem>.tex`` and ``runs.csv``
     (and the paired tables in the same files when ``baseline`` is given) under ``out``; return
     the Markdown."""
@@ -515,11 +623,14 @@ def write_tables(out: Path, stem: str, runs: Sequence[Run], grid_keys: Sequence[
         md += "\n" + markdown(pairs, f"paired differences against {baseline}")
     (out / f"{stem}.md").write_text(md + "\n")
     (out / f"{stem}.csv").write_text(csv_text([*tables, *pairs]))
-    (out / f"{stem}.tex").write_text(latex(tables) + (
-        latex(pairs, f"paired differences against {baseline}") if pairs else ""))
+    (out / f"{stem}.tex").write_text(
+        latex(tables) + (latex(pairs, f"paired differences against {baseline}") if pairs else "")
+    )
     (out / "runs.csv").write_text(runs_csv(runs, grid_keys))
-    payload: dict[str, Any] = {"statistic": STATISTIC,
-                               "groups": [rec for t in tables for rec in t.records]}
+    payload: dict[str, Any] = {
+        "statistic": STATISTIC,
+        "groups": [rec for t in tables for rec in t.records],
+    }
     if pairs:
         payload["paired-statistic"] = PAIRED_STATISTIC
         payload["paired"] = [rec for t in pairs for rec in t.records]

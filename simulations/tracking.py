@@ -59,14 +59,25 @@ INSTALL_HINT = "pip install 'fedadapt[tracking]'"
 BACKENDS = ("mlflow", "tensorboard")
 # the run-config keys of tracking: a sweep driver that matches finished runs by their config
 # leaves these out of the match (the parent run id differs on every invocation)
-TRACKING_KEYS = ("tracking", "tracking-uri", "tracking-experiment", "tracking-parent",
-                 "tensorboard-dir")
+TRACKING_KEYS = (
+    "tracking",
+    "tracking-uri",
+    "tracking-experiment",
+    "tracking-parent",
+    "tensorboard-dir",
+)
 # the schemes of MLflow's tracking stores (a path without a scheme is its file store)
 MLFLOW_SCHEMES = ("file", "sqlite", "postgresql", "mysql", "mssql", "http", "https", "databricks")
-_PACKAGES = {"mlflow": ("mlflow", "MLflow (package mlflow-skinny or mlflow)"),
-             "tensorboard": ("tensorboard", "TensorBoard (package tensorboard)")}
-_NEEDS = {"tracking-uri": "mlflow", "tracking-experiment": "mlflow", "tracking-parent": "mlflow",
-          "tensorboard-dir": "tensorboard"}
+_PACKAGES = {
+    "mlflow": ("mlflow", "MLflow (package mlflow-skinny or mlflow)"),
+    "tensorboard": ("tensorboard", "TensorBoard (package tensorboard)"),
+}
+_NEEDS = {
+    "tracking-uri": "mlflow",
+    "tracking-experiment": "mlflow",
+    "tracking-parent": "mlflow",
+    "tensorboard-dir": "tensorboard",
+}
 _RUN_ID = re.compile(r"[A-Za-z0-9][\w-]{0,255}")  # MLflow's own run id pattern
 ARTIFACT_SUFFIXES = (".json", ".jsonl", ".png")  # a run directory's files logged at the end
 SWEEP_ARTIFACT_SUFFIXES = (".md", ".csv", ".json", ".tex", ".png")  # a sweep root's tables
@@ -90,14 +101,17 @@ def _installed(module: str) -> bool:
 def _check_writable(key: str, path: Path) -> None:
     """``path`` is, or can be created as, a directory in a writable folder."""
     if path.exists() and not path.is_dir():
-        raise ConfigError(f"run-config key '{key}': {path} exists and is not a directory; "
-                          "accepted: a new or existing directory")
+        raise ConfigError(
+            f"run-config key '{key}': {path} exists and is not a directory; "
+            "accepted: a new or existing directory"
+        )
     parent = path
     while not parent.exists():
         parent = parent.parent
     if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-        raise ConfigError(f"run-config key '{key}': {parent} (on the way to {path}) is not a "
-                          "writable directory")
+        raise ConfigError(
+            f"run-config key '{key}': {parent} (on the way to {path}) is not a writable directory"
+        )
 
 
 def _scheme(uri: str) -> str:
@@ -125,7 +139,7 @@ def _sqlite_path(uri: str) -> Path | None:
     """The database file of a ``sqlite:///path`` URI (None for other stores or in-memory)."""
     if _scheme(uri) != "sqlite" or not uri.startswith("sqlite:///"):
         return None
-    return Path(uri[len("sqlite:///"):].split("?")[0])
+    return Path(uri[len("sqlite:///") :].split("?")[0])
 
 
 def check_config(cfg: Mapping[str, Value]) -> None:
@@ -136,21 +150,23 @@ def check_config(cfg: Mapping[str, Value]) -> None:
             raise ConfigError(
                 f"run-config key '{key}' ({cfg[key]!r}) is used by {backend} tracking only, and "
                 f"'tracking' is {cfg.get('tracking')!r}; accepted: tracking = '{backend}' or "
-                f"'mlflow,tensorboard', or '{key}' left empty")
+                f"'mlflow,tensorboard', or '{key}' left empty"
+            )
     for backend in wanted:
         module, what = _PACKAGES[backend]
         if not _installed(module):
             raise ConfigError(
                 f"run-config key 'tracking' ({cfg.get('tracking')!r}): {what} is not installed; "
-                f"install it with {INSTALL_HINT}")
+                f"install it with {INSTALL_HINT}"
+            )
     uri = str(cfg.get("tracking-uri") or "")
     if uri:
         scheme = _scheme(uri)
         if scheme and scheme not in MLFLOW_SCHEMES:
             raise ConfigError(
                 f"run-config key 'tracking-uri' ({uri!r}): MLflow has no store for the scheme "
-                f"'{scheme}'; accepted: a path or a URI of scheme "
-                + ", ".join(MLFLOW_SCHEMES))
+                f"'{scheme}'; accepted: a path or a URI of scheme " + ", ".join(MLFLOW_SCHEMES)
+            )
         folder = _file_store_path(uri)
         db = _sqlite_path(uri)
         if folder is not None:
@@ -159,8 +175,10 @@ def check_config(cfg: Mapping[str, Value]) -> None:
             _check_writable("tracking-uri", db.parent)
     parent = str(cfg.get("tracking-parent") or "")
     if parent and not _RUN_ID.fullmatch(parent):
-        raise ConfigError(f"run-config key 'tracking-parent' ({parent!r}): not an MLflow run id; "
-                          "accepted: a run id (letters, digits, '_' and '-') or ''")
+        raise ConfigError(
+            f"run-config key 'tracking-parent' ({parent!r}): not an MLflow run id; "
+            "accepted: a run id (letters, digits, '_' and '-') or ''"
+        )
     if cfg.get("tensorboard-dir"):
         _check_writable("tensorboard-dir", Path(str(cfg["tensorboard-dir"])).expanduser())
 
@@ -198,8 +216,11 @@ def mlflow_target(cfg: Mapping[str, Value], run_dir: Path) -> MlflowTarget:
 
 def tensorboard_dir(cfg: Mapping[str, Value], run_dir: Path) -> Path:
     """A run's TensorBoard folder: ``<tensorboard-dir>/<run directory's name>``."""
-    root = Path(str(cfg.get("tensorboard-dir") or "")).expanduser() if cfg.get(
-        "tensorboard-dir") else run_dir.parent / "tensorboard"
+    root = (
+        Path(str(cfg.get("tensorboard-dir") or "")).expanduser()
+        if cfg.get("tensorboard-dir")
+        else run_dir.parent / "tensorboard"
+    )
     return root / run_dir.name
 
 
@@ -209,9 +230,14 @@ def tensorboard_dir(cfg: Mapping[str, Value], run_dir: Path) -> Path:
 def numeric(values: Mapping[str, Any]) -> dict[str, float]:
     """The finite numbers of a row or summary (``round`` and flags left out; lists, strings
     and None have no scalar to log)."""
-    return {str(k): float(v) for k, v in values.items()
-            if k != "round" and isinstance(v, int | float) and not isinstance(v, bool)
-            and math.isfinite(float(v))}
+    return {
+        str(k): float(v)
+        for k, v in values.items()
+        if k != "round"
+        and isinstance(v, int | float)
+        and not isinstance(v, bool)
+        and math.isfinite(float(v))
+    }
 
 
 def summary_metrics(summary: Mapping[str, Any]) -> dict[str, float]:
@@ -227,8 +253,13 @@ def _cause(exc: BaseException) -> str:
 def _warn(library: str, exc: BaseException, where: str) -> None:
     from flwr.common.logger import log
 
-    log(WARNING, "fedadapt: %s tracking stopped: %s; the run goes on without it (its own "
-        "files: %s)", library, _cause(exc), where)
+    log(
+        WARNING,
+        "fedadapt: %s tracking stopped: %s; the run goes on without it (its own files: %s)",
+        library,
+        _cause(exc),
+        where,
+    )
 
 
 # ----------------------------------------------------------------------------- the backends
@@ -254,8 +285,7 @@ class _Queue:
         self.library, self.where = library, where
         self.failed: BaseException | None = None
         self._calls: queue.Queue[Callable[[], None] | None] = queue.Queue()
-        self._thread = threading.Thread(target=self._work, name=f"fedadapt-{library}",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._work, name=f"fedadapt-{library}", daemon=True)
         self._thread.start()
 
     def _work(self) -> None:
@@ -309,8 +339,9 @@ def _experiment_id(client: Any, target: MlflowTarget) -> str:
     if found is not None:
         return str(found.experiment_id)
     try:
-        return str(client.create_experiment(target.experiment,
-                                            artifact_location=target.artifact_location))
+        return str(
+            client.create_experiment(target.experiment, artifact_location=target.artifact_location)
+        )
     except MlflowException:
         found = client.get_experiment_by_name(target.experiment)
         if found is None:
@@ -344,11 +375,12 @@ def params(config: Mapping[str, Any], limit: int | None = None) -> tuple[dict[st
 
 def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
     for i in range(0, len(items), size):
-        yield items[i:i + size]
+        yield items[i : i + size]
 
 
-def _log_params_and_tags(client: Any, run_id: str, config: Mapping[str, Any],
-                         tags: Mapping[str, str]) -> None:
+def _log_params_and_tags(
+    client: Any, run_id: str, config: Mapping[str, Any], tags: Mapping[str, str]
+) -> None:
     from mlflow.entities import Param, RunTag
 
     values, cut = params(config)
@@ -372,8 +404,11 @@ def _log_metrics(client: Any, run_id: str, values: Mapping[str, float], step: in
 
 
 def _artifact_files(folder: Path, suffixes: Sequence[str]) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in suffixes) \
-        if folder.is_dir() else []
+    return (
+        sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in suffixes)
+        if folder.is_dir()
+        else []
+    )
 
 
 class MlflowRun:
@@ -381,8 +416,14 @@ class MlflowRun:
 
     library = "MLflow"
 
-    def __init__(self, target: MlflowTarget, run_name: str, config: Mapping[str, Any],
-                 tags: Mapping[str, str], rows: Sequence[Mapping[str, Any]] = ()) -> None:
+    def __init__(
+        self,
+        target: MlflowTarget,
+        run_name: str,
+        config: Mapping[str, Any],
+        tags: Mapping[str, str],
+        rows: Sequence[Mapping[str, Any]] = (),
+    ) -> None:
         self.target = target
         self.run_id: str | None = None
         self._client: Any = None
@@ -427,8 +468,11 @@ class MlflowRun:
 
         self._queue.submit(end)
         if not self._queue.close(FINISH_TIMEOUT):
-            _warn(self.library, TimeoutError(f"calls still pending after {FINISH_TIMEOUT:g} s"),
-                  str(run_dir))
+            _warn(
+                self.library,
+                TimeoutError(f"calls still pending after {FINISH_TIMEOUT:g} s"),
+                str(run_dir),
+            )
 
 
 class TensorBoardRun:
@@ -437,8 +481,9 @@ class TensorBoardRun:
 
     library = "TensorBoard"
 
-    def __init__(self, log_dir: Path, config: Mapping[str, Any],
-                 rows: Sequence[Mapping[str, Any]] = ()) -> None:
+    def __init__(
+        self, log_dir: Path, config: Mapping[str, Any], rows: Sequence[Mapping[str, Any]] = ()
+    ) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
         fresh = not (log_dir.is_dir() and any(log_dir.glob("events.out.tfevents.*")))
@@ -463,16 +508,17 @@ class TensorBoardRun:
             self.writer.add_scalar(key, value, step)
 
     def finish(self, run_dir: Path, summary: Mapping[str, Any], status: str) -> None:
-        self.writer.add_text("summary", "```\n" + json.dumps(dict(summary), indent=2,
-                                                             default=str) + "\n```")
+        self.writer.add_text(
+            "summary", "```\n" + json.dumps(dict(summary), indent=2, default=str) + "\n```"
+        )
         self.writer.add_text("status", status)
         for path in _artifact_files(run_dir, (".png",)):
             import matplotlib.image
 
-            self.writer.add_image(f"plots/{path.stem}", matplotlib.image.imread(path),
-                                  dataformats="HWC")
-        hparams = {k: v for k, v in self.config.items()
-                   if isinstance(v, bool | int | float | str)}
+            self.writer.add_image(
+                f"plots/{path.stem}", matplotlib.image.imread(path), dataformats="HWC"
+            )
+        hparams = {k: v for k, v in self.config.items() if isinstance(v, bool | int | float | str)}
         # the hyperparameters dashboard: the config against the summary's numbers, in this
         # run's own folder (run_name ".")
         self.writer.add_hparams(hparams, summary_metrics(summary), run_name=".")
@@ -522,8 +568,9 @@ class RunTracking:
         """One ``metrics.jsonl`` row, ``step = round``."""
         self._each(lambda b: b.log_row(row))
 
-    def finish(self, run_dir: Path, summary: Mapping[str, Any] | None = None,
-               status: str = "FINISHED") -> None:
+    def finish(
+        self, run_dir: Path, summary: Mapping[str, Any] | None = None, status: str = "FINISHED"
+    ) -> None:
         """Summary numbers, artifacts from ``run_dir``, the run's end status
         (``FINISHED``, ``FAILED``, ``KILLED``); a second call does nothing."""
         if summary is None:
@@ -540,28 +587,38 @@ class RunTracking:
 def run_tags(config: Mapping[str, Any], run_dir: Path) -> dict[str, str]:
     from simulations.tables import strategy_label
 
-    tags = {"fedadapt.run-dir": str(run_dir), "fedadapt.scenario": str(config.get("scenario")),
-            "fedadapt.strategy-label": strategy_label(config),
-            "fedadapt.seed": str(config.get("seed"))}
+    tags = {
+        "fedadapt.run-dir": str(run_dir),
+        "fedadapt.scenario": str(config.get("scenario")),
+        "fedadapt.strategy-label": strategy_label(config),
+        "fedadapt.seed": str(config.get("seed")),
+    }
     if config.get("tracking-parent"):
         tags["mlflow.parentRunId"] = str(config["tracking-parent"])
     return tags
 
 
-def open_run(config: Mapping[str, Any], run_dir: str | Path,
-             rows: Sequence[Mapping[str, Any]] = ()) -> RunTracking:
+def open_run(
+    config: Mapping[str, Any], run_dir: str | Path, rows: Sequence[Mapping[str, Any]] = ()
+) -> RunTracking:
     """Start tracking a run whose resolved config is ``config`` and whose directory is
     ``run_dir``; ``rows`` are the rows it already has (a resumed run's). Off: no backends."""
     run_dir = Path(run_dir).resolve()
     tracking = RunTracking(where=str(run_dir))
     wanted = backends(config)
     if "mlflow" in wanted:
-        tracking.backends.append(MlflowRun(mlflow_target(config, run_dir), run_dir.name, config,
-                                           run_tags(config, run_dir), rows))
+        tracking.backends.append(
+            MlflowRun(
+                mlflow_target(config, run_dir),
+                run_dir.name,
+                config,
+                run_tags(config, run_dir),
+                rows,
+            )
+        )
     if "tensorboard" in wanted:
         try:
-            tracking.backends.append(TensorBoardRun(tensorboard_dir(config, run_dir), config,
-                                                    rows))
+            tracking.backends.append(TensorBoardRun(tensorboard_dir(config, run_dir), config, rows))
         except Exception as exc:  # noqa: BLE001 - tracking never ends a run
             _warn(TensorBoardRun.library, exc, str(run_dir))
     if tracking.backends:
@@ -616,8 +673,9 @@ def _with_timeout(call: Callable[[], str], timeout: float) -> str:
 
 
 @contextmanager
-def sweep_tracking(cfgs: Sequence[Mapping[str, Value]], root: str | Path,
-                   name: str | None = None) -> Iterator[Sweep]:
+def sweep_tracking(
+    cfgs: Sequence[Mapping[str, Value]], root: str | Path, name: str | None = None
+) -> Iterator[Sweep]:
     """One parent run for a sweep (``fedadapt compare``), its runs nested under it.
 
     ``cfgs``: the sweep's resolved configs (validated already); ``root``: the sweep's folder.
@@ -650,15 +708,19 @@ def sweep_tracking(cfgs: Sequence[Mapping[str, Value]], root: str | Path,
         uri = str(first.get("tracking-uri") or "") or default_store(root)
         target = mlflow_target({**first, "tracking-uri": uri}, root)
         same, varied = _shared(mlflow_cfgs)
-        tags = {"fedadapt.sweep-root": str(root), "fedadapt.runs": str(len(mlflow_cfgs)),
-                "fedadapt.varied-keys": json.dumps(varied),
-                "fedadapt.scenario": str(first.get("scenario"))}
+        tags = {
+            "fedadapt.sweep-root": str(root),
+            "fedadapt.runs": str(len(mlflow_cfgs)),
+            "fedadapt.varied-keys": json.dumps(varied),
+            "fedadapt.scenario": str(first.get("scenario")),
+        }
 
         def create() -> str:
             nonlocal client
             client = _client(target.uri)
-            run = client.create_run(_experiment_id(client, target), run_name=name or root.name,
-                                    tags=tags)
+            run = client.create_run(
+                _experiment_id(client, target), run_name=name or root.name, tags=tags
+            )
             _log_params_and_tags(client, run.info.run_id, same, {})
             return str(run.info.run_id)
 

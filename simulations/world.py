@@ -62,15 +62,26 @@ class World:
         """The client's training data under its current concept in ``server_round``."""
         X, y = self.source.get(int(client_id))
         return apply_schedule(
-            X, y, schedule=self.schedule, concepts=self.concepts, client_id=int(client_id),
-            server_round=int(server_round), seed=self.seed,
+            X,
+            y,
+            schedule=self.schedule,
+            concepts=self.concepts,
+            client_id=int(client_id),
+            server_round=int(server_round),
+            seed=self.seed,
         )
 
     def test_data(self, server_round: int) -> tuple[np.ndarray, np.ndarray]:
         """The centralized test set under the population's concept mix in ``server_round``."""
         X, y = self.source.test_set()
-        return current_test_set(X, y, schedule=self.schedule, concepts=self.concepts,
-                                server_round=max(int(server_round), 1), seed=self.seed)
+        return current_test_set(
+            X,
+            y,
+            schedule=self.schedule,
+            concepts=self.concepts,
+            server_round=max(int(server_round), 1),
+            seed=self.seed,
+        )
 
 
 _SOURCES: dict[str, ClientDataSource] = {}

@@ -48,7 +48,11 @@ class Aggregator:
     def __post_init__(self) -> None:
         if self.name not in AGGREGATORS:
             raise ValueError(f"aggregator must be one of {list(AGGREGATORS)}, got {self.name!r}")
-        if isinstance(self.byzantine, bool) or not isinstance(self.byzantine, int) or self.byzantine < 0:
+        if (
+            isinstance(self.byzantine, bool)
+            or not isinstance(self.byzantine, int)
+            or self.byzantine < 0
+        ):
             raise ValueError(f"byzantine_clients must be an int >= 0, got {self.byzantine!r}")
         if not (isinstance(self.trim_fraction, int | float) and 0.0 <= self.trim_fraction < 0.5):
             raise ValueError(f"trim_fraction must be in [0, 0.5), got {self.trim_fraction!r}")
@@ -85,7 +89,8 @@ class Aggregator:
             return flwr_agg.aggregate_krum(results, f, min(keep, n)), ""  # type: ignore[arg-type]
         if n < 4 * f + 3:
             return flwr_agg.aggregate_median(results), (  # type: ignore[arg-type]
-                f"bulyan needs 4 f + 3 = {4 * f + 3} replies, {n} came: median")
+                f"bulyan needs 4 f + 3 = {4 * f + 3} replies, {n} came: median"
+            )
         return flwr_agg.aggregate_bulyan(results, f, flwr_agg.aggregate_krum, to_keep=0), ""  # type: ignore[arg-type]
 
 

@@ -37,8 +37,9 @@ MAX_NORM_RATIO = 10.0  # times the cohort's median update norm
 OVER_BOUND = ("clip", "drop")
 
 
-def _number(value: object, what: str, low: float, high: float = math.inf, *,
-            low_open: bool = False) -> float:
+def _number(
+    value: object, what: str, low: float, high: float = math.inf, *, low_open: bool = False
+) -> float:
     ok = isinstance(value, int | float) and not isinstance(value, bool)
     v = float(value) if ok else math.nan  # type: ignore[arg-type]
     inside = (v > low if low_open else v >= low) and v <= high
@@ -77,16 +78,20 @@ class ReplyLimits:
         big = [n for n in c.client_num_examples if n > self.max_examples]
         if c.num_examples > self.max_examples * max(1, len(c.client_ids)) or big:
             claimed = big[0] if big else c.num_examples
-            return (f"claims {claimed} examples, above the limit of {self.max_examples} per "
-                    "client (max-client-examples)")
+            return (
+                f"claims {claimed} examples, above the limit of {self.max_examples} per "
+                "client (max-client-examples)"
+            )
         msg = c.message
         if msg is None or not msg.has_content():
             return None
         records = [r for r in msg.content.values() if isinstance(r, MetricRecord | ConfigRecord)]
         entries = sum(len(r) for r in records if isinstance(r, MetricRecord))
         if entries > self.max_metrics:
-            return (f"carries {entries} metrics entries, above the limit of {self.max_metrics} "
-                    "(max-reply-metrics)")
+            return (
+                f"carries {entries} metrics entries, above the limit of {self.max_metrics} "
+                "(max-reply-metrics)"
+            )
         values = 0
         for r in records:
             for v in r.values():
@@ -94,8 +99,9 @@ class ReplyLimits:
         # fedadapt's own per-client lists hold a few entries per client
         allowed = self.max_metric_values + 16 * len(c.client_ids)
         if values > allowed:
-            return (f"carries {values} metric values, above the limit of {allowed} "
-                    "(max-metric-values)")
+            return (
+                f"carries {values} metric values, above the limit of {allowed} (max-metric-values)"
+            )
         return None
 
 
@@ -255,4 +261,3 @@ __all__ = [
     "WeightCap",
     "client_ids",
 ]
-

@@ -73,6 +73,7 @@ def save_checkpoint(strategy: Stateful, server_round: int, arrays: ArrayRecord) 
     os.replace(tmp_latest, latest)
     return path
 
+
 def read_checkpoint(path: str | os.PathLike[str]) -> dict:
     """Load and sanity-check a checkpoint file (``weights_only=True``)."""
     p = Path(path)

@@ -101,7 +101,7 @@ class TrainPlan:
         client_hints``): ``local-work`` (a factor on the local steps or epochs), ``lr-scale``
         (already applied by :meth:`optimizer_kwargs`), ``early-stop-gamma``, ... ."""
         p = R.CFG_HINT_PREFIX
-        return {k[len(p):]: float(v) for k, v in self.config.items() if k.startswith(p)}  # type: ignore[arg-type]
+        return {k[len(p) :]: float(v) for k, v in self.config.items() if k.startswith(p)}  # type: ignore[arg-type]
 
     def optimizer_kwargs(self, client_id: int) -> dict[str, object]:
         """The options for ``fedadapt.build_optimizer`` with the carried lr applied (and the
@@ -128,7 +128,9 @@ class TrainPlan:
         from fedadapt.proximal import add_proximal_term
 
         opt = fedadapt.build_optimizer(
-            self.optimizer_name, params, **self.optimizer_kwargs(client_id)  # type: ignore[arg-type]
+            self.optimizer_name,
+            params,
+            **self.optimizer_kwargs(client_id),  # type: ignore[arg-type]
         )
         add_proximal_term(opt, self.proximal_mu)
         if self.global_update is not None and hasattr(opt, "set_global_update"):

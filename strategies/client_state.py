@@ -150,10 +150,14 @@ class ClientState:
         self.lrs = {int(i): float(v) for i, v in zip(ids, lrs, strict=True)}
         bad = [i for i, v in self.lrs.items() if not (math.isfinite(v) and v > 0)]
         if bad:
-            raise ValueError(f"clients.lrs: client {bad[0]}'s carried lr {self.lrs[bad[0]]} is not a finite number > 0")
+            raise ValueError(
+                f"clients.lrs: client {bad[0]}'s carried lr {self.lrs[bad[0]]} is not a finite number > 0"
+            )
         scl = float(state.get("server-client-lr", -1.0))  # type: ignore[arg-type]
         if not (math.isfinite(scl) and (scl > 0 or scl == -1.0)):
-            raise ValueError(f"clients.server-client-lr: {scl} is not a finite number > 0 (or -1: none)")
+            raise ValueError(
+                f"clients.server-client-lr: {scl} is not a finite number > 0 (or -1: none)"
+            )
         self.server_lr = None if scl < 0 else scl
         gu = state.get("global-update") or {}
         self.global_update = {str(k): v for k, v in gu.items()} if gu else None  # type: ignore[attr-defined]

@@ -36,9 +36,16 @@ from flwr.common.logger import log as flwr_log
 class DivergenceWatch:
     """Watch a run's loss and accuracy; :attr:`message` is set once it diverges."""
 
-    def __init__(self, setting: str, *, loss_factor: float = 10.0, patience: int = 5,
-                 chance_margin: float = 0.02, eval_loss_factor: float = 3.0,
-                 eval_loss_rounds: int = 2) -> None:
+    def __init__(
+        self,
+        setting: str,
+        *,
+        loss_factor: float = 10.0,
+        patience: int = 5,
+        chance_margin: float = 0.02,
+        eval_loss_factor: float = 3.0,
+        eval_loss_rounds: int = 2,
+    ) -> None:
         self.setting = setting
         self.loss_factor = float(loss_factor)
         self.patience = int(patience)
@@ -55,8 +62,10 @@ class DivergenceWatch:
     def _warn(self, text: str) -> bool:
         if self.message is not None:
             return False
-        self.message = (f"{text}. Likely cause: the server step size; change {self.setting}"
-                        " (a smaller value when the loss rises, a larger one when nothing is learnt)")
+        self.message = (
+            f"{text}. Likely cause: the server step size; change {self.setting}"
+            " (a smaller value when the loss rises, a larger one when nothing is learnt)"
+        )
         flwr_log(WARNING, "fedadapt: the run looks divergent: %s", self.message)
         return True
 
@@ -72,7 +81,8 @@ class DivergenceWatch:
         if self.first_loss > 0 and loss > self.loss_factor * self.first_loss:
             return self._warn(
                 f"round {server_round}: the global training loss rose to {loss:.4g}, more than "
-                f"{self.loss_factor:g}x its first round's {self.first_loss:.4g}")
+                f"{self.loss_factor:g}x its first round's {self.first_loss:.4g}"
+            )
         return False
 
     def observe_eval_loss(self, server_round: int, loss: float) -> bool:
@@ -92,7 +102,8 @@ class DivergenceWatch:
                 return self._warn(
                     f"round {server_round}: the global model's evaluated loss ({loss:.4g}) has stayed "
                     f"above {self.eval_loss_factor:g}x the initial model's "
-                    f"{self.initial_eval_loss:.4g} for {self.high_eval_rounds} rounds")
+                    f"{self.initial_eval_loss:.4g} for {self.high_eval_rounds} rounds"
+                )
         else:
             self.high_eval_rounds = 0
         return False
@@ -112,7 +123,8 @@ class DivergenceWatch:
                 return self._warn(
                     f"round {server_round}: the accuracy has stayed at its initial "
                     f"{self.initial_accuracy:.3f} (chance) for {self.flat_rounds} rounds while "
-                    "clients reply")
+                    "clients reply"
+                )
         else:
             self.flat_rounds = -1
         return False

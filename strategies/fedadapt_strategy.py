@@ -151,18 +151,23 @@ class FedAdapt(Orchestration, FedAvg):
         self._init_orchestration(opts, required_signals=spec.wanted_signals)
         # validate -> bound -> aggregate -> privatize -> server method (docs/PIPELINE.md)
         self.pipeline = ServerPipeline(
-            limits=reply_limits, weight_cap=weight_cap, clipping=clipping,
-            aggregator=aggregator, privacy=privacy, sums_only=sums_only,
+            limits=reply_limits,
+            weight_cap=weight_cap,
+            clipping=clipping,
+            aggregator=aggregator,
+            privacy=privacy,
+            sums_only=sums_only,
             method=server_optimizer,
             # a detector's per-client losses have a sums-only form (the cohort's mean loss)
-            method_needs_per_client=bool(spec.wanted_signals) or (
-                spec.per_client_values and not spec.uses_change_detector),
+            method_needs_per_client=bool(spec.wanted_signals)
+            or (spec.per_client_values and not spec.uses_change_detector),
             population_mean_replies=opts.simulation_mode and opts.reply_mode == "mean",
         )
         if privacy is not None and privacy.sample_rate is None and not opts.simulation_mode:
             raise ValueError(
                 "privacy: a deployment must give dp_sample_rate (GaussianPrivacy.sample_rate), "
-                "the probability that a client takes part in a round; the accountant needs it")
+                "the probability that a client takes part in a round; the accountant needs it"
+            )
         self._server = None  # fedadapt.ServerOptimizer over self._params
         self._params: dict[str, torch.Tensor] = {}
 
@@ -200,7 +205,8 @@ class FedAdapt(Orchestration, FedAvg):
         t0 = time.perf_counter()
         checked, failures = self._check_replies(server_round, replies)
         checked, bounded, plan = self.pipeline.apply(
-            server_round, checked, self._params, self.param_keys(), self._sample_rate())
+            server_round, checked, self._params, self.param_keys(), self._sample_rate()
+        )
         failures = failures + bounded
         if not checked:
             # nothing valid: model, server optimizer and client state stay as they are
@@ -243,7 +249,9 @@ class FedAdapt(Orchestration, FedAvg):
         ):
             self._params = {k: v.clone() for k, v in views.items()}
             self._server = _server_optimizer(
-                list(self._params.values()), self.server_optimizer, self.server_options,
+                list(self._params.values()),
+                self.server_optimizer,
+                self.server_options,
                 self.change_rounds,
             )
             return
@@ -257,7 +265,9 @@ class FedAdapt(Orchestration, FedAvg):
             return min(1.0, self.clients_per_round / self.num_clients)
         return None
 
-    def _aggregate_checked(self, checked: list[CheckedReply], plan: Plan | None = None) -> ArrayRecord:
+    def _aggregate_checked(
+        self, checked: list[CheckedReply], plan: Plan | None = None
+    ) -> ArrayRecord:
         assert self._layout is not None and self._server is not None
         total = sum(c.num_examples for c in checked)
         # the pipeline's capped weights (None: the example counts, the exact code of before)
@@ -343,8 +353,11 @@ class FedAdapt(Orchestration, FedAvg):
     def server_state(self) -> dict[str, object]:
         if self._server is None:
             return {}
-        return {"server_optimizer": self._server.state_dict(), "param_keys": list(self._params),
-                "pipeline": self.pipeline.state_dict()}
+        return {
+            "server_optimizer": self._server.state_dict(),
+            "param_keys": list(self._params),
+            "pipeline": self.pipeline.state_dict(),
+        }
 
     def load_server_state(self, state: Mapping[str, object], arrays: ArrayRecord) -> None:
         self._layout = R.layout_of(arrays)
@@ -365,8 +378,10 @@ class FedAdapt(Orchestration, FedAvg):
     def step_size_setting(self) -> str:
         lr = self.server_options.get("lr")
         now = f", now {lr:g}" if isinstance(lr, int | float) else ""
-        return (f"run config 'server-lr' (FedAdapt: server_options['lr']{now} for "
-                f"{self.server_optimizer!r})")
+        return (
+            f"run config 'server-lr' (FedAdapt: server_options['lr']{now} for "
+            f"{self.server_optimizer!r})"
+        )
 
     def check_resumed_round(self, saved_round: int) -> None:
         if self._server is not None and self._server.round > saved_round:
@@ -382,8 +397,12 @@ def _server_options(name: str, given: Mapping[str, object] | None) -> dict[str, 
     return {**({} if lr is None else {"lr": lr}), **dict(given or {})}
 
 
-def _server_optimizer(params: list[torch.Tensor], name: str, options: Mapping[str, object],
-                      change_rounds: Iterable[int] = ()):  # noqa: ANN202
+def _server_optimizer(
+    params: list[torch.Tensor],
+    name: str,
+    options: Mapping[str, object],
+    change_rounds: Iterable[int] = (),
+):  # noqa: ANN202
     import fedadapt
 
     return fedadapt.ServerOptimizer(params, name, change_rounds=change_rounds, **dict(options))  # type: ignore[arg-type]
@@ -396,11 +415,19 @@ def _start_losses(checked: list[CheckedReply], sums_only: bool = False) -> dict[
     the cohort's example-weighted mean loss, one number (what secure aggregation leaves)."""
     import fedadapt
 
-    start = [(n, v) for c in checked for n, v in zip(c.client_num_examples, c.client_stats[R.C_START_LOSS], strict=True)]
+    start = [
+        (n, v)
+        for c in checked
+        for n, v in zip(c.client_num_examples, c.client_stats[R.C_START_LOSS], strict=True)
+    ]
     if start and all(math.isfinite(v) for _, v in start):
         pairs = start
     else:
-        pairs = [(n, v) for c in checked for n, v in zip(c.client_num_examples, c.client_stats[R.C_TRAIN_LOSS], strict=True)]
+        pairs = [
+            (n, v)
+            for c in checked
+            for n, v in zip(c.client_num_examples, c.client_stats[R.C_TRAIN_LOSS], strict=True)
+        ]
         if not any(math.isfinite(v) for _, v in pairs):
             pairs = [(c.num_examples, c.train_loss) for c in checked]
     pairs = [(n, v) for n, v in pairs if math.isfinite(v)]
@@ -409,8 +436,10 @@ def _start_losses(checked: list[CheckedReply], sums_only: bool = False) -> dict[
     if sums_only:
         total = math.fsum(float(n) for n, _ in pairs)
         pairs = [(1, math.fsum(n * v for n, v in pairs) / total)]
-    return {fedadapt.server.START_LOSSES: [v for _, v in pairs],
-            fedadapt.server.START_WEIGHTS: [float(n) for n, _ in pairs]}
+    return {
+        fedadapt.server.START_LOSSES: [v for _, v in pairs],
+        fedadapt.server.START_WEIGHTS: [float(n) for n, _ in pairs],
+    }
 
 
 __all__ = ["FedAdapt"]

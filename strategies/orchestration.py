@@ -193,8 +193,15 @@ class Orchestration:
             cfg[R.CFG_BUFFER_KEYS] = sorted(self.buffer_keys)
         return cfg
 
-    def _plan(self, server_round: int, grid: Grid, stream: int, k: int | None,
-              fraction: float, min_nodes: int):  # noqa: ANN202
+    def _plan(
+        self,
+        server_round: int,
+        grid: Grid,
+        stream: int,
+        k: int | None,
+        fraction: float,
+        min_nodes: int,
+    ):  # noqa: ANN202
         return self.cohorts.plan(
             server_round, grid, stream, k, fraction, min_nodes, self.min_available_nodes
         )
@@ -205,18 +212,29 @@ class Orchestration:
         self._layout = R.layout_of(arrays)
         self._current = arrays
         plan, cohort = self._plan(
-            server_round, grid, sampling.TRAIN_STREAM, self.clients_per_round,
-            self.fraction_train, self.min_train_nodes,
+            server_round,
+            grid,
+            sampling.TRAIN_STREAM,
+            self.clients_per_round,
+            self.fraction_train,
+            self.min_train_nodes,
         )
         gu = self.client_state.global_update if self.needs_global_update else None
         msgs = self.protocol.train_messages(
-            server_round, arrays, self._base_config(server_round, config), plan,
-            cohort.offline_ids, self.client_state.carried_lr, gu,
+            server_round,
+            arrays,
+            self._base_config(server_round, config),
+            plan,
+            cohort.offline_ids,
+            self.client_state.carried_lr,
+            gu,
         )
         flwr_log(
             INFO,
             "configure_train: %d clients over %d messages (%d offline skipped)",
-            len(self.protocol.sent.client_ids), len(msgs), len(cohort.offline_ids),
+            len(self.protocol.sent.client_ids),
+            len(msgs),
+            len(cohort.offline_ids),
         )
         return msgs
 
@@ -231,7 +249,11 @@ class Orchestration:
         if k == 0:
             return []
         plan, _ = self._plan(
-            server_round, grid, sampling.EVALUATE_STREAM, k, self.fraction_evaluate,
+            server_round,
+            grid,
+            sampling.EVALUATE_STREAM,
+            k,
+            self.fraction_evaluate,
             self.min_evaluate_nodes,
         )
         return self.protocol.evaluate_messages(server_round, arrays, config, plan)
@@ -287,7 +309,8 @@ class Orchestration:
         succeeded = int(info.get("num-succeeded", 0) or 0)  # type: ignore[call-overload]
         loss = info.get("train-loss", math.nan)
         if isinstance(loss, int | float) and self.divergence.observe_loss(
-                server_round, float(loss), succeeded):
+            server_round, float(loss), succeeded
+        ):
             info["divergence"] = 1.0
         RoundMetrics.log_round(info)
         if self.options.on_round_end is not None:
@@ -371,9 +394,13 @@ class Orchestration:
         acc = res.get("accuracy")
         if not isinstance(acc, int | float):
             return
-        replied = server_round == 0 or any(
-            int(h["round"]) == server_round and int(h["num-succeeded"]) > 0  # type: ignore[call-overload]
-            for h in self.history[-1:])
+        replied = (
+            server_round == 0
+            or any(
+                int(h["round"]) == server_round and int(h["num-succeeded"]) > 0  # type: ignore[call-overload]
+                for h in self.history[-1:]
+            )
+        )
         if replied:
             self.divergence.observe_accuracy(server_round, float(acc))
             loss = res.get("loss")
@@ -445,14 +472,20 @@ class Orchestration:
             self._write_pending_checkpoint()
         flwr_log(INFO, "")
         flwr_log(
-            INFO, "Strategy execution finished in %.2fs (rounds %d..%d)",
-            time.time() - t0, first, num_rounds,
+            INFO,
+            "Strategy execution finished in %.2fs (rounds %d..%d)",
+            time.time() - t0,
+            first,
+            num_rounds,
         )
         done = [h for h in self.history if int(h["round"]) >= first]  # type: ignore[call-overload]
         failed = sum(int(h["num-failed"]) for h in done)  # type: ignore[call-overload]
         flwr_log(
-            INFO, "fedadapt summary: %d rounds, %d client results, %d failures",
-            len(done), sum(int(h["num-succeeded"]) for h in done), failed,  # type: ignore[call-overload]
+            INFO,
+            "fedadapt summary: %d rounds, %d client results, %d failures",
+            len(done),
+            sum(int(h["num-succeeded"]) for h in done),
+            failed,  # type: ignore[call-overload]
         )
         self._resume_round, self._resume_arrays = 0, None
         return result

@@ -84,33 +84,44 @@ class ServerPipeline:
         self.aggregator = aggregator if aggregator is not None else Aggregator()
         self.privacy = privacy
         self.sums_only = bool(sums_only)
-        for name, stage in (("limits", self.limits), ("weight_cap", self.weight_cap),
-                            ("clipping", self.clipping), ("aggregator", self.aggregator),
-                            ("privacy", self.privacy)):
-            expected = {"limits": ReplyLimits, "weight_cap": WeightCap, "clipping": Clipping,
-                        "aggregator": Aggregator, "privacy": GaussianPrivacy}[name]
+        for name, stage in (
+            ("limits", self.limits),
+            ("weight_cap", self.weight_cap),
+            ("clipping", self.clipping),
+            ("aggregator", self.aggregator),
+            ("privacy", self.privacy),
+        ):
+            expected = {
+                "limits": ReplyLimits,
+                "weight_cap": WeightCap,
+                "clipping": Clipping,
+                "aggregator": Aggregator,
+                "privacy": GaussianPrivacy,
+            }[name]
             if stage is not None and not isinstance(stage, expected):
                 raise ValueError(f"{name} must be a strategies.{expected.__name__}, got {stage!r}")
         if self.privacy is not None and not self.clipping.per_client:
             raise ValueError(
                 "privacy (dp-noise-multiplier) needs a clip on each update: set clip_norm "
-                "(run config 'clip-norm') or clip_quantile ('clip-quantile')")
+                "(run config 'clip-norm') or clip_quantile ('clip-quantile')"
+            )
         needs = self.per_client_needs(method, method_needs_per_client)
         if self.sums_only and needs:
             raise ValueError(
                 "sums_only (run config 'sums-only'): secure aggregation leaves the server only "
                 f"sums, but {'; '.join(needs)} need each client's values. Accepted there: "
                 "aggregator 'mean', no clip-norm/clip-quantile (clip on the clients), server "
-                "methods whose MethodSpec.per_client_values is False")
+                "methods whose MethodSpec.per_client_values is False"
+            )
         if population_mean_replies:
-            per_client = [n for n in needs
-                          if not n.startswith(("server method", "max_norm_ratio"))]
+            per_client = [n for n in needs if not n.startswith(("server method", "max_norm_ratio"))]
             if per_client or self.privacy is not None:
                 what = per_client or ["privacy"]
                 raise ValueError(
                     f"{'; '.join(what)} bound or combine each client's update, but in "
                     "population mode a worker replies with the mean of its clients: set "
-                    "reply_mode='per-client' (run config 'reply-mode')")
+                    "reply_mode='per-client' (run config 'reply-mode')"
+                )
         if self.privacy is not None and self.clipping.quantile is not None:
             self.clipping.bit_noise = -1.0  # set per round to m / 20 (Andrew et al.)
 
@@ -160,8 +171,14 @@ class ServerPipeline:
                 keep2.append(c)
                 norms2.append(v)
             else:
-                failures.extend(Failure(cid, c.node_id, "dropped: update norm is not finite "
-                                        "(values too large to square)") for cid in client_ids(c))
+                failures.extend(
+                    Failure(
+                        cid,
+                        c.node_id,
+                        "dropped: update norm is not finite (values too large to square)",
+                    )
+                    for cid in client_ids(c)
+                )
         kept, norms = keep2, norms2
         clipped = 0
         if self.clipping.active and kept:
@@ -174,12 +191,22 @@ class ServerPipeline:
                     continue
                 clipped += 1
                 if self.clipping.action == "drop":
-                    failures.extend(Failure(cid, c.node_id, f"dropped: update norm {v:.4g} > "
-                                            f"{bound:.4g} ({rule})") for cid in client_ids(c))
+                    failures.extend(
+                        Failure(
+                            cid, c.node_id, f"dropped: update norm {v:.4g} > {bound:.4g} ({rule})"
+                        )
+                        for cid in client_ids(c)
+                    )
                     continue
                 out.append(_scaled(c, current, param_keys, bound / v))
-                failures.extend(Failure(cid, c.node_id, f"clipped: update norm {v:.4g} > "
-                                        f"{bound:.4g} ({rule}), scaled to it") for cid in client_ids(c))
+                failures.extend(
+                    Failure(
+                        cid,
+                        c.node_id,
+                        f"clipped: update norm {v:.4g} > {bound:.4g} ({rule}), scaled to it",
+                    )
+                    for cid in client_ids(c)
+                )
             if self.clipping.quantile is not None:
                 draw = 0.0
                 if self.privacy is not None:
@@ -200,25 +227,43 @@ class ServerPipeline:
                 weights, i = [], 0
                 for c in kept:
                     k = len(c.client_num_examples)
-                    weights.append(math.fsum(capped[i:i + k]))
-                    for cid, n, w in zip(c.client_ids, counts[i:i + k], capped[i:i + k], strict=True):
+                    weights.append(math.fsum(capped[i : i + k]))
+                    for cid, n, w in zip(
+                        c.client_ids, counts[i : i + k], capped[i : i + k], strict=True
+                    ):
                         if w < n:
-                            failures.append(Failure(cid, c.node_id, (
-                                f"capped: claims {int(n)} examples, weight capped to {w:.6g} "
-                                f"(max-client-share {self.weight_cap.max_share:g} of the cohort)")))
+                            failures.append(
+                                Failure(
+                                    cid,
+                                    c.node_id,
+                                    (
+                                        f"capped: claims {int(n)} examples, weight capped to {w:.6g} "
+                                        f"(max-client-share {self.weight_cap.max_share:g} of the cohort)"
+                                    ),
+                                )
+                            )
                     i += k
                 plan.weights = weights
         # 4. aggregate and privatize (else the strategy's own mean over ``kept``)
         if not self.trivial:
-            plan.pseudo_gradient = self._aggregate(server_round, kept, current, param_keys,
-                                                   plan, sample_rate)
+            plan.pseudo_gradient = self._aggregate(
+                server_round, kept, current, param_keys, plan, sample_rate
+            )
         return kept, failures, plan
 
-    def _aggregate(self, server_round: int, kept: list[CheckedReply],
-                   current: dict[str, torch.Tensor], keys: list[str], plan: Plan,
-                   sample_rate: float | None) -> list[torch.Tensor]:
-        updates = [[(c.arrays[k].to(torch.float64) - current[k].to(torch.float64)).numpy()
-                    for k in keys] for c in kept]
+    def _aggregate(
+        self,
+        server_round: int,
+        kept: list[CheckedReply],
+        current: dict[str, torch.Tensor],
+        keys: list[str],
+        plan: Plan,
+        sample_rate: float | None,
+    ) -> list[torch.Tensor]:
+        updates = [
+            [(c.arrays[k].to(torch.float64) - current[k].to(torch.float64)).numpy() for k in keys]
+            for c in kept
+        ]
         weights = plan.weights or [float(c.num_examples) for c in kept]
         if self.privacy is None:
             agg, note = self.aggregator.aggregate(updates, weights)
@@ -227,8 +272,11 @@ class ServerPipeline:
         else:
             # sum of the clipped updates + N(0, (z C)^2), over m: DP-FedAvg's noised mean
             m = len(kept)
-            bound = self.clipping.last_bound if self.clipping.quantile is not None else \
-                float(self.clipping.clip_norm)  # type: ignore[arg-type]
+            bound = (
+                self.clipping.last_bound
+                if self.clipping.quantile is not None
+                else float(self.clipping.clip_norm)  # type: ignore[arg-type]
+            )
             if not self.aggregator.is_mean:
                 agg, _ = self.aggregator.aggregate(updates, [1.0] * m)
                 total = [a * m for a in agg]
@@ -240,8 +288,10 @@ class ServerPipeline:
             q = sample_rate if sample_rate is not None else 1.0
             plan.info["dp-epsilon"] = self.privacy.spend(q)
             plan.info["dp-noise-std"] = z * bound / m
-        return [torch.from_numpy(np.asarray(-a)).to(current[k].dtype)
-                for a, k in zip(agg, keys, strict=True)]
+        return [
+            torch.from_numpy(np.asarray(-a)).to(current[k].dtype)
+            for a, k in zip(agg, keys, strict=True)
+        ]
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, object]:
@@ -265,8 +315,9 @@ def _update_norm(c: CheckedReply, current: dict[str, torch.Tensor], keys: list[s
     return math.sqrt(total) if math.isfinite(total) else math.inf
 
 
-def _scaled(c: CheckedReply, current: dict[str, torch.Tensor], keys: list[str],
-            scale: float) -> CheckedReply:
+def _scaled(
+    c: CheckedReply, current: dict[str, torch.Tensor], keys: list[str], scale: float
+) -> CheckedReply:
     arrays = dict(c.arrays)
     for k in keys:
         x0 = current[k].to(torch.float64)

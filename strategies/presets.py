@@ -116,8 +116,9 @@ _ADAPTIVE_FEDAVG = (
 _FEDADAM = 'Reddi et al., "Adaptive Federated Optimization", ICLR 2021, arXiv:2003.00295'
 
 
-def _fedhyper(variant: str, server_method: str, server: Mapping[str, object] | None = None,
-              **client: str) -> Preset:
+def _fedhyper(
+    variant: str, server_method: str, server: Mapping[str, object] | None = None, **client: str
+) -> Preset:
     """A FedHyper variant: the server lr starts at 1 (FedAvg's), clients as the variant says."""
     return Preset(
         "FedHyper",

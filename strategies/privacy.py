@@ -51,7 +51,11 @@ class GaussianPrivacy:
 
     def __post_init__(self) -> None:
         z = self.noise_multiplier
-        if isinstance(z, bool) or not isinstance(z, int | float) or not (math.isfinite(z) and z > 0):
+        if (
+            isinstance(z, bool)
+            or not isinstance(z, int | float)
+            or not (math.isfinite(z) and z > 0)
+        ):
             raise ValueError(f"dp_noise_multiplier must be a finite number > 0, got {z!r}")
         if not (isinstance(self.delta, float | int) and 0 < self.delta < 1):
             raise ValueError(f"dp_delta must be in (0, 1), got {self.delta!r}")
@@ -69,7 +73,8 @@ class GaussianPrivacy:
         if rest <= 0:
             raise ValueError(
                 f"dp_noise_multiplier {z:g} is too small for the adaptive clip's count noise "
-                f"sigma_b = {bit_noise:g} (need z < 2 sigma_b)")
+                f"sigma_b = {bit_noise:g} (need z < 2 sigma_b)"
+            )
         return rest**-0.5
 
     def generator(self, server_round: int) -> np.random.Generator:
@@ -99,8 +104,13 @@ class GaussianPrivacy:
         hist = state.get("history", [])
         rounds = state.get("rounds", 0)
         ok = isinstance(hist, list) and all(
-            isinstance(h, list | tuple) and len(h) == 3 and float(h[0]) > 0
-            and 0 < float(h[1]) <= 1 and int(h[2]) >= 1 for h in hist)
+            isinstance(h, list | tuple)
+            and len(h) == 3
+            and float(h[0]) > 0
+            and 0 < float(h[1]) <= 1
+            and int(h[2]) >= 1
+            for h in hist
+        )
         if not ok or not isinstance(rounds, int) or rounds < 0:
             raise ValueError("privacy state: 'history' must list (z > 0, 0 < q <= 1, rounds >= 1)")
         self._history = [(float(z), float(q), int(n)) for z, q, n in hist]  # type: ignore[misc, attr-defined]

@@ -82,7 +82,11 @@ def ignored_client_optimizer_replies(sent: SentRound, checked: Sequence[CheckedR
 def _hints(config: ConfigRecord) -> dict[str, float]:
     out: dict[str, float] = {}
     for k, v in config.items():
-        if k.startswith(R.CFG_HINT_PREFIX) and isinstance(v, int | float) and not isinstance(v, bool):
+        if (
+            k.startswith(R.CFG_HINT_PREFIX)
+            and isinstance(v, int | float)
+            and not isinstance(v, bool)
+        ):
             out[k[len(R.CFG_HINT_PREFIX) :]] = float(v)
     return out
 
@@ -240,7 +244,11 @@ class MessageProtocol:
                 "with its own optimizer; the server method works unchanged. fedadapt's default "
                 "client method %r (its step size carried by the server) runs only where the "
                 "clients speak fedadapt's train protocol: %s.",
-                server_round, count, n_replies, sent.client_optimizer, FIX_CLIENT_OPTIMIZER,
+                server_round,
+                count,
+                n_replies,
+                sent.client_optimizer,
+                FIX_CLIENT_OPTIMIZER,
             )
             return
         flwr_log(
@@ -250,6 +258,11 @@ class MessageProtocol:
             "which trains with its own optimizer and never builds %r. To run it on the "
             "clients, %s. Counted per round as `ignored-client-optimizer-replies` (summary.json: "
             "`ignored-client-optimizer`).",
-            server_round, sent.client_optimizer, count, n_replies, R.CLIENTS,
-            sent.client_optimizer, FIX_CLIENT_OPTIMIZER,
+            server_round,
+            sent.client_optimizer,
+            count,
+            n_replies,
+            R.CLIENTS,
+            sent.client_optimizer,
+            FIX_CLIENT_OPTIMIZER,
         )

@@ -77,12 +77,21 @@ def int64_id(v: int) -> int:
 def cohort_lr_stats(lrs: np.ndarray) -> dict[str, float]:
     """``client-lr`` (mean), ``-min``, ``-p25``, ``-median``, ``-p75``, ``-max`` of the finite
     final lrs of the round's clients (each client once); NaN when there are none."""
-    keys = ("client-lr", "client-lr-min", "client-lr-p25", "client-lr-median", "client-lr-p75",
-            "client-lr-max")
+    keys = (
+        "client-lr",
+        "client-lr-min",
+        "client-lr-p25",
+        "client-lr-median",
+        "client-lr-p75",
+        "client-lr-max",
+    )
     if not lrs.size:
         return dict.fromkeys(keys, math.nan)
     q = np.quantile(lrs, [0.0, 0.25, 0.5, 0.75, 1.0])
-    return {"client-lr": float(lrs.mean()), **{k: float(v) for k, v in zip(keys[1:], q, strict=True)}}
+    return {
+        "client-lr": float(lrs.mean()),
+        **{k: float(v) for k, v in zip(keys[1:], q, strict=True)},
+    }
 
 
 class RoundMetrics:

@@ -228,7 +228,12 @@ def check_train_reply(
                 )
             stats[key] = vals
         sq = None
-        if want_sq_norms and R.C_SQ_NORM not in cfg and global_tensors is not None and len(ids) == 1:
+        if (
+            want_sq_norms
+            and R.C_SQ_NORM not in cfg
+            and global_tensors is not None
+            and len(ids) == 1
+        ):
             sq = None  # one client's reply: derived from its model below
         elif want_sq_norms:
             sq = _as_list(cfg, R.C_SQ_NORM, float, required=True)

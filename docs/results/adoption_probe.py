@@ -50,10 +50,13 @@ class AppGrid:
     def _context(self, node: int) -> Any:
         from flwr.app import Context, RecordDict
 
-        return Context(run_id=1, node_id=node,
-                       node_config={"partition-id": self.offset + node - 1,
-                                    "num-partitions": len(self.nodes)},
-                       state=RecordDict(), run_config={"local-epochs": self.local_epochs})
+        return Context(
+            run_id=1,
+            node_id=node,
+            node_config={"partition-id": self.offset + node - 1, "num-partitions": len(self.nodes)},
+            state=RecordDict(),
+            run_config={"local-epochs": self.local_epochs},
+        )
 
     def push_messages(self, messages: Iterable[Any]) -> list[str]:
         from fedquick.client_app import train_fn
@@ -71,7 +74,9 @@ class AppGrid:
     def pull_messages(self, message_ids: Iterable[str]) -> list[Any]:
         return [self._replies.pop(m) for m in list(message_ids) if m in self._replies]
 
-    def send_and_receive(self, messages: Iterable[Any], *, timeout: float | None = None) -> list[Any]:
+    def send_and_receive(
+        self, messages: Iterable[Any], *, timeout: float | None = None
+    ) -> list[Any]:
         return self.pull_messages(self.push_messages(messages))
 
 
@@ -88,8 +93,15 @@ def strategy_line(name: str) -> Any:
     return FedAdapt(server_optimizer=name, fraction_evaluate=0.0)
 
 
-def run_app(name: str, seed: int, *, rounds: int = 10, nodes: int = 10, lr: float = 0.05,
-            local_epochs: int = 2) -> dict[str, Any]:
+def run_app(
+    name: str,
+    seed: int,
+    *,
+    rounds: int = 10,
+    nodes: int = 10,
+    lr: float = 0.05,
+    local_epochs: int = 2,
+) -> dict[str, Any]:
     """The app's ServerApp body (tests/e2e/apps/quickstart/fedquick/server_app.py) with
     ``strategy_line(name)``; returns the centralized accuracy per round."""
     import torch
@@ -112,12 +124,21 @@ def run_app(name: str, seed: int, *, rounds: int = 10, nodes: int = 10, lr: floa
         return MetricRecord({"accuracy": acc, "loss": loss})
 
     torch.manual_seed(seed)
-    strategy.start(grid=AppGrid(nodes, local_epochs, 100 * seed),
-                   initial_arrays=ArrayRecord(Net().state_dict()),
-                   train_config=ConfigRecord({"lr": lr}), num_rounds=rounds, evaluate_fn=central)
-    watch = getattr(strategy, "divergence", None)  # FedAdapt's divergence check (not Flower's FedAvg)
-    return {"accuracy": accuracy, "loss": losses,
-            "divergence": None if watch is None else watch.message}
+    strategy.start(
+        grid=AppGrid(nodes, local_epochs, 100 * seed),
+        initial_arrays=ArrayRecord(Net().state_dict()),
+        train_config=ConfigRecord({"lr": lr}),
+        num_rounds=rounds,
+        evaluate_fn=central,
+    )
+    watch = getattr(
+        strategy, "divergence", None
+    )  # FedAdapt's divergence check (not Flower's FedAvg)
+    return {
+        "accuracy": accuracy,
+        "loss": losses,
+        "divergence": None if watch is None else watch.message,
+    }
 
 
 def main() -> None:
@@ -138,14 +159,18 @@ def main() -> None:
         for seed in range(args.seeds):
             t0 = time.perf_counter()
             r = run_app(name, seed, rounds=args.rounds, nodes=args.nodes)
-            rows.append({"strategy": name, "seed": seed, **r,
-                         "seconds": round(time.perf_counter() - t0, 2)})
+            rows.append(
+                {"strategy": name, "seed": seed, **r, "seconds": round(time.perf_counter() - t0, 2)}
+            )
             print(name, seed, round(r["accuracy"][args.rounds], 4), flush=True)
     Path(args.out).write_text(json.dumps(rows, indent=1) + "\n")
     base = {r["seed"]: r["accuracy"][args.rounds] for r in rows if r["strategy"] == "flower-fedavg"}
-    print(f"\n| strategy line | final accuracy (round {args.rounds}) | change vs FedAvg "
-          "(paired, points) | largest central loss | divergence warned (seeds) |")
+    print(
+        f"\n| strategy line | final accuracy (round {args.rounds}) | change vs FedAvg "
+        "(paired, points) | largest central loss | divergence warned (seeds) |"
+    )
     print("|---|---|---|---|---|")
+
     def warned(rs: list[dict[str, Any]]) -> str:  # Flower's FedAvg has no divergence check
         if all("divergence" not in r or r["strategy"] == "flower-fedavg" for r in rs):
             return "-"
@@ -156,9 +181,11 @@ def main() -> None:
         acc = [r["accuracy"][args.rounds] for r in rs]
         gaps = [100 * (r["accuracy"][args.rounds] - base[r["seed"]]) for r in rs]
         worst_loss = max(max(v for v in r["loss"].values() if math.isfinite(v)) for r in rs)
-        print(f"| {name} | {statistics.mean(acc):.3f} ± {statistics.stdev(acc):.3f} | "
-              f"{statistics.mean(gaps):+.1f} ± {statistics.stdev(gaps):.1f} | "
-              f"{worst_loss:.3g} | {warned(rs)} |")
+        print(
+            f"| {name} | {statistics.mean(acc):.3f} ± {statistics.stdev(acc):.3f} | "
+            f"{statistics.mean(gaps):+.1f} ± {statistics.stdev(gaps):.1f} | "
+            f"{worst_loss:.3g} | {warned(rs)} |"
+        )
 
 
 if __name__ == "__main__":

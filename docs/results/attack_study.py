@@ -53,8 +53,11 @@ ATTACKS = ("sign-flip", "scaling", "alie", "ipm", "free-rider")
 AGGREGATORS = ("mean", "median", "trimmed-mean", "krum", "multikrum", "bulyan")
 METHODS = {
     "fedavg": ["server-optimizer=sgd", "server-lr=1.0"],
-    "fedadam": ["server-optimizer=adam", "server-lr=0.1",
-                'server-options={"eps": 0.001, "betas": [0.9, 0.99]}'],
+    "fedadam": [
+        "server-optimizer=adam",
+        "server-lr=0.1",
+        'server-options={"eps": 0.001, "betas": [0.9, 0.99]}',
+    ],
     "cp-adam": [],
 }
 NEEDS_F = ("krum", "multikrum", "bulyan")  # rules told the number of Byzantine clients
@@ -90,7 +93,7 @@ class Run:
         if agg != "mean":
             out.append(f"aggregator={agg}")
         if variant.startswith("ratio"):  # "mean@ratio3": max-norm-ratio 3
-            out.append(f"max-norm-ratio={variant[len('ratio'):]}")
+            out.append(f"max-norm-ratio={variant[len('ratio') :]}")
         if self.aggregator in NEEDS_F and self.f_assumed != 1:
             out.append(f"byzantine-clients={self.f_assumed}")
         if self.attack != "none":
@@ -153,16 +156,18 @@ def _one(args: tuple[Run, str]) -> dict[str, Any]:
         ckpt = torch.load(out / "checkpoints" / "latest.pt", weights_only=False)
         rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
         rounds = [r for r in rows if r.get("round", 0) >= 1]
-        row.update({
-            "final-accuracy": summary["final-accuracy"],
-            "best-accuracy": summary["best-accuracy"],
-            "failures": summary.get("failures"),
-            "alarms": summary.get("detector-alarms", 0),
-            "state-finite": _finite(ckpt),
-            "server-skipped": sum(float(r.get("server-skipped") or 0) for r in rounds),
-            "server-clipped": sum(float(r.get("server-clipped") or 0) for r in rounds),
-            "server-lr-last": rounds[-1].get("server-lr") if rounds else None,
-        })
+        row.update(
+            {
+                "final-accuracy": summary["final-accuracy"],
+                "best-accuracy": summary["best-accuracy"],
+                "failures": summary.get("failures"),
+                "alarms": summary.get("detector-alarms", 0),
+                "state-finite": _finite(ckpt),
+                "server-skipped": sum(float(r.get("server-skipped") or 0) for r in rounds),
+                "server-clipped": sum(float(r.get("server-clipped") or 0) for r in rounds),
+                "server-lr-last": rounds[-1].get("server-lr") if rounds else None,
+            }
+        )
     except Exception as exc:  # recorded, the study goes on
         row["error"] = f"{type(exc).__name__}: {exc}"
     row["seconds"] = round(time.perf_counter() - t0, 2)
@@ -199,8 +204,11 @@ def execute(runs: list[Run], root: Path, jobs: int) -> None:
             save_rows(rows)
             left = (time.time() - t0) / i * (total - i)
             status = row.get("error") or f"acc {row['final-accuracy']:.3f}"
-            print(f"[{i}/{total}] {row['key']} {row['seconds']:.1f}s {status}; "
-                  f"about {left / 60:.0f} min left", flush=True)
+            print(
+                f"[{i}/{total}] {row['key']} {row['seconds']:.1f}s {status}; "
+                f"about {left / 60:.0f} min left",
+                flush=True,
+            )
     print(f"done in {(time.time() - t0) / 60:.1f} min", flush=True)
 
 
@@ -213,12 +221,14 @@ def extend(stage: int, rows: dict[str, dict[str, Any]]) -> list[Run]:
             continue
         m, sd = cell["gap"], cell["gap-sd"]
         if any(abs(m - ref) <= 2 * sd for ref in (0.0, -GOAL)):
-            base = Run(cell["method"], cell["aggregator"], cell["f"], cell["attack"], 0,
-                       cell["f-assumed"])
+            base = Run(
+                cell["method"], cell["aggregator"], cell["f"], cell["attack"], 0, cell["f-assumed"]
+            )
             for seed in (3, 4):
-                out += [Run(base.method, base.aggregator, 0, "none", seed, base.f_assumed),
-                        Run(base.method, base.aggregator, base.f, base.attack, seed,
-                            base.f_assumed)]
+                out += [
+                    Run(base.method, base.aggregator, 0, "none", seed, base.f_assumed),
+                    Run(base.method, base.aggregator, base.f, base.attack, seed, base.f_assumed),
+                ]
     return out
 
 
@@ -226,20 +236,31 @@ def extend(stage: int, rows: dict[str, dict[str, Any]]) -> list[Run]:
 def cells(rows: dict[str, dict[str, Any]]) -> dict[tuple, dict[str, Any]]:
     """Per (method, aggregator, f, attack): accuracies, the paired gap to the clean run of the
     same method + aggregator (+ assumed f), and how many runs ended with a finite state."""
-    clean = {(r["method"], r["aggregator"], r["f_assumed"], r["seed"]): r
-             for r in rows.values() if r["attack"] == "none" and "error" not in r}
+    clean = {
+        (r["method"], r["aggregator"], r["f_assumed"], r["seed"]): r
+        for r in rows.values()
+        if r["attack"] == "none" and "error" not in r
+    }
     grouped: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
     for r in rows.values():
         if "error" not in r:
             grouped[(r["method"], r["aggregator"], r["f"], r["attack"], r["f_assumed"])].append(r)
     out = {}
     for (method, agg, f, attack, fa), rs in grouped.items():
-        gaps = [r["final-accuracy"] - clean[(method, agg, fa, r["seed"])]["final-accuracy"]
-                for r in rs if (method, agg, fa, r["seed"]) in clean]
+        gaps = [
+            r["final-accuracy"] - clean[(method, agg, fa, r["seed"])]["final-accuracy"]
+            for r in rs
+            if (method, agg, fa, r["seed"]) in clean
+        ]
         accs = [r["final-accuracy"] for r in rs]
         out[(method, agg, f, attack, fa)] = {
-            "method": method, "aggregator": agg, "f": f, "attack": attack, "f-assumed": fa,
-            "n": len(rs), "acc": statistics.mean(accs),
+            "method": method,
+            "aggregator": agg,
+            "f": f,
+            "attack": attack,
+            "f-assumed": fa,
+            "n": len(rs),
+            "acc": statistics.mean(accs),
             "acc-sd": statistics.stdev(accs) if len(accs) > 1 else 0.0,
             "gap": statistics.mean(gaps) if gaps else math.nan,
             "gap-sd": statistics.stdev(gaps) if len(gaps) > 1 else 0.0,
@@ -257,9 +278,11 @@ def tables(rows: dict[str, dict[str, Any]]) -> str:
         aggs = [a for a in (*AGGREGATORS, *seen) if any(k[1] == a and k[2] == f for k in cs)]
         if not aggs:
             continue
-        lines += [f"\n**{f} Byzantine client{'s' if f > 1 else ''} of 10 per round.** Final "
-                  "accuracy of the clean run, then the paired change under each attack "
-                  "(points, mean ± sd over seeds; n seeds; `!` a run's state was not finite)\n"]
+        lines += [
+            f"\n**{f} Byzantine client{'s' if f > 1 else ''} of 10 per round.** Final "
+            "accuracy of the clean run, then the paired change under each attack "
+            "(points, mean ± sd over seeds; n seeds; `!` a run's state was not finite)\n"
+        ]
         lines.append("| method | aggregator | clean | " + " | ".join(ATTACKS) + " |")
         lines.append("|---|---|---|" + "---|" * len(ATTACKS))
         for method in METHODS:
@@ -275,8 +298,9 @@ def tables(rows: dict[str, dict[str, Any]]) -> str:
                         parts.append("-")
                         continue
                     bad = "" if c["finite"] == c["n"] else f" ! {c['n'] - c['finite']}"
-                    parts.append(f"{100 * c['gap']:+.1f} ± {100 * c['gap-sd']:.1f} "
-                                 f"(n={c['n']}){bad}")
+                    parts.append(
+                        f"{100 * c['gap']:+.1f} ± {100 * c['gap-sd']:.1f} (n={c['n']}){bad}"
+                    )
                 lines.append(f"| {method} | {agg} | " + " | ".join(parts) + " |")
     goal = [c for c in cs.values() if c["method"] == "cp-adam" and c["f"] == 1]
     if goal:
@@ -288,12 +312,16 @@ def tables(rows: dict[str, dict[str, Any]]) -> str:
             if not g:
                 continue
             worst = min(g, key=lambda c: c["gap"])
-            lines.append(f"| {agg} | {worst['attack']} | {100 * worst['gap']:+.1f} ± "
-                         f"{100 * worst['gap-sd']:.1f} | "
-                         f"{'yes' if worst['gap'] >= -GOAL else 'no'} |")
+            lines.append(
+                f"| {agg} | {worst['attack']} | {100 * worst['gap']:+.1f} ± "
+                f"{100 * worst['gap-sd']:.1f} | "
+                f"{'yes' if worst['gap'] >= -GOAL else 'no'} |"
+            )
     notfinite = sum(c["n"] - c["finite"] for c in cs.values())
-    lines.append(f"\nRuns whose final state was not finite: {notfinite} of "
-                 f"{sum(c['n'] for c in cs.values())}.")
+    lines.append(
+        f"\nRuns whose final state was not finite: {notfinite} of "
+        f"{sum(c['n'] for c in cs.values())}."
+    )
     return "\n".join(lines)
 
 
@@ -304,8 +332,11 @@ def main() -> None:
     r.add_argument("--stage", type=int, choices=sorted(STAGES), action="append", required=True)
     r.add_argument("--seeds", type=int, default=3)
     r.add_argument("--first-seed", type=int, default=0)
-    r.add_argument("--extend", action="store_true",
-                   help="seeds 3-4 where a gap is within two sd of 0 or of -3 points")
+    r.add_argument(
+        "--extend",
+        action="store_true",
+        help="seeds 3-4 where a gap is within two sd of 0 or of -3 points",
+    )
     r.add_argument("--jobs", type=int, default=1)
     r.add_argument("--out", default="runs/attack-study")
     sub.add_parser("tables")
@@ -315,8 +346,11 @@ def main() -> None:
         return
     runs: list[Run] = []
     for stage in args.stage:
-        runs += extend(stage, load_rows()) if args.extend else runs_of(
-            stage, list(range(args.first_seed, args.first_seed + args.seeds)))
+        runs += (
+            extend(stage, load_rows())
+            if args.extend
+            else runs_of(stage, list(range(args.first_seed, args.first_seed + args.seeds)))
+        )
     execute(runs, Path(args.out), args.jobs)
 
 

@@ -79,8 +79,12 @@ class Run:
         parts = self.config.split("/")
         server, _, rel = parts[0].partition("~rel")
         if server == "cp-adam":
-            out += ["strategy=fedadapt", "server-optimizer=cp-adam",
-                    f"client-optimizer={parts[1]}", f"client-lr-state={parts[2]}"]
+            out += [
+                "strategy=fedadapt",
+                "server-optimizer=cp-adam",
+                f"client-optimizer={parts[1]}",
+                f"client-lr-state={parts[2]}",
+            ]
             if rel:  # the scale-free floor: eps negligible, eps_rel times each tensor's RMS
                 opts = {"eps": 1e-8, "eps_rel": float(rel)}
                 out += [f"server-options={json.dumps(opts)}"]
@@ -102,8 +106,13 @@ def screening_runs(seeds: int = 2) -> list[Run]:
     configs = ["cp-adam/sgd/reset"] + [
         f"cp-adam/{m}/{s}" for m in CLIENT_METHODS for s in LR_STATES
     ]
-    return [Run(sc, c, lr, s) for sc in ("lr-robustness", "drift-digits") for c in configs
-            for lr in SCENARIO_LRS[sc] for s in range(seeds)]
+    return [
+        Run(sc, c, lr, s)
+        for sc in ("lr-robustness", "drift-digits")
+        for c in configs
+        for lr in SCENARIO_LRS[sc]
+        for s in range(seeds)
+    ]
 
 
 FLOOR_GRID = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)  # extended past 1.0, the first grid's best edge
@@ -113,19 +122,36 @@ def floor_runs(configs: Sequence[str], seeds: int = 2) -> list[Run]:
     """Screening, part 2: cp-adam's denominator floor made scale-free (``eps_rel`` over
     :data:`FLOOR_GRID`, ``eps`` 1e-8) under client SGD and the named client configurations."""
     cfgs = [f"cp-adam~rel{r:g}/{c}" for r in FLOOR_GRID for c in ["sgd/reset", *configs]]
-    return [Run(sc, c, lr, s) for sc in ("lr-robustness", "drift-digits") for c in cfgs
-            for lr in SCENARIO_LRS[sc] for s in range(seeds)]
+    return [
+        Run(sc, c, lr, s)
+        for sc in ("lr-robustness", "drift-digits")
+        for c in cfgs
+        for lr in SCENARIO_LRS[sc]
+        for s in range(seeds)
+    ]
 
 
 def confirmation_runs(configs: Sequence[str], seeds: int = 3) -> list[Run]:
-    scenarios = ["lr-robustness", "drift-digits", "drift-digits+control", "synthetic-local",
-                 "mnist1d-local", "mnist1d-local+control", "covariate-gradual",
-                 "covariate-gradual+control"]
+    scenarios = [
+        "lr-robustness",
+        "drift-digits",
+        "drift-digits+control",
+        "synthetic-local",
+        "mnist1d-local",
+        "mnist1d-local+control",
+        "covariate-gradual",
+        "covariate-gradual+control",
+    ]
     cfgs = [c if c.startswith("cp-adam") else f"cp-adam/{c}" for c in configs]
     cfgs += ["cp-adam/sgd/reset", "fedavg"]
     cfgs += [f"fedadam/eta{e:g}" for e in FEDADAM_ETAS]
-    return [Run(sc, c, lr, s) for sc in scenarios for c in cfgs
-            for lr in SCENARIO_LRS[sc.split("+")[0]] for s in range(seeds)]
+    return [
+        Run(sc, c, lr, s)
+        for sc in scenarios
+        for c in cfgs
+        for lr in SCENARIO_LRS[sc.split("+")[0]]
+        for s in range(seeds)
+    ]
 
 
 # ---------------------------------------------------------------------------------- running
@@ -171,11 +197,16 @@ def execute(runs: Iterable[Run], root: Path, jobs: int) -> None:
     t0 = time.time()
     ctx = mp.get_context("spawn")
     with ctx.Pool(jobs, initializer=_init_worker, maxtasksperchild=50) as pool:
-        for i, (run, secs, err) in enumerate(pool.imap_unordered(_one, [(r, str(root)) for r in todo]), 1):
+        for i, (run, secs, err) in enumerate(
+            pool.imap_unordered(_one, [(r, str(root)) for r in todo]), 1
+        ):
             left = (time.time() - t0) / i * (total - i)
             status = f"error {err}" if err else "ok"
-            print(f"[{i}/{total}] {run.scenario} {run.config} lr={run.lr:g} seed={run.seed} "
-                  f"{secs:.1f}s {status}; about {left / 60:.0f} min left", flush=True)
+            print(
+                f"[{i}/{total}] {run.scenario} {run.config} lr={run.lr:g} seed={run.seed} "
+                f"{secs:.1f}s {status}; about {left / 60:.0f} min left",
+                flush=True,
+            )
     print(f"done in {(time.time() - t0) / 60:.1f} min", flush=True)
 
 
@@ -189,20 +220,22 @@ def load(root: Path) -> list[dict[str, Any]]:
         s = json.loads(path.read_text())
         drifts = s.get("drifts") or []
         d0 = drifts[0] if drifts else {}
-        rows.append({
-            "stage": root.name,
-            "scenario": sc_dir.name,
-            "config": cfg_dir.name.replace("_", "/"),
-            "lr": float(lr_dir.name[2:]),
-            "seed": int(seed_dir.name[4:]),
-            "final": s.get("final-accuracy"),
-            "target": s.get("rounds-to-target"),
-            "pre": d0.get("pre-drift-accuracy"),
-            "after": d0.get("mean-after"),
-            "dip": d0.get("max-drop"),
-            "back": d0.get("rounds-to-within-2pt"),
-            "alarms": s.get("detector-alarms"),
-        })
+        rows.append(
+            {
+                "stage": root.name,
+                "scenario": sc_dir.name,
+                "config": cfg_dir.name.replace("_", "/"),
+                "lr": float(lr_dir.name[2:]),
+                "seed": int(seed_dir.name[4:]),
+                "final": s.get("final-accuracy"),
+                "target": s.get("rounds-to-target"),
+                "pre": d0.get("pre-drift-accuracy"),
+                "after": d0.get("mean-after"),
+                "dip": d0.get("max-drop"),
+                "back": d0.get("rounds-to-within-2pt"),
+                "alarms": s.get("detector-alarms"),
+            }
+        )
     return rows
 
 
@@ -211,7 +244,9 @@ def _mean(vals: Sequence[float | None]) -> float:
     return statistics.fmean(v) if v else math.nan
 
 
-def cell_table(rows: list[dict[str, Any]], metric: str) -> dict[tuple[str, str], dict[float, float]]:
+def cell_table(
+    rows: list[dict[str, Any]], metric: str
+) -> dict[tuple[str, str], dict[float, float]]:
     """(scenario, config) -> {lr: mean of ``metric`` over seeds}."""
     acc: dict[tuple[str, str, float], list[Any]] = defaultdict(list)
     for r in rows:
@@ -234,15 +269,25 @@ def summary_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for key in sorted(finals):
         f = finals[key]
         a = {lr: v for lr, v in afters.get(key, {}).items() if math.isfinite(v)}
-        entry = {"scenario": key[0], "config": key[1], "seeds": len(seeds[key]),
-                 "cells": len(f), "final-worst": min(f.values()),
-                 "final-median": statistics.median(f.values()), "final-best": max(f.values()),
-                 "best-lr": max(f, key=lambda lr: f[lr])}
+        entry = {
+            "scenario": key[0],
+            "config": key[1],
+            "seeds": len(seeds[key]),
+            "cells": len(f),
+            "final-worst": min(f.values()),
+            "final-median": statistics.median(f.values()),
+            "final-best": max(f.values()),
+            "best-lr": max(f, key=lambda lr: f[lr]),
+        }
         if a:
-            entry.update({"after-worst": min(a.values()),
-                          "after-median": statistics.median(a.values()),
-                          "after-best": max(a.values()),
-                          "after-best-lr": max(a, key=lambda lr: a[lr])})
+            entry.update(
+                {
+                    "after-worst": min(a.values()),
+                    "after-median": statistics.median(a.values()),
+                    "after-best": max(a.values()),
+                    "after-best-lr": max(a, key=lambda lr: a[lr]),
+                }
+            )
         out.append(entry)
     return out
 
@@ -264,14 +309,19 @@ def grid_table(rows: list[dict[str, Any]], scenario: str, metric: str) -> str:
     """Configurations x lr cells of ``metric`` (mean over seeds) for one scenario."""
     cells = {k: v for k, v in cell_table(rows, metric).items() if k[0] == scenario}
     lrs = sorted({lr for v in cells.values() for lr in v})
-    lines = ["| configuration | " + " | ".join(f"lr {lr:g}" for lr in lrs) + " | worst | median |",
-             "|" + "---|" * (len(lrs) + 3)]
+    lines = [
+        "| configuration | " + " | ".join(f"lr {lr:g}" for lr in lrs) + " | worst | median |",
+        "|" + "---|" * (len(lrs) + 3),
+    ]
     for (_, cfg), v in sorted(cells.items(), key=lambda kv: -min(kv[1].values())):
         vals = [v.get(lr, math.nan) for lr in lrs]
         fin = [x for x in vals if math.isfinite(x)]
-        lines.append(f"| {cfg} | " + " | ".join(_fmt(x) for x in vals)
-                     + f" | {_fmt(min(fin) if fin else math.nan)} | "
-                     + f"{_fmt(statistics.median(fin) if fin else math.nan)} |")
+        lines.append(
+            f"| {cfg} | "
+            + " | ".join(_fmt(x) for x in vals)
+            + f" | {_fmt(min(fin) if fin else math.nan)} | "
+            + f"{_fmt(statistics.median(fin) if fin else math.nan)} |"
+        )
     return "\n".join(lines)
 
 
@@ -285,18 +335,26 @@ def claims(rows: list[dict[str, Any]], scenario: str, metric: str) -> str:
     (c) carrying the step size: each method's worst and median cell for each lr state.
     """
     cells = {k[1]: v for k, v in cell_table(rows, metric).items() if k[0] == scenario}
-    lines = ["| configuration | best lr | best | 10x below | 10x above | share of best (worst of the two) |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "| configuration | best lr | best | 10x below | 10x above | share of best (worst of the two) |",
+        "|---|---|---|---|---|---|",
+    ]
     for cfg, v in sorted(cells.items()):
         fin = {lr: x for lr, x in v.items() if math.isfinite(x)}
         if not fin:
             continue
         best = max(fin, key=lambda lr: fin[lr])
-        lo = next((x for lr, x in fin.items() if math.isclose(lr, best / 10, rel_tol=0.05)), math.nan)
-        hi = next((x for lr, x in fin.items() if math.isclose(lr, best * 10, rel_tol=0.05)), math.nan)
+        lo = next(
+            (x for lr, x in fin.items() if math.isclose(lr, best / 10, rel_tol=0.05)), math.nan
+        )
+        hi = next(
+            (x for lr, x in fin.items() if math.isclose(lr, best * 10, rel_tol=0.05)), math.nan
+        )
         off = [x for x in (lo, hi) if math.isfinite(x)]
         share = min(off) / fin[best] if off and fin[best] > 0 else math.nan
-        lines.append(f"| {cfg} | {best:g} | {_fmt(fin[best])} | {_fmt(lo)} | {_fmt(hi)} | {_fmt(share)} |")
+        lines.append(
+            f"| {cfg} | {best:g} | {_fmt(fin[best])} | {_fmt(lo)} | {_fmt(hi)} | {_fmt(share)} |"
+        )
     return "\n".join(lines)
 
 
@@ -332,9 +390,24 @@ def main() -> None:
             print(f"\n### {sc}: started 10x off the best lr ({metric})\n")
             print(claims(rows, sc, metric))
         print("\n### per configuration\n")
-        print(markdown(summary_rows(rows), ["scenario", "config", "seeds", "final-worst",
-                                            "final-median", "final-best", "best-lr", "after-worst",
-                                            "after-median", "after-best", "after-best-lr"]))
+        print(
+            markdown(
+                summary_rows(rows),
+                [
+                    "scenario",
+                    "config",
+                    "seeds",
+                    "final-worst",
+                    "final-median",
+                    "final-best",
+                    "best-lr",
+                    "after-worst",
+                    "after-median",
+                    "after-best",
+                    "after-best-lr",
+                ],
+            )
+        )
         return
     if args.only:
         keep = set(args.only.split(","))

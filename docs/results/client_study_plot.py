@@ -20,8 +20,12 @@ CONFIGS = {
     "fedavg": ("FedAvg", "tab:gray", "-", "x"),
     "fedadam/eta0.1": ("FedAdam eta 0.1", "tab:green", "--", "d"),
 }
-PANELS = [("lr-robustness", "final"), ("synthetic-local", "final"),
-          ("drift-digits", "after"), ("mnist1d-local", "after")]
+PANELS = [
+    ("lr-robustness", "final"),
+    ("synthetic-local", "final"),
+    ("drift-digits", "after"),
+    ("mnist1d-local", "after"),
+]
 
 
 def main(root: str, out: str) -> None:
@@ -30,8 +34,11 @@ def main(root: str, out: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [r for r in json.loads((Path(root) / "rows.json").read_text())
-            if r["stage"] == "confirm" and r["seed"] < 3]
+    rows = [
+        r
+        for r in json.loads((Path(root) / "rows.json").read_text())
+        if r["stage"] == "confirm" and r["seed"] < 3
+    ]
     fig, axes = plt.subplots(1, len(PANELS), figsize=(15, 3.8), dpi=100)
     for ax, (scenario, metric) in zip(axes, PANELS, strict=True):
         for cfg, (label, color, style, marker) in CONFIGS.items():
@@ -42,10 +49,22 @@ def main(root: str, out: str) -> None:
             if not cells:
                 continue
             lrs = sorted(cells)
-            ax.plot(lrs, [statistics.fmean(cells[lr]) for lr in lrs], color=color,
-                    linestyle=style, marker=marker, label=label)
-            ax.fill_between(lrs, [min(cells[lr]) for lr in lrs], [max(cells[lr]) for lr in lrs],
-                            color=color, alpha=0.12, linewidth=0)
+            ax.plot(
+                lrs,
+                [statistics.fmean(cells[lr]) for lr in lrs],
+                color=color,
+                linestyle=style,
+                marker=marker,
+                label=label,
+            )
+            ax.fill_between(
+                lrs,
+                [min(cells[lr]) for lr in lrs],
+                [max(cells[lr]) for lr in lrs],
+                color=color,
+                alpha=0.12,
+                linewidth=0,
+            )
         ax.set_xscale("log")
         ax.set_xlabel("client lr")
         ax.set_ylabel("final accuracy" if metric == "final" else "mean accuracy after the change")
@@ -53,8 +72,11 @@ def main(root: str, out: str) -> None:
         ax.grid(alpha=0.3)
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=len(CONFIGS), fontsize=8, frameon=False)
-    fig.suptitle("Client-method study: accuracy over a 100x client-lr grid "
-                 "(mean over 3 seeds, band: lowest to highest seed)", fontsize=11)
+    fig.suptitle(
+        "Client-method study: accuracy over a 100x client-lr grid "
+        "(mean over 3 seeds, band: lowest to highest seed)",
+        fontsize=11,
+    )
     fig.tight_layout(rect=(0, 0.08, 1, 0.95))
     fig.savefig(out)
 

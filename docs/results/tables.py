@@ -30,8 +30,11 @@ def paired_table(a: str, b: str, dirs: list[str]) -> str:
     runs = _runs(dirs)
     tables = paired(runs, infer_grid_keys(runs), b)
     for t in tables:  # only the rows of strategy A
-        keep = [i for i, rec in enumerate(t.records)
-                if rec["a"] == a or rec["a"].split("/")[0].split(" ")[0] == a]
+        keep = [
+            i
+            for i, rec in enumerate(t.records)
+            if rec["a"] == a or rec["a"].split("/")[0].split(" ")[0] == a
+        ]
         t.rows = [t.rows[i] for i in keep]
         t.records = [t.records[i] for i in keep]
     return markdown([t for t in tables if t.rows], f"{a} − {b}")

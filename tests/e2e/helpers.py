@@ -36,11 +36,19 @@ def env(flwr_home: Path | None = None, **extra: str) -> dict[str, str]:
     return e
 
 
-def start(cmd: list[str], log: Path, env_: dict[str, str], cwd: Path | None = None) -> subprocess.Popen:
+def start(
+    cmd: list[str], log: Path, env_: dict[str, str], cwd: Path | None = None
+) -> subprocess.Popen:
     """Start a process in its own session, output to ``log``."""
     fh = log.open("wb")
-    return subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env_,
-                            cwd=str(cwd or ROOT), start_new_session=True)
+    return subprocess.Popen(
+        cmd,
+        stdout=fh,
+        stderr=subprocess.STDOUT,
+        env=env_,
+        cwd=str(cwd or ROOT),
+        start_new_session=True,
+    )
 
 
 def stop(proc: subprocess.Popen, timeout: float = 15.0) -> None:

@@ -19,22 +19,47 @@ from tests.e2e.helpers import ROOT, env
 
 pytestmark = pytest.mark.slow
 BASE = ["--set", "num-clients=25", "--set", "round-timeout=30"]
-FAULTS = ["--set", "faults.raise-fraction=0.04", "--set", "faults.nan-fraction=0.04",
-          "--set", "faults.bad-shape-fraction=0.04", "--set", "faults.crash-fraction=0.04",
-          "--set", "faults.hang-fraction=0.04"]
+FAULTS = [
+    "--set",
+    "faults.raise-fraction=0.04",
+    "--set",
+    "faults.nan-fraction=0.04",
+    "--set",
+    "faults.bad-shape-fraction=0.04",
+    "--set",
+    "faults.crash-fraction=0.04",
+    "--set",
+    "faults.hang-fraction=0.04",
+]
 
 
 def _run(out: Path, *extra: str) -> list[dict]:
-    cmd = [sys.executable, "-m", "simulations.cli", "simulate", "quickstart", *BASE, *extra,
-           "--out", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "simulations.cli",
+        "simulate",
+        "quickstart",
+        *BASE,
+        *extra,
+        "--out",
+        str(out),
+    ]
     proc = subprocess.run(cmd, env=env(), cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
 
 
 def test_twenty_percent_faulty_clients(tmp_path):
-    cfg = resolve({"num-clients": 25, **{f"faults.{k}-fraction": 0.04 for k in
-                   ("raise", "nan", "bad-shape", "crash", "hang")}}, base=load_scenario("quickstart"))
+    cfg = resolve(
+        {
+            "num-clients": 25,
+            **{
+                f"faults.{k}-fraction": 0.04 for k in ("raise", "nan", "bad-shape", "crash", "hang")
+            },
+        },
+        base=load_scenario("quickstart"),
+    )
     plan = read(cfg).world.faults
     faulty = {c: plan.kind(c) for c in range(25) if plan.kind(c)}
     assert len(faulty) == 5  # exactly 20% of the population, one client per kind
@@ -51,7 +76,9 @@ def test_twenty_percent_faulty_clients(tmp_path):
         for cid, reason in zip(row["failed-ids"], row["failed-reasons"], strict=True):
             assert cid in faulty, (cid, reason)  # only faulty clients fail
             reasons.setdefault(faulty[cid], set()).add(reason.split(":")[0])
-        sampled_faulty = [c for c in row["sampled-ids"] if faulty.get(c) in ("raise", "nan", "bad-shape", "hang")]
+        sampled_faulty = [
+            c for c in row["sampled-ids"] if faulty.get(c) in ("raise", "nan", "bad-shape", "hang")
+        ]
         assert set(sampled_faulty) <= set(row["failed-ids"])  # each one is reported
     assert {"raise", "nan", "bad-shape", "hang"} <= set(reasons), reasons
     assert reasons["raise"] == {"InjectedFault"}
@@ -64,4 +91,6 @@ def test_twenty_percent_faulty_clients(tmp_path):
     # nothing else was lost: the clean clients' rounds all succeeded too
     assert all(not r["failed-ids"] for r in clean[1:])
     assert abs(faults[-1]["accuracy"] - clean[-1]["accuracy"]) <= 0.02, (
-        faults[-1]["accuracy"], clean[-1]["accuracy"])
+        faults[-1]["accuracy"],
+        clean[-1]["accuracy"],
+    )

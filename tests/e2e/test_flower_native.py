@@ -22,15 +22,16 @@ ROUNDS = 3
 
 
 def _flwr(args: list[str], e: dict[str, str], cwd: Path, timeout: float = 400):
-    return subprocess.run([str(BIN / "flwr"), *args], env=e, cwd=cwd, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [str(BIN / "flwr"), *args], env=e, cwd=cwd, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def _statuses(e: dict[str, str], cwd: Path, count: int) -> list[str]:
     statuses: list[str] = []
     for _ in range(60):
         ls = _flwr(["ls", "--format", "json"], e, cwd, timeout=60)
-        runs = json.loads(ls.stdout[ls.stdout.find("{"):])["runs"]
+        runs = json.loads(ls.stdout[ls.stdout.find("{") :])["runs"]
         statuses = [str(r.get("status")) for r in runs]
         if len(statuses) >= count and all(s.startswith("finished") for s in statuses):
             break
@@ -42,9 +43,19 @@ def _run_all(tmp_path: Path, e: dict[str, str], target: str, extra: list[str]) -
     results = {}
     for name in [*STRATEGIES, "fedexp-population"]:
         out = tmp_path / f"{name}.json"
-        run = _flwr(["run", str(APP), target, "--stream", "--run-config",
-                     f"strategy='{name}' out='{out}' num-server-rounds={ROUNDS}", *extra],
-                    e, tmp_path)
+        run = _flwr(
+            [
+                "run",
+                str(APP),
+                target,
+                "--stream",
+                "--run-config",
+                f"strategy='{name}' out='{out}' num-server-rounds={ROUNDS}",
+                *extra,
+            ],
+            e,
+            tmp_path,
+        )
         stream = run.stdout + run.stderr
         results[name] = (json.loads(out.read_text()) if out.exists() else None, stream)
     return results
@@ -70,7 +81,9 @@ def _check(results: dict, statuses: list[str]) -> None:
     data, stream = results["fedexp-population"]
     assert data is None  # the run stopped in round 1
     assert "read_train_message" in stream and "deployment" in stream, stream[-4000:]
-    assert sorted(statuses) == sorted(["finished:completed"] * len(STRATEGIES) + ["finished:failed"]), statuses
+    assert sorted(statuses) == sorted(
+        ["finished:completed"] * len(STRATEGIES) + ["finished:failed"]
+    ), statuses
 
 
 @pytest.mark.slow
@@ -83,15 +96,32 @@ def test_quickstart_app_in_simulation(tmp_path):
     )
     e = env(home)
     link = start(
-        [str(BIN / "flower-superlink"), "--insecure", "--simulation", "--isolation", "subprocess",
-         "--disable-runtime-dependency-installation", "--host", "127.0.0.1", "--port", str(port),
-         "--database", str(home / "state.db")],
-        tmp_path / "superlink.log", e, cwd=tmp_path,
+        [
+            str(BIN / "flower-superlink"),
+            "--insecure",
+            "--simulation",
+            "--isolation",
+            "subprocess",
+            "--disable-runtime-dependency-installation",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--database",
+            str(home / "state.db"),
+        ],
+        tmp_path / "superlink.log",
+        e,
+        cwd=tmp_path,
     )
     try:
         wait_port(port)
-        results = _run_all(tmp_path, e, "sim", ["--federation-config",
-                                                "num-supernodes=2 client-resources-num-cpus=1"])
+        results = _run_all(
+            tmp_path,
+            e,
+            "sim",
+            ["--federation-config", "num-supernodes=2 client-resources-num-cpus=1"],
+        )
         statuses = _statuses(e, tmp_path, len(results))
     finally:
         stop(link)
@@ -108,19 +138,44 @@ def test_quickstart_app_against_a_superlink_with_two_supernodes(tmp_path):
         f'[superlink]\ndefault = "deploy"\n[superlink.deploy]\naddress = "127.0.0.1:{port}"\ninsecure = true\n'
     )
     e = env(home)
-    procs = [start(
-        [str(BIN / "flower-superlink"), "--insecure", "--disable-runtime-dependency-installation",
-         "--host", "127.0.0.1", "--port", str(port), "--database", str(home / "state.db")],
-        tmp_path / "superlink.log", e, cwd=tmp_path,
-    )]
+    procs = [
+        start(
+            [
+                str(BIN / "flower-superlink"),
+                "--insecure",
+                "--disable-runtime-dependency-installation",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--database",
+                str(home / "state.db"),
+            ],
+            tmp_path / "superlink.log",
+            e,
+            cwd=tmp_path,
+        )
+    ]
     try:
         wait_port(port)
         for i in range(2):
-            procs.append(start(
-                [str(BIN / "flower-supernode"), "--insecure", "--superlink", f"127.0.0.1:{port}",
-                 "--port", str(free_port()), "--node-config", f"partition-id={i} num-partitions=2"],
-                tmp_path / f"supernode{i}.log", e, cwd=tmp_path,
-            ))
+            procs.append(
+                start(
+                    [
+                        str(BIN / "flower-supernode"),
+                        "--insecure",
+                        "--superlink",
+                        f"127.0.0.1:{port}",
+                        "--port",
+                        str(free_port()),
+                        "--node-config",
+                        f"partition-id={i} num-partitions=2",
+                    ],
+                    tmp_path / f"supernode{i}.log",
+                    e,
+                    cwd=tmp_path,
+                )
+            )
         results = _run_all(tmp_path, e, "deploy", [])
         statuses = _statuses(e, tmp_path, len(results))
     finally:

@@ -24,22 +24,43 @@ ROUNDS = 20
 
 
 def _cmd(out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "simulations.cli", "simulate", "quickstart",
-            "--set", "num-clients=8", "--set", "clients-per-round=4",
-            "--set", f"num-server-rounds={ROUNDS}", "--set", "checkpoint-every=1",
-            "--out", str(out), *extra]
+    return [
+        sys.executable,
+        "-m",
+        "simulations.cli",
+        "simulate",
+        "quickstart",
+        "--set",
+        "num-clients=8",
+        "--set",
+        "clients-per-round=4",
+        "--set",
+        f"num-server-rounds={ROUNDS}",
+        "--set",
+        "checkpoint-every=1",
+        "--out",
+        str(out),
+        *extra,
+    ]
 
 
 def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
     e = env()
     straight = tmp_path / "straight"
-    done = subprocess.run(_cmd(straight), env=e, cwd=ROOT, capture_output=True, text=True,
-                          timeout=400)
+    done = subprocess.run(
+        _cmd(straight), env=e, cwd=ROOT, capture_output=True, text=True, timeout=400
+    )
     assert done.returncode == 0, done.stderr[-3000:]
 
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(_cmd(killed), env=e, cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        _cmd(killed),
+        env=e,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     family: set[int] = set()
     try:
         deadline = time.time() + 300
@@ -66,7 +87,11 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
 
     resumed = subprocess.run(
         _cmd(killed, "--set", f"resume-from={killed / 'checkpoints' / 'latest.pt'}"),
-        env=e, cwd=ROOT, capture_output=True, text=True, timeout=400,
+        env=e,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=400,
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     a = torch.load(straight / "final_model.pt", weights_only=True)

@@ -53,9 +53,10 @@ def _stop_pids(pids: list[int]) -> None:
             except ProcessLookupError:
                 pass
         deadline = time.time() + 10
-        while time.time() < deadline and any(psutil.pid_exists(p) and
-                                             psutil.Process(p).status() != psutil.STATUS_ZOMBIE
-                                             for p in pids):
+        while time.time() < deadline and any(
+            psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
+            for p in pids
+        ):
             time.sleep(0.2)
 
 
@@ -63,32 +64,69 @@ def test_scenario_runs_on_two_ray_nodes(tmp_path):
     temp_dir = tempfile.mkdtemp(prefix="fa-ray-", dir="/tmp")  # short: Ray's socket paths
     port = free_port()
     e = env(RAY_USAGE_STATS_ENABLED="0")
-    common = ["--num-cpus=1", "--disable-usage-stats", "--node-ip-address=127.0.0.1",
-              "--min-worker-port=23000", "--max-worker-port=23999"]
+    common = [
+        "--num-cpus=1",
+        "--disable-usage-stats",
+        "--node-ip-address=127.0.0.1",
+        "--min-worker-port=23000",
+        "--max-worker-port=23999",
+    ]
     started: set[int] = set()
     try:
         head = subprocess.run(
-            [RAY, "start", "--head", f"--port={port}", "--include-dashboard=false",
-             f"--temp-dir={temp_dir}", f"--ray-client-server-port={free_port()}", *common],
-            env=e, capture_output=True, text=True, timeout=120,
+            [
+                RAY,
+                "start",
+                "--head",
+                f"--port={port}",
+                "--include-dashboard=false",
+                f"--temp-dir={temp_dir}",
+                f"--ray-client-server-port={free_port()}",
+                *common,
+            ],
+            env=e,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         assert head.returncode == 0, head.stdout + head.stderr
         started.update(_ray_pids(temp_dir, f":{port}"))
         second = subprocess.run(
             [RAY, "start", f"--address=127.0.0.1:{port}", *common],
-            env=e, capture_output=True, text=True, timeout=120,
+            env=e,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         assert second.returncode == 0, second.stdout + second.stderr
         started.update(_ray_pids(temp_dir, f":{port}"))
         log = tmp_path / "workers.jsonl"
         out = tmp_path / "run"
         run = subprocess.run(
-            [sys.executable, "-m", "simulations.cli", "simulate", "quickstart",
-             "--set", "num-clients=8", "--set", "clients-per-round=4",
-             "--set", "num-server-rounds=3", "--set", "num-supernodes=2",
-             "--set", f"worker-log={log}", "--out", str(out)],
-            env={**e, "RAY_ADDRESS": f"127.0.0.1:{port}"}, cwd=ROOT,
-            capture_output=True, text=True, timeout=400,
+            [
+                sys.executable,
+                "-m",
+                "simulations.cli",
+                "simulate",
+                "quickstart",
+                "--set",
+                "num-clients=8",
+                "--set",
+                "clients-per-round=4",
+                "--set",
+                "num-server-rounds=3",
+                "--set",
+                "num-supernodes=2",
+                "--set",
+                f"worker-log={log}",
+                "--out",
+                str(out),
+            ],
+            env={**e, "RAY_ADDRESS": f"127.0.0.1:{port}"},
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=400,
         )
         started.update(_ray_pids(temp_dir, f":{port}"))
         assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
@@ -104,13 +142,38 @@ def test_scenario_runs_on_two_ray_nodes(tmp_path):
         sweep_log = tmp_path / "sweep-workers.jsonl"
         root = tmp_path / "sweep"
         sweep = subprocess.run(
-            [sys.executable, "-m", "simulations.cli", "compare", "quickstart",
-             "--strategies", "fedavg,fedadapt", "--seeds", "1", "--parallel", "2",
-             "--address", f"127.0.0.1:{port}", "--out", str(root),
-             "--set", "num-clients=8", "--set", "clients-per-round=4",
-             "--set", "num-server-rounds=3", "--set", "num-supernodes=2",
-             "--set", f"worker-log={sweep_log}"],
-            env=e, cwd=ROOT, capture_output=True, text=True, timeout=400,
+            [
+                sys.executable,
+                "-m",
+                "simulations.cli",
+                "compare",
+                "quickstart",
+                "--strategies",
+                "fedavg,fedadapt",
+                "--seeds",
+                "1",
+                "--parallel",
+                "2",
+                "--address",
+                f"127.0.0.1:{port}",
+                "--out",
+                str(root),
+                "--set",
+                "num-clients=8",
+                "--set",
+                "clients-per-round=4",
+                "--set",
+                "num-server-rounds=3",
+                "--set",
+                "num-supernodes=2",
+                "--set",
+                f"worker-log={sweep_log}",
+            ],
+            env=e,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=400,
         )
         started.update(_ray_pids(temp_dir, f":{port}"))
         text = sweep.stdout + sweep.stderr
@@ -127,6 +190,9 @@ def test_scenario_runs_on_two_ray_nodes(tmp_path):
     finally:
         started.update(_ray_pids(temp_dir, f":{port}"))
         _stop_pids(sorted(started))
-        left = [p for p in _ray_pids(temp_dir, f":{port}")
-                if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+        left = [
+            p
+            for p in _ray_pids(temp_dir, f":{port}")
+            if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
+        ]
         assert not left, f"Ray processes left running: {left}"

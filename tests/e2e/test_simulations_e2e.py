@@ -21,9 +21,21 @@ def _rows(run_dir: Path) -> list[dict]:
 
 def test_simulate_quickstart_small(tmp_path):
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "simulations.cli", "simulate", "quickstart",
-           "--set", "num-clients=4", "--set", "clients-per-round=4",
-           "--set", "num-server-rounds=2", "--out", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "simulations.cli",
+        "simulate",
+        "quickstart",
+        "--set",
+        "num-clients=4",
+        "--set",
+        "clients-per-round=4",
+        "--set",
+        "num-server-rounds=2",
+        "--out",
+        str(out),
+    ]
     proc = subprocess.run(cmd, env=env(), cwd=ROOT, capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     rows = _rows(out)
@@ -54,24 +66,53 @@ def test_flwr_run_scenario_completes(tmp_path):
         f'num-server-rounds = 2\nout-dir = "{out}"\n'
     )
     link = start(
-        [str(Path(sys.executable).parent / "flower-superlink"), "--insecure", "--simulation",
-         "--isolation", "subprocess", "--disable-runtime-dependency-installation",
-         "--host", "127.0.0.1", "--port", str(port),
-         "--database", str(home / "state.db")],
-        tmp_path / "superlink.log", e,
+        [
+            str(Path(sys.executable).parent / "flower-superlink"),
+            "--insecure",
+            "--simulation",
+            "--isolation",
+            "subprocess",
+            "--disable-runtime-dependency-installation",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--database",
+            str(home / "state.db"),
+        ],
+        tmp_path / "superlink.log",
+        e,
     )
     try:
         wait_port(port)
         run = subprocess.run(
-            ["flwr", "run", ".", "--run-config", str(scenario), "--federation-config",
-             "num-supernodes=2 client-resources-num-cpus=1", "--stream"],
-            env=e, cwd=ROOT, capture_output=True, text=True, timeout=400,
+            [
+                "flwr",
+                "run",
+                ".",
+                "--run-config",
+                str(scenario),
+                "--federation-config",
+                "num-supernodes=2 client-resources-num-cpus=1",
+                "--stream",
+            ],
+            env=e,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=400,
         )
         assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
         status = None
         for _ in range(30):
-            ls = subprocess.run(["flwr", "ls", "--format", "json"], env=e, cwd=ROOT,
-                                capture_output=True, text=True, timeout=60)
+            ls = subprocess.run(
+                ["flwr", "ls", "--format", "json"],
+                env=e,
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
             runs = json.loads(ls.stdout)["runs"]
             status = runs[0]["status"] if runs else None
             if status and status.startswith("finished"):

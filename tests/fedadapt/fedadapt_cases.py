@@ -8,14 +8,24 @@ import torch
 VARIANTS: dict[str, list[dict]] = {
     "sgd": [{"lr": 0.1}, {"lr": 0.1, "momentum": 0.9}],
     "adam": [{"lr": 0.01}],
-    "hd": [{"lr": 0.05}, {"lr": 0.05, "momentum": 0.9}, {"lr": 0.05, "momentum": 0.9, "nesterov": True},
-           {"lr": 0.01, "base": "adam", "hyper_lr": 1e-4}, {"lr": 0.05, "weight_decay": 0.01}],
+    "hd": [
+        {"lr": 0.05},
+        {"lr": 0.05, "momentum": 0.9},
+        {"lr": 0.05, "momentum": 0.9, "nesterov": True},
+        {"lr": 0.01, "base": "adam", "hyper_lr": 1e-4},
+        {"lr": 0.05, "weight_decay": 0.01},
+    ],
     "hd-mult": [{"lr": 0.05}, {"lr": 0.01, "base": "adam"}, {"lr": 0.05, "momentum": 0.5}],
     "dsa": [{"lr": 0.05}, {"lr": 0.01, "base": "adam"}, {"lr": 0.05, "momentum": 0.9}],
-    "autodrop": [{"lr": 0.05, "window": 2, "threshold": 30.0, "patience": 0},
-                 {"lr": 0.01, "window": 2, "base": "adam", "threshold": 30.0}],
-    "cprop": [{"lr": 0.05, "conformity_beta": 0.9}, {"lr": 0.01, "base": "adam", "cdf": "bft"},
-              {"lr": 0.05, "conformity_beta": 0.9, "momentum": 0.9, "overconfidence": 3.0}],
+    "autodrop": [
+        {"lr": 0.05, "window": 2, "threshold": 30.0, "patience": 0},
+        {"lr": 0.01, "window": 2, "base": "adam", "threshold": 30.0},
+    ],
+    "cprop": [
+        {"lr": 0.05, "conformity_beta": 0.9},
+        {"lr": 0.01, "base": "adam", "cdf": "bft"},
+        {"lr": 0.05, "conformity_beta": 0.9, "momentum": 0.9, "overconfidence": 3.0},
+    ],
     "eg": [{"lr": 0.05}, {"lr": 0.01, "base": "adam"}, {"lr": 0.05, "momentum": 0.9}],
     "fedexp": [{"lr": 1.0}, {"lr": 0.5, "momentum": 0.9}],
     "fedhyper-g": [{"lr": 1.0, "hyper_lr": 0.5}, {"lr": 0.1, "base": "adam"}],
@@ -39,16 +49,24 @@ def signals_for(name: str, step: int) -> dict:
 
 def make_params(seed: int = 0, dtype: torch.dtype = torch.float64) -> list[torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    return [torch.randn(4, 3, generator=g, dtype=dtype), torch.randn(3, generator=g, dtype=dtype),
-            torch.randn(2, 2, 2, generator=g, dtype=dtype)]
+    return [
+        torch.randn(4, 3, generator=g, dtype=dtype),
+        torch.randn(3, generator=g, dtype=dtype),
+        torch.randn(2, 2, 2, generator=g, dtype=dtype),
+    ]
 
 
 def grad_stream(params: list[torch.Tensor], steps: int, seed: int = 1) -> list[list[torch.Tensor]]:
     """Gradients with a consistent component plus noise, so adaptive rules actually move."""
     g = torch.Generator().manual_seed(seed)
     bias = [torch.randn(p.shape, generator=g, dtype=p.dtype) for p in params]
-    return [[b + 0.5 * torch.randn(p.shape, generator=g, dtype=p.dtype) for b, p in zip(bias, params, strict=False)]
-            for _ in range(steps)]
+    return [
+        [
+            b + 0.5 * torch.randn(p.shape, generator=g, dtype=p.dtype)
+            for b, p in zip(bias, params, strict=False)
+        ]
+        for _ in range(steps)
+    ]
 
 
 def set_grads(params: list[torch.Tensor], grads: list[torch.Tensor]) -> None:

@@ -61,7 +61,9 @@ def test_flash_default_first_round_sees_no_drift_and_is_fedadams_step():
     st = opt.state[x]
     assert torch.count_nonzero(st["drift"].abs() > 1e-15) == 0
     assert opt.param_groups[0]["guarded"] == 0.0
-    expected = torch.tensor([0.1 * 0.05 / (0.05 + TAU), 0.1 * 0.001 / (0.001 + TAU), 0.0], dtype=torch.float64)
+    expected = torch.tensor(
+        [0.1 * 0.05 / (0.05 + TAU), 0.1 * 0.001 / (0.001 + TAU), 0.0], dtype=torch.float64
+    )
     assert torch.allclose(x, expected, rtol=1e-9, atol=0)
     # published: coordinate a takes ten times that step (the guard's 1/rho)
     _, xp, _ = _steps([[0.5, 0.01, 0.0]], debias_drift=False)
@@ -78,7 +80,9 @@ def test_flash_default_three_rounds_match_the_equations():
     # round 2 of coordinate a by hand: v_hat_1 = 0.25, v_2 = 0.004975, v_hat_2 = 0.25 (same
     # Delta twice): no jump, b3 = 1, d stays 0 -> FedAdam's step without bias correction
     m2 = 0.9 * 0.05 + 0.1 * 0.5
-    assert (xs[1][0] - xs[0][0]).item() == pytest.approx(0.1 * m2 / (math.sqrt(0.004975) + TAU), rel=1e-9)
+    assert (xs[1][0] - xs[0][0]).item() == pytest.approx(
+        0.1 * m2 / (math.sqrt(0.004975) + TAU), rel=1e-9
+    )
 
 
 def test_flash_default_does_not_amplify_stationary_warm_up_like_the_published_test():
@@ -151,7 +155,9 @@ def test_fedhyper_g_default_hypergradient_is_the_cosine_by_hand():
     lrs, _ = _fedhyper_g([[1.0, 0.0], [0.0, 0.0], [1.0, 0.0]], lr=1.0)
     assert lrs == [1.0, 1.0, 1.0]  # a zero update: cosine 0, no change
     with pytest.raises(ValueError, match="hypergradient"):
-        fedadapt.build_optimizer("fedhyper-g", [torch.zeros(2)], side="server", hypergradient="sign")
+        fedadapt.build_optimizer(
+            "fedhyper-g", [torch.zeros(2)], side="server", hypergradient="sign"
+        )
 
 
 def test_fedhyper_g_default_does_not_depend_on_the_update_scale_and_raw_does():
@@ -184,11 +190,15 @@ def test_fedhyper_g_default_converges_on_a_quadratic_at_100x_the_update_scale():
     lrs1, n1 = _quadratic(1.0)
     lrs100, n100 = _quadratic(100.0)
     assert lrs1 == pytest.approx(lrs100, rel=1e-9)
-    assert min(lrs100) > 0.2 and max(lrs100) < 5.0  # it settles between 3 and 4, never bound to bound
+    assert (
+        min(lrs100) > 0.2 and max(lrs100) < 5.0
+    )  # it settles between 3 and 4, never bound to bound
     assert n100[-1] < 1e-3 and max(n100) <= 1.0
     raw, raw_n = _quadratic(100.0, hypergradient="raw")
     floor_hits = sum(1 for a in raw if a == pytest.approx(0.2))
     ceiling_hits = sum(1 for a in raw if a == pytest.approx(5.0))
     assert floor_hits >= 3 and ceiling_hits >= 4
-    swings = sum(1 for a, b in zip(raw, raw[1:], strict=False) if {round(a, 6), round(b, 6)} == {0.2, 5.0})
+    swings = sum(
+        1 for a, b in zip(raw, raw[1:], strict=False) if {round(a, 6), round(b, 6)} == {0.2, 5.0}
+    )
     assert swings >= 6  # bound to bound in consecutive rounds (until x is small)

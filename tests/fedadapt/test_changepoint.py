@@ -108,8 +108,17 @@ def test_detector_state_round_trip_continues_identically():
     assert a.alarms == b.alarms == [16]  # series[15] is the 16th round
 
 
-@pytest.mark.parametrize("bad", [{"warmup": 0}, {"threshold": 0.0}, {"agreement": 1.5}, {"smoothing": 0.0},
-                                 {"min_std": 0.0}, {"channels": ()}])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"warmup": 0},
+        {"threshold": 0.0},
+        {"agreement": 1.5},
+        {"smoothing": 0.0},
+        {"min_std": 0.0},
+        {"channels": ()},
+    ],
+)
 def test_detector_rejects_bad_options(bad):
     with pytest.raises(ValueError):
         ChangeDetector(**bad)
@@ -179,7 +188,9 @@ def test_the_relative_floor_makes_cp_adam_steps_independent_of_the_update_scale(
 
 def test_cp_adam_with_adams_bias_correction_by_hand():
     p = torch.zeros(1, dtype=torch.float64, requires_grad=True)
-    opt = fedadapt.build_optimizer("cp-adam", [p], side="server", bias_correction="adam", eps=1e-8, eps_rel=0.0)
+    opt = fedadapt.build_optimizer(
+        "cp-adam", [p], side="server", bias_correction="adam", eps=1e-8, eps_rel=0.0
+    )
     gs = [0.5, -0.2, 0.3]
     for g, expected in zip(gs, adam_reference(gs), strict=True):
         p.grad = torch.tensor([g], dtype=torch.float64)
@@ -214,7 +225,9 @@ def test_cp_adam_first_moment_reset_keeps_the_second_moment():
     assert torch.equal(opt.state[p]["exp_avg_sq"], v)
     g = opt.param_groups[0]
     assert (g["step"], g["m_step"]) == (4, 0)
-    none = fedadapt.build_optimizer("cp-adam", [torch.zeros(1, requires_grad=True)], side="server", reset="none")
+    none = fedadapt.build_optimizer(
+        "cp-adam", [torch.zeros(1, requires_grad=True)], side="server", reset="none"
+    )
     none.on_change()
     assert none.param_groups[0]["changes"] == 1 and none.param_groups[0]["step"] == 0
 
@@ -250,12 +263,25 @@ def test_cp_adam_scale_adaptation_shrinks_on_oscillation_and_stays_bounded():
     assert opt.param_groups[0]["lr"] == pytest.approx(0.1)  # re-opened
 
 
-@pytest.mark.parametrize("bad", [{"lr": 0.0}, {"eps": 0.0}, {"betas": (1.0, 0.9)}, {"scale_rate": -1.0},
-                                 {"min_lr": 1.0}, {"bias_correction": "none"}, {"local_work": 0.5},
-                                 {"plastic_rounds": -1}, {"eps_rel": -0.1}])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"lr": 0.0},
+        {"eps": 0.0},
+        {"betas": (1.0, 0.9)},
+        {"scale_rate": -1.0},
+        {"min_lr": 1.0},
+        {"bias_correction": "none"},
+        {"local_work": 0.5},
+        {"plastic_rounds": -1},
+        {"eps_rel": -0.1},
+    ],
+)
 def test_cp_adam_rejects_bad_options(bad):
     with pytest.raises(ValueError):
-        fedadapt.build_optimizer("cp-adam", [torch.zeros(1, requires_grad=True)], side="server", **bad)
+        fedadapt.build_optimizer(
+            "cp-adam", [torch.zeros(1, requires_grad=True)], side="server", **bad
+        )
 
 
 def test_cp_adam_pickles_and_resumes():
@@ -280,8 +306,14 @@ def test_cp_adam_pickles_and_resumes():
 def federation_round(params, rng, shift):
     """Clients that move the model toward a target; ``shift`` moves the target (a change)."""
     target = 1.0 if not shift else -3.0
-    clients = [[p + 0.1 * (target - p) + 0.01 * torch.tensor(rng.normal(size=p.shape)) for p in params] for _ in range(6)]
-    losses = [float(abs(target - float(params[0].mean())) + 0.3) * math.exp(rng.normal(0, 0.1)) for _ in range(6)]
+    clients = [
+        [p + 0.1 * (target - p) + 0.01 * torch.tensor(rng.normal(size=p.shape)) for p in params]
+        for _ in range(6)
+    ]
+    losses = [
+        float(abs(target - float(params[0].mean())) + 0.3) * math.exp(rng.normal(0, 0.1))
+        for _ in range(6)
+    ]
     return clients, losses
 
 
@@ -296,7 +328,9 @@ def test_server_detects_a_change_and_resets_before_the_step():
         server.step(clients, [1.0] * 6, client_start_losses=losses, client_start_weights=[1.0] * 6)
         if server.last_info["change"]:
             changes.append(r)
-            assert server.optimizer.param_groups[0]["m_step"] == 1  # m restarted, then this round's step
+            assert (
+                server.optimizer.param_groups[0]["m_step"] == 1
+            )  # m restarted, then this round's step
         assert "detector-start-loss-cusum" in server.last_info
     assert changes == [20]
 

@@ -21,17 +21,27 @@ PER_COORDINATE = ["eg", "dsa", "cprop"]
 
 def _params() -> list[torch.Tensor]:
     g = torch.Generator().manual_seed(0)
-    return [torch.randn(4, 3, generator=g, dtype=torch.float64).requires_grad_(),
-            torch.randn(3, generator=g, dtype=torch.float64).requires_grad_()]
+    return [
+        torch.randn(4, 3, generator=g, dtype=torch.float64).requires_grad_(),
+        torch.randn(3, generator=g, dtype=torch.float64).requires_grad_(),
+    ]
 
 
 def _grads(steps: int) -> list[list[torch.Tensor]]:
     g = torch.Generator().manual_seed(1)
-    bias = [torch.randn(4, 3, generator=g, dtype=torch.float64), torch.randn(3, generator=g, dtype=torch.float64)]
-    return [[b + 0.7 * torch.randn(b.shape, generator=g, dtype=torch.float64) for b in bias] for _ in range(steps)]
+    bias = [
+        torch.randn(4, 3, generator=g, dtype=torch.float64),
+        torch.randn(3, generator=g, dtype=torch.float64),
+    ]
+    return [
+        [b + 0.7 * torch.randn(b.shape, generator=g, dtype=torch.float64) for b in bias]
+        for _ in range(steps)
+    ]
 
 
-def _run(opt: torch.optim.Optimizer, params: list[torch.Tensor], grads: list[list[torch.Tensor]]) -> list[float]:
+def _run(
+    opt: torch.optim.Optimizer, params: list[torch.Tensor], grads: list[list[torch.Tensor]]
+) -> list[float]:
     lrs = []
     for step in grads:
         for p, g in zip(params, step, strict=True):
@@ -42,13 +52,20 @@ def _run(opt: torch.optim.Optimizer, params: list[torch.Tensor], grads: list[lis
 
 
 @pytest.mark.parametrize("name", ["hd", "hd-mult", "autodrop", "fedhyper-cl", "eg", "dsa", "cprop"])
-@pytest.mark.parametrize(("objects", "base"), [
-    (SGDDirection(), {}),
-    (SGDDirection(momentum=0.9, nesterov=True), {"momentum": 0.9, "nesterov": True}),
-    (SGDDirection(momentum=0.5, dampening=0.1), {"momentum": 0.5, "dampening": 0.1}),
-    (AdamDirection(), {"base": "adam"}),
-    (AdamDirection(betas=(0.8, 0.99), eps=1e-6), {"base": "adam", "betas": (0.8, 0.99), "eps": 1e-6}),
-], ids=["sgd", "nesterov", "dampened", "adam", "adam-betas"])
+@pytest.mark.parametrize(
+    ("objects", "base"),
+    [
+        (SGDDirection(), {}),
+        (SGDDirection(momentum=0.9, nesterov=True), {"momentum": 0.9, "nesterov": True}),
+        (SGDDirection(momentum=0.5, dampening=0.1), {"momentum": 0.5, "dampening": 0.1}),
+        (AdamDirection(), {"base": "adam"}),
+        (
+            AdamDirection(betas=(0.8, 0.99), eps=1e-6),
+            {"base": "adam", "betas": (0.8, 0.99), "eps": 1e-6},
+        ),
+    ],
+    ids=["sgd", "nesterov", "dampened", "adam", "adam-betas"],
+)
 def test_direction_objects_are_the_base_arguments_bit_for_bit(name, objects, base):
     hyper = {"hyper_lr": 1e-3} if name == "hd" else {}
     pa, pb = _params(), _params()
@@ -57,20 +74,30 @@ def test_direction_objects_are_the_base_arguments_bit_for_bit(name, objects, bas
     assert _run(a, pa, _grads(8)) == _run(b, pb, _grads(8))
     for x, y in zip(pa, pb, strict=True):
         assert torch.equal(x, y)
-    assert a.state_dict()["param_groups"] == b.state_dict()["param_groups"]  # the same group entries
+    assert (
+        a.state_dict()["param_groups"] == b.state_dict()["param_groups"]
+    )  # the same group entries
 
 
 @pytest.mark.parametrize("name", SCALAR_CLIENT)
-@pytest.mark.parametrize(("torch_cls", "kw", "base"), [
-    (torch.optim.SGD, {}, {}),
-    (torch.optim.SGD, {"momentum": 0.9}, {"momentum": 0.9}),
-    (torch.optim.Adam, {}, {"base": "adam"}),
-], ids=["sgd", "momentum", "adam"])
-def test_a_scalar_rule_over_a_wrapped_torch_optimizer_matches_the_built_in_direction(name, torch_cls, kw, base):
+@pytest.mark.parametrize(
+    ("torch_cls", "kw", "base"),
+    [
+        (torch.optim.SGD, {}, {}),
+        (torch.optim.SGD, {"momentum": 0.9}, {"momentum": 0.9}),
+        (torch.optim.Adam, {}, {"base": "adam"}),
+    ],
+    ids=["sgd", "momentum", "adam"],
+)
+def test_a_scalar_rule_over_a_wrapped_torch_optimizer_matches_the_built_in_direction(
+    name, torch_cls, kw, base
+):
     hyper = {"hyper_lr": 1e-3} if name == "hd" else {}
     pa, pb = _params(), _params()
     builtin = fedadapt.build_optimizer(name, pa, lr=0.05, **hyper, **base)
-    wrapped = fedadapt.build_optimizer(name, pb, lr=0.05, **hyper, direction=TorchDirection(torch_cls, **kw))
+    wrapped = fedadapt.build_optimizer(
+        name, pb, lr=0.05, **hyper, direction=TorchDirection(torch_cls, **kw)
+    )
     la, lb = _run(builtin, pa, _grads(8)), _run(wrapped, pb, _grads(8))
     # the wrapped direction is a difference of parameters: equal up to rounding
     torch.testing.assert_close(torch.tensor(la), torch.tensor(lb), rtol=1e-9, atol=1e-12)
@@ -82,13 +109,23 @@ def test_a_scalar_rule_over_a_wrapped_torch_optimizer_matches_the_built_in_direc
 def test_server_rules_over_a_wrapped_adam_match_the_built_in_adam(name):
     pa, pb = _params(), _params()
     sa = fedadapt.ServerOptimizer(pa, name, base="adam", lr=0.1)
-    sb = fedadapt.ServerOptimizer(pb, name, direction=TorchDirection(torch.optim.Adam), lr=0.1,
-                                  **({"hyper_lr": sa.optimizer.param_groups[0]["hyper_lr"]} if name == "hd" else {}))
+    sb = fedadapt.ServerOptimizer(
+        pb,
+        name,
+        direction=TorchDirection(torch.optim.Adam),
+        lr=0.1,
+        **({"hyper_lr": sa.optimizer.param_groups[0]["hyper_lr"]} if name == "hd" else {}),
+    )
     for r, step in enumerate(_grads(5)):
         for server, ps in ((sa, pa), (sb, pb)):
             with torch.no_grad():
-                clients = [[p.detach() - (0.3 + 0.2 * k) * g * (1 + 0.1 * r) for p, g in zip(ps, step, strict=True)]
-                           for k in range(3)]
+                clients = [
+                    [
+                        p.detach() - (0.3 + 0.2 * k) * g * (1 + 0.1 * r)
+                        for p, g in zip(ps, step, strict=True)
+                    ]
+                    for k in range(3)
+                ]
             server.step(clients, [1.0, 2.0, 3.0])
         assert sa.last_info["lr"] == pytest.approx(sb.last_info["lr"], rel=1e-9)
     for x, y in zip(pa, pb, strict=True):
@@ -118,21 +155,29 @@ class Lion(torch.optim.Optimizer):
 
 
 @pytest.mark.parametrize("name", ["hd", "hd-mult", "fedhyper-cl"])
-@pytest.mark.parametrize(("torch_cls", "kw"), [
-    (torch.optim.AdamW, {"weight_decay": 0.01}),
-    (torch.optim.RMSprop, {"alpha": 0.9}),
-    (torch.optim.Adagrad, {}),
-    (Lion, {}),
-], ids=["adamw", "rmsprop", "adagrad", "lion"])
+@pytest.mark.parametrize(
+    ("torch_cls", "kw"),
+    [
+        (torch.optim.AdamW, {"weight_decay": 0.01}),
+        (torch.optim.RMSprop, {"alpha": 0.9}),
+        (torch.optim.Adagrad, {}),
+        (Lion, {}),
+    ],
+    ids=["adamw", "rmsprop", "adagrad", "lion"],
+)
 def test_any_torch_optimizer_runs_adapts_its_lr_and_resumes_exactly(name, torch_cls, kw):
     hyper = {"hyper_lr": 1e-2} if name == "hd" else {}
     params = _params()
-    opt = fedadapt.build_optimizer(name, params, lr=0.01, **hyper, direction=TorchDirection(torch_cls, **kw))
+    opt = fedadapt.build_optimizer(
+        name, params, lr=0.01, **hyper, direction=TorchDirection(torch_cls, **kw)
+    )
     grads = _grads(10)
     lrs = _run(opt, params, grads[:5])
     assert all(torch.isfinite(p).all() for p in params)
     assert lrs[-1] != pytest.approx(0.01, rel=1e-6)  # the rule adapted the step size
-    assert opt.state[params[0]]["base_state"]  # the wrapped optimizer's buffers ride in the rule's state
+    assert opt.state[params[0]][
+        "base_state"
+    ]  # the wrapped optimizer's buffers ride in the rule's state
     # a checkpoint (torch.save, weights only) resumes the identical trajectory
     buf = io.BytesIO()
     torch.save({"params": [p.detach().clone() for p in params], "opt": opt.state_dict()}, buf)
@@ -142,7 +187,9 @@ def test_any_torch_optimizer_runs_adapts_its_lr_and_resumes_exactly(name, torch_
     buf.seek(0)
     ck = torch.load(buf, weights_only=True)
     resumed = [p.clone().requires_grad_() for p in ck["params"]]
-    opt2 = fedadapt.build_optimizer(name, resumed, lr=0.01, **hyper, direction=TorchDirection(torch_cls, **kw))
+    opt2 = fedadapt.build_optimizer(
+        name, resumed, lr=0.01, **hyper, direction=TorchDirection(torch_cls, **kw)
+    )
     opt2.load_state_dict(ck["opt"])
     _run(opt2, resumed, grads[5:])
     for a, b in zip(params, resumed, strict=True):
@@ -152,8 +199,11 @@ def test_any_torch_optimizer_runs_adapts_its_lr_and_resumes_exactly(name, torch_
 
 def test_a_wrapped_optimizer_steps_one_group_at_a_time_and_skips_a_non_finite_one():
     params = _params()
-    opt = fedadapt.HypergradientDescent([{"params": [params[0]]}, {"params": [params[1]], "lr": 0.02}], lr=0.01,
-                                        direction=TorchDirection(torch.optim.AdamW))
+    opt = fedadapt.HypergradientDescent(
+        [{"params": [params[0]]}, {"params": [params[1]], "lr": 0.02}],
+        lr=0.01,
+        direction=TorchDirection(torch.optim.AdamW),
+    )
     params[0].grad = torch.ones_like(params[0])
     params[1].grad = torch.full_like(params[1], float("nan"))
     before = params[1].detach().clone()
@@ -165,15 +215,21 @@ def test_a_wrapped_optimizer_steps_one_group_at_a_time_and_skips_a_non_finite_on
 
 @pytest.mark.parametrize("name", PER_COORDINATE)
 def test_a_rule_that_fuses_its_direction_refuses_a_wrapped_optimizer(name):
-    with pytest.raises(ValueError, match="needs a built-in direction.*TorchDirection serves the scalar rules"):
-        fedadapt.build_optimizer(name, _params(), lr=0.01, direction=TorchDirection(torch.optim.AdamW))
+    with pytest.raises(
+        ValueError, match="needs a built-in direction.*TorchDirection serves the scalar rules"
+    ):
+        fedadapt.build_optimizer(
+            name, _params(), lr=0.01, direction=TorchDirection(torch.optim.AdamW)
+        )
 
 
 def test_direction_arguments_are_checked():
     with pytest.raises(ValueError, match="either direction= or the base arguments"):
         fedadapt.build_optimizer("hd", _params(), direction=AdamDirection(), base="adam")
     with pytest.raises(ValueError, match="weight_decay belongs to the wrapped optimizer"):
-        fedadapt.build_optimizer("hd", _params(), direction=TorchDirection(torch.optim.AdamW), weight_decay=0.1)
+        fedadapt.build_optimizer(
+            "hd", _params(), direction=TorchDirection(torch.optim.AdamW), weight_decay=0.1
+        )
     with pytest.raises(ValueError, match="leave out lr"):
         TorchDirection(torch.optim.AdamW, lr=0.1)
     with pytest.raises(ValueError, match="torch.optim.Optimizer subclass"):
@@ -191,7 +247,16 @@ def test_direction_arguments_are_checked():
 
 
 def test_the_base_arguments_are_in_every_wrapping_constructors_signature():
-    block = ["direction", "base", "momentum", "dampening", "nesterov", "betas", "eps", "weight_decay"]
+    block = [
+        "direction",
+        "base",
+        "momentum",
+        "dampening",
+        "nesterov",
+        "betas",
+        "eps",
+        "weight_decay",
+    ]
     for name in fedadapt.available_optimizers():
         if name in ("sgd", "adam"):
             continue
@@ -200,6 +265,8 @@ def test_the_base_arguments_are_in_every_wrapping_constructors_signature():
         names = list(inspect.signature(_REGISTRY[name]).parameters)
         if "direction" in names:
             at = names.index("direction")
-            assert names[at:at + len(block)] == block, name
-            defaults = {k: inspect.signature(_REGISTRY[name]).parameters[k].default for k in block[1:]}
+            assert names[at : at + len(block)] == block, name
+            defaults = {
+                k: inspect.signature(_REGISTRY[name]).parameters[k].default for k in block[1:]
+            }
             assert defaults == fedadapt.directions.DIRECTION_DEFAULTS

@@ -58,18 +58,30 @@ def test_flash_first_round_by_hand_hits_both_traps():
     denominator is negative; b is small (no guard); c did not move (beta3 is 0/0). The published
     drift test (``debias_drift=False``): the default's round 1 is in test_flash_debiased_*."""
     x = torch.zeros(3, dtype=torch.float64)
-    opt, (x1,) = flash_steps(x, [torch.tensor([0.5, 0.01, 0.0], dtype=torch.float64)], debias_drift=False)
+    opt, (x1,) = flash_steps(
+        x, [torch.tensor([0.5, 0.01, 0.0], dtype=torch.float64)], debias_drift=False
+    )
     st = opt.state[x]
     # m = 0.1 Delta, v = 0.01 Delta^2, beta3 = 0 where Delta != 0, so d = Delta^2 - v = 0.99 Delta^2
-    assert_close(st["exp_avg"], torch.tensor([0.05, 0.001, 0.0], dtype=torch.float64), rtol=1e-14, atol=0)
-    assert_close(st["exp_avg_sq"], torch.tensor([0.0025, 1e-6, 0.0], dtype=torch.float64), rtol=1e-14, atol=0)
-    assert_close(st["drift"], torch.tensor([0.2475, 9.9e-5, 0.0], dtype=torch.float64), rtol=1e-14, atol=0)
+    assert_close(
+        st["exp_avg"], torch.tensor([0.05, 0.001, 0.0], dtype=torch.float64), rtol=1e-14, atol=0
+    )
+    assert_close(
+        st["exp_avg_sq"], torch.tensor([0.0025, 1e-6, 0.0], dtype=torch.float64), rtol=1e-14, atol=0
+    )
+    assert_close(
+        st["drift"], torch.tensor([0.2475, 9.9e-5, 0.0], dtype=torch.float64), rtol=1e-14, atol=0
+    )
     published_a = 0.1 * 0.05 / (0.05 - 0.2475 + TAU)
     assert published_a < 0  # the published step would move a against the clients
     # a: the guard, D = 0.1 * sqrt(v) + tau = 0.005 + tau; b: D = 1e-3 - 9.9e-5 + tau; c: 0 / tau
-    expected = torch.tensor([0.1 * 0.05 / (0.005 + TAU), 0.1 * 0.001 / (9.01e-4 + TAU), 0.0], dtype=torch.float64)
+    expected = torch.tensor(
+        [0.1 * 0.05 / (0.005 + TAU), 0.1 * 0.001 / (9.01e-4 + TAU), 0.0], dtype=torch.float64
+    )
     assert_close(x1, expected, rtol=1e-12, atol=0)
-    assert x1[0].item() == pytest.approx(1.0, rel=1e-5) and x1[1].item() == pytest.approx(0.1 / 0.901, rel=1e-5)
+    assert x1[0].item() == pytest.approx(1.0, rel=1e-5) and x1[1].item() == pytest.approx(
+        0.1 / 0.901, rel=1e-5
+    )
     assert opt.param_groups[0]["guarded"] == pytest.approx(1 / 3)
     assert opt.param_groups[0]["step"] == 1
 
@@ -97,7 +109,9 @@ def _flash_scalar(deltas, lr=0.1, b1=0.9, b2=0.99, tau=TAU, rho=0.1, debias=Fals
 def test_flash_three_rounds_match_the_equations():
     rounds = [[0.5, 0.01, 0.0], [0.5, 0.02, 0.0], [-0.2, 0.01, 0.3]]
     x = torch.zeros(3, dtype=torch.float64)
-    opt, xs = flash_steps(x, [torch.tensor(r, dtype=torch.float64) for r in rounds], debias_drift=False)
+    opt, xs = flash_steps(
+        x, [torch.tensor(r, dtype=torch.float64) for r in rounds], debias_drift=False
+    )
     for j in range(3):
         ref = _flash_scalar([r[j] for r in rounds])
         for t in range(3):
@@ -105,9 +119,13 @@ def test_flash_three_rounds_match_the_equations():
     # round 2 of coordinate a, by hand: v_1 = 0.0025, v_2 = 0.004975, beta3 = 0.0025 / 0.247525
     b3 = 0.0025 / (0.245025 + 0.0025)
     d2 = b3 * 0.2475 + (1 - b3) * 0.245025
-    assert opt.state[x]["exp_avg"][0].item() == pytest.approx(0.9 * (0.9 * 0.05 + 0.05) + 0.1 * -0.2)
+    assert opt.state[x]["exp_avg"][0].item() == pytest.approx(
+        0.9 * (0.9 * 0.05 + 0.05) + 0.1 * -0.2
+    )
     assert d2 > math.sqrt(0.004975)  # still in the warm-up trap: guarded
-    assert (xs[1][0] - xs[0][0]).item() == pytest.approx(0.1 * 0.095 / (0.1 * math.sqrt(0.004975) + TAU), rel=1e-12)
+    assert (xs[1][0] - xs[0][0]).item() == pytest.approx(
+        0.1 * 0.095 / (0.1 * math.sqrt(0.004975) + TAU), rel=1e-12
+    )
     # coordinate c: no 0/0 in rounds 1-2 (did not move), a first-round-like step in round 3
     assert xs[1][2].item() == 0.0 and math.isfinite(xs[2][2].item()) and xs[2][2].item() > 0
 
@@ -118,7 +136,9 @@ def test_flash_with_b3_forced_to_1_is_fedadam_without_bias_correction():
     lr, b1, b2, tau = 0.1, 0.9, 0.99, 1e-3
     x = torch.tensor([0.5, -1.0, 2.0, 0.0, 0.1], dtype=torch.float64)
     ref_x = x.numpy().copy()
-    opt, xs = flash_steps(x, [torch.from_numpy(d) for d in deltas], lr=lr, betas=(b1, b2), tau=tau, adaptive_b3=False)
+    opt, xs = flash_steps(
+        x, [torch.from_numpy(d) for d in deltas], lr=lr, betas=(b1, b2), tau=tau, adaptive_b3=False
+    )
     m = np.zeros(5)
     v = np.zeros(5)
     for d, ours in zip(deltas, xs, strict=True):
@@ -152,10 +172,21 @@ def test_flash_denominator_guard_bounds_every_step():
         assert torch.isfinite(x).all()
         assert (torch.sign(step) == torch.sign(st["exp_avg"])).all()
         assert (step.abs() <= c * lr / rho * (1 + 1e-9)).all()
-        assert_close(step.abs(), lr * st["exp_avg"].abs() / torch.maximum(published - TAU, rho * st["exp_avg_sq"].sqrt()).add(TAU))
+        assert_close(
+            step.abs(),
+            lr
+            * st["exp_avg"].abs()
+            / torch.maximum(published - TAU, rho * st["exp_avg_sq"].sqrt()).add(TAU),
+        )
     assert negative_published > 100  # the trap is real on this stream
     stats = opt.step_size_stats()
-    assert 0 < stats["step-min"] <= stats["step-mean"] <= stats["step-max"] <= lr / (rho * float(opt.state[x]["exp_avg_sq"].sqrt().min()))
+    assert (
+        0
+        < stats["step-min"]
+        <= stats["step-mean"]
+        <= stats["step-max"]
+        <= lr / (rho * float(opt.state[x]["exp_avg_sq"].sqrt().min()))
+    )
 
 
 def test_flash_zero_update_at_round_one_is_not_a_nan():
@@ -214,8 +245,14 @@ def test_flash_on_change_restarts_m_v_d_and_the_step_counter():
     y = x.clone()
     x.grad = torch.tensor([-0.5, -0.01, 0.0], dtype=torch.float64)
     opt.step()
-    assert_close(x - y, torch.tensor([0.1 * 0.05 / (0.05 + TAU), 0.1 * 0.001 / (0.001 + TAU), 0.0],
-                                                   dtype=torch.float64), rtol=1e-12, atol=0)
+    assert_close(
+        x - y,
+        torch.tensor(
+            [0.1 * 0.05 / (0.05 + TAU), 0.1 * 0.001 / (0.001 + TAU), 0.0], dtype=torch.float64
+        ),
+        rtol=1e-12,
+        atol=0,
+    )
 
 
 def test_flash_through_the_server_moves_towards_the_clients():
@@ -223,10 +260,14 @@ def test_flash_through_the_server_moves_towards_the_clients():
     ref = [p.clone() for p in x]
     server = fedadapt.ServerOptimizer(x, "flash", lr=0.1)
     g = torch.Generator().manual_seed(5)
-    clients = [[p + 0.01 * torch.randn(p.shape, generator=g, dtype=p.dtype) for p in x] for _ in range(3)]
+    clients = [
+        [p + 0.01 * torch.randn(p.shape, generator=g, dtype=p.dtype) for p in x] for _ in range(3)
+    ]
     weights = [1.0, 2.0, 3.0]
     server.step(clients, weights)
-    opt, _ = flash_steps(ref[0], [sum(w * c[0] for w, c in zip(weights, clients, strict=True)) / 6 - ref[0]])
+    opt, _ = flash_steps(
+        ref[0], [sum(w * c[0] for w, c in zip(weights, clients, strict=True)) / 6 - ref[0]]
+    )
     assert_close(x[0], ref[0])
     assert server.last_info["skipped"] == 0.0
     assert set(server.last_info) >= {"lr", "step-mean", "step-min", "step-max"}
@@ -234,8 +275,16 @@ def test_flash_through_the_server_moves_towards_the_clients():
 
 def test_flash_declares_its_client_hint_and_validates_hyperparameters():
     assert fedadapt.method_spec("flash").client_hints == {"early-stop-gamma": 0.04}
-    for bad in ({"lr": 0.0}, {"tau": 0.0}, {"tau": float("nan")}, {"den_floor": 0.0}, {"den_floor": 1.5},
-                {"betas": (0.9, 1.0)}, {"adaptive_b3": 1}, {"eps": 1e-3}):
+    for bad in (
+        {"lr": 0.0},
+        {"tau": 0.0},
+        {"tau": float("nan")},
+        {"den_floor": 0.0},
+        {"den_floor": 1.5},
+        {"betas": (0.9, 1.0)},
+        {"adaptive_b3": 1},
+        {"eps": 1e-3},
+    ):
         with pytest.raises(ValueError):
             fedadapt.build_optimizer("flash", make_params(), side="server", **bad)
     with pytest.raises(ValueError, match="tau"):
@@ -261,7 +310,10 @@ def test_flash_early_stop_rule():
 # ------------------------------------------------------------------------------ Adaptive-FedAvg
 def clients_around(params, n, seed, scale=0.1):
     g = torch.Generator().manual_seed(seed)
-    return [[p + scale * torch.randn(p.shape, generator=g, dtype=p.dtype) + 0.05 for p in params] for _ in range(n)]
+    return [
+        [p + scale * torch.randn(p.shape, generator=g, dtype=p.dtype) + 0.05 for p in params]
+        for _ in range(n)
+    ]
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -285,11 +337,17 @@ def test_adaptive_fedavg_through_the_server_is_the_weighted_mean(dtype):
     for r in range(3):
         clients = clients_around(params, 4, seed=r)
         weights = [3, 1, 7, 2]
-        expected = [sum((w / 13) * c[j].to(torch.float64) for w, c in zip(weights, clients, strict=True)).to(dtype)
-                    for j in range(len(params))]
+        expected = [
+            sum(
+                (w / 13) * c[j].to(torch.float64) for w, c in zip(weights, clients, strict=True)
+            ).to(dtype)
+            for j in range(len(params))
+        ]
         server.step(clients, weights)
         for p, e in zip(params, expected, strict=True):
-            if server._exact_mean():  # the server writes the float64 mean (AdaptiveFedAvg.exact_mean)
+            if (
+                server._exact_mean()
+            ):  # the server writes the float64 mean (AdaptiveFedAvg.exact_mean)
                 assert torch.equal(p, e)
             else:  # x - (x - mean): one rounding of the pseudo-gradient away from the mean
                 assert_close(p, e, rtol=2 * torch.finfo(dtype).eps, atol=2 * torch.finfo(dtype).eps)
@@ -307,7 +365,9 @@ def test_adaptive_fedavg_two_rounds_by_hand():
     assert g0["prev_var_hat"] == pytest.approx(0.1, rel=1e-14)
     assert opt.client_lr_scale == pytest.approx(1.0)  # r_1 = 1, R_hat = 1, / t = 1
     # mu_1 = 0.7 * 0 + 0.3 * w_1, bias-corrected by 1 - 0.7^2 = 0.51
-    assert_close(opt.state[x]["param_avg"], torch.tensor([0.06 / 0.51, 0.12 / 0.51], dtype=torch.float64))
+    assert_close(
+        opt.state[x]["param_avg"], torch.tensor([0.06 / 0.51, 0.12 / 0.51], dtype=torch.float64)
+    )
     x.grad = -torch.tensor([0.1, -0.1], dtype=torch.float64)
     opt.step()
     assert torch.equal(x, torch.tensor([0.2 + 0.1, 0.4 - 0.1], dtype=torch.float64))
@@ -356,7 +416,9 @@ def test_adaptive_fedavg_zero_variance_is_not_a_nan():
     for _ in range(3):
         x.grad = torch.zeros(3)
         opt.step()
-        assert opt.client_lr_scale == pytest.approx(1.0 / opt.param_groups[0]["step"])  # r = 1 (0/0)
+        assert opt.client_lr_scale == pytest.approx(
+            1.0 / opt.param_groups[0]["step"]
+        )  # r = 1 (0/0)
     x.grad = -torch.ones(3)  # after a zero variance: r = max_ratio, the scale opens fully
     opt.step()
     assert opt.client_lr_scale == 1.0
@@ -371,7 +433,11 @@ def test_adaptive_fedavg_on_change_restarts_the_statistics():
         opt.step()
     assert opt.client_lr_scale < 1.0
     opt.on_change()
-    assert opt.client_lr_scale == 1.0 and opt.param_groups[0]["step"] == 0 and opt.param_groups[0]["changes"] == 1
+    assert (
+        opt.client_lr_scale == 1.0
+        and opt.param_groups[0]["step"] == 0
+        and opt.param_groups[0]["changes"] == 1
+    )
     assert x not in opt.state
     # the next step is a first step again, from the current model
     fresh_x = x.clone()
@@ -386,7 +452,13 @@ def test_adaptive_fedavg_on_change_restarts_the_statistics():
 
 
 def test_adaptive_fedavg_validates_hyperparameters():
-    for bad in ({"betas": (0.7, 0.3)}, {"betas": (0.7, 1.0, 0.7)}, {"decay": "yes"}, {"max_ratio": 1.0}, {"lr": 0.5}):
+    for bad in (
+        {"betas": (0.7, 0.3)},
+        {"betas": (0.7, 1.0, 0.7)},
+        {"decay": "yes"},
+        {"max_ratio": 1.0},
+        {"lr": 0.5},
+    ):
         with pytest.raises(ValueError):
             fedadapt.build_optimizer("adaptive-fedavg", make_params(), side="server", **bad)
 
@@ -408,8 +480,12 @@ def test_adaptive_fedavg_nonfinite_round_is_skipped():
 
 
 # ------------------------------------------------------------------------------------ both: state
-CASES = [("flash", {}), ("flash", {"adaptive_b3": False, "den_floor": 0.5}), ("adaptive-fedavg", {}),
-         ("adaptive-fedavg", {"decay": False})]
+CASES = [
+    ("flash", {}),
+    ("flash", {"adaptive_b3": False, "den_floor": 0.5}),
+    ("adaptive-fedavg", {}),
+    ("adaptive-fedavg", {"decay": False}),
+]
 
 
 @pytest.mark.parametrize(("name", "kw"), CASES)

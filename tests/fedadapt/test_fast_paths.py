@@ -18,7 +18,11 @@ DTYPES = [torch.float32, torch.float64]
 
 
 def same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
-    return a.dtype == b.dtype and a.shape == b.shape and torch.equal(a.reshape(-1).view(torch.uint8), b.reshape(-1).view(torch.uint8))
+    return (
+        a.dtype == b.dtype
+        and a.shape == b.shape
+        and torch.equal(a.reshape(-1).view(torch.uint8), b.reshape(-1).view(torch.uint8))
+    )
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -77,8 +81,11 @@ def test_non_finite_guard_decides_as_the_squared_norm_does(dtype):
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_inner_products_read_as_floats_sum_to_the_global_dot(dtype):
     gen = torch.Generator().manual_seed(1)
-    xs = [torch.randn(5, 7, generator=gen, dtype=dtype), torch.randn(7, generator=gen, dtype=dtype),
-          torch.randn((), generator=gen, dtype=dtype)]
+    xs = [
+        torch.randn(5, 7, generator=gen, dtype=dtype),
+        torch.randn(7, generator=gen, dtype=dtype),
+        torch.randn((), generator=gen, dtype=dtype),
+    ]
     ys = [torch.randn_like(x) for x in xs]
     vals = dot_values((xs, xs), (xs, ys))
     assert math.fsum(vals[0]) == global_dot(xs, xs)
@@ -90,7 +97,20 @@ def test_inner_products_read_as_floats_sum_to_the_global_dot(dtype):
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_cached_operand_multiplies_as_a_python_number_does(dtype):
     x = torch.randn(257, dtype=dtype, generator=torch.Generator().manual_seed(2))
-    for v in [0.999, 0.1, 1.5976 * 3.7, -0.3, 2.0, 1e-40, 1e39, -1e300, math.inf, math.nan, -0.0, 0.0]:
+    for v in [
+        0.999,
+        0.1,
+        1.5976 * 3.7,
+        -0.3,
+        2.0,
+        1e-40,
+        1e39,
+        -1e300,
+        math.inf,
+        math.nan,
+        -0.0,
+        0.0,
+    ]:
         k = operand(v, x)
         assert same_bits(x * k, x * v), v
         assert same_bits(x * operand(v, x, cached=False), x * v), v

@@ -20,8 +20,10 @@ from fedadapt_cases import side_of
 import fedadapt
 from fedadapt import _fused
 
-needs_compiler = pytest.mark.skipif(shutil.which("g++") is None and shutil.which("clang++") is None,
-                                    reason="torch.compile's CPU backend needs a C++ compiler")
+needs_compiler = pytest.mark.skipif(
+    shutil.which("g++") is None and shutil.which("clang++") is None,
+    reason="torch.compile's CPU backend needs a C++ compiler",
+)
 
 # (method, hyperparameters): every per-coordinate method over SGD, momentum and Adam
 PARITY = [
@@ -40,15 +42,20 @@ STEPS = 6
 
 def _params(dtype: torch.dtype) -> list[torch.Tensor]:
     g = torch.Generator().manual_seed(0)
-    return [torch.randn(4, 3, generator=g, dtype=dtype).requires_grad_(),
-            torch.randn(3, generator=g, dtype=dtype).requires_grad_()]
+    return [
+        torch.randn(4, 3, generator=g, dtype=dtype).requires_grad_(),
+        torch.randn(3, generator=g, dtype=dtype).requires_grad_(),
+    ]
 
 
 def _grads(dtype: torch.dtype, steps: int) -> list[list[torch.Tensor]]:
     g = torch.Generator().manual_seed(1)
     bias = [torch.randn(4, 3, generator=g, dtype=dtype), torch.randn(3, generator=g, dtype=dtype)]
     # a consistent component plus noise, so every adaptive factor moves both ways
-    return [[b + 0.7 * torch.randn(b.shape, generator=g, dtype=dtype) for b in bias] for _ in range(steps)]
+    return [
+        [b + 0.7 * torch.randn(b.shape, generator=g, dtype=dtype) for b in bias]
+        for _ in range(steps)
+    ]
 
 
 def _run(name: str, kw: dict, fused: bool, dtype: torch.dtype = torch.float32, signals=None):
@@ -70,7 +77,9 @@ def _assert_same(a, b, tol: float) -> None:
         assert sa.keys() == sb.keys()
         for k, v in sa.items():
             if isinstance(v, torch.Tensor):
-                torch.testing.assert_close(v, sb[k], rtol=tol, atol=tol, msg=lambda m, k=k: f"state {k!r}: {m}")
+                torch.testing.assert_close(
+                    v, sb[k], rtol=tol, atol=tol, msg=lambda m, k=k: f"state {k!r}: {m}"
+                )
     for ga, gb in zip(oa.param_groups, ob.param_groups, strict=True):
         assert ga["step"] == gb["step"] == STEPS
         assert ga["skipped"] == gb["skipped"] == 0
@@ -78,7 +87,9 @@ def _assert_same(a, b, tol: float) -> None:
 
 
 def _compiled_ok(name: str, dtype: torch.dtype) -> None:
-    rules = {"eg": ["dot-pairs", "eg"], "dsa": ["dsa-stats", "dsa-update"], "cprop": ["cprop"]}[name]
+    rules = {"eg": ["dot-pairs", "eg"], "dsa": ["dsa-stats", "dsa-update"], "cprop": ["cprop"]}[
+        name
+    ]
     for rule in rules:
         assert _fused.compile_failed(rule, torch.device("cpu"), dtype) is None
         assert (rule, "cpu", dtype) in _fused._COMPILED
@@ -86,15 +97,21 @@ def _compiled_ok(name: str, dtype: torch.dtype) -> None:
 
 @pytest.mark.slow
 @needs_compiler
-@pytest.mark.parametrize(("name", "kw"), PARITY, ids=[f"{n}-{i}" for i, (n, _) in enumerate(PARITY)])
+@pytest.mark.parametrize(
+    ("name", "kw"), PARITY, ids=[f"{n}-{i}" for i, (n, _) in enumerate(PARITY)]
+)
 def test_compiled_rule_matches_foreach(name, kw):
     fused = _run(name, kw, True)
     eager = _run(name, kw, False)
     _compiled_ok(name, torch.float32)  # a fallback to foreach would make the parity vacuous
     _assert_same(eager, fused, tol=2e-5)
     # the rule really adapted something (the parity is not between two no-ops)
-    moved = [s for p in eager[0] for k, s in eager[1].state[p].items()
-             if k in ("gain", "param_scale", "conformity") and not torch.allclose(s, torch.ones_like(s))]
+    moved = [
+        s
+        for p in eager[0]
+        for k, s in eager[1].state[p].items()
+        if k in ("gain", "param_scale", "conformity") and not torch.allclose(s, torch.ones_like(s))
+    ]
     assert moved
 
 
@@ -115,10 +132,17 @@ def test_dsa_float64_per_tensor_factor_is_written():
 @needs_compiler
 def test_cprop_server_statistics_compiled():
     def signals(i, params):
-        return {"client_sq_mean": [p.grad * p.grad * (1.5 + 0.1 * i) for p in params], "num_clients": 5}
+        return {
+            "client_sq_mean": [p.grad * p.grad * (1.5 + 0.1 * i) for p in params],
+            "num_clients": 5,
+        }
 
     kw = {"lr": 0.05, "conformity_beta": 0.9}
-    _assert_same(_run("cprop", kw, False, signals=signals), _run("cprop", kw, True, signals=signals), tol=2e-5)
+    _assert_same(
+        _run("cprop", kw, False, signals=signals),
+        _run("cprop", kw, True, signals=signals),
+        tol=2e-5,
+    )
 
 
 @pytest.mark.slow
@@ -155,7 +179,9 @@ def test_lr_schedule_state_dict_and_pickle_behave_as_without_fused():
 def test_fused_must_be_a_bool():
     for name in ("eg", "dsa", "cprop"):
         with pytest.raises(ValueError, match="fused must be True or False"):
-            fedadapt.build_optimizer(name, _params(torch.float32), side=side_of(name), lr=0.01, fused="yes")
+            fedadapt.build_optimizer(
+                name, _params(torch.float32), side=side_of(name), lr=0.01, fused="yes"
+            )
 
 
 def test_compile_failure_warns_once_and_runs_foreach(monkeypatch):
@@ -166,10 +192,14 @@ def test_compile_failure_warns_once_and_runs_foreach(monkeypatch):
     def broken(fn, **kw):
         def call(*a, **k):
             raise RuntimeError("no working C++ compiler found\nsecond line")
+
         return call
 
     monkeypatch.setattr(torch, "compile", broken)
-    with pytest.warns(RuntimeWarning, match="could not compile the 'cprop' rule.*no working C\\+\\+ compiler found"):
+    with pytest.warns(
+        RuntimeWarning,
+        match="could not compile the 'cprop' rule.*no working C\\+\\+ compiler found",
+    ):
         fused = _run("cprop", {"lr": 0.05, "conformity_beta": 0.9}, True)
     eager = _run("cprop", {"lr": 0.05, "conformity_beta": 0.9}, False)
     _assert_same(eager, fused, tol=0.0)
@@ -178,10 +208,13 @@ def test_compile_failure_warns_once_and_runs_foreach(monkeypatch):
         _run("cprop", {"lr": 0.05, "conformity_beta": 0.9}, True)
 
 
-@pytest.mark.parametrize(("name", "kw", "own", "adam"), [
-    ("eg", {"lr": 0.01, "base": "adam"}, "grad_avg", "exp_avg"),
-    ("cprop", {"lr": 0.01, "base": "adam"}, "conformity_sq_avg", "exp_avg_sq"),
-])
+@pytest.mark.parametrize(
+    ("name", "kw", "own", "adam"),
+    [
+        ("eg", {"lr": 0.01, "base": "adam"}, "grad_avg", "exp_avg"),
+        ("cprop", {"lr": 0.01, "base": "adam"}, "conformity_sq_avg", "exp_avg_sq"),
+    ],
+)
 def test_shared_moment_and_checkpoint_round_trip(name, kw, own, adam):
     """One tensor serves the method and Adam; a checkpoint (torch.save, two copies or not) resumes exactly."""
     import io

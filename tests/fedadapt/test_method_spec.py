@@ -27,8 +27,17 @@ def test_a_server_only_method_is_refused_as_a_client_optimizer(name):
 
 
 def test_every_method_declares_a_side_and_the_server_only_ones_are_the_server_rules():
-    server_only = {n for n in fedadapt.available_optimizers() if fedadapt.method_spec(n).side == "server"}
-    assert server_only == {"fedexp", "cp-adam", "flash", "adaptive-fedavg", "fedhyper-g", "fedhyper-gm"}
+    server_only = {
+        n for n in fedadapt.available_optimizers() if fedadapt.method_spec(n).side == "server"
+    }
+    assert server_only == {
+        "fedexp",
+        "cp-adam",
+        "flash",
+        "adaptive-fedavg",
+        "fedhyper-g",
+        "fedhyper-gm",
+    }
     for name in fedadapt.methods_for("client"):
         fedadapt.build_optimizer(name, _param())  # builds, no error
 
@@ -76,11 +85,15 @@ def test_fixed_client_hints_come_from_the_spec():
     assert server.client_hints() == {"early-stop-gamma": 0.04}
 
 
-@pytest.mark.parametrize("name", [n for n in fedadapt.methods_for("server")
-                                  if fedadapt.default_server_lr(n) is not None])
+@pytest.mark.parametrize(
+    "name", [n for n in fedadapt.methods_for("server") if fedadapt.default_server_lr(n) is not None]
+)
 def test_a_server_optimizer_built_without_an_lr_steps_at_its_specs_server_lr(name):
     # ServerOptimizer(params, "adam") is FedAdam at eta 0.1, not torch Adam's client 1e-3, and
     # "sgd" is FedAvg at 1.0, not SGD's 0.01: the same default a strategy would take
     server = fedadapt.ServerOptimizer([torch.zeros(3)], name)
     assert server.optimizer.param_groups[0]["lr"] == fedadapt.default_server_lr(name)
-    assert fedadapt.ServerOptimizer([torch.zeros(3)], name, lr=0.5).optimizer.param_groups[0]["lr"] == 0.5
+    assert (
+        fedadapt.ServerOptimizer([torch.zeros(3)], name, lr=0.5).optimizer.param_groups[0]["lr"]
+        == 0.5
+    )

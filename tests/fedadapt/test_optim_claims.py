@@ -41,14 +41,17 @@ def steps_to_target(digits, name, lr, steps=STEPS, target=TARGET, **kw):
 
 
 # a good SGD lr on this problem is about 0.5 (reaches the target in ~100 steps); Adam's about 0.01
-@pytest.mark.parametrize(("name", "base", "kw", "lr"), [
-    ("hd", "sgd", {}, 0.05),
-    ("hd-mult", "sgd", {}, 0.05),
-    ("eg", "sgd", {}, 0.05),
-    ("hd", "adam", {"base": "adam"}, 0.001),
-    ("hd-mult", "adam", {"base": "adam"}, 0.001),
-    ("eg", "adam", {"base": "adam"}, 0.001),
-])
+@pytest.mark.parametrize(
+    ("name", "base", "kw", "lr"),
+    [
+        ("hd", "sgd", {}, 0.05),
+        ("hd-mult", "sgd", {}, 0.05),
+        ("eg", "sgd", {}, 0.05),
+        ("hd", "adam", {"base": "adam"}, 0.001),
+        ("hd-mult", "adam", {"base": "adam"}, 0.001),
+        ("eg", "adam", {"base": "adam"}, 0.001),
+    ],
+)
 def test_adaptive_methods_recover_from_a_10x_too_small_lr(digits, name, base, kw, lr):
     t_base, _ = steps_to_target(digits, base, lr)
     t_ours, opt = steps_to_target(digits, name, lr, **kw)

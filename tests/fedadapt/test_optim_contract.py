@@ -22,11 +22,25 @@ import fedadapt
 
 
 def test_every_method_is_registered():
-    assert fedadapt.available_optimizers() == sorted([
-        "adam", "adaptive-fedavg", "autodrop", "cp-adam", "cprop", "dsa", "eg", "fedexp", "fedhyper-cl",
-        "fedhyper-g", "fedhyper-gm", "flash",
-        "hd", "hd-mult", "sgd",
-    ])
+    assert fedadapt.available_optimizers() == sorted(
+        [
+            "adam",
+            "adaptive-fedavg",
+            "autodrop",
+            "cp-adam",
+            "cprop",
+            "dsa",
+            "eg",
+            "fedexp",
+            "fedhyper-cl",
+            "fedhyper-g",
+            "fedhyper-gm",
+            "flash",
+            "hd",
+            "hd-mult",
+            "sgd",
+        ]
+    )
 
 
 def run_steps(opt, params, name, grads, start=0):
@@ -81,8 +95,11 @@ def test_state_dict_resume_gives_the_identical_trajectory(name, kw):
     state_equal(opt, opt2)
 
 
-@pytest.mark.parametrize(("name", "kw"), [c for c in CASES if c[0] not in ("sgd", "adam")],
-                         ids=[i for i, c in zip(CASE_IDS, CASES, strict=True) if c[0] not in ("sgd", "adam")])
+@pytest.mark.parametrize(
+    ("name", "kw"),
+    [c for c in CASES if c[0] not in ("sgd", "adam")],
+    ids=[i for i, c in zip(CASE_IDS, CASES, strict=True) if c[0] not in ("sgd", "adam")],
+)
 def test_nonfinite_gradient_skips_the_step_and_counts_it(name, kw):
     params = make_params()
     opt = fedadapt.build_optimizer(name, params, side=side_of(name), **kw)
@@ -108,10 +125,21 @@ def test_nonfinite_gradient_skips_the_step_and_counts_it(name, kw):
 
 
 BAD = {
-    "hd": [{"hyper_lr": -1.0}, {"base": "rmsprop"}, {"momentum": 1.5}, {"min_lr": 1.0, "max_lr": 0.5},
-           {"nesterov": True}, {"betas": (0.9, 1.0)}],
+    "hd": [
+        {"hyper_lr": -1.0},
+        {"base": "rmsprop"},
+        {"momentum": 1.5},
+        {"min_lr": 1.0, "max_lr": 0.5},
+        {"nesterov": True},
+        {"betas": (0.9, 1.0)},
+    ],
     "hd-mult": [{"hyper_lr": 1.5}, {"lr": 0.0}],
-    "dsa": [{"hyper_beta": 1.0}, {"scale_bounds": (2.0, 10.0)}, {"param_hyper_lr": -1.0}, {"param_hyper_lr": 1.0}],
+    "dsa": [
+        {"hyper_beta": 1.0},
+        {"scale_bounds": (2.0, 10.0)},
+        {"param_hyper_lr": -1.0},
+        {"param_hyper_lr": 1.0},
+    ],
     "autodrop": [{"window": 0}, {"drop_factor": 0.0}, {"patience": -1}, {"threshold": -1.0}],
     "cprop": [{"conformity_beta": 1.0}, {"overconfidence": 0.0}, {"cdf": "laplace"}],
     "eg": [{"scale_lr": -0.1}, {"gain_lr": float("nan")}, {"min_gain": 2.0}, {"grad_beta": 1.0}],
@@ -157,9 +185,17 @@ def test_server_rules_without_signals_raise():
 
 def test_required_signals_are_class_attributes():
     assert fedadapt.FedExP.required_signals == ("client_sq_norms_mean", "num_clients")
-    for cls in (fedadapt.HypergradientDescent, fedadapt.CProp, fedadapt.FedHyperG, fedadapt.FedHyperGM,
-                fedadapt.FedHyperCL, fedadapt.AutoDrop, fedadapt.ExponentiatedGradientStepSize,
-                fedadapt.StructuredSelfAdaptive, fedadapt.MultiplicativeHypergradientDescent):
+    for cls in (
+        fedadapt.HypergradientDescent,
+        fedadapt.CProp,
+        fedadapt.FedHyperG,
+        fedadapt.FedHyperGM,
+        fedadapt.FedHyperCL,
+        fedadapt.AutoDrop,
+        fedadapt.ExponentiatedGradientStepSize,
+        fedadapt.StructuredSelfAdaptive,
+        fedadapt.MultiplicativeHypergradientDescent,
+    ):
         assert cls.required_signals == ()
 
 
@@ -190,7 +226,11 @@ def test_grads_reused_in_place_are_detected():
     y = x.detach().clone().requires_grad_(True)
     ref = fedadapt.build_optimizer("hd", [x], lr=0.1, hyper_lr=0.01)
     reuse = fedadapt.build_optimizer("hd", [y], lr=0.1, hyper_lr=0.01)
-    targets = [torch.tensor([1.0, 2.0, 3.0]), torch.tensor([2.0, -1.0, 0.5]), torch.tensor([0.3, 0.3, 0.3])] * 2
+    targets = [
+        torch.tensor([1.0, 2.0, 3.0]),
+        torch.tensor([2.0, -1.0, 0.5]),
+        torch.tensor([0.3, 0.3, 0.3]),
+    ] * 2
     for t in targets:
         ref.zero_grad(set_to_none=True)
         ((x - t) ** 2).sum().backward()

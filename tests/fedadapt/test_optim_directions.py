@@ -10,11 +10,22 @@ TORCH_BASES = [
     ("sgd", {}, lambda ps: torch.optim.SGD(ps, lr=0.1)),
     ("sgd-wd", {"weight_decay": 0.05}, lambda ps: torch.optim.SGD(ps, lr=0.1, weight_decay=0.05)),
     ("momentum", {"momentum": 0.9}, lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9)),
-    ("dampening", {"momentum": 0.9, "dampening": 0.3}, lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9, dampening=0.3)),
-    ("nesterov", {"momentum": 0.9, "nesterov": True}, lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9, nesterov=True)),
+    (
+        "dampening",
+        {"momentum": 0.9, "dampening": 0.3},
+        lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9, dampening=0.3),
+    ),
+    (
+        "nesterov",
+        {"momentum": 0.9, "nesterov": True},
+        lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9, nesterov=True),
+    ),
     ("adam", {"base": "adam"}, lambda ps: torch.optim.Adam(ps, lr=0.1)),
-    ("adam-wd", {"base": "adam", "weight_decay": 0.05, "betas": (0.8, 0.99), "eps": 1e-6},
-     lambda ps: torch.optim.Adam(ps, lr=0.1, weight_decay=0.05, betas=(0.8, 0.99), eps=1e-6)),
+    (
+        "adam-wd",
+        {"base": "adam", "weight_decay": 0.05, "betas": (0.8, 0.99), "eps": 1e-6},
+        lambda ps: torch.optim.Adam(ps, lr=0.1, weight_decay=0.05, betas=(0.8, 0.99), eps=1e-6),
+    ),
 ]
 
 
@@ -36,9 +47,13 @@ def _run_pair(name, kw, ref_factory, make_ours, steps=8, dtype=torch.float64):
 def test_hd_with_zero_hyper_lr_is_its_torch_base(case, dtype):
     name, kw, ref_factory = case
     tol = {"rtol": 1e-12, "atol": 1e-14} if dtype == torch.float64 else {"rtol": 1e-5, "atol": 1e-6}
-    for a, b, ours, _ in _run_pair(name, kw, ref_factory,
-                                   lambda ps, kw: fedadapt.build_optimizer("hd", ps, lr=0.1, hyper_lr=0.0, **kw),
-                                   dtype=dtype):
+    for a, b, ours, _ in _run_pair(
+        name,
+        kw,
+        ref_factory,
+        lambda ps, kw: fedadapt.build_optimizer("hd", ps, lr=0.1, hyper_lr=0.0, **kw),
+        dtype=dtype,
+    ):
         for x, y in zip(a, b, strict=False):
             torch.testing.assert_close(x, y, **tol)
         assert ours.param_groups[0]["lr"] == 0.1
@@ -55,7 +70,9 @@ def test_momentum_buffer_state_matches_torch():
         set_grads(a, grads), set_grads(b, grads)
         ours.step(), ref.step()
     for x, y in zip(a, b, strict=False):
-        torch.testing.assert_close(ours.state[x]["momentum_buffer"], ref.state[y]["momentum_buffer"])
+        torch.testing.assert_close(
+            ours.state[x]["momentum_buffer"], ref.state[y]["momentum_buffer"]
+        )
 
 
 def test_adam_moments_match_torch():

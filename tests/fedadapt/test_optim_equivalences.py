@@ -9,7 +9,10 @@ import fedadapt
 BASES = [
     ({}, lambda ps: torch.optim.SGD(ps, lr=0.1)),
     ({"momentum": 0.9}, lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9)),
-    ({"momentum": 0.9, "nesterov": True}, lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9, nesterov=True)),
+    (
+        {"momentum": 0.9, "nesterov": True},
+        lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9, nesterov=True),
+    ),
     ({"base": "adam"}, lambda ps: torch.optim.Adam(ps, lr=0.1)),
 ]
 IDS = ["sgd", "momentum", "nesterov", "adam"]
@@ -33,7 +36,9 @@ def test_degenerate_setting_equals_torch_base(method, base_kw, ref):
     name = method.split("-never")[0]
     a = make_params()
     b = [p.clone() for p in a]
-    ours = fedadapt.build_optimizer(name, a, side=side_of(name), lr=0.1, **DEGENERATE[method], **base_kw)
+    ours = fedadapt.build_optimizer(
+        name, a, side=side_of(name), lr=0.1, **DEGENERATE[method], **base_kw
+    )
     theirs = ref(b)
     for g in grad_stream(a, 10):
         set_grads(a, g)
@@ -52,7 +57,9 @@ def test_fedexp_with_huge_eps_is_fedavg():
     avg = fedadapt.ServerOptimizer(b, "sgd", lr=1.0)
     for r in range(4):
         g = torch.Generator().manual_seed(r)
-        clients = [[p + torch.randn(p.shape, generator=g, dtype=p.dtype) for p in a] for _ in range(3)]
+        clients = [
+            [p + torch.randn(p.shape, generator=g, dtype=p.dtype) for p in a] for _ in range(3)
+        ]
         ours.step(clients, [1, 2, 3])
         avg.step([[c.clone() for c in cl] for cl in clients], [1, 2, 3])
         assert ours.last_info["lr"] == 1.0

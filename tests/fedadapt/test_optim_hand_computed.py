@@ -57,7 +57,10 @@ def test_hd_adam_two_steps():
     assert out[1][1] == pytest.approx(a2, rel=1e-12)
     m = [b1 * mi + (1 - b1) * g for mi, g in zip(m, G[1], strict=False)]
     v = [b2 * vi + (1 - b2) * g * g for vi, g in zip(v, G[1], strict=False)]
-    d2 = [(mi / (1 - b1**2)) / (math.sqrt(vi / (1 - b2**2)) + eps) for mi, vi in zip(m, v, strict=False)]
+    d2 = [
+        (mi / (1 - b1**2)) / (math.sqrt(vi / (1 - b2**2)) + eps)
+        for mi, vi in zip(m, v, strict=False)
+    ]
     close(out[1][0], [x1[0] - a2 * d2[0], x1[1] - a2 * d2[1]])
 
 
@@ -65,7 +68,9 @@ def test_hd_mult_three_steps():
     out, _, _ = run("hd-mult", G, lr=0.1, hyper_lr=0.5)
 
     def cos(a, b):
-        return sum(x * y for x, y in zip(a, b, strict=False)) / math.sqrt(sum(x * x for x in a) * sum(y * y for y in b))
+        return sum(x * y for x, y in zip(a, b, strict=False)) / math.sqrt(
+            sum(x * x for x in a) * sum(y * y for y in b)
+        )
 
     a2 = 0.1 * (1 + 0.5 * cos(G[1], G[0]))
     a3 = a2 * (1 + 0.5 * cos(G[2], G[1]))
@@ -77,7 +82,15 @@ def test_hd_mult_three_steps():
 
 def test_dsa_two_steps_against_the_reconstruction_equations():
     lr, rho, bp, bt, bg = 0.1, 0.5, 0.1, 0.2, 0.3
-    out, opt, p = run("dsa", G[:2], lr=lr, hyper_beta=rho, param_hyper_lr=bp, tensor_hyper_lr=bt, global_hyper_lr=bg)
+    out, opt, p = run(
+        "dsa",
+        G[:2],
+        lr=lr,
+        hyper_beta=rho,
+        param_hyper_lr=bp,
+        tensor_hyper_lr=bt,
+        global_hyper_lr=bg,
+    )
     close(out[0][0], [0.9, 2.1])  # nothing adapts at the first step
     h = [G[1][0] * G[0][0], G[1][1] * G[0][1]]  # g2 * d1 = [2, -0.5]
     hbar = [(1 - rho) * x for x in h]
@@ -87,7 +100,10 @@ def test_dsa_two_steps_against_the_reconstruction_equations():
     a_global = math.exp(bg * sum(hbar) / math.sqrt(2 * sum(x * x for x in hbar)))
     lr2 = lr * a_global
     assert out[1][1] == pytest.approx(lr2, rel=1e-12)
-    close(out[1][0], [0.9 - lr2 * a_tensor * a_param[0] * 2.0, 2.1 - lr2 * a_tensor * a_param[1] * 0.5])
+    close(
+        out[1][0],
+        [0.9 - lr2 * a_tensor * a_param[0] * 2.0, 2.1 - lr2 * a_tensor * a_param[1] * 0.5],
+    )
     stats = fedadapt.step_size_stats(opt)
     assert stats["step-max"] == pytest.approx(lr2 * a_tensor * max(a_param), rel=1e-12)
     assert stats["step-min"] == pytest.approx(lr2 * a_tensor * min(a_param), rel=1e-12)
@@ -146,10 +162,14 @@ def test_eg_three_steps():
     gbar1 = [(1 - beta) * g for g in G[0]]
 
     def cos(a, b):
-        return sum(x * y for x, y in zip(a, b, strict=False)) / math.sqrt(sum(x * x for x in a) * sum(y * y for y in b))
+        return sum(x * y for x, y in zip(a, b, strict=False)) / math.sqrt(
+            sum(x * x for x in a) * sum(y * y for y in b)
+        )
 
     lr2 = lr * math.exp(es * cos(G[1], gbar1))
-    gain2 = [math.exp(ep * math.copysign(1, a * b)) for a, b in zip(G[1], gbar1, strict=False)]  # [e^0.1, e^-0.1]
+    gain2 = [
+        math.exp(ep * math.copysign(1, a * b)) for a, b in zip(G[1], gbar1, strict=False)
+    ]  # [e^0.1, e^-0.1]
     assert out[1][1] == pytest.approx(lr2, rel=1e-12)
     x2 = [0.9 - lr2 * gain2[0] * 2.0, 2.1 - lr2 * gain2[1] * 0.5]
     close(out[1][0], x2)
@@ -159,13 +179,18 @@ def test_eg_three_steps():
     def sign(x):
         return (x > 0) - (x < 0)
 
-    gain3 = [gi * math.exp(ep * sign(a * b)) for gi, a, b in zip(gain2, G[2], gbar2, strict=False)]  # 2nd: sign 0, unchanged
+    gain3 = [
+        gi * math.exp(ep * sign(a * b)) for gi, a, b in zip(gain2, G[2], gbar2, strict=False)
+    ]  # 2nd: sign 0, unchanged
     close(out[2][0], [x2[0] - lr3 * gain3[0] * 0.5, x2[1] - lr3 * gain3[1] * 1.0])
     close(opt.state[p]["gain"], gain3)
 
 
 def test_fedexp_two_rounds():
-    sig = [{"client_sq_norms_mean": 40.0, "num_clients": 4}, {"client_sq_norms_mean": 1.0, "num_clients": 4}]
+    sig = [
+        {"client_sq_norms_mean": 40.0, "num_clients": 4},
+        {"client_sq_norms_mean": 1.0, "num_clients": 4},
+    ]
     out, _, _ = run("fedexp", G[:2], signals=sig, lr=1.0, extrapolation_eps=1e-3, eps_decay=0.998)
     # round 0: eta = max(1, 0.5 * 40 / (||g1||^2 + 4 * 1e-3 * 0.998^2)) ; round 1: ratio < 1 -> 1
     eta1 = 0.5 * 40.0 / (2.0 + 4 * 1e-3 * 0.998**2)
@@ -200,8 +225,14 @@ def test_fedhyper_gm_follows_the_reference_code():
 def test_fedhyper_cl_two_steps_with_a_global_update():
     delta = [0.5, -0.5]
     p = torch.tensor([1.0, 2.0], dtype=torch.float64, requires_grad=True)
-    opt = fedadapt.build_optimizer("fedhyper-cl", [p], lr=0.1, global_coef=0.2, max_growth=1.1,
-                                   global_update=[torch.tensor(delta, dtype=torch.float64)])
+    opt = fedadapt.build_optimizer(
+        "fedhyper-cl",
+        [p],
+        lr=0.1,
+        global_coef=0.2,
+        max_growth=1.1,
+        global_update=[torch.tensor(delta, dtype=torch.float64)],
+    )
     p.grad = torch.tensor(G[0], dtype=torch.float64)
     opt.step()
     u1 = [-0.1 * g for g in G[0]]  # [-0.1, 0.1]
@@ -212,7 +243,12 @@ def test_fedhyper_cl_two_steps_with_a_global_update():
     p.grad = torch.tensor(G[1], dtype=torch.float64)
     opt.step()
     u2 = [-lr2 * g for g in G[1]]
-    gamma2 = min(1.1, 1 + 0.2 * sum(a * b for a, b in zip(u2, delta, strict=False)) + sum(a * b for a, b in zip(u2, u1, strict=False)))
+    gamma2 = min(
+        1.1,
+        1
+        + 0.2 * sum(a * b for a, b in zip(u2, delta, strict=False))
+        + sum(a * b for a, b in zip(u2, u1, strict=False)),
+    )
     assert float(opt.param_groups[0]["lr"]) == pytest.approx(lr2 * gamma2, rel=1e-12)
     close(p.detach(), [1.0 + u1[0] + u2[0], 2.0 + u1[1] + u2[1]])
 

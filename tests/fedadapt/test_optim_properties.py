@@ -16,8 +16,11 @@ streams = st.lists(vec, min_size=1, max_size=6)
 
 
 @settings(max_examples=25, deadline=None)
-@given(grads=streams, name=st.sampled_from(["hd", "hd-mult", "eg", "dsa", "fedhyper-cl", "fedhyper-g", "autodrop"]),
-       lr=st.floats(min_value=1e-3, max_value=1.0))
+@given(
+    grads=streams,
+    name=st.sampled_from(["hd", "hd-mult", "eg", "dsa", "fedhyper-cl", "fedhyper-g", "autodrop"]),
+    lr=st.floats(min_value=1e-3, max_value=1.0),
+)
 def test_lr_stays_within_its_bounds(grads, name, lr):
     p = torch.zeros(3, dtype=torch.float64, requires_grad=True)
     kw = {"hyper_lr": 1.0} if name == "hd" else {}
@@ -48,7 +51,9 @@ def test_eg_gains_stay_positive_and_bounded(grads):
 @given(grads=streams)
 def test_dsa_scales_stay_positive_and_bounded(grads):
     p = torch.zeros(3, dtype=torch.float64, requires_grad=True)
-    opt = fedadapt.build_optimizer("dsa", [p], param_hyper_lr=0.9, tensor_hyper_lr=1.0, scale_bounds=(0.5, 2.0))
+    opt = fedadapt.build_optimizer(
+        "dsa", [p], param_hyper_lr=0.9, tensor_hyper_lr=1.0, scale_bounds=(0.5, 2.0)
+    )
     for g in grads:
         p.grad = torch.tensor(g, dtype=torch.float64)
         opt.step()
@@ -57,7 +62,11 @@ def test_dsa_scales_stay_positive_and_bounded(grads):
 
 
 @settings(max_examples=25, deadline=None)
-@given(grads=streams, cdf=st.sampled_from(["normal", "bft"]), c=st.floats(min_value=0.1, max_value=10.0))
+@given(
+    grads=streams,
+    cdf=st.sampled_from(["normal", "bft"]),
+    c=st.floats(min_value=0.1, max_value=10.0),
+)
 def test_cprop_scale_in_unit_interval(grads, cdf, c):
     p = torch.zeros(3, dtype=torch.float64, requires_grad=True)
     opt = fedadapt.build_optimizer("cprop", [p], conformity_beta=0.5, overconfidence=c, cdf=cdf)
@@ -69,9 +78,17 @@ def test_cprop_scale_in_unit_interval(grads, cdf, c):
 
 
 @settings(max_examples=25, deadline=None)
-@given(deltas=st.lists(vec, min_size=2, max_size=6), weights=st.data(), cdf=st.sampled_from(["normal", "bft"]))
+@given(
+    deltas=st.lists(vec, min_size=2, max_size=6),
+    weights=st.data(),
+    cdf=st.sampled_from(["normal", "bft"]),
+)
 def test_cross_client_conformity_in_unit_interval_and_order_invariant(deltas, weights, cdf):
-    w = weights.draw(st.lists(st.floats(min_value=0.1, max_value=10.0), min_size=len(deltas), max_size=len(deltas)))
+    w = weights.draw(
+        st.lists(
+            st.floats(min_value=0.1, max_value=10.0), min_size=len(deltas), max_size=len(deltas)
+        )
+    )
     perm = weights.draw(st.permutations(list(range(len(deltas)))))
     out = []
     for order in (list(range(len(deltas))), perm):

@@ -13,7 +13,10 @@ import fedadapt
 
 def clients_around(params, n, seed, scale=0.1):
     g = torch.Generator().manual_seed(seed)
-    return [[p + scale * torch.randn(p.shape, generator=g, dtype=p.dtype) + 0.05 for p in params] for _ in range(n)]
+    return [
+        [p + scale * torch.randn(p.shape, generator=g, dtype=p.dtype) + 0.05 for p in params]
+        for _ in range(n)
+    ]
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -25,7 +28,9 @@ def test_server_sgd_lr1_is_exactly_the_weighted_mean(dtype):
         weights = [3, 1, 7, 2]
         total = sum(weights)
         expected = [
-            sum((w / total) * c[j].to(torch.float64) for w, c in zip(weights, clients, strict=True)).to(dtype)
+            sum(
+                (w / total) * c[j].to(torch.float64) for w, c in zip(weights, clients, strict=True)
+            ).to(dtype)
             for j in range(len(params))
         ]
         # reference in the same order of operations as a plain float64 FedAvg, rounded once
@@ -78,8 +83,12 @@ def test_server_adam_is_fedadam_with_documented_bias_correction():
     for d in deltas:
         server.step_from_mean([x + torch.from_numpy(d)])
         ours.append(x.numpy().copy())
-    same = fedadam_numpy(np.array([0.5, -1.0, 2.0]), deltas, eta, b1, b2, tau, exponent_offset=0, tau_scaled=True)
-    flower = fedadam_numpy(np.array([0.5, -1.0, 2.0]), deltas, eta, b1, b2, tau, exponent_offset=1, tau_scaled=False)
+    same = fedadam_numpy(
+        np.array([0.5, -1.0, 2.0]), deltas, eta, b1, b2, tau, exponent_offset=0, tau_scaled=True
+    )
+    flower = fedadam_numpy(
+        np.array([0.5, -1.0, 2.0]), deltas, eta, b1, b2, tau, exponent_offset=1, tau_scaled=False
+    )
     for a, b in zip(ours, same, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
     # Flower's own numbers differ (bias correction one round ahead, unscaled tau), by a bounded amount
@@ -100,7 +109,12 @@ def test_server_hd_equals_fedhyper_g_rule():
         deltas = [sum(c[j] for c in clients) / 3 - x[j] for j in range(len(x))]
         # the code: agg = clip(agg + <Delta_{t-1}, Delta_t>, -0.8, 4); x += (1 + agg) Delta
         if prev is not None:
-            agg = min(4.0, max(-0.8, agg + sum(float((a * b).sum()) for a, b in zip(prev, deltas, strict=True))))
+            agg = min(
+                4.0,
+                max(
+                    -0.8, agg + sum(float((a * b).sum()) for a, b in zip(prev, deltas, strict=True))
+                ),
+            )
         ref = [p + (1 + agg) * d for p, d in zip(ref, deltas, strict=True)]
         prev = deltas
         hd.step_from_mean([p + d for p, d in zip(x, deltas, strict=True)])
@@ -192,7 +206,10 @@ def test_cross_client_conformity_is_invariant_to_client_order():
         server = fedadapt.ServerOptimizer(x, "cprop", lr=1.0)
         cs = [clients[i] for i in order]
         ws = [weights[i] for i in order]
-        sq = [sum((w / 15) * (c[j] - params[j]) ** 2 for w, c in zip(ws, cs, strict=True)) for j in range(len(x))]
+        sq = [
+            sum((w / 15) * (c[j] - params[j]) ** 2 for w, c in zip(ws, cs, strict=True))
+            for j in range(len(x))
+        ]
         server.step(cs, ws, client_sq_mean=sq, num_clients=5)
         outs.append((x, server.optimizer.state[x[0]]["conformity"]))
     for a, b in zip(outs[0][0], outs[1][0], strict=True):
@@ -220,7 +237,10 @@ def test_signals_a_method_does_not_use_are_ignored():
     sq = [torch.zeros_like(p) for p in params]
     server.step(clients, [1, 1], client_sq_mean=sq, client_sq_norms_mean=1.0, num_clients=2)
     assert server.last_info["skipped"] == 0.0
-    assert fedadapt.ServerOptimizer(make_params(), "cprop").optional_signals == ("client_sq_mean", "num_clients")
+    assert fedadapt.ServerOptimizer(make_params(), "cprop").optional_signals == (
+        "client_sq_mean",
+        "num_clients",
+    )
 
 
 def test_server_optimizer_pickles_and_continues():

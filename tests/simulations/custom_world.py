@@ -10,8 +10,12 @@ import torch
 def build_model(input_shape, num_classes, width=16):
     """A two-layer MLP whose width is a keyword option (``model-options``)."""
     d = int(np.prod(input_shape))
-    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(d, width), torch.nn.ReLU(),
-                               torch.nn.Linear(width, num_classes))
+    return torch.nn.Sequential(
+        torch.nn.Flatten(),
+        torch.nn.Linear(d, width),
+        torch.nn.ReLU(),
+        torch.nn.Linear(width, num_classes),
+    )
 
 
 def blobs(n=600, features=5, classes=3, seed=0):

@@ -37,8 +37,9 @@ def own_update(cid: int) -> dict[str, torch.Tensor]:
 
 
 def train_message(node: int, ids: list[int]) -> Message:
-    cfg = ConfigRecord({R.CFG_CLIENT_IDS: ids, R.CFG_CLIENT_LRS: [R.NO_LR] * len(ids),
-                        R.CFG_ROUND: 1})
+    cfg = ConfigRecord(
+        {R.CFG_CLIENT_IDS: ids, R.CFG_CLIENT_LRS: [R.NO_LR] * len(ids), R.CFG_ROUND: 1}
+    )
     rd = RecordDict({R.ARRAYS: ArrayRecord(dict(X0)), R.CONFIG: cfg})
     return Message(content=rd, dst_node_id=node, message_type=MessageType.TRAIN)
 
@@ -125,8 +126,9 @@ def test_alie_z_zero_is_the_papers_z_max():
 
 
 def test_ipm_sends_minus_eps_times_the_honest_mean():
-    bad, ups, honest, _ = per_client_round(AttackPlan("ipm", clients=2, ipm_epsilon=0.3,
-                                                      num_clients=10))
+    bad, ups, honest, _ = per_client_round(
+        AttackPlan("ipm", clients=2, ipm_epsilon=0.3, num_clients=10)
+    )
     mu = {k: torch.stack([h[k] for h in honest]).mean(0) for k in X0}
     for c in bad:
         for k in X0:
@@ -149,8 +151,9 @@ def test_a_byzantine_client_in_a_workers_batch_becomes_a_reply_of_its_own():
     bad = plan.byzantine(range(10))
     inner = HonestWorkers()
     grid = AttackGrid(inner, plan)
-    replies = grid.send_and_receive([train_message(1, [0, 2, 4, 6, 8]),
-                                     train_message(2, [1, 3, 5, 7, 9])])
+    replies = grid.send_and_receive(
+        [train_message(1, [0, 2, 4, 6, 8]), train_message(2, [1, 3, 5, 7, 9])]
+    )
     ups = updates(replies)
     for c in bad:
         assert close(ups[(c,)], {k: -v for k, v in own_update(c).items()})
@@ -169,10 +172,12 @@ def test_byzantine_clients_are_a_fixed_property_of_seed_and_client_id():
     cohorts = [range(0, 10), range(5, 15), range(10, 20)]
     for cohort in cohorts:
         assert len(plan.byzantine(cohort)) == 3  # exactly k of every cohort
-    assert plan.byzantine(range(10)) == AttackPlan("ipm", clients=3, seed=4,
-                                                   num_clients=20).byzantine(range(10))
-    assert plan.byzantine(range(20)) != AttackPlan("ipm", clients=3, seed=5,
-                                                   num_clients=20).byzantine(range(20))
+    assert plan.byzantine(range(10)) == AttackPlan(
+        "ipm", clients=3, seed=4, num_clients=20
+    ).byzantine(range(10))
+    assert plan.byzantine(range(20)) != AttackPlan(
+        "ipm", clients=3, seed=5, num_clients=20
+    ).byzantine(range(20))
     share = AttackPlan("ipm", fraction=0.25, seed=4, num_clients=20)
     bad = share.byzantine(range(20))
     assert len(bad) == 5  # round(0.25 x 20) of the population
@@ -237,8 +242,12 @@ def test_a_run_under_attack_completes_with_the_byzantine_replies_counted(tmp_pat
     finite."""
     from simulations.cli import build_config
 
-    cfg = build_config("quickstart", ["num-server-rounds=3", "attack.kind=sign-flip",
-                                      "attack.clients=1"], 0, str(tmp_path / "run"))
+    cfg = build_config(
+        "quickstart",
+        ["num-server-rounds=3", "attack.kind=sign-flip", "attack.clients=1"],
+        0,
+        str(tmp_path / "run"),
+    )
     summary = _inprocess().run(cfg)
     assert summary["rounds"] == 3
     import json

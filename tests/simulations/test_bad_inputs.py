@@ -29,8 +29,16 @@ def offline(monkeypatch):
 
 
 def _csv_source(path, **kw):
-    return build_source("hub", num_clients=2, options={"dataset": "csv", "data_files": str(path),
-                                                        "cache_dir": str(path.parent / "c"), **kw})
+    return build_source(
+        "hub",
+        num_clients=2,
+        options={
+            "dataset": "csv",
+            "data_files": str(path),
+            "cache_dir": str(path.parent / "c"),
+            **kw,
+        },
+    )
 
 
 def test_data_file_missing_label_column(tmp_path, offline):
@@ -103,22 +111,34 @@ def test_report_on_a_run_without_config(tmp_path):
 
 
 def _cfg(**kw):
-    cfg = resolve({"num-clients": 4, "clients-per-round": 2, **kw}, base=load_scenario("quickstart"))
+    cfg = resolve(
+        {"num-clients": 4, "clients-per-round": 2, **kw}, base=load_scenario("quickstart")
+    )
     return read(cfg)
 
 
 def test_train_message_without_arrays_gets_an_error_reply_not_a_crash():
-    msg = Message(RecordDict({"config": ConfigRecord({"fedadapt.client-ids": [0]})}),
-                  dst_node_id=1, message_type=MessageType.TRAIN)
+    msg = Message(
+        RecordDict({"config": ConfigRecord({"fedadapt.client-ids": [0]})}),
+        dst_node_id=1,
+        message_type=MessageType.TRAIN,
+    )
     reply = handle_train(msg, _cfg())
     assert reply.has_error() and "ArrayRecord" in reply.error.reason
 
 
 def _train_msg(cfg, arrays, **config):
-    base = {"fedadapt.client-ids": [0, 1], "fedadapt.optimizer": "sgd",
-            "fedadapt.optimizer-options": json.dumps({"lr": 0.1}), "server-round": 1}
-    return Message(RecordDict({"arrays": arrays, "config": ConfigRecord({**base, **config})}),
-                   dst_node_id=1, message_type=MessageType.TRAIN)
+    base = {
+        "fedadapt.client-ids": [0, 1],
+        "fedadapt.optimizer": "sgd",
+        "fedadapt.optimizer-options": json.dumps({"lr": 0.1}),
+        "server-round": 1,
+    }
+    return Message(
+        RecordDict({"arrays": arrays, "config": ConfigRecord({**base, **config})}),
+        dst_node_id=1,
+        message_type=MessageType.TRAIN,
+    )
 
 
 def test_train_message_with_the_wrong_model_gets_an_error_reply():

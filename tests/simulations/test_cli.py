@@ -18,15 +18,27 @@ pytestmark = pytest.mark.usefixtures("no_runs")  # tests/simulations/conftest.py
     ("args", "fragment"),
     [
         (["simulate", "no-such-scenario"], "unknown scenario 'no-such-scenario'"),
-        (["simulate", "quickstart", "--set", "num-clientz=3"], "unknown run-config key 'num-clientz'"),
+        (
+            ["simulate", "quickstart", "--set", "num-clientz=3"],
+            "unknown run-config key 'num-clientz'",
+        ),
         (["simulate", "quickstart", "--set", "client-lr=fast"], "'client-lr'"),
         (["simulate", "quickstart", "--set", "clients-per-round=500"], "clients-per-round"),
         (["simulate", "quickstart", "--set", "noequals"], "--set expects key=value"),
         (["simulate", "quickstart", "--seed", "-3"], "'seed'"),
         (["compare", "quickstart", "--strategies", "fedavg,nope"], "'strategy'"),
-        (["compare", "quickstart", "--strategies", "fedavg", "--grid", "client-lr"], "--grid expects"),
-        (["compare", "quickstart", "--strategies", "fedavg", "--grid", "client-lr=0.1,x"], "'client-lr'"),
-        (["compare", "quickstart", "--strategies", "fedadam/hd"], "only 'fedadapt/<server>/<client>'"),
+        (
+            ["compare", "quickstart", "--strategies", "fedavg", "--grid", "client-lr"],
+            "--grid expects",
+        ),
+        (
+            ["compare", "quickstart", "--strategies", "fedavg", "--grid", "client-lr=0.1,x"],
+            "'client-lr'",
+        ),
+        (
+            ["compare", "quickstart", "--strategies", "fedadam/hd"],
+            "only 'fedadapt/<server>/<client>'",
+        ),
     ],
 )
 def test_bad_input_exits_2_before_any_run(args, fragment):

@@ -32,7 +32,9 @@ def test_the_hook_gives_the_gradient_of_loss_plus_the_proximal_term():
     # reference: the term in the loss, autograd, plain SGD
     ref = torch.optim.SGD(b.parameters(), lr=0.1)
     loss = torch.nn.functional.cross_entropy(b(x), target)
-    loss = loss + 0.5 * mu * sum(((p - q) ** 2).sum() for p, q in zip(b.parameters(), anchor, strict=True))
+    loss = loss + 0.5 * mu * sum(
+        ((p - q) ** 2).sum() for p, q in zip(b.parameters(), anchor, strict=True)
+    )
     loss.backward()
     ref.step()
     opt = add_proximal_term(torch.optim.SGD(a.parameters(), lr=0.1), mu, anchor)
@@ -45,11 +47,19 @@ def test_the_hook_gives_the_gradient_of_loss_plus_the_proximal_term():
 
 
 def _message(model: torch.nn.Module, **config: object) -> Message:
-    base = {"fedadapt.client-ids": [0], "fedadapt.optimizer": "hd",
-            "fedadapt.optimizer-options": json.dumps({"lr": 1.0}), "server-round": 1}
-    return Message(RecordDict({"arrays": ArrayRecord(model.state_dict()),
-                               "config": ConfigRecord({**base, **config})}),
-                   dst_node_id=1, message_type=MessageType.TRAIN)
+    base = {
+        "fedadapt.client-ids": [0],
+        "fedadapt.optimizer": "hd",
+        "fedadapt.optimizer-options": json.dumps({"lr": 1.0}),
+        "server-round": 1,
+    }
+    return Message(
+        RecordDict(
+            {"arrays": ArrayRecord(model.state_dict()), "config": ConfigRecord({**base, **config})}
+        ),
+        dst_node_id=1,
+        message_type=MessageType.TRAIN,
+    )
 
 
 @pytest.mark.parametrize("mu", [0.0, 0.25])

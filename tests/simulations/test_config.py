@@ -66,7 +66,11 @@ def test_dotted_key_hint():
         ("client-lr-state", "keep", "one of auto, reset, persist, server"),
         ("server-optimizer", "lion", "one of"),
         # a server-only method is no local optimizer (its MethodSpec side), and refused here
-        ("client-optimizer", "cp-adam", "one of auto, adam, autodrop, cprop, dsa, eg, fedhyper-cl, hd, hd-mult, sgd"),
+        (
+            "client-optimizer",
+            "cp-adam",
+            "one of auto, adam, autodrop, cprop, dsa, eg, fedhyper-cl, hd, hd-mult, sgd",
+        ),
         ("client-optimizer", "fedexp", "one of auto, adam"),
         ("strategy", "fedsgd", "one of"),
         ("server-options", "{not json", "not a JSON object"),
@@ -91,7 +95,10 @@ def test_cross_key_checks():
         resolve({"dataset": "hub"})
     with pytest.raises(ConfigError, match="faults"):
         resolve({"faults.nan-fraction": 0.6, "faults.raise-fraction": 0.6})
-    with pytest.raises(ConfigError, match=r"'server-optimizer' \('hd'\) is not used by strategy 'fedadam'.*'fedadapt'"):
+    with pytest.raises(
+        ConfigError,
+        match=r"'server-optimizer' \('hd'\) is not used by strategy 'fedadam'.*'fedadapt'",
+    ):
         resolve({"strategy": "fedadam", "server-optimizer": "hd"})
 
 

@@ -24,9 +24,17 @@ def importable(monkeypatch):
     """``custom_world`` importable, as a researcher's module on PYTHONPATH would be."""
     monkeypatch.syspath_prepend(str(HERE))
 
-BASE = {"dataset": "custom", "data-loader": "custom_world:blobs", "num-clients": 6,
-        "clients-per-round": 3, "partitioner": "dirichlet", "partition-alpha": 0.5,
-        "num-server-rounds": 4, "strategy": "fedavg"}
+
+BASE = {
+    "dataset": "custom",
+    "data-loader": "custom_world:blobs",
+    "num-clients": 6,
+    "clients-per-round": 3,
+    "partitioner": "dirichlet",
+    "partition-alpha": 0.5,
+    "num-server-rounds": 4,
+    "strategy": "fedavg",
+}
 
 
 def spec(tmp_path, **overrides):
@@ -36,8 +44,9 @@ def spec(tmp_path, **overrides):
     return s
 
 
-@pytest.mark.parametrize("loader", ["custom_world:blobs", "custom_world:blobs_split",
-                                    "custom_world:blobs_dataset"])
+@pytest.mark.parametrize(
+    "loader", ["custom_world:blobs", "custom_world:blobs_split", "custom_world:blobs_dataset"]
+)
 def test_own_data_is_partitioned_and_sized(tmp_path, loader):
     w = world(spec(tmp_path, **{"data-loader": loader}).world)
     assert w.source.input_shape == (5,) and w.source.num_classes == 3
@@ -61,13 +70,15 @@ def test_own_data_drifts(tmp_path):
 
 
 def test_own_model_with_options(tmp_path):
-    s = spec(tmp_path, **{"model-factory": "custom_world:build_model",
-                          "model-options": '{"width": 7}'})
+    s = spec(
+        tmp_path, **{"model-factory": "custom_world:build_model", "model-options": '{"width": 7}'}
+    )
     model = world(s.world).model()
     assert model[1].out_features == 7
     again = world(s.world).model()
-    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), again.parameters(),
-                                                  strict=True))  # seeded initialisation
+    assert all(
+        torch.equal(a, b) for a, b in zip(model.parameters(), again.parameters(), strict=True)
+    )  # seeded initialisation
 
 
 def test_builtin_mlp_width_is_an_option(tmp_path):
@@ -89,14 +100,15 @@ def test_builtin_mlp_width_is_an_option(tmp_path):
         ({"data-options": "[1]"}, "'data-options'"),
         ({"model-factory": "custom_world:not_a_model"}, "not a torch.nn.Module"),
         ({"model-factory": "custom_world:wrong_head"}, "expected logits of shape (2, 3)"),
-        ({"model-factory": "custom_world:build_model", "model-options": '{"depth": 2}'},
-         "'model-options'"),
+        (
+            {"model-factory": "custom_world:build_model", "model-options": '{"depth": 2}'},
+            "'model-options'",
+        ),
         ({"model-factory": "custom_world:build_model", "model": "cnn"}, "both name a model"),
         ({"model": "mlp", "model-options": '{"depth": 2}'}, "'model-options'"),
     ],
 )
-def test_bad_own_model_or_data_fails_before_workers_naming_the_key(tmp_path, overrides,
-                                                                   fragment):
+def test_bad_own_model_or_data_fails_before_workers_naming_the_key(tmp_path, overrides, fragment):
     with pytest.raises(ConfigError) as info:
         spec(tmp_path, **overrides)
     assert fragment in str(info.value)

@@ -18,9 +18,17 @@ from strategies.round_metrics import ROUND_LINE_CHARS, RoundMetrics
 
 
 def busy_round() -> dict:
-    info = {"round": 3, "num-sampled": 1000, "num-succeeded": 990, "num-failed": 10,
-            "train-loss": 0.123456, "server-lr": 0.1, "server-detector-alarm": 1.0,
-            "local-work": 3.0, "failed-reasons": ["client exceeded its deadline " * 20] * 10}
+    info = {
+        "round": 3,
+        "num-sampled": 1000,
+        "num-succeeded": 990,
+        "num-failed": 10,
+        "train-loss": 0.123456,
+        "server-lr": 0.1,
+        "server-detector-alarm": 1.0,
+        "local-work": 3.0,
+        "failed-reasons": ["client exceeded its deadline " * 20] * 10,
+    }
     info.update({f"server-detector-channel-{k}-statistic": k * 1.2345678 for k in range(80)})
     return info
 
@@ -28,12 +36,20 @@ def busy_round() -> dict:
 def test_a_round_line_fits_in_200_characters_and_keeps_what_matters():
     line = RoundMetrics.round_line(busy_round())
     assert len(line) <= ROUND_LINE_CHARS and ROUND_LINE_CHARS + len("INFO :      ") <= 200
-    for part in ("1000 sampled", "990 received", "10 failed", "train-loss 0.1235",
-                 "server lr 0.1", "detector alarm", "local work x3"):
+    for part in (
+        "1000 sampled",
+        "990 received",
+        "10 failed",
+        "train-loss 0.1235",
+        "server lr 0.1",
+        "detector alarm",
+        "local work x3",
+    ):
         assert part in line
     assert "channel" not in line  # the detector's details are in metrics.jsonl
-    quiet = RoundMetrics.round_line({"num-sampled": 2, "num-succeeded": 2, "num-failed": 0,
-                                     "train-loss": math.nan})
+    quiet = RoundMetrics.round_line(
+        {"num-sampled": 2, "num-succeeded": 2, "num-failed": 0, "train-loss": math.nan}
+    )
     assert quiet == "fedadapt: 2 sampled, 2 received, 0 failed"
 
 
@@ -44,15 +60,17 @@ def test_failure_lines_are_bounded(caplog):
         RoundMetrics.log_round(busy_round())
     finally:
         flwr_logger.removeHandler(caplog.handler)
-    assert caplog.records and all(len(r.getMessage()) <= ROUND_LINE_CHARS + 4
-                                  for r in caplog.records)
+    assert caplog.records and all(
+        len(r.getMessage()) <= ROUND_LINE_CHARS + 4 for r in caplog.records
+    )
 
 
 def test_plain_round_line():
-    row = {"round": 4, "accuracy": 0.8123, "server-lr": 0.1, "elapsed": 12.34,
-           "failed-ids": [1, 2]}
-    assert plain_round_line("drift-digits", row, 40) == \
-        "drift-digits round 4/40  acc 0.812  server lr 0.1  failures 2  12.3 s"
+    row = {"round": 4, "accuracy": 0.8123, "server-lr": 0.1, "elapsed": 12.34, "failed-ids": [1, 2]}
+    assert (
+        plain_round_line("drift-digits", row, 40)
+        == "drift-digits round 4/40  acc 0.812  server lr 0.1  failures 2  12.3 s"
+    )
 
 
 def test_only_the_known_flower_messages_are_dropped(caplog):
@@ -64,14 +82,17 @@ def test_only_the_known_flower_messages_are_dropped(caplog):
         flwr_logger.warning("DEPRECATED FEATURE: The `run_simulation` function is deprecated ...")
         flwr_logger.warning("Manually terminating ClientAppActor")
         with quiet_flower(FRACTION_EVALUATE_NOTICE):
-            flwr_logger.warning("fraction_evaluate is set to 0.0. Federated evaluation will be "
-                                "skipped.")
+            flwr_logger.warning(
+                "fraction_evaluate is set to 0.0. Federated evaluation will be skipped."
+            )
         flwr_logger.warning("fraction_evaluate is set to 0.0 (a user's own strategy)")
         flwr_logger.warning("a real problem")
     finally:
         flwr_logger.removeHandler(caplog.handler)
     assert {r.getMessage() for r in caplog.records} == {
-        "fraction_evaluate is set to 0.0 (a user's own strategy)", "a real problem"}
+        "fraction_evaluate is set to 0.0 (a user's own strategy)",
+        "a real problem",
+    }
 
 
 def test_make_strategy_does_not_warn_about_its_own_evaluation_switch(caplog, tmp_path):

@@ -32,15 +32,21 @@ def _checkpoint(tmp_path, server_round, poison=False):
     return save_checkpoint(strategy, server_round, ArrayRecord(state))
 
 
-@pytest.mark.parametrize(("server_round", "poison", "fragment"), [
-    (99, False, "past the run's last round"),
-    (2, True, "non-finite"),
-])
+@pytest.mark.parametrize(
+    ("server_round", "poison", "fragment"),
+    [
+        (99, False, "past the run's last round"),
+        (2, True, "non-finite"),
+    ],
+)
 def test_a_checkpoint_that_cannot_continue_the_run_fails_before_any_worker(
-        tmp_path, server_round, poison, fragment):
+    tmp_path, server_round, poison, fragment
+):
     path = _checkpoint(tmp_path, server_round, poison)
-    result = runner.invoke(app, ["simulate", "quickstart", "--set", f"resume-from={path}",
-                                 "--out", str(tmp_path / "r")])
+    result = runner.invoke(
+        app,
+        ["simulate", "quickstart", "--set", f"resume-from={path}", "--out", str(tmp_path / "r")],
+    )
     text = " ".join(result.output.split())
     assert result.exit_code == 2, result.output
     assert "'resume-from'" in text and fragment in text, result.output

@@ -65,7 +65,10 @@ class _State:
 
     def get_message_ins(self, node_id, limit):
         with self.lock:
-            out, self.pending[node_id] = self.pending[node_id][:limit], self.pending[node_id][limit:]
+            out, self.pending[node_id] = (
+                self.pending[node_id][:limit],
+                self.pending[node_id][limit:],
+            )
         return out
 
     def push(self, node_id, msg):
@@ -77,7 +80,9 @@ def test_the_loop_moves_every_message_one_per_node_per_pass_and_without_flowers_
     state = _State({1: ["a1", "a2"], 2: ["b1"]})
     q: queue.Queue = queue.Queue()
     stop = threading.Event()
-    th = threading.Thread(target=runtime._fast_add_messages_to_queue, args=(state, q, {1: 0, 2: 1}, stop))
+    th = threading.Thread(
+        target=runtime._fast_add_messages_to_queue, args=(state, q, {1: 0, 2: 1}, stop)
+    )
     th.start()
     try:
         got = [q.get(timeout=2) for _ in range(3)]

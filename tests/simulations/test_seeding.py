@@ -54,10 +54,15 @@ def test_worlds_that_differ_only_in_the_strategy_share_the_data_source():
     from simulations.world import world
 
     a = read(build_config("quickstart", ["num-clients=4", "clients-per-round=2"]))
-    b = read(build_config("quickstart", ["num-clients=4", "clients-per-round=2",
-                                         "strategy=fedavg"]))
+    b = read(
+        build_config("quickstart", ["num-clients=4", "clients-per-round=2", "strategy=fedavg"])
+    )
     assert a.world.key() == b.world.key()  # strategy keys do not define the world
     assert world(a.world) is world(b.world)
-    c = read(build_config("quickstart", ["num-clients=4", "clients-per-round=2", "drift.kind=noise",
-                                         "drift.round=2"]))
+    c = read(
+        build_config(
+            "quickstart",
+            ["num-clients=4", "clients-per-round=2", "drift.kind=noise", "drift.round=2"],
+        )
+    )
     assert c.world.key() != a.world.key() and world(c.world).source is world(a.world).source

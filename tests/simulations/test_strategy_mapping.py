@@ -31,7 +31,10 @@ def test_server_lr_per_family():
 def test_server_autodrop_window_counts_rounds():
     # 20 clients, 10 per round: a window is one expected pass over the population (2 rounds)
     assert _kw("server-optimizer=autodrop")["server_options"]["window"] == 2
-    assert _kw("server-optimizer=autodrop", 'server-options={"window": 7}')["server_options"]["window"] == 7
+    assert (
+        _kw("server-optimizer=autodrop", 'server-options={"window": 7}')["server_options"]["window"]
+        == 7
+    )
 
 
 def test_deployment_mode_has_no_population():
@@ -53,8 +56,10 @@ def test_recovery_metrics_are_withheld_for_runs_that_never_learned():
     changepoints = read(cfg).world.drift.schedule().changepoint_rounds()
     assert changepoints == [20]
     flat = [{"round": r, "accuracy": 0.10 + (0.003 if r == 5 else 0.0)} for r in range(0, 41)]
-    learned = [{"round": r, "accuracy": 0.1 if r == 0 else (0.9 if r < 20 else (0.3 if r == 20 else 0.88))}
-               for r in range(0, 41)]
+    learned = [
+        {"round": r, "accuracy": 0.1 if r == 0 else (0.9 if r < 20 else (0.3 if r == 20 else 0.88))}
+        for r in range(0, 41)
+    ]
     d_flat = summarize(flat, cfg, changepoints)["drifts"][0]
     assert d_flat["max-drop"] is None and "untrained" in d_flat["note"]
     d_learned = summarize(learned, cfg, changepoints)["drifts"][0]

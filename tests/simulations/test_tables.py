@@ -34,12 +34,33 @@ from simulations.tables import (  # noqa: E402
 CHANGE = 6
 
 
-def make_run(path, strategy, seed, *, server="cp-adam", client="hd", lr=0.05, shift=0.0,
-             detector=True, oracle=False, stagger=0, plateau=None):
-    cfg = {"scenario": "drift-digits", "strategy": strategy, "server-optimizer": server,
-           "client-optimizer": client, "seed": seed, "client-lr": lr, "target-accuracy": 0.8,
-           "recovery-window": 3, "drift.timing": "sudden", "drift.width": 1,
-           "out-dir": str(path)}
+def make_run(
+    path,
+    strategy,
+    seed,
+    *,
+    server="cp-adam",
+    client="hd",
+    lr=0.05,
+    shift=0.0,
+    detector=True,
+    oracle=False,
+    stagger=0,
+    plateau=None,
+):
+    cfg = {
+        "scenario": "drift-digits",
+        "strategy": strategy,
+        "server-optimizer": server,
+        "client-optimizer": client,
+        "seed": seed,
+        "client-lr": lr,
+        "target-accuracy": 0.8,
+        "recovery-window": 3,
+        "drift.timing": "sudden",
+        "drift.width": 1,
+        "out-dir": str(path),
+    }
     w = RunWriter(path, cfg, changepoints=[CHANGE])
     for r in range(13):
         acc = min(0.95, 0.2 + 0.12 * r + shift + 0.01 * seed)
@@ -47,9 +68,12 @@ def make_run(path, strategy, seed, *, server="cp-adam", client="hd", lr=0.05, sh
             acc = min(acc, plateau)
         if r >= CHANGE:
             acc = max(0.1, acc - 0.5 + 0.1 * (r - CHANGE))
-        row = {"accuracy": acc,
-               "drift-events": [f"start cp0 0->1 offset {r - CHANGE}"]
-               if CHANGE <= r <= CHANGE + stagger else []}
+        row = {
+            "accuracy": acc,
+            "drift-events": [f"start cp0 0->1 offset {r - CHANGE}"]
+            if CHANGE <= r <= CHANGE + stagger
+            else [],
+        }
         if r >= 1 and detector:
             row["server-detector-alarm"] = 1.0 if r == CHANGE + 1 else 0.0
         if r >= 1 and (detector or oracle):
@@ -66,8 +90,15 @@ def runs_root(tmp_path_factory):
         for lr in (0.05, 0.5):
             make_run(root / f"fa-lr{lr}" / f"seed{s}", "fedadapt", s, lr=lr)
             # fedavg never reaches the target (0.8) within its rounds
-            make_run(root / f"fedavg-lr{lr}" / f"seed{s}", "fedavg", s, client="sgd", lr=lr,
-                     detector=False, plateau=0.6)
+            make_run(
+                root / f"fedavg-lr{lr}" / f"seed{s}",
+                "fedavg",
+                s,
+                client="sgd",
+                lr=lr,
+                detector=False,
+                plateau=0.6,
+            )
     return root
 
 
@@ -76,14 +107,28 @@ def snapshot(root):
 
 
 def test_labels_say_what_ran():
-    assert strategy_label({"strategy": "fedavg", "server-optimizer": "cp-adam",
-                           "client-optimizer": "sgd"}) == "fedavg"
-    assert strategy_label({"strategy": "fedadapt", "server-optimizer": "eg",
-                           "client-optimizer": "hd"}) == "fedadapt/eg/hd"
-    assert strategy_label({"strategy": "fedadam", "server-optimizer": "cp-adam",
-                           "client-optimizer": "dsa"}) == "fedadam (client dsa)"
-    flower = {"scenario": "s", "strategy": "fedavg", "server-optimizer": "cp-adam",
-              "client-optimizer": "sgd"}
+    assert (
+        strategy_label(
+            {"strategy": "fedavg", "server-optimizer": "cp-adam", "client-optimizer": "sgd"}
+        )
+        == "fedavg"
+    )
+    assert (
+        strategy_label({"strategy": "fedadapt", "server-optimizer": "eg", "client-optimizer": "hd"})
+        == "fedadapt/eg/hd"
+    )
+    assert (
+        strategy_label(
+            {"strategy": "fedadam", "server-optimizer": "cp-adam", "client-optimizer": "dsa"}
+        )
+        == "fedadam (client dsa)"
+    )
+    flower = {
+        "scenario": "s",
+        "strategy": "fedavg",
+        "server-optimizer": "cp-adam",
+        "client-optimizer": "sgd",
+    }
     summary = summarize([{"round": 0, "accuracy": 0.1}, {"round": 1, "accuracy": 0.5}], flower)
     assert summary["server-optimizer"] is None and summary["strategy-label"] == "fedavg"
     assert "detector-alarms" not in summary  # no detector: no alarm count, not "0"
@@ -96,8 +141,15 @@ def test_labels_say_what_ran():
 
 
 def test_an_oracles_resets_are_not_detector_alarms(tmp_path):
-    summary = make_run(tmp_path / "o", "fedadam-oracle", 0, server="cp-adam", client="sgd",
-                       detector=False, oracle=True)
+    summary = make_run(
+        tmp_path / "o",
+        "fedadam-oracle",
+        0,
+        server="cp-adam",
+        client="sgd",
+        detector=False,
+        oracle=True,
+    )
     assert "detector-alarms" not in summary
     assert summary["server-reset-rounds"] == [CHANGE]
 
@@ -106,13 +158,30 @@ def test_report_reads_runs_only_and_writes_every_format(runs_root, tmp_path):
     before = snapshot(runs_root)
     md, out = report(runs_root, out=tmp_path / "rep", baseline="fedavg")
     assert snapshot(runs_root) == before
-    for name in ("report.md", "report.csv", "report.json", "report.tex", "runs.csv",
-                 "accuracy.png"):
+    for name in (
+        "report.md",
+        "report.csv",
+        "report.json",
+        "report.tex",
+        "runs.csv",
+        "accuracy.png",
+    ):
         assert (out / name).stat().st_size > 0, name
     # the columns compare has: scenario, strategy, grid cell, seeds, recovery per changepoint
     header = next(line for line in md.splitlines() if line.startswith("| strategy"))
-    for col in ("client-lr", "seeds", "final acc", "rounds to target", "alarms", "pre-drift acc",
-                "dip", "rounds to 95%", "rounds to 2 pt", "area under drop", "mean acc after"):
+    for col in (
+        "client-lr",
+        "seeds",
+        "final acc",
+        "rounds to target",
+        "alarms",
+        "pre-drift acc",
+        "dip",
+        "rounds to 95%",
+        "rounds to 2 pt",
+        "area under drop",
+        "mean acc after",
+    ):
         assert f"| {col} |" in header, col
     assert "### drift-digits" in md and STATISTIC in md
     rows = [line for line in md.splitlines() if line.startswith("| fedavg |")]
@@ -135,27 +204,41 @@ def test_paired_differences_have_student_t_intervals(runs_root, tmp_path):
     grid = infer_grid_keys(runs)
     assert grid == ["client-lr"]
     _, out = report(runs_root, out=tmp_path / "rep", baseline="fedavg", plots=False)
-    pair = next(p for p in json.loads((out / "report.json").read_text())["paired"]
-                if p["cell"] == {"client-lr": "0.05"})
+    pair = next(
+        p
+        for p in json.loads((out / "report.json").read_text())["paired"]
+        if p["cell"] == {"client-lr": "0.05"}
+    )
     mean_acc = pair["columns"]["mean acc"]
-    by = {(r.strategy, r.seed): r.summary["mean-accuracy"] for r in runs
-          if r.config["client-lr"] == 0.05}
+    by = {
+        (r.strategy, r.seed): r.summary["mean-accuracy"]
+        for r in runs
+        if r.config["client-lr"] == 0.05
+    }
     diffs = [by[("fedadapt/cp-adam/hd", s)] - by[("fedavg", s)] for s in range(3)]
     half = stats.t.ppf(0.975, 2) * statistics.stdev(diffs) / math.sqrt(3)
     assert mean_acc["diffs"] == pytest.approx(diffs)
-    assert mean_acc["ci"] == pytest.approx([statistics.fmean(diffs) - half,
-                                            statistics.fmean(diffs) + half])
+    assert mean_acc["ci"] == pytest.approx(
+        [statistics.fmean(diffs) - half, statistics.fmean(diffs) + half]
+    )
     assert pair["columns"]["rounds to target"]["n"] == 0  # fedavg never got there: no pair
 
 
 def test_compare_and_report_give_the_same_table(runs_root, tmp_path):
-    results = [{"summary": {"run-dir": str(p)}} for p in sorted(runs_root.rglob("seed*"))
-               if p.is_dir()]
+    results = [
+        {"summary": {"run-dir": str(p)}} for p in sorted(runs_root.rglob("seed*")) if p.is_dir()
+    ]
     table = write_comparison(tmp_path / "cmp", results, ["client-lr"])
     md, _ = report(runs_root, out=tmp_path / "rep", plots=False)
     assert sorted(table.splitlines()) == sorted(md.splitlines())
-    for name in ("comparison.md", "comparison.csv", "comparison.json", "comparison.tex",
-                 "runs.csv", "accuracy.png"):
+    for name in (
+        "comparison.md",
+        "comparison.csv",
+        "comparison.json",
+        "comparison.tex",
+        "runs.csv",
+        "accuracy.png",
+    ):
         assert (tmp_path / "cmp" / name).is_file()
 
 
@@ -167,11 +250,22 @@ def test_format_keeps_never_apart_from_not_applicable():
 
 
 def test_report_cli_writes_where_asked(runs_root, tmp_path):
-    result = CliRunner().invoke(app, ["report", str(runs_root), "--out", str(tmp_path / "x"),
-                                      "--no-plots", "--baseline", "nope"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "report",
+            str(runs_root),
+            "--out",
+            str(tmp_path / "x"),
+            "--no-plots",
+            "--baseline",
+            "nope",
+        ],
+    )
     assert result.exit_code == 2 and "baseline 'nope'" in result.output
-    result = CliRunner().invoke(app, ["report", str(runs_root), "--out", str(tmp_path / "x"),
-                                      "--no-plots"])
+    result = CliRunner().invoke(
+        app, ["report", str(runs_root), "--out", str(tmp_path / "x"), "--no-plots"]
+    )
     assert result.exit_code == 0, result.output
     assert "| fedavg |" in result.output and (tmp_path / "x" / "report.md").is_file()
 

@@ -29,8 +29,9 @@ SMALL = ["num-server-rounds=3", "num-clients=6", "clients-per-round=3", "local-e
 def _inprocess():
     """docs/results/inprocess.py: a run's ServerApp and ClientApp handlers in this process, no
     Ray (a few seconds)."""
-    spec = importlib.util.spec_from_file_location("fedadapt_inprocess",
-                                                  ROOT / "docs" / "results" / "inprocess.py")
+    spec = importlib.util.spec_from_file_location(
+        "fedadapt_inprocess", ROOT / "docs" / "results" / "inprocess.py"
+    )
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -57,8 +58,7 @@ def _numeric_history(rows: list[dict]) -> dict[str, list[tuple[int, float]]]:
 
 
 def _scalars(log_dir: Path) -> EventAccumulator:
-    acc = EventAccumulator(str(log_dir), size_guidance={"scalars": 0, "images": 0,
-                                                        "tensors": 0})
+    acc = EventAccumulator(str(log_dir), size_guidance={"scalars": 0, "images": 0, "tensors": 0})
     acc.Reload()
     return acc
 
@@ -82,15 +82,28 @@ def test_mlflow_holds_the_config_every_round_and_the_run_files(tracked_run):
     assert run.data.params["client-optimizer"] == "sgd"  # the resolved `auto`
     assert run.data.tags["fedadapt.strategy-label"] == "fedadapt/cp-adam/sgd"
     expected = _numeric_history(_rows(out))
-    assert {"accuracy", "loss", "server-lr", "client-lr-median", "num-failed",
-            "server-detector-start-loss-cusum"} <= set(expected)
+    assert {
+        "accuracy",
+        "loss",
+        "server-lr",
+        "client-lr-median",
+        "num-failed",
+        "server-detector-start-loss-cusum",
+    } <= set(expected)
     for key, history in expected.items():
         got = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, key))
         assert got == history, key
     assert run.data.metrics["summary/final-accuracy"] == summary["final-accuracy"]
     names = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"config.json", "metrics.jsonl", "summary.json", "schedule.json", "accuracy.png",
-            "steps.png", "detector.png"} <= names
+    assert {
+        "config.json",
+        "metrics.jsonl",
+        "summary.json",
+        "schedule.json",
+        "accuracy.png",
+        "steps.png",
+        "detector.png",
+    } <= names
     assert "final_model.pt" not in names
     local = client.download_artifacts(run.info.run_id, "summary.json", str(out.parent / "dl"))
     assert json.loads(Path(local).read_text()) == json.loads((out / "summary.json").read_text())
@@ -108,10 +121,14 @@ def test_tensorboard_holds_every_round_the_config_and_the_plots(tracked_run):
         # event files keep 32-bit floats
         assert [v for _, v in got] == pytest.approx([v for _, v in history], rel=1e-6), key
     assert acc.Scalars("summary/final-accuracy")[0].value == pytest.approx(
-        summary["final-accuracy"], rel=1e-6)
+        summary["final-accuracy"], rel=1e-6
+    )
     assert {"plots/accuracy", "plots/steps", "plots/detector"} <= set(acc.Tags()["images"])
-    text = {t: acc.Tensors(t)[0].tensor_proto.string_val[0].decode()
-            for t in acc.Tags()["tensors"] if t.endswith("text_summary")}
+    text = {
+        t: acc.Tensors(t)[0].tensor_proto.string_val[0].decode()
+        for t in acc.Tags()["tensors"]
+        if t.endswith("text_summary")
+    }
     config_text = next(v for t, v in text.items() if t.startswith("config"))
     assert json.loads(config_text.strip("`\n")) == json.loads((out / "config.json").read_text())
 
@@ -122,9 +139,15 @@ def test_a_sweep_nests_its_runs_under_one_parent(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)  # set by the tracker itself
     root = tmp_path / "sweep"
     store = f"file:{tmp_path / 'store'}"
-    cfgs = [build_config("quickstart", [*SMALL, "tracking=mlflow,tensorboard",
-                                        f"tracking-uri={store}"], s, str(root / f"run-s{s}"))
-            for s in (0, 1)]
+    cfgs = [
+        build_config(
+            "quickstart",
+            [*SMALL, "tracking=mlflow,tensorboard", f"tracking-uri={store}"],
+            s,
+            str(root / f"run-s{s}"),
+        )
+        for s in (0, 1)
+    ]
     inprocess = _inprocess()
     with tracking.sweep_tracking(cfgs, root) as sweep:
         assert sweep.parent_run_id is not None
@@ -139,7 +162,8 @@ def test_a_sweep_nests_its_runs_under_one_parent(tmp_path, monkeypatch):
     assert [a.path for a in client.list_artifacts(parent.info.run_id)] == ["comparison.md"]
     children = client.search_runs(
         [parent.info.experiment_id],
-        filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+        filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'",
+    )
     assert sorted(c.info.run_name for c in children) == ["run-s0", "run-s1"]
     assert all(c.info.status == "FINISHED" for c in children)
     for child in children:
@@ -149,13 +173,16 @@ def test_a_sweep_nests_its_runs_under_one_parent(tmp_path, monkeypatch):
         acc = _scalars(root / "tensorboard" / child.info.run_name)
         assert [e.step for e in acc.Scalars("accuracy")] == [0, 1, 2, 3]
         assert json.loads((run_dir / "config.json").read_text())["tensorboard-dir"] == str(
-            root / "tensorboard")
+            root / "tensorboard"
+        )
 
 
 def test_a_failed_sweep_ends_its_parent_as_failed(tmp_path):
     cfg = build_config("quickstart", ["tracking=mlflow"], 0, str(tmp_path / "r"))
-    with pytest.raises(RuntimeError, match="boom"), \
-            tracking.sweep_tracking([cfg], tmp_path) as sweep:
+    with (
+        pytest.raises(RuntimeError, match="boom"),
+        tracking.sweep_tracking([cfg], tmp_path) as sweep,
+    ):
         raise RuntimeError("boom")
     client = MlflowClient(tracking.default_store(tmp_path))
     assert client.get_run(sweep.parent_run_id).info.status == "FAILED"
@@ -188,21 +215,32 @@ def test_an_unreachable_tracking_server_leaves_the_run_going(tmp_path, monkeypat
     assert "127.0.0.1:9" in warnings[0] or "onnect" in warnings[0]
     assert summary["rounds"] == 3 and (out / "summary.json").is_file()
     assert [e.step for e in _scalars(tmp_path / "tensorboard" / "run").Scalars("accuracy")] == [
-        0, 1, 2, 3]
+        0,
+        1,
+        2,
+        3,
+    ]
 
 
 @pytest.mark.parametrize(
     ("sets", "fragment"),
     [
-        ({"tracking": "wandb"}, "run-config key 'tracking': got 'wandb'; accepted: one of none, "
-                                "mlflow, tensorboard, mlflow,tensorboard"),
-        ({"tracking": "mlflow", "tracking-uri": "ftp://host/x"},
-         "run-config key 'tracking-uri' ('ftp://host/x'): MLflow has no store for the scheme "
-         "'ftp'"),
+        (
+            {"tracking": "wandb"},
+            "run-config key 'tracking': got 'wandb'; accepted: one of none, "
+            "mlflow, tensorboard, mlflow,tensorboard",
+        ),
+        (
+            {"tracking": "mlflow", "tracking-uri": "ftp://host/x"},
+            "run-config key 'tracking-uri' ('ftp://host/x'): MLflow has no store for the scheme "
+            "'ftp'",
+        ),
         ({"tracking-uri": "sqlite:///x.db"}, "run-config key 'tracking-uri'"),
         ({"tracking": "mlflow", "tensorboard-dir": "tb"}, "run-config key 'tensorboard-dir'"),
-        ({"tracking": "mlflow", "tracking-parent": "not a run id"},
-         "run-config key 'tracking-parent'"),
+        (
+            {"tracking": "mlflow", "tracking-parent": "not a run id"},
+            "run-config key 'tracking-parent'",
+        ),
     ],
 )
 def test_bad_tracking_keys_are_refused_by_name(sets, fragment):
@@ -218,9 +256,10 @@ def test_an_unwritable_tensorboard_dir_is_refused(tmp_path):
         resolve({"tracking": "tensorboard", "tensorboard-dir": str(blocker / "tb")})
 
 
-@pytest.mark.parametrize(("module", "backend", "package"),
-                         [("mlflow", "mlflow", "mlflow-skinny"),
-                          ("tensorboard", "tensorboard", "tensorboard")])
+@pytest.mark.parametrize(
+    ("module", "backend", "package"),
+    [("mlflow", "mlflow", "mlflow-skinny"), ("tensorboard", "tensorboard", "tensorboard")],
+)
 def test_tracking_without_its_library_names_the_package(monkeypatch, module, backend, package):
     monkeypatch.setitem(sys.modules, module, None)  # as if not installed
     with pytest.raises(ConfigError) as err:
@@ -229,11 +268,13 @@ def test_tracking_without_its_library_names_the_package(monkeypatch, module, bac
 
 
 @pytest.mark.usefixtures("no_runs")  # tests/simulations/conftest.py: no run may start
-@pytest.mark.parametrize("command", [["simulate", "quickstart"],
-                                     ["compare", "quickstart", "--strategies", "fedavg"]])
+@pytest.mark.parametrize(
+    "command", [["simulate", "quickstart"], ["compare", "quickstart", "--strategies", "fedavg"]]
+)
 def test_the_cli_refuses_bad_tracking_before_any_run(command):
-    result = CliRunner().invoke(app, [*command, "--set", "tracking=mlflow", "--set",
-                                      "tracking-uri=gopher://x"])
+    result = CliRunner().invoke(
+        app, [*command, "--set", "tracking=mlflow", "--set", "tracking-uri=gopher://x"]
+    )
     assert result.exit_code == 2, result.output
     assert "'tracking-uri'" in result.output and "gopher" in result.output
 
@@ -252,24 +293,52 @@ def test_flwr_run_logs_to_mlflow_and_tensorboard(tmp_path):
     port = free_port()
     (home / "config.toml").write_text(
         f'[superlink]\ndefault = "test"\n[superlink.test]\naddress = "127.0.0.1:{port}"\n'
-        "insecure = true\n")
+        "insecure = true\n"
+    )
     e = env(home)
     out = tmp_path / "runs" / "run"
     scenario = tmp_path / "tiny.toml"
     scenario.write_text(
         'scenario = "tiny"\nnum-clients = 6\nclients-per-round = 4\nnum-supernodes = 2\n'
-        f'num-server-rounds = 2\nout-dir = "{out}"\ntracking = "mlflow,tensorboard"\n')
-    link = start([str(Path(sys.executable).parent / "flower-superlink"), "--insecure",
-                  "--simulation", "--isolation", "subprocess",
-                  "--disable-runtime-dependency-installation", "--host", "127.0.0.1",
-                  "--port", str(port), "--database", str(home / "state.db")],
-                 tmp_path / "superlink.log", e)
+        f'num-server-rounds = 2\nout-dir = "{out}"\ntracking = "mlflow,tensorboard"\n'
+    )
+    link = start(
+        [
+            str(Path(sys.executable).parent / "flower-superlink"),
+            "--insecure",
+            "--simulation",
+            "--isolation",
+            "subprocess",
+            "--disable-runtime-dependency-installation",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--database",
+            str(home / "state.db"),
+        ],
+        tmp_path / "superlink.log",
+        e,
+    )
     try:
         wait_port(port)
-        run = subprocess.run(["flwr", "run", ".", "--run-config", str(scenario),
-                              "--federation-config",
-                              "num-supernodes=2 client-resources-num-cpus=1", "--stream"],
-                             env=e, cwd=ROOT, capture_output=True, text=True, timeout=400)
+        run = subprocess.run(
+            [
+                "flwr",
+                "run",
+                ".",
+                "--run-config",
+                str(scenario),
+                "--federation-config",
+                "num-supernodes=2 client-resources-num-cpus=1",
+                "--stream",
+            ],
+            env=e,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=400,
+        )
         assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
         for _ in range(60):  # the store exists before summary.json: no second creator
             if (out / "summary.json").is_file():
@@ -290,8 +359,10 @@ def test_flwr_run_logs_to_mlflow_and_tensorboard(tmp_path):
     mlrun = runs[0]
     assert "tracking stopped" not in run.stdout + run.stderr
     history = _numeric_history(_rows(out))
-    assert sorted((m.step, m.value) for m in client.get_metric_history(
-        mlrun.info.run_id, "accuracy")) == history["accuracy"]
+    assert (
+        sorted((m.step, m.value) for m in client.get_metric_history(mlrun.info.run_id, "accuracy"))
+        == history["accuracy"]
+    )
     acc = _scalars(out.parent / "tensorboard" / "run")
     assert [e.step for e in acc.Scalars("server-lr")] == [s for s, _ in history["server-lr"]]
 
@@ -301,16 +372,27 @@ def test_a_resumed_run_keeps_one_history(tmp_path):
     (events after the checkpoint are purged), and its new MLflow run the whole history."""
     out = tmp_path / "run"
     _run(out, "tracking=mlflow,tensorboard", "checkpoint-every=1")
-    _run(out, "tracking=mlflow,tensorboard", "checkpoint-every=1",
-         f"resume-from={out / 'checkpoints' / 'round-000002.pt'}")
+    _run(
+        out,
+        "tracking=mlflow,tensorboard",
+        "checkpoint-every=1",
+        f"resume-from={out / 'checkpoints' / 'round-000002.pt'}",
+    )
     history = _numeric_history(_rows(out))
     assert [s for s, _ in history["accuracy"]] == [0, 1, 2, 3]
     acc = _scalars(tmp_path / "tensorboard" / "run")
     assert [(e.step, pytest.approx(e.value, rel=1e-6)) for e in acc.Scalars("accuracy")] == [
-        (s, v) for s, v in history["accuracy"]]
+        (s, v) for s, v in history["accuracy"]
+    ]
     client = MlflowClient(tracking.default_store(tmp_path))
-    runs = client.search_runs([client.get_experiment_by_name("quickstart").experiment_id],
-                              order_by=["attributes.start_time ASC"])
+    runs = client.search_runs(
+        [client.get_experiment_by_name("quickstart").experiment_id],
+        order_by=["attributes.start_time ASC"],
+    )
     assert [r.info.status for r in runs] == ["FINISHED", "FINISHED"]
-    assert sorted((m.step, m.value) for m in client.get_metric_history(
-        runs[1].info.run_id, "accuracy")) == history["accuracy"]
+    assert (
+        sorted(
+            (m.step, m.value) for m in client.get_metric_history(runs[1].info.run_id, "accuracy")
+        )
+        == history["accuracy"]
+    )

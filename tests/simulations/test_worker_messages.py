@@ -19,10 +19,17 @@ pytestmark = pytest.mark.usefixtures("task_identity")  # tests/conftest.py
 
 
 def _reply(spec, arrays, ids, optimizer="hd", options=None):
-    cfg = {"fedadapt.client-ids": ids, "fedadapt.optimizer": optimizer,
-           "fedadapt.optimizer-options": json.dumps(options or {"lr": 0.05}), "server-round": 3}
-    msg = Message(RecordDict({"arrays": arrays, "config": ConfigRecord(cfg)}),
-                  dst_node_id=1, message_type=MessageType.TRAIN)
+    cfg = {
+        "fedadapt.client-ids": ids,
+        "fedadapt.optimizer": optimizer,
+        "fedadapt.optimizer-options": json.dumps(options or {"lr": 0.05}),
+        "server-round": 3,
+    }
+    msg = Message(
+        RecordDict({"arrays": arrays, "config": ConfigRecord(cfg)}),
+        dst_node_id=1,
+        message_type=MessageType.TRAIN,
+    )
     reply = handle_train(msg, spec)
     assert not reply.has_error(), reply.error.reason
     return reply.content
@@ -30,8 +37,12 @@ def _reply(spec, arrays, ids, optimizer="hd", options=None):
 
 @pytest.mark.parametrize("model", ["mlp", "cnn"])
 def test_clients_served_together_get_what_each_gets_alone(model):
-    spec = read(resolve({"num-clients": 6, "clients-per-round": 3, "model": model},
-                        base=load_scenario("quickstart")))
+    spec = read(
+        resolve(
+            {"num-clients": 6, "clients-per-round": 3, "model": model},
+            base=load_scenario("quickstart"),
+        )
+    )
     arrays = ArrayRecord(world(spec.world).model().state_dict())
     together = _reply(spec, arrays, [4, 0, 2])
     alone = [_reply(spec, arrays, [c]) for c in (4, 0, 2)]
@@ -49,12 +60,16 @@ def test_clients_served_together_get_what_each_gets_alone(model):
 
 def test_the_workers_template_model_is_never_trained():
     """Each message copies the world's cached template; training leaves the template as built."""
-    spec = read(resolve({"num-clients": 4, "clients-per-round": 2}, base=load_scenario("quickstart")))
+    spec = read(
+        resolve({"num-clients": 4, "clients-per-round": 2}, base=load_scenario("quickstart"))
+    )
     w = world(spec.world)
     template = w.template("cpu")
     assert w.template("cpu") is template
     fresh = w.model().state_dict()
-    arrays = ArrayRecord({k: v + 0.5 for k, v in fresh.items()})  # a global model unlike the template
+    arrays = ArrayRecord(
+        {k: v + 0.5 for k, v in fresh.items()}
+    )  # a global model unlike the template
     for _ in range(2):
         _reply(spec, arrays, [0, 1, 3])
     for key, value in template.state_dict().items():

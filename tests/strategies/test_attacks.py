@@ -38,8 +38,9 @@ def _state(msg):
 
 def _reply(msg, arrays, n):
     met = MetricRecord({"num-examples": int(n), "train_loss": 0.5})
-    return Message(RecordDict({"arrays": ArrayRecord(arrays), "metrics": MetricRecord(met)}),
-                   reply_to=msg)
+    return Message(
+        RecordDict({"arrays": ArrayRecord(arrays), "metrics": MetricRecord(met)}), reply_to=msg
+    )
 
 
 def attack(name, own, honest, x0):
@@ -84,8 +85,10 @@ def global_loss(arrays):
     model = tiny_model()
     model.load_state_dict({k: torch.from_numpy(a.numpy()) for k, a in arrays.items()})
     with torch.no_grad():
-        return sum(float(torch.nn.functional.mse_loss(model(x), y)) for x, y, _ in
-                   (client_data(c) for c in NODES)) / len(NODES)
+        return sum(
+            float(torch.nn.functional.mse_loss(model(x), y))
+            for x, y, _ in (client_data(c) for c in NODES)
+        ) / len(NODES)
 
 
 METHODS = {
@@ -97,13 +100,25 @@ METHODS = {
 
 def run(method, attack_name, byzantine, aggregator="mean"):
     name, opts = METHODS[method]
-    s = FedAdapt(server_optimizer=name, server_options=opts, aggregator=Aggregator(aggregator),
-                 clients_per_round=10, min_available_nodes=10, min_train_nodes=10, seed=2,
-                 # local SGD: the server's pipeline is under test, not the clients' method
-                 client_optimizer="sgd", client_lr_state="reset",
-                 client_options={"lr": 0.05}, fraction_evaluate=0.0)
-    res = s.start(ByzantineGrid(attack_name, byzantine), ArrayRecord(tiny_model().state_dict()),
-                  num_rounds=ROUNDS)
+    s = FedAdapt(
+        server_optimizer=name,
+        server_options=opts,
+        aggregator=Aggregator(aggregator),
+        clients_per_round=10,
+        min_available_nodes=10,
+        min_train_nodes=10,
+        seed=2,
+        # local SGD: the server's pipeline is under test, not the clients' method
+        client_optimizer="sgd",
+        client_lr_state="reset",
+        client_options={"lr": 0.05},
+        fraction_evaluate=0.0,
+    )
+    res = s.start(
+        ByzantineGrid(attack_name, byzantine),
+        ArrayRecord(tiny_model().state_dict()),
+        num_rounds=ROUNDS,
+    )
     return global_loss(res.arrays), s
 
 
@@ -125,8 +140,9 @@ def test_one_attacker_of_ten_costs_cp_adam_little_with_a_trimmed_mean(attack_nam
         assert all(bool(torch.isfinite(t).all()) for t in st.values() if torch.is_tensor(t))
 
 
-@pytest.mark.parametrize("aggregator", ["mean", "median", "trimmed-mean", "krum", "multikrum",
-                                        "bulyan"])
+@pytest.mark.parametrize(
+    "aggregator", ["mean", "median", "trimmed-mean", "krum", "multikrum", "bulyan"]
+)
 @pytest.mark.parametrize("method", list(METHODS))
 @pytest.mark.parametrize("byzantine", [1, 3])
 def test_the_adaptive_state_stays_finite_under_every_attack(aggregator, method, byzantine):

@@ -88,7 +88,9 @@ CRAFTED = {
     "inf second moment": (_fill("exp_avg_sq", math.inf), "exp_avg_sq"),
     "negative second moment": (_fill("exp_avg_sq", -1.0), "exp_avg_sq"),
     "moment of the wrong shape": (
-        lambda d: _moments(d).__setitem__("exp_avg", torch.zeros(7)), "shape"),
+        lambda d: _moments(d).__setitem__("exp_avg", torch.zeros(7)),
+        "shape",
+    ),
     "nan lr": (lambda d: _group(d).__setitem__("lr", math.nan), "lr"),
     "negative lr": (lambda d: _group(d).__setitem__("lr", -0.1), "lr"),
     "huge lr": (lambda d: _group(d).__setitem__("lr", 1e6), "lr"),
@@ -98,22 +100,31 @@ CRAFTED = {
     "negative step counter": (lambda d: _group(d).__setitem__("step", -4), "step"),
     "step counter past the round": (lambda d: _group(d).__setitem__("step", 10**6), "step"),
     "permanent extra local work": (
-        _set(("server", "server_optimizer", "plastic_left"), 10**9), "plastic_left"),
+        _set(("server", "server_optimizer", "plastic_left"), 10**9),
+        "plastic_left",
+    ),
     "nan detector reference": (_detector("mean", math.nan), "detector"),
     "negative detector variance": (_detector("var", -1.0), "detector"),
     "negative cusum": (_detector("cusum", -5.0), "detector"),
     "alarms after the last round": (
-        _set(("server", "server_optimizer", "detector", "alarms"), [999]), "alarms"),
+        _set(("server", "server_optimizer", "detector", "alarms"), [999]),
+        "alarms",
+    ),
     "server round past the checkpoint's": (
-        _set(("server", "server_optimizer", "round"), 50), "round"),
+        _set(("server", "server_optimizer", "round"), 50),
+        "round",
+    ),
     "nan model": (lambda d: next(iter(d["arrays"].values())).fill_(math.nan), "non-finite"),
     "negative round": (_set(("round",), -1), "round"),
     "missing parameter group entry": (lambda d: _group(d).pop("eps"), "eps"),
     "state for a parameter the model lacks": (
-        lambda d: _opt(d)["state"].__setitem__(9, {"exp_avg": torch.zeros(1)}), "parameter"),
+        lambda d: _opt(d)["state"].__setitem__(9, {"exp_avg": torch.zeros(1)}),
+        "parameter",
+    ),
     "nan previous pseudo-gradient": (
         lambda d: d["server"]["server_optimizer"]["prev_pseudo_grad"][0].fill_(math.nan),
-        "prev_pseudo_grad"),
+        "prev_pseudo_grad",
+    ),
 }
 
 
@@ -154,8 +165,15 @@ def test_every_server_methods_own_checkpoint_loads(name, tmp_path):
 
 @pytest.mark.parametrize("bad", ["nan", "shape"])
 def test_flower_fedadam_moments_are_checked(bad, tmp_path):
-    kw = dict(num_clients=20, clients_per_round=4, num_workers=2, seed=3,
-              client_options={"lr": 0.05}, checkpoint_dir=tmp_path, checkpoint_every=1)
+    kw = dict(
+        num_clients=20,
+        clients_per_round=4,
+        num_workers=2,
+        seed=3,
+        client_options={"lr": 0.05},
+        checkpoint_dir=tmp_path,
+        checkpoint_every=1,
+    )
     s = build_strategy("fedadam", **kw)
     s.start(FakeGrid([1, 2]), ArrayRecord(tiny_model().state_dict()), num_rounds=2)
     d = torch.load(tmp_path / "latest.pt", weights_only=True)

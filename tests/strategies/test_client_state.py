@@ -75,7 +75,9 @@ def test_by_default_alarms_keep_the_carried_lrs_and_bad_policies_are_refused():
     cs.update([_reply([0], [0.5])])
     cs.on_change()
     assert cs.carried_lr(0) == pytest.approx(0.5)
-    with pytest.raises(ValueError, match=r"client_lr_on_change must be one of \['restart', 'keep'\]"):
+    with pytest.raises(
+        ValueError, match=r"client_lr_on_change must be one of \['restart', 'keep'\]"
+    ):
         ClientState("server", False, "hd", on_change="reopen")
 
 
@@ -97,11 +99,19 @@ def test_the_strategy_applies_its_on_change_policy_when_its_detector_fires(polic
     from strategies import FedAdapt
 
     seen: list[dict] = []
-    strategy = FedAdapt(server_optimizer="cp-adam", change_rounds=[3], client_optimizer="hd",
-                        client_options={"lr": 0.05, "hyper_lr": 0.01}, client_lr_state="server",
-                        client_lr_on_change=policy,
-                        num_clients=6, clients_per_round=3, num_workers=1,
-                        on_round_end=seen.append, fraction_evaluate=0.0)
+    strategy = FedAdapt(
+        server_optimizer="cp-adam",
+        change_rounds=[3],
+        client_optimizer="hd",
+        client_options={"lr": 0.05, "hyper_lr": 0.01},
+        client_lr_state="server",
+        client_lr_on_change=policy,
+        num_clients=6,
+        clients_per_round=3,
+        num_workers=1,
+        on_round_end=seen.append,
+        fraction_evaluate=0.0,
+    )
     grid = FakeGrid([1])
     strategy.start(grid, ArrayRecord(tiny_model().state_dict()), num_rounds=4)
     sent = [m.content["config"] for m in grid.sent if m.metadata.message_type == MessageType.TRAIN]

@@ -38,11 +38,21 @@ def test_accuracy_at_chance_for_five_rounds_warns_but_a_drop_after_learning_not(
 
 
 def test_a_run_with_a_huge_server_lr_names_the_setting(caplog):
-    s = FedAdapt(server_optimizer="sgd", server_options={"lr": 300.0}, num_clients=20,
-                 clients_per_round=4, num_workers=2, client_options={"lr": 0.05})
+    s = FedAdapt(
+        server_optimizer="sgd",
+        server_options={"lr": 300.0},
+        num_clients=20,
+        clients_per_round=4,
+        num_workers=2,
+        client_options={"lr": 0.05},
+    )
     with caplog.at_level(logging.WARNING):
-        s.start(FakeGrid([1, 2]), ArrayRecord(tiny_model().state_dict()), num_rounds=4,
-                evaluate_fn=lambda r, a: MetricRecord({"accuracy": 0.1}))
+        s.start(
+            FakeGrid([1, 2]),
+            ArrayRecord(tiny_model().state_dict()),
+            num_rounds=4,
+            evaluate_fn=lambda r, a: MetricRecord({"accuracy": 0.1}),
+        )
     assert s.divergence.message is not None
     assert "server_options['lr'], now 300" in s.divergence.message
     assert any(h.get("divergence") == 1.0 for h in s.history)
@@ -82,11 +92,20 @@ def test_the_evaluated_loss_rule_needs_the_initial_model_and_counts_consecutive_
 
 
 def test_a_run_whose_global_model_loss_stays_high_names_the_setting(caplog):
-    s = FedAdapt(server_optimizer="sgd", num_clients=20, clients_per_round=4, num_workers=2,
-                 client_options={"lr": 0.05})
+    s = FedAdapt(
+        server_optimizer="sgd",
+        num_clients=20,
+        clients_per_round=4,
+        num_workers=2,
+        client_options={"lr": 0.05},
+    )
     losses = iter([1.0, 5.0, 6.0, 7.0])
     with caplog.at_level(logging.WARNING):
-        s.start(FakeGrid([1, 2]), ArrayRecord(tiny_model().state_dict()), num_rounds=3,
-                evaluate_fn=lambda r, a: MetricRecord({"accuracy": 0.5, "loss": next(losses)}))
+        s.start(
+            FakeGrid([1, 2]),
+            ArrayRecord(tiny_model().state_dict()),
+            num_rounds=3,
+            evaluate_fn=lambda r, a: MetricRecord({"accuracy": 0.5, "loss": next(losses)}),
+        )
     assert s.divergence.message is not None and "evaluated loss" in s.divergence.message
     assert "server_options['lr']" in s.divergence.message

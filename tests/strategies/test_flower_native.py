@@ -50,8 +50,14 @@ def test_fedexp_standard_client_equals_two_call_client_in_deployment():
     reply exactly as fedadapt's client writer does, so the models agree to float rounding."""
     results = {}
     for name, respond in (("standard", standard_client), ("two-call", worker)):
-        s = build_strategy("fedexp", min_available_nodes=4, min_train_nodes=4, fraction_train=1.0,
-                           fraction_evaluate=0.0, client_options={"lr": 0.05})
+        s = build_strategy(
+            "fedexp",
+            min_available_nodes=4,
+            min_train_nodes=4,
+            fraction_train=1.0,
+            fraction_evaluate=0.0,
+            client_options={"lr": 0.05},
+        )
         res = _run(s, FakeGrid(NODES, respond), rounds=3)
         results[name] = (res.arrays.to_torch_state_dict(), s.history)
     (a, ha), (b, hb) = results["standard"], results["two-call"]
@@ -131,15 +137,24 @@ def test_ids_are_lossless_and_every_key_exists_in_every_round():
 
 def test_train_config_lr_is_used_and_a_disagreeing_client_lr_warns(caplog):
     s = FedAdapt(min_available_nodes=2, fraction_evaluate=0.0)
-    msgs = list(s.configure_train(1, ArrayRecord(tiny_model().state_dict()),
-                                  ConfigRecord({"lr": 0.05}), FakeGrid([1, 2])))
+    msgs = list(
+        s.configure_train(
+            1, ArrayRecord(tiny_model().state_dict()), ConfigRecord({"lr": 0.05}), FakeGrid([1, 2])
+        )
+    )
     assert read_train_message(msgs[0], tiny_model()).optimizer_kwargs(1) == {"lr": 0.05}
     s = FedAdapt(min_available_nodes=2, client_options={"lr": 0.01}, fraction_evaluate=0.0)
     flwr_logger = logging.getLogger("flwr")
     flwr_logger.addHandler(caplog.handler)
     try:
-        msgs = list(s.configure_train(1, ArrayRecord(tiny_model().state_dict()),
-                                      ConfigRecord({"lr": 0.05}), FakeGrid([1, 2])))
+        msgs = list(
+            s.configure_train(
+                1,
+                ArrayRecord(tiny_model().state_dict()),
+                ConfigRecord({"lr": 0.05}),
+                FakeGrid([1, 2]),
+            )
+        )
     finally:
         flwr_logger.removeHandler(caplog.handler)
     assert read_train_message(msgs[0], tiny_model()).optimizer_kwargs(1) == {"lr": 0.01}
@@ -149,8 +164,11 @@ def test_train_config_lr_is_used_and_a_disagreeing_client_lr_warns(caplog):
 def test_two_call_client_under_flowers_own_strategy_keeps_the_apps_lr():
     from flwr.serverapp.strategy import FedAvg
 
-    msgs = list(FedAvg(min_available_nodes=1, min_train_nodes=1, fraction_train=1.0).configure_train(
-        1, ArrayRecord(tiny_model().state_dict()), ConfigRecord({"lr": 0.05}), FakeGrid([3])))
+    msgs = list(
+        FedAvg(min_available_nodes=1, min_train_nodes=1, fraction_train=1.0).configure_train(
+            1, ArrayRecord(tiny_model().state_dict()), ConfigRecord({"lr": 0.05}), FakeGrid([3])
+        )
+    )
     plan = read_train_message(msgs[0], tiny_model())
     assert plan.client_ids == [3] and plan.optimizer_kwargs(3) == {"lr": 0.05}
 
@@ -159,13 +177,17 @@ def test_round_lines_go_to_flowers_logger(caplog):
     flwr_logger = logging.getLogger("flwr")
     flwr_logger.addHandler(caplog.handler)
     try:
+
         def half(msg):
             if msg.metadata.dst_node_id == 12:
                 return Message(content=RecordDict({"arrays": msg.content["arrays"]}), reply_to=msg)
             return standard_client(msg)
 
-        _run(FedAdapt(server_optimizer="hd-mult", min_available_nodes=4, fraction_evaluate=0.0),
-             FakeGrid(NODES, half), rounds=2)
+        _run(
+            FedAdapt(server_optimizer="hd-mult", min_available_nodes=4, fraction_evaluate=0.0),
+            FakeGrid(NODES, half),
+            rounds=2,
+        )
     finally:
         flwr_logger.removeHandler(caplog.handler)
     text = caplog.text
@@ -193,9 +215,16 @@ def test_default_wait_depends_on_the_mode():
 
 def test_state_dict_round_trip_continues_identically():
     def make():
-        return FedAdapt(server_optimizer="adam", server_options={"lr": 0.05},
-                        client_lr_state="persist", client_optimizer="hd",
-                        num_clients=12, clients_per_round=4, num_workers=2, fraction_evaluate=0.0)
+        return FedAdapt(
+            server_optimizer="adam",
+            server_options={"lr": 0.05},
+            client_lr_state="persist",
+            client_optimizer="hd",
+            num_clients=12,
+            clients_per_round=4,
+            num_workers=2,
+            fraction_evaluate=0.0,
+        )
 
     arrays = ArrayRecord(tiny_model().state_dict())
     a = make()
@@ -203,10 +232,12 @@ def test_state_dict_round_trip_continues_identically():
     b = make()
     b.load_state_dict(a.state_dict(), out)
     assert b.client_lrs == a.client_lrs and b.client_lrs
-    nxt_a, _ = a.aggregate_train(3, [worker(m) for m in a.configure_train(
-        3, out, ConfigRecord(), FakeGrid([1, 2]))])
-    nxt_b, _ = b.aggregate_train(3, [worker(m) for m in b.configure_train(
-        3, out, ConfigRecord(), FakeGrid([1, 2]))])
+    nxt_a, _ = a.aggregate_train(
+        3, [worker(m) for m in a.configure_train(3, out, ConfigRecord(), FakeGrid([1, 2]))]
+    )
+    nxt_b, _ = b.aggregate_train(
+        3, [worker(m) for m in b.configure_train(3, out, ConfigRecord(), FakeGrid([1, 2]))]
+    )
     assert all(nxt_a[k].data == nxt_b[k].data for k in arrays)
     other = FedAdapt(server_optimizer="sgd", num_clients=12, clients_per_round=4, num_workers=2)
     with pytest.raises(ValueError, match="server-optimizer"):

@@ -93,29 +93,40 @@ def test_reply_limits_options_are_checked():
 
 def strategy(**kw):
     kw.setdefault("server_optimizer", "cp-adam")
-    return FedAdapt(clients_per_round=10, min_available_nodes=10, min_train_nodes=10,
-                    seed=1, client_options={"lr": 0.05}, fraction_evaluate=0.0, **kw)
+    return FedAdapt(
+        clients_per_round=10,
+        min_available_nodes=10,
+        min_train_nodes=10,
+        seed=1,
+        client_options={"lr": 0.05},
+        fraction_evaluate=0.0,
+        **kw,
+    )
 
 
 def standard_reply(msg, arrays, n, loss=0.5, metrics=None):
     met = {"num-examples": n, "train_loss": loss, **(metrics or {})}
-    return Message(RecordDict({"arrays": ArrayRecord(arrays), "metrics": MetricRecord(met)}),
-                   reply_to=msg)
+    return Message(
+        RecordDict({"arrays": ArrayRecord(arrays), "metrics": MetricRecord(met)}), reply_to=msg
+    )
 
 
 def attacker(node, make):
     """Node ``node`` replies ``make(msg, honest_state_dict)``; the others train honestly."""
+
     def respond(msg):
         if msg.metadata.dst_node_id != node:
             return worker(msg)
         model = tiny_model()
         return make(msg, {k: v.clone() for k, v in model.state_dict().items()})
+
     return respond
 
 
 def run(s, respond=worker, rounds=3):
-    res = s.start(FakeGrid(NODES, respond), ArrayRecord(tiny_model().state_dict()),
-                  num_rounds=rounds)
+    res = s.start(
+        FakeGrid(NODES, respond), ArrayRecord(tiny_model().state_dict()), num_rounds=rounds
+    )
     return res, s.history
 
 
@@ -132,8 +143,15 @@ def test_defaults_leave_an_honest_run_bitwise_unchanged():
 
 def test_a_reply_of_1e30_is_clipped_named_and_the_server_steps():
     s = strategy()
-    _, hist = run(s, attacker(3, lambda m, sd: standard_reply(
-        m, {k: torch.full_like(v, 1e30) for k, v in sd.items()}, 8)))
+    _, hist = run(
+        s,
+        attacker(
+            3,
+            lambda m, sd: standard_reply(
+                m, {k: torch.full_like(v, 1e30) for k, v in sd.items()}, 8
+            ),
+        ),
+    )
     for h in hist:
         (reason,) = failures_of(h, 3)
         assert reason.startswith("clipped: update norm") and "median norm" in reason
@@ -153,13 +171,20 @@ def test_a_claim_of_1e12_examples_is_dropped_and_1e6_capped_both_named():
     assert hist[0]["num-succeeded"] == 10
 
 
-@pytest.mark.parametrize(("make", "fragment"), [
-    (lambda m, sd: standard_reply(m, sd, 10**308), "max-client-examples"),
-    (lambda m, sd: standard_reply(m, sd, 8, metrics={"junk": [0.0] * 200_000}),
-     "max-metric-values"),
-    (lambda m, sd: standard_reply(m, sd, 8, metrics={f"k{i}": 1.0 for i in range(100)}),
-     "max-reply-metrics"),
-])
+@pytest.mark.parametrize(
+    ("make", "fragment"),
+    [
+        (lambda m, sd: standard_reply(m, sd, 10**308), "max-client-examples"),
+        (
+            lambda m, sd: standard_reply(m, sd, 8, metrics={"junk": [0.0] * 200_000}),
+            "max-metric-values",
+        ),
+        (
+            lambda m, sd: standard_reply(m, sd, 8, metrics={f"k{i}": 1.0 for i in range(100)}),
+            "max-reply-metrics",
+        ),
+    ],
+)
 def test_oversized_replies_are_dropped_and_named(make, fragment):
     s = strategy()
     _, hist = run(s, attacker(5, make), rounds=2)
@@ -173,8 +198,11 @@ def test_oversized_replies_are_dropped_and_named(make, fragment):
 @pytest.mark.parametrize("name", ["median", "trimmed-mean", "krum", "multikrum", "bulyan"])
 def test_robust_aggregators_compose_with_cp_adam(name):
     s = strategy(aggregator=Aggregator(name, byzantine=1))
-    res, hist = run(s, attacker(4, lambda m, sd: standard_reply(
-        m, {k: -50.0 * v for k, v in sd.items()}, 8)), rounds=3)
+    res, hist = run(
+        s,
+        attacker(4, lambda m, sd: standard_reply(m, {k: -50.0 * v for k, v in sd.items()}, 8)),
+        rounds=3,
+    )
     assert all(math.isfinite(float(a.numpy().sum())) for a in res.arrays.values())
     assert all(h["server-skipped"] == 0.0 for h in hist)
 
@@ -198,9 +226,12 @@ def test_median_aggregate_is_what_the_server_method_steps_on():
 
 def test_privacy_noises_the_clipped_sum_before_the_server_step():
     z, clip = 0.5, 0.05
-    s = strategy(server_optimizer="sgd", server_options={"lr": 1.0},
-                 clipping=Clipping(clip_norm=clip, max_ratio=None),
-                 privacy=GaussianPrivacy(z, sample_rate=0.1, seed=4))
+    s = strategy(
+        server_optimizer="sgd",
+        server_options={"lr": 1.0},
+        clipping=Clipping(clip_norm=clip, max_ratio=None),
+        privacy=GaussianPrivacy(z, sample_rate=0.1, seed=4),
+    )
     init = ArrayRecord(tiny_model().state_dict())
     res, hist = run(s, rounds=1)
     h = hist[0]
@@ -211,8 +242,17 @@ def test_privacy_noises_the_clipped_sum_before_the_server_step():
     acc.history = [(z, 0.1, 1)]
     assert h["server-dp-epsilon"] == pytest.approx(acc.get_epsilon(1e-5))
     # every client was clipped to the bound, so the step is at most C + the noise
-    step = math.sqrt(sum(float(((torch.from_numpy(res.arrays[k].numpy())
-                                 - torch.from_numpy(init[k].numpy())) ** 2).sum()) for k in init))
+    step = math.sqrt(
+        sum(
+            float(
+                (
+                    (torch.from_numpy(res.arrays[k].numpy()) - torch.from_numpy(init[k].numpy()))
+                    ** 2
+                ).sum()
+            )
+            for k in init
+        )
+    )
     assert step < clip + 5 * z * clip / 10 * math.sqrt(18)
 
 
@@ -223,11 +263,14 @@ def test_privacy_needs_a_clip_and_a_deployment_needs_its_sample_rate():
         strategy(clipping=Clipping(clip_norm=1.0), privacy=GaussianPrivacy(1.0))
 
 
-@pytest.mark.parametrize(("kw", "fragment"), [
-    ({"aggregator": "median"}, "aggregator 'median'"),
-    ({"clipping": Clipping(clip_norm=1.0)}, "clipping"),
-    ({"server_optimizer": "fedexp"}, "fedexp"),
-])
+@pytest.mark.parametrize(
+    ("kw", "fragment"),
+    [
+        ({"aggregator": "median"}, "aggregator 'median'"),
+        ({"clipping": Clipping(clip_norm=1.0)}, "clipping"),
+        ({"server_optimizer": "fedexp"}, "fedexp"),
+    ],
+)
 def test_sums_only_refuses_what_needs_per_client_values(kw, fragment):
     with pytest.raises(ValueError, match="sums_only") as err:
         strategy(sums_only=True, **kw)
@@ -239,19 +282,28 @@ def test_sums_only_runs_cp_adam_with_the_scalar_detector():
     assert s.pipeline.clipping.max_ratio is None
     _, hist = run(s)
     assert "server-detector-start-loss-share" not in hist[-1] or math.isnan(
-        hist[-1]["server-detector-start-loss-share"])
+        hist[-1]["server-detector-start-loss-share"]
+    )
 
 
 def test_population_mean_replies_refuse_per_client_stages():
     with pytest.raises(ValueError, match="reply_mode='per-client'"):
         FedAdapt(num_clients=20, clients_per_round=4, num_workers=2, aggregator="krum")
-    FedAdapt(num_clients=20, clients_per_round=4, num_workers=2, aggregator="krum",
-             reply_mode="per-client")
+    FedAdapt(
+        num_clients=20,
+        clients_per_round=4,
+        num_workers=2,
+        aggregator="krum",
+        reply_mode="per-client",
+    )
 
 
 def test_pipeline_state_travels_in_checkpoints(tmp_path):
-    kw = dict(clipping=Clipping(clip_norm=0.5, quantile=0.5, max_ratio=None),
-              checkpoint_dir=tmp_path, checkpoint_every=1)
+    kw = dict(
+        clipping=Clipping(clip_norm=0.5, quantile=0.5, max_ratio=None),
+        checkpoint_dir=tmp_path,
+        checkpoint_every=1,
+    )
     s = strategy(**kw)
     run(s, rounds=2)
     bound = s.pipeline.clipping.bound

@@ -233,15 +233,20 @@ def test_a_default_client_method_not_run_by_standard_clients_is_said_without_a_w
         default_client = ("hd", "server")
 
     assert FedAdapt().client_optimizer == fedadapt.DEFAULT_CLIENT_METHOD == "sgd"
-    s = HDByDefault(min_available_nodes=4, min_train_nodes=4, fraction_train=1.0,
-                    fraction_evaluate=0.0)
+    s = HDByDefault(
+        min_available_nodes=4, min_train_nodes=4, fraction_train=1.0, fraction_evaluate=0.0
+    )
     assert (s.client_optimizer, s.client_lr_state) == ("hd", "server")
     flwr_logger = logging.getLogger("flwr")
     flwr_logger.addHandler(caplog.handler)
     try:
         with caplog.at_level(logging.INFO, logger="flwr"):
-            s.start(FakeGrid(NODES, standard_client), ArrayRecord(tiny_model().state_dict()),
-                    num_rounds=2, train_config=ConfigRecord({"lr": 0.05}))
+            s.start(
+                FakeGrid(NODES, standard_client),
+                ArrayRecord(tiny_model().state_dict()),
+                num_rounds=2,
+                train_config=ConfigRecord({"lr": 0.05}),
+            )
     finally:
         flwr_logger.removeHandler(caplog.handler)
     said = {id(r): r for r in caplog.records if "standard Flower ClientApp" in r.getMessage()}

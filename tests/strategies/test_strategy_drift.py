@@ -32,8 +32,15 @@ def hints_by_round(grid):
 
 def test_default_method_detects_the_drift_and_asks_for_more_local_work():
     seen = []
-    s = FedAdapt(server_optimizer="cp-adam", server_options={}, num_clients=40, clients_per_round=8,
-                 num_workers=2, seed=1, on_round_end=seen.append)
+    s = FedAdapt(
+        server_optimizer="cp-adam",
+        server_options={},
+        num_clients=40,
+        clients_per_round=8,
+        num_workers=2,
+        seed=1,
+        on_round_end=seen.append,
+    )
     grid = FakeGrid([1, 2], respond=worker_with_start_loss(jump_round=8))
     s.start(grid, ArrayRecord(tiny_model().state_dict()), num_rounds=15)
     changes = [d["round"] for d in seen if d["server-change"] == 1.0]
@@ -50,7 +57,9 @@ def test_standard_replies_feed_the_detector_with_their_train_loss():
     from strategies.fedadapt_strategy import _start_losses
     from strategies.validation import CheckedReply
 
-    c = CheckedReply(7, 10, 0.8, {}, [7], [10], {"train-loss": [math.nan], "start-loss": [math.nan]}, None, None)
+    c = CheckedReply(
+        7, 10, 0.8, {}, [7], [10], {"train-loss": [math.nan], "start-loss": [math.nan]}, None, None
+    )
     sig = _start_losses([c])
     assert sig[fedadapt.server.START_LOSSES] == [0.8]
     assert sig[fedadapt.server.START_WEIGHTS] == [10.0]
@@ -58,8 +67,14 @@ def test_standard_replies_feed_the_detector_with_their_train_loss():
 
 def test_oracle_resets_fedadam_at_the_known_changepoints():
     seen = []
-    s = build_strategy("fedadam-oracle", change_rounds=[3], num_clients=20, clients_per_round=4,
-                       num_workers=2, on_round_end=seen.append)
+    s = build_strategy(
+        "fedadam-oracle",
+        change_rounds=[3],
+        num_clients=20,
+        clients_per_round=4,
+        num_workers=2,
+        on_round_end=seen.append,
+    )
     assert s.server_optimizer == "cp-adam"
     grid = FakeGrid([1, 2])
     s.start(grid, ArrayRecord(tiny_model().state_dict()), num_rounds=5)
@@ -76,11 +91,21 @@ def test_lr_scale_hint_scales_the_clients_lr():
     import strategies.records as R
 
     model = tiny_model()
-    cfg = ConfigRecord({R.CFG_ROUND: 2, R.CFG_CLIENT_IDS: [1], R.CFG_CLIENT_LRS: [-1.0],
-                        R.CFG_OPTIMIZER: "sgd", R.CFG_OPTIMIZER_OPTIONS: '{"lr": 0.2}',
-                        R.CFG_HINT_PREFIX + "lr-scale": 0.25})
-    msg = Message(RecordDict({"arrays": ArrayRecord(model.state_dict()), "config": cfg}), dst_node_id=1,
-                  message_type=MessageType.TRAIN)
+    cfg = ConfigRecord(
+        {
+            R.CFG_ROUND: 2,
+            R.CFG_CLIENT_IDS: [1],
+            R.CFG_CLIENT_LRS: [-1.0],
+            R.CFG_OPTIMIZER: "sgd",
+            R.CFG_OPTIMIZER_OPTIONS: '{"lr": 0.2}',
+            R.CFG_HINT_PREFIX + "lr-scale": 0.25,
+        }
+    )
+    msg = Message(
+        RecordDict({"arrays": ArrayRecord(model.state_dict()), "config": cfg}),
+        dst_node_id=1,
+        message_type=MessageType.TRAIN,
+    )
     plan = read_train_message(msg, model)
     assert plan.hints == {"lr-scale": 0.25}
     opt = plan.build_optimizer(model.parameters(), 1)

@@ -86,8 +86,9 @@ def test_strategy_arguments_match_the_mapping_and_build(name):
 
 
 def test_server_lr_goes_where_each_strategy_keeps_it():
-    s = StrategySettings(server_lr=0.3, client_lr=0.2, server_optimizer="adam",
-                         num_clients=20, clients_per_round=10)
+    s = StrategySettings(
+        server_lr=0.3, client_lr=0.2, server_optimizer="adam", num_clients=20, clients_per_round=10
+    )
     assert strategy_arguments("fedadapt", s)["server_options"] == {"lr": 0.3}
     assert strategy_arguments("fedhyper-gm", s)["server_options"] == {"lr": 0.3}
     adam = strategy_arguments("fedadam", s)
@@ -110,14 +111,21 @@ def test_a_server_lr_a_strategy_does_not_have_warns_and_the_rest_still_maps(name
 
 def test_server_defaults_come_from_the_method_spec():
     # one pass over the population: ceil(20 / 10) = 2 rounds; capped at a quarter of the run
-    s = StrategySettings(server_optimizer="autodrop", num_clients=100, clients_per_round=10,
-                         num_rounds=80)
+    s = StrategySettings(
+        server_optimizer="autodrop", num_clients=100, clients_per_round=10, num_rounds=80
+    )
     assert strategy_arguments("fedadapt", s)["server_options"]["window"] == 10
-    short = StrategySettings(server_optimizer="autodrop", num_clients=100, clients_per_round=10,
-                             num_rounds=12)
+    short = StrategySettings(
+        server_optimizer="autodrop", num_clients=100, clients_per_round=10, num_rounds=12
+    )
     assert strategy_arguments("fedadapt", short)["server_options"]["window"] == 3
-    mine = StrategySettings(server_optimizer="autodrop", server_options={"window": 7},
-                            num_clients=100, clients_per_round=10, num_rounds=80)
+    mine = StrategySettings(
+        server_optimizer="autodrop",
+        server_options={"window": 7},
+        num_clients=100,
+        clients_per_round=10,
+        num_rounds=80,
+    )
     assert strategy_arguments("fedadapt", mine)["server_options"]["window"] == 7
     spec = fedadapt.method_spec("autodrop")
     assert spec.server_defaults(fedadapt.Federation(20, 10, 30)) == {"window": 2}
@@ -126,8 +134,12 @@ def test_server_defaults_come_from_the_method_spec():
 def test_an_unset_server_lr_is_each_methods_own_default():
     s = StrategySettings(server_lr=None, server_optimizer="cp-adam")
     assert strategy_arguments("fedadapt", s)["server_options"] == {"lr": 0.1}
-    assert strategy_arguments("fedadapt", StrategySettings(server_optimizer="adaptive-fedavg"))[
-        "server_options"] == {}
+    assert (
+        strategy_arguments("fedadapt", StrategySettings(server_optimizer="adaptive-fedavg"))[
+            "server_options"
+        ]
+        == {}
+    )
     assert "eta" not in strategy_arguments("fedadam", s)  # Flower's own eta
     assert strategy_arguments("fedavgm", s)["server_learning_rate"] == 1.0
     assert strategy_arguments("flash", s)["server_options"] == {}  # the preset's own
@@ -137,8 +149,10 @@ def test_an_unset_server_lr_is_each_methods_own_default():
 
 
 def test_deployment_settings_have_no_population():
-    kw = strategy_arguments("fedadapt", StrategySettings(num_clients=20, clients_per_round=2,
-                                                         num_workers=4, deployment=True))
+    kw = strategy_arguments(
+        "fedadapt",
+        StrategySettings(num_clients=20, clients_per_round=2, num_workers=4, deployment=True),
+    )
     assert kw["num_clients"] is None and kw["num_workers"] is None
 
 
@@ -154,7 +168,9 @@ def test_method_specs_agree_with_the_optimizers(name):
     opt = fedadapt.build_optimizer(name, [torch.nn.Parameter(torch.zeros(2))], side=side)
     assert spec.needs_global_update == hasattr(opt, "set_global_update")
     if spec.carried_lr_bounds is not None:  # the carried bounds are the method's own lr bounds
-        g = fedadapt.build_optimizer(name, [torch.nn.Parameter(torch.zeros(2))], lr=0.5).param_groups[0]
+        g = fedadapt.build_optimizer(
+            name, [torch.nn.Parameter(torch.zeros(2))], lr=0.5
+        ).param_groups[0]
         lo, hi = spec.carried_lr_bounds
         assert g["min_lr"] == pytest.approx(lo * 0.5) or g["min_lr"] == 0.0
         assert g["max_lr"] == pytest.approx(hi * 0.5) or g["max_lr"] == math.inf
@@ -184,21 +200,32 @@ def test_no_strategy_module_tests_a_method_name():
             consts: list[ast.expr] = []
             if isinstance(node, ast.Compare):
                 consts = [node.left, *node.comparators]
-                consts += [e for c in node.comparators if isinstance(c, ast.Tuple | ast.Set | ast.List)
-                           for e in c.elts]
-            elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-                  and node.func.attr in ("startswith", "endswith")):
+                consts += [
+                    e
+                    for c in node.comparators
+                    if isinstance(c, ast.Tuple | ast.Set | ast.List)
+                    for e in c.elts
+                ]
+            elif (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr in ("startswith", "endswith")
+            ):
                 consts = list(node.args)
             for c in consts:
-                if isinstance(c, ast.Constant) and isinstance(c.value, str) and (
-                    c.value in names or c.value.startswith("fedhyper")
+                if (
+                    isinstance(c, ast.Constant)
+                    and isinstance(c.value, str)
+                    and (c.value in names or c.value.startswith("fedhyper"))
                 ):
                     found.append(f"{path.name}:{node.lineno}: {c.value!r}")
     assert not found, found
 
 
 def test_an_unknown_strategy_argument_names_itself_and_the_accepted_ones():
-    with pytest.raises(ValueError, match=r"unknown strategy arguments \['num_client'\].*num_clients"):
+    with pytest.raises(
+        ValueError, match=r"unknown strategy arguments \['num_client'\].*num_clients"
+    ):
         build_strategy("fedadapt", num_client=10)
     with pytest.raises(ValueError, match=r"\['etaa'\].*'eta'"):
         build_strategy("fedadam", etaa=0.1)
@@ -214,7 +241,9 @@ def test_fedadapt_takes_the_methods_own_defaults():
     assert default.server_optimizer == fedadapt.DEFAULT_SERVER_METHOD == "cp-adam"
     assert default.server_options == {"lr": 0.1}
     assert FedAdapt(server_optimizer="sgd").server_options == {"lr": 1.0}
-    assert FedAdapt(server_optimizer="cp-adam", server_options={"lr": 0.03}).server_options == {"lr": 0.03}
+    assert FedAdapt(server_optimizer="cp-adam", server_options={"lr": 0.03}).server_options == {
+        "lr": 0.03
+    }
     assert FedAdapt(server_optimizer="adaptive-fedavg").server_options == {}
 
 

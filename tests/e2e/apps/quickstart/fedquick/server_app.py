@@ -25,8 +25,9 @@ def strategy_line(name: str):
     if name == "fedhyper-g":
         return build_strategy("fedhyper-g", fraction_evaluate=0.0)
     if name == "fedexp-population":  # the docs' population shape, with a standard client
-        return build_strategy("fedexp", num_clients=20, clients_per_round=4, num_workers=2,
-                              fraction_evaluate=0.0)
+        return build_strategy(
+            "fedexp", num_clients=20, clients_per_round=4, num_workers=2, fraction_evaluate=0.0
+        )
     raise ValueError(f"unknown strategy {name!r}")
 
 

@@ -50,4 +50,6 @@ def evaluate(net: Net, x, y) -> tuple[float, float]:
     net.eval()
     with torch.no_grad():
         out = net(x)
-        return float(nn.functional.cross_entropy(out, y)), float((out.argmax(1) == y).float().mean())
+        return float(nn.functional.cross_entropy(out, y)), float(
+            (out.argmax(1) == y).float().mean()
+        )
