@@ -39,7 +39,7 @@ __all__ = ["LocalGrid", "run", "run_local"]
 
 def run(cfg: dict[str, Any]) -> dict[str, Any]:
     """One run of a resolved config, in this process; returns its summary."""
-    from simulations.config import resolve
+    from simulations.checks import resolve
     from simulations.experiment import prepare
 
     (spec,) = prepare([resolve(cfg)])
