@@ -13,7 +13,10 @@ Arms, each in a fresh process, interleaved when repeated:
   workers), a user sampler that minimises reuse; ``--sweep K`` runs it K times (seeds 0..K-1)
   in one process, as a pfl user loops;
 - ``fedadapt-simulate``: ``fedadapt simulate`` of the job (one run, Flower on Ray, 2 workers);
-- ``fedadapt-sweep``: ``fedadapt compare`` of the same job over K seeds, ``--parallel auto``.
+- ``fedadapt-sweep``: ``fedadapt compare`` of the same job over K seeds, ``--parallel auto``;
+- ``fedadapt-simulate-local``, ``fedadapt-sweep-local``: the same with ``--backend local`` (no
+  Ray; the sweep in ``--jobs`` = CPUs processes); ``fedadapt-sweep-local-noplots`` adds
+  ``--no-run-plots`` (the runs' own plots skipped, the comparison's drawn).
 
 Reported: wall time per client update (rounds x clients per round x runs updates), the ratio
 to pfl's, and where fedadapt's time goes: start-up until round 0 (imports, checks, Ray,
@@ -199,15 +202,15 @@ def _rows(run_dir: Path) -> list[dict]:
     return [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
-def arm_simulate(work: Path, tag: str) -> dict:
+def arm_simulate(work: Path, tag: str, opts: tuple[str, ...] = ()) -> dict:
     out = work / tag
     cmd = [sys.executable, "-m", "simulations.cli", "simulate", "quickstart", "--out", str(out),
-           *[a for s in SETS for a in ("--set", s)], "--seed", "0"]
+           *[a for s in SETS for a in ("--set", s)], "--seed", "0", *opts]
     wall, lines = _timed(cmd, _env(str(work / "flwr-home")), work / f"{tag}.log")
     rows = _rows(out)
     # the plain progress lines: "<scenario>: starting Ray ..." once the configs are checked,
     # then one line per round, then the summary
-    starting = next(t for t, x in lines if "starting Ray" in x)
+    starting = next(t for t, x in lines if ": starting" in x)
     round0 = next(t for t, x in lines if " round 0/" in x)
     last = next(t for t, x in lines if f" round {ROUNDS}/" in x)
     steady = [float(r["wall-time"]) for r in rows[2:]]
@@ -218,10 +221,11 @@ def arm_simulate(work: Path, tag: str) -> dict:
             "aggregate": statistics.median(agg)}
 
 
-def arm_sweep(work: Path, runs: int, tag: str) -> dict:
+def arm_sweep(work: Path, runs: int, tag: str, opts: tuple[str, ...] = ("--parallel", "auto")
+              ) -> dict:
     out = work / tag
     cmd = [sys.executable, "-m", "simulations.cli", "compare", "quickstart", "--strategies",
-           "fedavg", "--seeds", str(runs), "--out", str(out), "--parallel", "auto",
+           "fedavg", "--seeds", str(runs), "--out", str(out), *opts,
            *[a for s in SETS for a in ("--set", s)]]
     wall, lines = _timed(cmd, _env(str(work / "flwr-home")), work / f"{tag}.log")
     accs = [_rows(p.parent)[-1].get("accuracy") for p in out.rglob("metrics.jsonl")]
@@ -326,11 +330,17 @@ def profile_simulate(work: Path) -> list[str]:
     return lines
 
 
+ARMS = ("pfl", "fedadapt-simulate", "fedadapt-simulate-local", "pfl-sweep", "fedadapt-sweep",
+        "fedadapt-sweep-local", "fedadapt-sweep-local-noplots")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--sweep", type=int, default=12, help="runs (seeds) in the sweep arms")
     ap.add_argument("--profile", action="store_true", help="cProfile the simulate arm's driver")
+    ap.add_argument("--arms", default=",".join(ARMS),
+                    help=f"comma list of arms (default all: {','.join(ARMS)})")
     ap.add_argument("--child-pfl", help=argparse.SUPPRESS)
     ap.add_argument("--child-profile", nargs=2, help=argparse.SUPPRESS)
     args, rest = ap.parse_known_args()
@@ -350,8 +360,10 @@ def main() -> None:
     print(f"job: digits, {CLIENTS} Dirichlet({ALPHA}) clients, {PER_ROUND} per round, {EPOCHS} "
           f"local epoch (SGD lr {LR}, batch {BATCH}), {ROUNDS} rounds, mlp, FedAvg; "
           f"sweep of {args.sweep} seeds; {os.cpu_count()} CPUs; {args.repeats} repeat(s)")
-    res: dict[str, list[dict]] = {k: [] for k in
-                                  ("pfl", "fedadapt-simulate", "pfl-sweep", "fedadapt-sweep")}
+    chosen = [a.strip() for a in args.arms.split(",") if a.strip()]
+    if any(a not in ARMS for a in chosen):
+        raise SystemExit(f"--arms: expected some of {','.join(ARMS)}")
+    res: dict[str, list[dict]] = {k: [] for k in chosen}
     with tempfile.TemporaryDirectory(prefix="fa-pfl-") as tmp:
         work = Path(tmp)
         export_job(work, max(args.sweep, 1))
@@ -367,8 +379,15 @@ def main() -> None:
                     r = arm_pfl(work, args.sweep, tag)
                 elif arm == "fedadapt-simulate":
                     r = arm_simulate(work, tag)
-                else:
+                elif arm == "fedadapt-simulate-local":
+                    r = arm_simulate(work, tag, ("--backend", "local"))
+                elif arm == "fedadapt-sweep":
                     r = arm_sweep(work, args.sweep, tag)
+                elif arm == "fedadapt-sweep-local":
+                    r = arm_sweep(work, args.sweep, tag, ("--backend", "local"))
+                else:
+                    r = arm_sweep(work, args.sweep, tag,
+                                  ("--backend", "local", "--no-run-plots"))
                 res[arm].append(r)
                 print(f"  repeat {rep + 1} {arm}: {r['wall']:.1f} s", flush=True)
         profile = []
@@ -380,15 +399,27 @@ def main() -> None:
           "x pfl (same runs) | final acc |")
     print("|---|---|---|---|---|---|---|")
     per = {k: statistics.median(r["wall"] / r["updates"] for r in v) for k, v in res.items()}
-    ref = {"pfl": "pfl", "fedadapt-simulate": "pfl", "pfl-sweep": "pfl-sweep",
-           "fedadapt-sweep": "pfl-sweep"}
+    ref = {a: ("pfl-sweep" if "sweep" in a else "pfl") for a in res}
     for arm, rs in res.items():
         walls = [r["wall"] for r in rs]
         runs = rs[0]["updates"] // (ROUNDS * PER_ROUND)
         extra = f" ({rs[0]['parallel']} at once)" if "parallel" in rs[0] else ""
+        ratio = f"{per[arm] / per[ref[arm]]:.2f}" if ref[arm] in per else "-"
         print(f"| {arm}{extra} | {runs} | {statistics.median(walls):.1f} | {min(walls):.1f} | "
-              f"{1000 * per[arm]:.2f} | {per[arm] / per[ref[arm]]:.2f} | "
+              f"{1000 * per[arm]:.2f} | {ratio} | "
               f"{statistics.mean(r['accuracy'] for r in rs):.3f} |")
+    for local_arm in ("fedadapt-simulate-local", "fedadapt-sweep-local",
+                      "fedadapt-sweep-local-noplots"):
+        if local_arm in res:
+            r0 = res[local_arm]
+            key = "startup" if "simulate" in local_arm else "before"
+            print(f"{local_arm}: until round 0 {statistics.median(r[key] for r in r0):.2f} s"
+                  + (f", steady round {1000 * statistics.median(r['steady'] for r in r0):.1f} ms"
+                     if "steady" in r0[0] else
+                     f", runs {statistics.median(r['runs_phase'] for r in r0):.2f} s, after "
+                     f"{statistics.median(r['after'] for r in r0):.2f} s"))
+    if not all(a in res for a in ("pfl", "fedadapt-simulate", "pfl-sweep", "fedadapt-sweep")):
+        return
     p = res["pfl"]
     s = res["fedadapt-simulate"]
     print()

@@ -7,7 +7,8 @@ workers, 2 local epochs, 15 rounds), strategies ``fedavg, fedadam, fedadapt`` x 
     fedadapt compare quickstart --strategies fedavg,fedadam,fedadapt --seeds 4 --parallel P
 
 Arms: ``--parallel 1`` (the sequential compare that came before) and ``--parallel 2`` (or any
-other values of ``--arms``; ``auto`` is 1 on a 2-core machine with quickstart's 2 workers), each in a fresh process (Ray starts fresh) writing to a fresh
+other values of ``--arms``: ``local`` is ``--backend local`` with ``--jobs`` = the CPUs, no Ray;
+``-noplots`` adds ``--no-run-plots``; ``auto`` is 1 on a 2-core machine with quickstart's 2 workers), each in a fresh process (Ray starts fresh) writing to a fresh
 folder (nothing is skipped), interleaved when repeated, so both arms see the same load.
 Measured per arm: the command's wall time; the CPU seconds of the driver process (the
 ServerApp: aggregation, evaluation, messages, the compare's tables and plots) and of the rest
@@ -18,6 +19,8 @@ The last lines turn the sequential arm's per-run profile into what a cluster of 
     .venv/bin/python benchmarks/sweep.py                  # 1 repeat, arms 1,2
     .venv/bin/python benchmarks/sweep.py --repeats 3      # medians and minima
     .venv/bin/python benchmarks/sweep.py --arms 1,2,3,auto --seeds 2 --rounds 5   # quicker
+    .venv/bin/python benchmarks/sweep.py --arms 1,local,local-noplots --repeats 3
+                                                        # Ray sequential vs --backend local
 """
 
 from __future__ import annotations
@@ -79,12 +82,26 @@ class CpuSampler:
         return driver, sum(v for k, v in self.last.items() if k != self.pid)
 
 
+def arm_options(arm: str) -> list[str]:
+    """An arm's compare options: ``1``, ``2``, ``auto``: ``--parallel`` on Ray; ``local``:
+    ``--backend local`` (``--jobs`` = the CPUs); ``localN``: ``--jobs N``; a ``-noplots``
+    suffix adds ``--no-run-plots`` (the runs' own plots skipped)."""
+    opts = []
+    if arm.endswith("-noplots"):
+        arm = arm[: -len("-noplots")]
+        opts.append("--no-run-plots")
+    if arm.startswith("local"):
+        jobs = arm[len("local"):] or "0"
+        return ["--backend", "local", "--jobs", jobs, *opts]
+    return ["--parallel", arm, *opts]
+
+
 def run_arm(parallel: str, seeds: int, rounds: int, work: Path, strategies: str = STRATEGIES,
             sets: tuple[str, ...] = ()) -> dict:
     out = work / f"p{parallel}-{time.monotonic_ns()}"
     cmd = [sys.executable, "-m", "simulations.cli", "compare", "quickstart",
            "--strategies", strategies, "--seeds", str(seeds), "--out", str(out),
-           "--parallel", parallel, "--set", f"num-server-rounds={rounds}",
+           *arm_options(parallel), "--set", f"num-server-rounds={rounds}",
            *[a for x in sets for a in ("--set", x)]]
     log = out.with_suffix(".log")
     stamps: dict[str, float] = {}  # phase -> seconds since the command started
@@ -128,8 +145,10 @@ def run_arm(parallel: str, seeds: int, rounds: int, work: Path, strategies: str 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--arms", default="1,2", help="--parallel values, the first the base "
-                    "(auto is 1 on a 2-core machine with quickstart's 2 workers)")
+    ap.add_argument("--arms", default="1,2", help="--parallel values on Ray, or local / localN "
+                    "(--backend local, --jobs N), any with a -noplots suffix "
+                    "(--no-run-plots); the first the base (auto is 1 on a 2-core machine "
+                    "with quickstart's 2 workers)")
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--seeds", type=int, default=4)
     ap.add_argument("--rounds", type=int, default=15)
