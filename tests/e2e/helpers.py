@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -76,3 +79,68 @@ def wait_port(port: int, timeout: float = 60.0) -> None:
                 return
         time.sleep(0.3)
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
+
+
+@contextlib.contextmanager
+def flwr_run_tiny(
+    tmp: Path, out: Path, extra_keys: str = ""
+) -> Iterator[tuple[Any, dict[str, str]]]:
+    """`flwr run .` of a tiny scenario (6 clients, 4 per round, 2 supernodes, 2 rounds, written
+    to ``out``; ``extra_keys``: more TOML lines) against a simulation SuperLink of its own
+    (FLWR_HOME under ``tmp``). Yields the finished ``flwr run`` (a CompletedProcess) and the
+    environment, while the SuperLink still runs (for `flwr ls`); stops it by PID afterwards."""
+    home = tmp / "flwr-home"
+    home.mkdir()
+    port = free_port()
+    (home / "config.toml").write_text(
+        f'[superlink]\ndefault = "test"\n[superlink.test]\naddress = "127.0.0.1:{port}"\n'
+        "insecure = true\n"
+    )
+    e = env(home)
+    scenario = tmp / "tiny.toml"
+    scenario.write_text(
+        'scenario = "tiny"\nnum-clients = 6\nclients-per-round = 4\nnum-supernodes = 2\n'
+        f'num-server-rounds = 2\nout-dir = "{out}"\n{extra_keys}'
+    )
+    link = start(
+        [
+            str(BIN / "flower-superlink"),
+            "--insecure",
+            "--simulation",
+            "--isolation",
+            "subprocess",
+            "--disable-runtime-dependency-installation",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--database",
+            str(home / "state.db"),
+        ],
+        tmp / "superlink.log",
+        e,
+    )
+    try:
+        wait_port(port)
+        run = subprocess.run(
+            [
+                "flwr",
+                "run",
+                ".",
+                "--run-config",
+                str(scenario),
+                "--federation-config",
+                "num-supernodes=2 client-resources-num-cpus=1",
+                "--stream",
+            ],
+            env=e,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=400,
+        )
+        assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+        yield run, e
+    finally:
+        stop(link)
+    assert link.poll() is not None

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.helpers import ROOT, env, free_port, start, stop, wait_port
+from tests.e2e.helpers import ROOT, env, flwr_run_tiny
 
 pytestmark = pytest.mark.slow
 
@@ -52,57 +52,8 @@ def test_simulate_quickstart_small(tmp_path):
 
 def test_flwr_run_scenario_completes(tmp_path):
     """`flwr run` exits 0 even for a failed run: the status comes from `flwr ls`."""
-    home = tmp_path / "flwr-home"
-    home.mkdir()
-    port = free_port()
-    (home / "config.toml").write_text(
-        f'[superlink]\ndefault = "test"\n[superlink.test]\naddress = "127.0.0.1:{port}"\ninsecure = true\n'
-    )
-    e = env(home)
-    scenario = tmp_path / "tiny.toml"
     out = tmp_path / "run"
-    scenario.write_text(
-        'scenario = "tiny"\nnum-clients = 6\nclients-per-round = 4\nnum-supernodes = 2\n'
-        f'num-server-rounds = 2\nout-dir = "{out}"\n'
-    )
-    link = start(
-        [
-            str(Path(sys.executable).parent / "flower-superlink"),
-            "--insecure",
-            "--simulation",
-            "--isolation",
-            "subprocess",
-            "--disable-runtime-dependency-installation",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--database",
-            str(home / "state.db"),
-        ],
-        tmp_path / "superlink.log",
-        e,
-    )
-    try:
-        wait_port(port)
-        run = subprocess.run(
-            [
-                "flwr",
-                "run",
-                ".",
-                "--run-config",
-                str(scenario),
-                "--federation-config",
-                "num-supernodes=2 client-resources-num-cpus=1",
-                "--stream",
-            ],
-            env=e,
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=400,
-        )
-        assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    with flwr_run_tiny(tmp_path, out) as (run, e):
         status = None
         for _ in range(30):
             ls = subprocess.run(
@@ -122,6 +73,3 @@ def test_flwr_run_scenario_completes(tmp_path):
         rows = _rows(out)
         assert [r["round"] for r in rows] == [0, 1, 2]
         assert rows[-1]["num-succeeded"] == 4
-    finally:
-        stop(link)
-    assert link.poll() is not None

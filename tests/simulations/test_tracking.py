@@ -8,7 +8,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
-import subprocess
 import sys
 from pathlib import Path
 
@@ -286,60 +285,10 @@ def test_flwr_run_logs_to_mlflow_and_tensorboard(tmp_path):
     runs the same serve() as the in-process runs above."""
     import time
 
-    from tests.e2e.helpers import env, free_port, start, stop, wait_port
+    from tests.e2e.helpers import flwr_run_tiny
 
-    home = tmp_path / "flwr-home"
-    home.mkdir()
-    port = free_port()
-    (home / "config.toml").write_text(
-        f'[superlink]\ndefault = "test"\n[superlink.test]\naddress = "127.0.0.1:{port}"\n'
-        "insecure = true\n"
-    )
-    e = env(home)
     out = tmp_path / "runs" / "run"
-    scenario = tmp_path / "tiny.toml"
-    scenario.write_text(
-        'scenario = "tiny"\nnum-clients = 6\nclients-per-round = 4\nnum-supernodes = 2\n'
-        f'num-server-rounds = 2\nout-dir = "{out}"\ntracking = "mlflow,tensorboard"\n'
-    )
-    link = start(
-        [
-            str(Path(sys.executable).parent / "flower-superlink"),
-            "--insecure",
-            "--simulation",
-            "--isolation",
-            "subprocess",
-            "--disable-runtime-dependency-installation",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--database",
-            str(home / "state.db"),
-        ],
-        tmp_path / "superlink.log",
-        e,
-    )
-    try:
-        wait_port(port)
-        run = subprocess.run(
-            [
-                "flwr",
-                "run",
-                ".",
-                "--run-config",
-                str(scenario),
-                "--federation-config",
-                "num-supernodes=2 client-resources-num-cpus=1",
-                "--stream",
-            ],
-            env=e,
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=400,
-        )
-        assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    with flwr_run_tiny(tmp_path, out, 'tracking = "mlflow,tensorboard"\n') as (run, _):
         for _ in range(60):  # the store exists before summary.json: no second creator
             if (out / "summary.json").is_file():
                 break
@@ -353,8 +302,6 @@ def test_flwr_run_logs_to_mlflow_and_tensorboard(tmp_path):
             if status == "FINISHED":
                 break
             time.sleep(1)
-    finally:
-        stop(link)
     assert status == "FINISHED" and len(runs) == 1
     mlrun = runs[0]
     assert "tracking stopped" not in run.stdout + run.stderr
