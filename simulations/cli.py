@@ -78,7 +78,7 @@ def plain_round_line(label: str, row: dict[str, Any], total: int) -> str:
 
 BACKEND_HELP = ("Where the run's clients train: 'ray' (Flower's simulation runtime on Ray, "
                 "the default) or 'local' (no Ray: the same ServerApp and ClientApp handlers "
-                "in this process, the same results; refuses, before anything starts, "
+                "in-process; simulate: bitwise the Ray run; refuses, before anything starts, "
                 "faults.crash/hang-fraction > 0, a round-timeout other than the default, "
                 "client-num-gpus > 0 and deployment = true).")
 
