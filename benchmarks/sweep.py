@@ -44,9 +44,15 @@ STRATEGIES = "fedavg,fedadam,fedadapt"
 
 def _env(home: str) -> dict[str, str]:
     e = dict(os.environ)
-    e.update(FLWR_TELEMETRY_ENABLED="0", FLWR_DISABLE_UPDATE_CHECK="1",
-             FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION="1", MPLBACKEND="Agg",
-             RAY_USAGE_STATS_ENABLED="0", FLWR_HOME=home, PYTHONUNBUFFERED="1")
+    e.update(
+        FLWR_TELEMETRY_ENABLED="0",
+        FLWR_DISABLE_UPDATE_CHECK="1",
+        FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION="1",
+        MPLBACKEND="Agg",
+        RAY_USAGE_STATS_ENABLED="0",
+        FLWR_HOME=home,
+        PYTHONUNBUFFERED="1",
+    )
     return e
 
 
@@ -91,24 +97,49 @@ def arm_options(arm: str) -> list[str]:
         arm = arm[: -len("-noplots")]
         opts.append("--no-run-plots")
     if arm.startswith("local"):
-        jobs = arm[len("local"):] or "0"
+        jobs = arm[len("local") :] or "0"
         return ["--backend", "local", "--jobs", jobs, *opts]
     return ["--parallel", arm, *opts]
 
 
-def run_arm(parallel: str, seeds: int, rounds: int, work: Path, strategies: str = STRATEGIES,
-            sets: tuple[str, ...] = ()) -> dict:
+def run_arm(
+    parallel: str,
+    seeds: int,
+    rounds: int,
+    work: Path,
+    strategies: str = STRATEGIES,
+    sets: tuple[str, ...] = (),
+) -> dict:
     out = work / f"p{parallel}-{time.monotonic_ns()}"
-    cmd = [sys.executable, "-m", "simulations.cli", "compare", "quickstart",
-           "--strategies", strategies, "--seeds", str(seeds), "--out", str(out),
-           *arm_options(parallel), "--set", f"num-server-rounds={rounds}",
-           *[a for x in sets for a in ("--set", x)]]
+    cmd = [
+        sys.executable,
+        "-m",
+        "simulations.cli",
+        "compare",
+        "quickstart",
+        "--strategies",
+        strategies,
+        "--seeds",
+        str(seeds),
+        "--out",
+        str(out),
+        *arm_options(parallel),
+        "--set",
+        f"num-server-rounds={rounds}",
+        *[a for x in sets for a in ("--set", x)],
+    ]
     log = out.with_suffix(".log")
     stamps: dict[str, float] = {}  # phase -> seconds since the command started
     t0 = time.perf_counter()
     with log.open("w") as fh:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(str(work / "flwr-home")),
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.Popen(
+            cmd,
+            cwd=ROOT,
+            env=_env(str(work / "flwr-home")),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         sampler = CpuSampler(proc.pid)
         assert proc.stdout is not None
         for line in proc.stdout:  # the compare's plain progress lines, as they come
@@ -124,73 +155,107 @@ def run_arm(parallel: str, seeds: int, rounds: int, work: Path, strategies: str 
     wall = time.perf_counter() - t0
     driver_cpu, other_cpu = sampler.stop()
     if rc != 0:
-        raise SystemExit(f"arm --parallel {parallel} failed (exit {rc}); see {log}:\n"
-                         + log.read_text()[-3000:])
+        raise SystemExit(
+            f"arm --parallel {parallel} failed (exit {rc}); see {log}:\n" + log.read_text()[-3000:]
+        )
     runs = []
     for done in sorted(out.rglob("sweep-done.json")):
         rows = [json.loads(x) for x in (done.parent / "metrics.jsonl").read_text().splitlines()]
         rec = json.loads(done.read_text())
-        runs.append({"seconds": rec["seconds"], "driver_cpu": rec.get("driver-cpu-seconds", 0.0),
-                     "round0": float(rows[0].get("elapsed", 0.0)),
-                     "steady": statistics.median(float(r["wall-time"]) for r in rows[2:])
-                     if len(rows) > 2 else float("nan")})
-    chosen = next((int(x.split()[1]) for x in log.read_text().splitlines()
-                   if x.endswith("run(s) at once")), None)
-    return {"arm": parallel, "parallel": chosen, "wall": wall, "driver_cpu": driver_cpu,
-            "other_cpu": other_cpu, "runs": runs,
-            "before": stamps.get("ray-up", float("nan")),
-            "runs_phase": stamps.get("last-done", wall) - stamps.get("ray-up", 0.0),
-            "after": wall - stamps.get("last-done", wall)}
+        runs.append(
+            {
+                "seconds": rec["seconds"],
+                "driver_cpu": rec.get("driver-cpu-seconds", 0.0),
+                "round0": float(rows[0].get("elapsed", 0.0)),
+                "steady": statistics.median(float(r["wall-time"]) for r in rows[2:])
+                if len(rows) > 2
+                else float("nan"),
+            }
+        )
+    chosen = next(
+        (int(x.split()[1]) for x in log.read_text().splitlines() if x.endswith("run(s) at once")),
+        None,
+    )
+    return {
+        "arm": parallel,
+        "parallel": chosen,
+        "wall": wall,
+        "driver_cpu": driver_cpu,
+        "other_cpu": other_cpu,
+        "runs": runs,
+        "before": stamps.get("ray-up", float("nan")),
+        "runs_phase": stamps.get("last-done", wall) - stamps.get("ray-up", 0.0),
+        "after": wall - stamps.get("last-done", wall),
+    }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--arms", default="1,2", help="--parallel values on Ray, or local / localN "
-                    "(--backend local, --jobs N), any with a -noplots suffix "
-                    "(--no-run-plots); the first the base (auto is 1 on a 2-core machine "
-                    "with quickstart's 2 workers)")
+    ap.add_argument(
+        "--arms",
+        default="1,2",
+        help="--parallel values on Ray, or local / localN "
+        "(--backend local, --jobs N), any with a -noplots suffix "
+        "(--no-run-plots); the first the base (auto is 1 on a 2-core machine "
+        "with quickstart's 2 workers)",
+    )
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--seeds", type=int, default=4)
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--strategies", default=STRATEGIES)
-    ap.add_argument("--set", action="append", default=[], dest="sets",
-                    help="key=value for every run (e.g. pfl_peer.py's job)")
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        dest="sets",
+        help="key=value for every run (e.g. pfl_peer.py's job)",
+    )
     ap.add_argument("--json", help="write every measurement here")
     args = ap.parse_args()
     arms = [a.strip() for a in args.arms.split(",") if a.strip()]
     n_runs = len(args.strategies.split(",")) * args.seeds
     print(f"uptime: {os.popen('uptime').read().strip()}")
-    print(f"sweep: quickstart {' '.join(args.sets)}, {args.strategies} x {args.seeds} seeds = "
-          f"{n_runs} runs of {args.rounds} rounds; {os.cpu_count()} CPUs; arms --parallel {', '.join(arms)}; "
-          f"{args.repeats} repeat(s), interleaved")
+    print(
+        f"sweep: quickstart {' '.join(args.sets)}, {args.strategies} x {args.seeds} seeds = "
+        f"{n_runs} runs of {args.rounds} rounds; {os.cpu_count()} CPUs; arms --parallel {', '.join(arms)}; "
+        f"{args.repeats} repeat(s), interleaved"
+    )
     results: dict[str, list[dict]] = {a: [] for a in arms}
     with tempfile.TemporaryDirectory(prefix="fa-sweep-bench-") as tmp:
         for rep in range(args.repeats):
             order = arms if rep % 2 == 0 else arms[::-1]
             for arm in order:
-                r = run_arm(arm, args.seeds, args.rounds, Path(tmp), args.strategies,
-                            tuple(args.sets))
+                r = run_arm(
+                    arm, args.seeds, args.rounds, Path(tmp), args.strategies, tuple(args.sets)
+                )
                 results[arm].append(r)
-                print(f"  repeat {rep + 1} --parallel {arm} ({r['parallel']} at once): "
-                      f"{r['wall']:.1f} s", flush=True)
+                print(
+                    f"  repeat {rep + 1} --parallel {arm} ({r['parallel']} at once): "
+                    f"{r['wall']:.1f} s",
+                    flush=True,
+                )
     print(f"uptime: {os.popen('uptime').read().strip()}")
     base = statistics.median(r["wall"] for r in results[arms[0]])
     print()
-    print("| --parallel | runs at once | wall s (median) | wall s (min) | x sequential | "
-          "until round 0 s | runs s | after s | driver CPU s | workers+Ray CPU s | "
-          "run s (median) |")
+    print(
+        "| --parallel | runs at once | wall s (median) | wall s (min) | x sequential | "
+        "until round 0 s | runs s | after s | driver CPU s | workers+Ray CPU s | "
+        "run s (median) |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for arm in arms:
         rs = results[arm]
         walls = [r["wall"] for r in rs]
         med = statistics.median(walls)
-        print(f"| {arm} | {rs[0]['parallel']} | {med:.1f} | {min(walls):.1f} | "
-              f"{med / base:.2f} | {statistics.median(r['before'] for r in rs):.1f} | "
-              f"{statistics.median(r['runs_phase'] for r in rs):.1f} | "
-              f"{statistics.median(r['after'] for r in rs):.1f} | "
-              f"{statistics.median(r['driver_cpu'] for r in rs):.1f} | "
-              f"{statistics.median(r['other_cpu'] for r in rs):.1f} | "
-              f"{statistics.median(x['seconds'] for r in rs for x in r['runs']):.2f} |")
+        print(
+            f"| {arm} | {rs[0]['parallel']} | {med:.1f} | {min(walls):.1f} | "
+            f"{med / base:.2f} | {statistics.median(r['before'] for r in rs):.1f} | "
+            f"{statistics.median(r['runs_phase'] for r in rs):.1f} | "
+            f"{statistics.median(r['after'] for r in rs):.1f} | "
+            f"{statistics.median(r['driver_cpu'] for r in rs):.1f} | "
+            f"{statistics.median(r['other_cpu'] for r in rs):.1f} | "
+            f"{statistics.median(x['seconds'] for r in rs for x in r['runs']):.2f} |"
+        )
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
     _cluster_estimate(results[arms[0]], n_runs)
@@ -205,19 +270,24 @@ def _cluster_estimate(seq: list[dict], n_runs: int) -> None:
     # warm-up) and after the last run (tables, plots, Ray's shutdown)
     fixed = statistics.median(r["before"] + r["after"] for r in seq)
     print()
-    print(f"per-run profile (sequential arm, medians): {run_s:.2f} s per run alone; CPU of the "
-          f"driver thread serving it {driver:.2f} s; workers+Ray CPU {workers:.2f} s per run (all "
-          f"of Ray's processes over the runs, an upper bound); fixed cost (until round 0, and "
-          f"after the last run) {fixed:.1f} s")
-    print("estimate for N nodes of 2 CPUs (a run uses 2 worker slots, so --parallel auto runs "
-          "N at once): wall = fixed + runs x max(run alone / N, driver CPU, workers CPU / (2N)); the "
-          "driver's threads share one interpreter (its CPU per run bounds the rate however "
-          "many nodes), and Flower's engine serves every actor of the pool "
-          "(simulations.runtime.every_actor_served; Flower alone: at most the driver's CPUs + 4)")
+    print(
+        f"per-run profile (sequential arm, medians): {run_s:.2f} s per run alone; CPU of the "
+        f"driver thread serving it {driver:.2f} s; workers+Ray CPU {workers:.2f} s per run (all "
+        f"of Ray's processes over the runs, an upper bound); fixed cost (until round 0, and "
+        f"after the last run) {fixed:.1f} s"
+    )
+    print(
+        "estimate for N nodes of 2 CPUs (a run uses 2 worker slots, so --parallel auto runs "
+        "N at once): wall = fixed + runs x max(run alone / N, driver CPU, workers CPU / (2N)); the "
+        "driver's threads share one interpreter (its CPU per run bounds the rate however "
+        "many nodes), and Flower's engine serves every actor of the pool "
+        "(simulations.runtime.every_actor_served; Flower alone: at most the driver's CPUs + 4)"
+    )
     for n in (1, 2, 4, 8, 16):
         per = max(run_s / n, driver, workers / (2 * n))
-        bound = "driver" if per == driver else ("workers" if per == workers / (2 * n)
-                                                else "run length")
+        bound = (
+            "driver" if per == driver else ("workers" if per == workers / (2 * n) else "run length")
+        )
         for runs in (n_runs, 100):
             est = fixed + runs * per
             print(f"  N={n:2d}: {runs:3d} runs ~ {est:7.1f} s ({bound}-bound)")

@@ -76,11 +76,13 @@ def plain_round_line(label: str, row: dict[str, Any], total: int) -> str:
     return f"{label} round {int(row['round'])}/{total}  {round_status(row)}{took}".rstrip()
 
 
-BACKEND_HELP = ("Where the run's clients train: 'ray' (Flower's simulation runtime on Ray, "
-                "the default) or 'local' (no Ray: the same ServerApp and ClientApp handlers "
-                "in-process; simulate: bitwise the Ray run; refuses, before anything starts, "
-                "faults.crash/hang-fraction > 0, a round-timeout other than the default, "
-                "client-num-gpus > 0 and deployment = true).")
+BACKEND_HELP = (
+    "Where the run's clients train: 'ray' (Flower's simulation runtime on Ray, "
+    "the default) or 'local' (no Ray: the same ServerApp and ClientApp handlers "
+    "in-process; simulate: bitwise the Ray run; refuses, before anything starts, "
+    "faults.crash/hang-fraction > 0, a round-timeout other than the default, "
+    "client-num-gpus > 0 and deployment = true)."
+)
 
 
 def _check_backend(backend: str, specs: list[Any]) -> None:
@@ -104,9 +106,11 @@ def _progress_runner(spec: Any, backend: str = "ray") -> dict[str, Any]:
     starting = "starting Ray ..." if backend == "ray" else "starting (local) ..."
     rounds, label = spec.num_rounds, spec.output.scenario
     if not console.is_terminal:  # redirected: one plain line per round, as it happens
+
         def plain(row: dict[str, Any]) -> None:
-            console.print(plain_round_line(label, row, rounds), highlight=False, soft_wrap=True,
-                          markup=False)
+            console.print(
+                plain_round_line(label, row, rounds), highlight=False, soft_wrap=True, markup=False
+            )
 
         console.print(f"{label}: {starting}", highlight=False)
         return run(plain)
@@ -206,16 +210,23 @@ class _CompareProgress(SweepHooks):
     def sweep_start(self, runs: Any, skipped: Any) -> None:
         self.counts.skipped = len(skipped)
         if skipped:
-            self._line(f"{len(skipped)} of {len(runs)} runs already complete (same config "
-                       "digest): read from disk, not run again (--redo runs them)")
+            self._line(
+                f"{len(skipped)} of {len(runs)} runs already complete (same config "
+                "digest): read from disk, not run again (--redo runs them)"
+            )
         if console.is_terminal:
             self.progress = Progress(
-                TextColumn("[bold]runs"), BarColumn(), TextColumn("{task.fields[status]}"),
-                TimeElapsedColumn(), console=console, transient=False)
+                TextColumn("[bold]runs"),
+                BarColumn(),
+                TextColumn("{task.fields[status]}"),
+                TimeElapsedColumn(),
+                console=console,
+                transient=False,
+            )
             self.progress.start()
-            self.task = self.progress.add_task("runs", total=len(runs),
-                                               completed=len(skipped),
-                                               status="starting ...")
+            self.task = self.progress.add_task(
+                "runs", total=len(runs), completed=len(skipped), status="starting ..."
+            )
 
     def parallel_chosen(self, parallel: int) -> None:
         self.counts.parallel = parallel
@@ -239,8 +250,11 @@ class _CompareProgress(SweepHooks):
         self.counts.end(run.index)
         self.current.pop(run.index, None)
         acc = summary.get("final-accuracy")
-        self._line(f"[done] {run.name}" + (f": final acc {acc:.3f}" if acc is not None else "")
-                   + f" in {seconds:.1f} s  ({self.counts.status()})")
+        self._line(
+            f"[done] {run.name}"
+            + (f": final acc {acc:.3f}" if acc is not None else "")
+            + f" in {seconds:.1f} s  ({self.counts.status()})"
+        )
         self._refresh()
 
     def run_failed(self, run: Any, error: BaseException) -> None:
@@ -261,9 +275,10 @@ class _CompareProgress(SweepHooks):
         room = console.width - len(status) - 50  # the bar, the elapsed time, separators
         running = "; ".join(list(self.current.values())[:3])
         if running and room > 12:
-            status += " | " + (running if len(running) <= room else running[:room - 1] + "…")
-        self.progress.update(self.task, completed=self.counts.done + self.counts.skipped,
-                             status=status)
+            status += " | " + (running if len(running) <= room else running[: room - 1] + "…")
+        self.progress.update(
+            self.task, completed=self.counts.done + self.counts.skipped, status=status
+        )
 
     def _line(self, text: str) -> None:
         console.print(text, highlight=False, soft_wrap=True, markup=False)
@@ -284,35 +299,55 @@ def compare(
     out: Annotated[str | None, typer.Option(help="Comparison directory.")] = None,
     baseline: Annotated[
         str | None,
-        typer.Option(help="Add per-seed differences of every strategy against this one "
-                          "(95% confidence intervals)."),
+        typer.Option(
+            help="Add per-seed differences of every strategy against this one "
+            "(95% confidence intervals)."
+        ),
     ] = None,
     parallel: Annotated[
         str,
-        typer.Option(help="Runs at once: 'auto' (the cluster's worker slots over one run's "
-                          "workers) or a number; 1 runs them one after another."),
+        typer.Option(
+            help="Runs at once: 'auto' (the cluster's worker slots over one run's "
+            "workers) or a number; 1 runs them one after another."
+        ),
     ] = "auto",
     address: Annotated[
         str | None,
-        typer.Option(help="Attach to a running Ray cluster (host:port as `ray start --head` "
-                          "prints it, or 'auto'); default: RAY_ADDRESS, else a local Ray."),
+        typer.Option(
+            help="Attach to a running Ray cluster (host:port as `ray start --head` "
+            "prints it, or 'auto'); default: RAY_ADDRESS, else a local Ray."
+        ),
     ] = None,
     redo: Annotated[
         bool,
-        typer.Option("--redo", help="Run every run again, even those already complete under "
-                                     "--out with the same config."),
+        typer.Option(
+            "--redo",
+            help="Run every run again, even those already complete under "
+            "--out with the same config.",
+        ),
     ] = False,
-    backend: Annotated[str, typer.Option(help=BACKEND_HELP + " With 'local' the runs go to "
-                                         "--jobs processes; --parallel and --address are "
-                                         "Ray's.")] = "ray",
+    backend: Annotated[
+        str,
+        typer.Option(
+            help=BACKEND_HELP + " With 'local' the runs go to "
+            "--jobs processes; --parallel and --address are "
+            "Ray's."
+        ),
+    ] = "ray",
     jobs: Annotated[
-        int, typer.Option(help="--backend local: processes running runs at once (0: this "
-                               "machine's CPUs); each uses one torch thread.")
+        int,
+        typer.Option(
+            help="--backend local: processes running runs at once (0: this "
+            "machine's CPUs); each uses one torch thread."
+        ),
     ] = 0,
     run_plots: Annotated[
-        bool, typer.Option("--run-plots/--no-run-plots",
-                           help="Each run draws its own plots (about 0.9 s a quickstart run); "
-                                "the comparison's tables and plot are drawn either way.")
+        bool,
+        typer.Option(
+            "--run-plots/--no-run-plots",
+            help="Each run draws its own plots (about 0.9 s a quickstart run); "
+            "the comparison's tables and plot are drawn either way.",
+        ),
     ] = True,
 ) -> None:
     """Run every strategy x grid cell x seed, several at once, then tables (Markdown, CSV,
@@ -328,7 +363,8 @@ def compare(
         ray_addr = check_address(address) if address is not None else None
         tokens = [t.strip() for t in strategies.split(",") if t.strip()]
         if baseline is not None and not any(
-                t == baseline or t.split("/")[0] == baseline for t in tokens):
+            t == baseline or t.split("/")[0] == baseline for t in tokens
+        ):
             raise ConfigError(f"--baseline {baseline!r}: not among --strategies {tokens}")
         grid_axes = _parse_grid(grid or [])
         cells = list(itertools.product(*[[(k, v) for v in vals] for k, vals in grid_axes]))
@@ -351,8 +387,10 @@ def compare(
         specs = prepare([p[3] for p in plans])  # read and pre-flighted once, handed on
         _check_backend(backend, specs)
         if backend == "local" and ray_addr is not None:
-            raise ConfigError(f"--address {ray_addr}: a Ray cluster is --backend ray's; "
-                              "--backend local runs on this machine (--jobs)")
+            raise ConfigError(
+                f"--address {ray_addr}: a Ray cluster is --backend ray's; "
+                "--backend local runs on this machine (--jobs)"
+            )
         if jobs < 0:
             raise ConfigError(f"--jobs {jobs}: expected 0 (this machine's CPUs) or a count >= 1")
     except ConfigError as exc:
@@ -366,9 +404,16 @@ def compare(
         cell_text = ",".join(f"{k}={v}" for k, v in cell.items())
         return f"{token}{f' [{cell_text}]' if cell_text else ''} seed {s}"
 
-    runs = [SweepRun(i, run_name(i), dict(p[3]), labels={"strategy": p[0], "cell": p[1],
-                                                          "seed": p[2]}, spec=spec)
-            for i, (p, spec) in enumerate(zip(plans, specs, strict=True))]
+    runs = [
+        SweepRun(
+            i,
+            run_name(i),
+            dict(p[3]),
+            labels={"strategy": p[0], "cell": p[1], "seed": p[2]},
+            spec=spec,
+        )
+        for i, (p, spec) in enumerate(zip(plans, specs, strict=True))
+    ]
     if backend == "local":
         from simulations.local import default_jobs
 
@@ -387,13 +432,23 @@ def compare(
         for run, cfg in zip(runs, tracked.configs, strict=True):
             run.config = dict(cfg)
         try:
-            summaries = run_sweep(runs, root=root, parallel=n_parallel, redo=redo,
-                                  hooks=[progress], backend=backend, jobs=jobs,
-                                  run_plots=run_plots)
+            summaries = run_sweep(
+                runs,
+                root=root,
+                parallel=n_parallel,
+                redo=redo,
+                hooks=[progress],
+                backend=backend,
+                jobs=jobs,
+                run_plots=run_plots,
+            )
         except RunFailed as exc:
-            console.print(f"[bold red]error:[/] {escape(str(exc))}; the runs that finished are "
-                          "kept: run the same command again to redo only the failed ones",
-                          soft_wrap=True, highlight=False)
+            console.print(
+                f"[bold red]error:[/] {escape(str(exc))}; the runs that finished are "
+                "kept: run the same command again to redo only the failed ones",
+                soft_wrap=True,
+                highlight=False,
+            )
             raise typer.Exit(code=1) from None
         results = [
             {"strategy": token, "cell": cell, "seed": s, "summary": summary}
@@ -405,8 +460,11 @@ def compare(
             _fail(str(exc))
             return
     print(table)
-    console.print(f"written to [bold]{root}[/]: comparison.md, comparison.csv, comparison.json, "
-                  "comparison.tex, runs.csv, accuracy.png", highlight=False)
+    console.print(
+        f"written to [bold]{root}[/]: comparison.md, comparison.csv, comparison.json, "
+        "comparison.tex, runs.csv, accuracy.png",
+        highlight=False,
+    )
 
 
 @app.command("report")
@@ -417,8 +475,10 @@ def report_cmd(
     ] = None,
     baseline: Annotated[
         str | None,
-        typer.Option(help="Add per-seed differences of every strategy against this one, with "
-                          "95% confidence intervals."),
+        typer.Option(
+            help="Add per-seed differences of every strategy against this one, with "
+            "95% confidence intervals."
+        ),
     ] = None,
     plots: Annotated[bool, typer.Option(help="Comparison plots beside the tables.")] = True,
 ) -> None:
@@ -432,8 +492,11 @@ def report_cmd(
         _fail(str(exc))
         return
     print(table)
-    console.print(f"written to [bold]{where}[/]: report.md, report.csv, report.json, "
-                  "report.tex, runs.csv" + (" and plots" if plots else ""), highlight=False)
+    console.print(
+        f"written to [bold]{where}[/]: report.md, report.csv, report.json, "
+        "report.tex, runs.csv" + (" and plots" if plots else ""),
+        highlight=False,
+    )
 
 
 @app.command()
@@ -463,8 +526,10 @@ def method_table() -> str:
     def num(v: float | None) -> str:
         return "-" if v is None else f"{v:g}"
 
-    rows = ["| method | side | server lr | client lr | carried lr bounds | needs |",
-            "|---|---|---|---|---|---|"]
+    rows = [
+        "| method | side | server lr | client lr | carried lr bounds | needs |",
+        "|---|---|---|---|---|---|",
+    ]
     for name in fedadapt.available_optimizers():
         sp = fedadapt.method_spec(name)
         needs = [*sp.signals, *(f"{s} (optional)" for s in sp.optional_signals)]
@@ -474,10 +539,16 @@ def method_table() -> str:
             needs.append("change detector")
         if sp.per_client_values:
             needs.append("per-client values")
-        bounds = "-" if sp.carried_lr_bounds is None else "[{:g}, {:g}] x lr".format(*sp.carried_lr_bounds)
-        rows.append(f"| {name} | {sp.side} | {num(sp.server_lr if sp.on_server else None)} | "
-                    f"{num(sp.client_lr if sp.on_client else None)} | {bounds} | "
-                    f"{', '.join(needs) or '-'} |")
+        bounds = (
+            "-"
+            if sp.carried_lr_bounds is None
+            else "[{:g}, {:g}] x lr".format(*sp.carried_lr_bounds)
+        )
+        rows.append(
+            f"| {name} | {sp.side} | {num(sp.server_lr if sp.on_server else None)} | "
+            f"{num(sp.client_lr if sp.on_client else None)} | {bounds} | "
+            f"{', '.join(needs) or '-'} |"
+        )
     return "\n".join(rows)
 
 

@@ -31,8 +31,9 @@ quiet_known_flower_noise()
 RowCallback = Callable[[dict[str, Any]], None]
 
 
-def run_experiment(cfg: Mapping[str, Value] | RunSpec,
-                   on_round: RowCallback | None = None) -> dict[str, Any]:
+def run_experiment(
+    cfg: Mapping[str, Value] | RunSpec, on_round: RowCallback | None = None
+) -> dict[str, Any]:
     """``fedadapt simulate``: the ServerApp and ClientApp in this process on Ray. ``cfg``: a
     :class:`RunSpec` from :func:`prepare` (not checked again) or a config (prepared here)."""
     return run_many([cfg], on_round=lambda _i, row: on_round(row) if on_round else None)[0]
@@ -63,11 +64,14 @@ def _check_same_resources(specs: Sequence[RunSpec]) -> None:
     first = specs[0].runtime
     for spec in specs[1:]:
         if (spec.runtime.client_num_cpus, spec.runtime.client_num_gpus) != (
-                first.client_num_cpus, first.client_num_gpus):
+            first.client_num_cpus,
+            first.client_num_gpus,
+        ):
             from simulations.config import ConfigError
 
-            raise ConfigError("runs in one simulation must agree on 'client-num-cpus' and "
-                              "'client-num-gpus'")
+            raise ConfigError(
+                "runs in one simulation must agree on 'client-num-cpus' and 'client-num-gpus'"
+            )
 
 
 class SlotGrid:
@@ -96,7 +100,7 @@ class SlotGrid:
         while self._nodes is None:
             ids = sorted(int(n) for n in self._grid.get_node_ids())
             if len(ids) >= self.total:
-                self._nodes = ids[self.slot * self.width:(self.slot + 1) * self.width]
+                self._nodes = ids[self.slot * self.width : (self.slot + 1) * self.width]
             elif time.monotonic() >= deadline:
                 return []
             else:
@@ -165,12 +169,14 @@ def _warm_worlds(specs: list[RunSpec]) -> None:
 class RunFailed(RuntimeError):
     """Some runs of :func:`run_many` raised; the others finished and wrote their results."""
 
-    def __init__(self, failures: dict[int, BaseException],
-                 names: Mapping[int, str] | None = None) -> None:
+    def __init__(
+        self, failures: dict[int, BaseException], names: Mapping[int, str] | None = None
+    ) -> None:
         self.failures = failures
         if names:  # every failed run by name (a sweep's)
-            listed = "; ".join(f"{names.get(i, f'run {i + 1}')}: {failures[i]!r}"
-                               for i in sorted(failures))
+            listed = "; ".join(
+                f"{names.get(i, f'run {i + 1}')}: {failures[i]!r}" for i in sorted(failures)
+            )
             super().__init__(f"{len(failures)} run(s) failed: {listed}")
             return
         first = min(failures)
@@ -225,8 +231,10 @@ def run_many(
     if parallel < 0:
         raise ValueError(f"parallel must be >= 0, got {parallel}")
     # supernodes: enough for the most runs that may run at once (auto decides once Ray is up)
-    most = min(len(specs), parallel if parallel > 0 else auto_parallel(
-        None, width, client_num_cpus, len(specs)))
+    most = min(
+        len(specs),
+        parallel if parallel > 0 else auto_parallel(None, width, client_num_cpus, len(specs)),
+    )
     server_app = ServerApp()
 
     def one(grid: Any, i: int) -> None:
@@ -245,8 +253,9 @@ def run_many(
         except Exception as exc:  # noqa: BLE001 - reported with the run, the others go on
             import logging
 
-            logging.getLogger(__name__).error("run %d (%s) failed: %r", i + 1,
-                                              spec.output.directory(), exc)
+            logging.getLogger(__name__).error(
+                "run %d (%s) failed: %r", i + 1, spec.output.directory(), exc
+            )
             failures[i] = exc
             if on_run_error is not None:
                 on_run_error(i, exc)
@@ -260,8 +269,12 @@ def run_many(
         p = most
         if parallel == 0:  # the cluster is up now: its real worker slots
             wait = specs[0].runtime.worker_wait_timeout
-            p = min(most, auto_parallel(ray_worker_slots(client_num_cpus, wait), width,
-                                        client_num_cpus, len(specs)))
+            p = min(
+                most,
+                auto_parallel(
+                    ray_worker_slots(client_num_cpus, wait), width, client_num_cpus, len(specs)
+                ),
+            )
         if on_start is not None:
             on_start(p)
         if p <= 1:
@@ -283,8 +296,10 @@ def run_many(
                 one(view, i)
 
         with driver_thread_safety():
-            threads = [threading.Thread(target=slot, args=(k,), name=f"fedadapt-run-{k}",
-                                        daemon=True) for k in range(p)]
+            threads = [
+                threading.Thread(target=slot, args=(k,), name=f"fedadapt-run-{k}", daemon=True)
+                for k in range(p)
+            ]
             for t in threads:
                 t.start()
             for t in threads:

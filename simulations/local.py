@@ -49,8 +49,10 @@ from simulations.config import KEYS, ConfigError
 RowCallback = Callable[[dict[str, Any]], None]
 BACKENDS = ("ray", "local")
 # what --backend local refuses (the help and README list these)
-REFUSED_TEXT = ("faults.crash-fraction / faults.hang-fraction > 0, a round-timeout other than "
-                "the default, client-num-gpus > 0, deployment = true")
+REFUSED_TEXT = (
+    "faults.crash-fraction / faults.hang-fraction > 0, a round-timeout other than "
+    "the default, client-num-gpus > 0, deployment = true"
+)
 
 
 class LocalGrid:
@@ -92,7 +94,9 @@ class LocalGrid:
     def pull_messages(self, message_ids: Iterable[str]) -> list[Any]:
         return [self._replies.pop(m) for m in list(message_ids) if m in self._replies]
 
-    def send_and_receive(self, messages: Iterable[Any], *, timeout: float | None = None) -> list[Any]:
+    def send_and_receive(
+        self, messages: Iterable[Any], *, timeout: float | None = None
+    ) -> list[Any]:
         return self.pull_messages(self.push_messages(messages))
 
 
@@ -102,19 +106,25 @@ class LocalGrid:
 def local_refusal(spec: Any) -> str | None:
     """Why the local backend cannot run ``spec`` as the Ray backend would (one line), or None."""
     cfg = spec.config
-    for kind, why in (("crash", "a crash ends a separate worker process"),
-                      ("hang", "a hang is cut off by the round timeout of a separate worker")):
+    for kind, why in (
+        ("crash", "a crash ends a separate worker process"),
+        ("hang", "a hang is cut off by the round timeout of a separate worker"),
+    ):
         key = f"faults.{kind}-fraction"
         if float(cfg.get(key, 0.0) or 0.0) > 0:
             return f"run-config key {key!r} = {cfg[key]}: {why}"
     default_timeout = float(KEYS["round-timeout"].default)  # type: ignore[arg-type]
     if float(cfg.get("round-timeout", default_timeout)) != default_timeout:
-        return (f"run-config key 'round-timeout' = {cfg['round-timeout']}: a handler call in "
-                f"this process is not interrupted (accepted: the default {default_timeout:g}; "
-                "'client-timeout' works)")
+        return (
+            f"run-config key 'round-timeout' = {cfg['round-timeout']}: a handler call in "
+            f"this process is not interrupted (accepted: the default {default_timeout:g}; "
+            "'client-timeout' works)"
+        )
     if float(cfg.get("client-num-gpus", 0.0) or 0.0) > 0:
-        return (f"run-config key 'client-num-gpus' = {cfg['client-num-gpus']}: the local "
-                "backend trains on CPU (accepted: 0)")
+        return (
+            f"run-config key 'client-num-gpus' = {cfg['client-num-gpus']}: the local "
+            "backend trains on CPU (accepted: 0)"
+        )
     if bool(cfg.get("deployment", False)):
         return "run-config key 'deployment' = true: deployment mode needs SuperNodes"
     return None
@@ -261,8 +271,12 @@ def run_local_many(
     ctx = _pool_context()
     events = ctx.Queue()
     finished: set[int] = set()
-    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_worker_init,
-                               initargs=(events, plots, driver_threads))
+    pool = ProcessPoolExecutor(
+        max_workers=jobs,
+        mp_context=ctx,
+        initializer=_worker_init,
+        initargs=(events, plots, driver_threads),
+    )
 
     def handle(event: tuple[Any, ...]) -> None:
         kind, i = event[0], int(event[1])
@@ -281,8 +295,9 @@ def run_local_many(
                 on_run_error(i, event[2])
 
     try:
-        futures: dict[Future[None], int] = {pool.submit(_worker_run, i, spec): i
-                                            for i, spec in enumerate(specs)}
+        futures: dict[Future[None], int] = {
+            pool.submit(_worker_run, i, spec): i for i, spec in enumerate(specs)
+        }
         while len(finished) < n:
             try:
                 handle(events.get(timeout=0.2))
@@ -298,8 +313,9 @@ def run_local_many(
                     if i not in finished:
                         finished.add(i)
                         if on_run_error is not None:
-                            on_run_error(i, RuntimeError(f"its worker process died: "
-                                                         f"{fut.exception()!r}"))
+                            on_run_error(
+                                i, RuntimeError(f"its worker process died: {fut.exception()!r}")
+                            )
     except BaseException:
         _terminate(pool)
         raise

@@ -38,8 +38,15 @@ from simulations.config import ConfigError
 DONE_FILE = "sweep-done.json"
 # keys that say where a run writes or logs, not what it computes: outside the digest (the
 # tracking keys too: a sweep's parent run id differs every time the sweep starts)
-DIGEST_EXCLUDED = ("out-dir", "worker-log", "tracking", "tracking-uri", "tracking-experiment",
-                   "tracking-parent", "tensorboard-dir")
+DIGEST_EXCLUDED = (
+    "out-dir",
+    "worker-log",
+    "tracking",
+    "tracking-uri",
+    "tracking-experiment",
+    "tracking-parent",
+    "tensorboard-dir",
+)
 DIGEST_VERSION = 1
 # runs at once when the cluster's size is not known before Ray starts (--address, auto)
 MAX_AUTO_PARALLEL = 16
@@ -74,8 +81,15 @@ class SweepRun:
             self.run_dir = Path(str(self.config["out-dir"]))
 
 
-def mark_done(run_dir: Path, digest: str, seconds: float, driver_cpu: float | None = None,
-              *, backend: str = "ray", cpu: float | None = None) -> None:
+def mark_done(
+    run_dir: Path,
+    digest: str,
+    seconds: float,
+    driver_cpu: float | None = None,
+    *,
+    backend: str = "ray",
+    cpu: float | None = None,
+) -> None:
     """Say that the run in ``run_dir`` is complete (after its summary.json): atomically, last.
     ``seconds``: the run's wall time; ``driver_cpu``: CPU seconds of the driver thread that
     served it (aggregation, evaluation, messages, its run directory; Ray backend); ``cpu``:
@@ -131,8 +145,9 @@ def parse_parallel(text: str) -> int:
     except ValueError:
         n = -1
     if n < 1:
-        raise ConfigError(f"--parallel {text!r}: expected 'auto' or a whole number >= 1 "
-                          "(1 = one run at a time)")
+        raise ConfigError(
+            f"--parallel {text!r}: expected 'auto' or a whole number >= 1 (1 = one run at a time)"
+        )
     return n
 
 
@@ -147,8 +162,10 @@ def check_address(text: str) -> str:
         return value
     m = _HOSTPORT.match(value)
     if not m or not 0 < int(m.group(1)) < 65536:
-        raise ConfigError(f"--address {text!r}: expected host:port of a running Ray cluster "
-                          "(as `ray start --head` prints it, e.g. 10.0.0.5:6379) or 'auto'")
+        raise ConfigError(
+            f"--address {text!r}: expected host:port of a running Ray cluster "
+            "(as `ray start --head` prints it, e.g. 10.0.0.5:6379) or 'auto'"
+        )
     return value
 
 
@@ -241,8 +258,9 @@ class SweepProgress:
             typical = statistics.median(self.durations)
             now = time.monotonic()
             waiting = self.total - self.skipped - self.done - self.failed - len(self.running)
-            work = waiting * typical + sum(max(0.0, typical - (now - t0))
-                                           for t0 in self.running.values())
+            work = waiting * typical + sum(
+                max(0.0, typical - (now - t0)) for t0 in self.running.values()
+            )
             lanes = max(1, min(self.parallel, waiting + len(self.running)))
             return work / lanes
 
@@ -341,8 +359,9 @@ def run_sweep(
 
     def finish(i: int, summary: dict[str, Any], seconds: float, **cpu: Any) -> None:
         run = pending[i]
-        mark_done(Path(summary.get("run-dir") or run.run_dir), run.digest, seconds,
-                  backend=backend, **cpu)
+        mark_done(
+            Path(summary.get("run-dir") or run.run_dir), run.digest, seconds, backend=backend, **cpu
+        )
         summaries[run.index] = summary
         for h in hooks:
             h.run_end(run, summary, seconds)
@@ -361,17 +380,28 @@ def run_sweep(
         if pending and backend == "local":
             from simulations.local import run_local_many
 
-            run_local_many([spec_of(r) for r in pending], jobs=jobs, plots=run_plots,
-                           on_start=on_start, on_run_start=on_run_start, on_round=on_round,
-                           on_run_end=lambda i, summ, sec, cpu: finish(i, summ, sec, cpu=cpu),
-                           on_run_error=on_run_error)
+            run_local_many(
+                [spec_of(r) for r in pending],
+                jobs=jobs,
+                plots=run_plots,
+                on_start=on_start,
+                on_run_start=on_run_start,
+                on_round=on_round,
+                on_run_end=lambda i, summ, sec, cpu: finish(i, summ, sec, cpu=cpu),
+                on_run_error=on_run_error,
+            )
         elif pending:
             with plots_context(run_plots):
                 try:
-                    experiment.run_many([spec_of(r) for r in pending], on_round=on_round,
-                                        on_run_end=on_run_end, parallel=parallel,
-                                        on_run_start=on_run_start, on_start=on_start,
-                                        on_run_error=on_run_error)
+                    experiment.run_many(
+                        [spec_of(r) for r in pending],
+                        on_round=on_round,
+                        on_run_end=on_run_end,
+                        parallel=parallel,
+                        on_run_start=on_run_start,
+                        on_start=on_start,
+                        on_run_error=on_run_error,
+                    )
                 except experiment.RunFailed as exc:
                     failures.update(exc.failures)
     finally:

@@ -48,8 +48,17 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 def _rows(run_dir: str | Path) -> list[dict[str, Any]]:
-    keep = ("round", "accuracy", "loss", "server-lr", "client-lr", "client-lr-min",
-            "client-lr-max", "train-loss", "succeeded-ids")
+    keep = (
+        "round",
+        "accuracy",
+        "loss",
+        "server-lr",
+        "client-lr",
+        "client-lr-min",
+        "client-lr-max",
+        "train-loss",
+        "succeeded-ids",
+    )
     rows = []
     for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines():
         row = json.loads(line)
@@ -65,8 +74,11 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], dest="sets")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None)
-    ap.add_argument("--check", action="store_true",
-                    help="also run it through `fedadapt compare` (Ray) and compare the rows")
+    ap.add_argument(
+        "--check",
+        action="store_true",
+        help="also run it through `fedadapt compare` (Ray) and compare the rows",
+    )
     args = ap.parse_args()
     out = args.out or f"runs/inprocess-{Path(args.scenario).stem}"
     cfg = build_config(args.scenario, args.sets, args.seed, out)
@@ -77,9 +89,24 @@ def main() -> None:
 
         ray_out = out + "-ray"
         sets = [a for s in args.sets for a in ("--set", s)]
-        subprocess.run([sys.executable, "-m", "simulations.cli", "compare", args.scenario,
-                        "--strategies", str(cfg["strategy"]), "--seeds", str(args.seed + 1),
-                        *sets, "--out", ray_out], check=True, cwd=ROOT)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "simulations.cli",
+                "compare",
+                args.scenario,
+                "--strategies",
+                str(cfg["strategy"]),
+                "--seeds",
+                str(args.seed + 1),
+                *sets,
+                "--out",
+                ray_out,
+            ],
+            check=True,
+            cwd=ROOT,
+        )
         ray_dir = next(d for d in Path(ray_out).glob("*/*") if d.name.endswith(f"seed{args.seed}"))
         a, b = _rows(out), _rows(ray_dir)
         same = a == b

@@ -13,8 +13,16 @@ from typer.testing import CliRunner
 from simulations.cli import app
 
 runner = CliRunner()
-TINY = ["--set", "num-clients=8", "--set", "clients-per-round=4", "--set", "num-server-rounds=2",
-        "--set", "eval-every=1"]
+TINY = [
+    "--set",
+    "num-clients=8",
+    "--set",
+    "clients-per-round=4",
+    "--set",
+    "num-server-rounds=2",
+    "--set",
+    "eval-every=1",
+]
 
 
 def _rows(run_dir: Path) -> list[dict]:
@@ -22,14 +30,32 @@ def _rows(run_dir: Path) -> list[dict]:
     out = []
     for line in Path(run_dir, "metrics.jsonl").read_text().splitlines():
         row = json.loads(line)
-        out.append({k: v for k, v in row.items()
-                    if not any(t in k for t in ("seconds", "time", "elapsed"))})
+        out.append(
+            {
+                k: v
+                for k, v in row.items()
+                if not any(t in k for t in ("seconds", "time", "elapsed"))
+            }
+        )
     return out
 
 
 def _compare(root: Path, *extra: str, strategies: str = "fedavg,fedadapt", seeds: int = 1):
-    return runner.invoke(app, ["compare", "quickstart", "--strategies", strategies, "--seeds",
-                               str(seeds), "--out", str(root), *TINY, *extra])
+    return runner.invoke(
+        app,
+        [
+            "compare",
+            "quickstart",
+            "--strategies",
+            strategies,
+            "--seeds",
+            str(seeds),
+            "--out",
+            str(root),
+            *TINY,
+            *extra,
+        ],
+    )
 
 
 def _run_dirs(root: Path) -> dict[str, Path]:
@@ -72,14 +98,18 @@ def test_a_failing_run_is_named_and_the_others_finish(tmp_path, monkeypatch):
     assert not list(_run_dirs(tmp_path)["fedadapt-seed0"].glob("*.png"))
 
 
-@pytest.mark.parametrize("command, setting, key", [
-    ("compare", "faults.crash-fraction=0.2", "faults.crash-fraction"),
-    ("compare", "faults.hang-fraction=0.2", "faults.hang-fraction"),
-    ("simulate", "round-timeout=30", "round-timeout"),
-    ("simulate", "client-num-gpus=0.5", "client-num-gpus"),
-])
+@pytest.mark.parametrize(
+    "command, setting, key",
+    [
+        ("compare", "faults.crash-fraction=0.2", "faults.crash-fraction"),
+        ("compare", "faults.hang-fraction=0.2", "faults.hang-fraction"),
+        ("simulate", "round-timeout=30", "round-timeout"),
+        ("simulate", "client-num-gpus=0.5", "client-num-gpus"),
+    ],
+)
 def test_local_refuses_what_it_cannot_honour_before_anything_starts(
-        tmp_path, no_runs, monkeypatch, command, setting, key):
+    tmp_path, no_runs, monkeypatch, command, setting, key
+):
     import simulations.local as local
 
     def boom(*args, **kwargs):  # pragma: no cover - reaching it is the failure
@@ -88,8 +118,21 @@ def test_local_refuses_what_it_cannot_honour_before_anything_starts(
     monkeypatch.setattr(local, "run_local_many", boom)
     monkeypatch.setattr(local, "run_local", boom)
     args = ["--strategies", "fedavg"] if command == "compare" else []
-    result = runner.invoke(app, [command, "quickstart", *args, "--out", str(tmp_path / "o"),
-                                 *TINY, "--set", setting, "--backend", "local"])
+    result = runner.invoke(
+        app,
+        [
+            command,
+            "quickstart",
+            *args,
+            "--out",
+            str(tmp_path / "o"),
+            *TINY,
+            "--set",
+            setting,
+            "--backend",
+            "local",
+        ],
+    )
     assert result.exit_code == 2, result.output
     lines = [x for x in result.output.splitlines() if x.strip()]
     assert len(lines) == 1, result.output
@@ -114,8 +157,22 @@ def test_local_runs_equal_ray_runs_and_resume_across_backends(tmp_path):
     # the same run by `simulate --backend local` (in this process: the driver at this
     # process's torch threads, as the Ray driver)
     local_run = tmp_path / "local"
-    local = runner.invoke(app, ["simulate", "quickstart", *TINY, "--set", "strategy=fedadapt",
-                                "--seed", "0", "--out", str(local_run), "--backend", "local"])
+    local = runner.invoke(
+        app,
+        [
+            "simulate",
+            "quickstart",
+            *TINY,
+            "--set",
+            "strategy=fedadapt",
+            "--seed",
+            "0",
+            "--out",
+            str(local_run),
+            "--backend",
+            "local",
+        ],
+    )
     assert local.exit_code == 0, local.output
     ray_run = _run_dirs(tmp_path / "ray")["fedadapt-seed0"]
     rows = _rows(ray_run)

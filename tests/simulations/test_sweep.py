@@ -30,17 +30,19 @@ TINY = ["--set", "num-clients=8", "--set", "clients-per-round=4", "--set", "num-
 
 
 @pytest.mark.usefixtures("no_runs")
-@pytest.mark.parametrize(("option", "value", "fragment"), [
-    ("--parallel", "0", "--parallel '0'"),
-    ("--parallel", "two", "--parallel 'two'"),
-    ("--parallel", "-1", "--parallel '-1'"),
-    ("--address", "localhost", "--address 'localhost'"),
-    ("--address", "10.0.0.5:99999", "--address '10.0.0.5:99999'"),
-    ("--address", "ray://head:10001/x", "--address"),
-])
+@pytest.mark.parametrize(
+    ("option", "value", "fragment"),
+    [
+        ("--parallel", "0", "--parallel '0'"),
+        ("--parallel", "two", "--parallel 'two'"),
+        ("--parallel", "-1", "--parallel '-1'"),
+        ("--address", "localhost", "--address 'localhost'"),
+        ("--address", "10.0.0.5:99999", "--address '10.0.0.5:99999'"),
+        ("--address", "ray://head:10001/x", "--address"),
+    ],
+)
 def test_bad_sweep_option_fails_in_one_line_before_ray(option, value, fragment):
-    result = runner.invoke(app, ["compare", "quickstart", "--strategies", "fedavg",
-                                 option, value])
+    result = runner.invoke(app, ["compare", "quickstart", "--strategies", "fedavg", option, value])
     assert result.exit_code == 2, result.output
     assert fragment in result.output
     assert "Traceback" not in result.output
@@ -63,8 +65,9 @@ def test_auto_parallel_fills_the_cluster():
 
 def test_digest_is_the_config_without_its_output_paths(tmp_path):
     a = build_config("quickstart", seed=0, out=str(tmp_path / "a"))
-    b = build_config("quickstart", [f"worker-log={tmp_path / 'w.jsonl'}"], seed=0,
-                     out=str(tmp_path / "b"))
+    b = build_config(
+        "quickstart", [f"worker-log={tmp_path / 'w.jsonl'}"], seed=0, out=str(tmp_path / "b")
+    )
     assert config_digest(a) == config_digest(b)
     assert config_digest(a) == config_digest({**a, "tracking-parent": "a-new-parent-run-id"})
     assert config_digest(a) != config_digest(build_config("quickstart", seed=1))
@@ -96,8 +99,16 @@ def fake_runs(monkeypatch):
 
     done: list[list[str]] = []
 
-    def run_many(cfgs, on_round=None, on_run_end=None, *, parallel=1, on_run_start=None,
-                 on_start=None, on_run_error=None):
+    def run_many(
+        cfgs,
+        on_round=None,
+        on_run_end=None,
+        *,
+        parallel=1,
+        on_run_start=None,
+        on_start=None,
+        on_run_error=None,
+    ):
         if on_start:
             on_start(parallel or 1)
         # the CLI hands on prepared RunSpecs (read once); their config is the run's
@@ -128,8 +139,21 @@ def fake_runs(monkeypatch):
 
 
 def _compare(root, *extra):
-    result = runner.invoke(app, ["compare", "quickstart", "--strategies", "fedavg", "--seeds",
-                                 "2", "--out", str(root), *TINY, *extra])
+    result = runner.invoke(
+        app,
+        [
+            "compare",
+            "quickstart",
+            "--strategies",
+            "fedavg",
+            "--seeds",
+            "2",
+            "--out",
+            str(root),
+            *TINY,
+            *extra,
+        ],
+    )
     assert result.exit_code == 0, result.output
     return result
 
@@ -185,8 +209,13 @@ def _rows(run_dir: str) -> list[dict]:
     out = []
     for line in Path(run_dir, "metrics.jsonl").read_text().splitlines():
         row = json.loads(line)
-        out.append({k: v for k, v in row.items()
-                    if not any(t in k for t in ("seconds", "time", "elapsed"))})
+        out.append(
+            {
+                k: v
+                for k, v in row.items()
+                if not any(t in k for t in ("seconds", "time", "elapsed"))
+            }
+        )
     return out
 
 
@@ -195,11 +224,20 @@ def test_runs_done_at_once_equal_the_same_runs_done_alone(tmp_path):
     from simulations.experiment import run_many
 
     def cfgs(tag: str) -> list[dict]:
-        sets = ["num-clients=8", "clients-per-round=4", "num-server-rounds=3",
-                "num-supernodes=2", "eval-every=1"]
+        sets = [
+            "num-clients=8",
+            "clients-per-round=4",
+            "num-server-rounds=3",
+            "num-supernodes=2",
+            "eval-every=1",
+        ]
         plan = [("fedavg", 0), ("fedadapt", 0), ("fedadapt", 1)]  # two share a world
-        return [build_config("quickstart", [*sets, f"strategy={s}"], seed,
-                             str(tmp_path / tag / f"{s}-{seed}")) for s, seed in plan]
+        return [
+            build_config(
+                "quickstart", [*sets, f"strategy={s}"], seed, str(tmp_path / tag / f"{s}-{seed}")
+            )
+            for s, seed in plan
+        ]
 
     together = run_many(cfgs("together"), parallel=3)
     alone = run_many(cfgs("alone"), parallel=1)
