@@ -214,6 +214,10 @@ def _one_sequence(name: str, side: str, kw: dict, params, grad_stream) -> dict[s
                 {"params": [p.detach().clone() for p in ps], "lr": float(opt.param_groups[0]["lr"])}
             )
         return {"trace": trace, "state": opt.state_dict()}
+    if "lr" not in kw and fedadapt.method_spec(name).server_lr is not None:
+        # an explicit lr: what ServerOptimizer takes when none is given changed on purpose
+        # (79fb378: the spec's server lr, before the class's client default)
+        kw = {**kw, "lr": 0.05}
     server = fedadapt.ServerOptimizer(ps, name, **kw)
     for r, grads in enumerate(grad_stream(5)):
         with torch.no_grad():
