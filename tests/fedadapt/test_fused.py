@@ -18,7 +18,7 @@ import torch
 from fedadapt_cases import side_of
 
 import fedadapt
-from fedadapt import _fused
+from fedadapt._fused import dispatch as _fused
 
 needs_compiler = pytest.mark.skipif(
     shutil.which("g++") is None and shutil.which("clang++") is None,

@@ -1,244 +1,27 @@
-"""The per-coordinate rules, written once, run eagerly or compiled (``fused=True``).
-
-Each rule is a plain function over one param group's tensor lists that updates the state
-tensors and the parameters in place. Its scalar hyperparameters arrive in ``sc``:
-
-* eagerly (``fused=False``, the default) ``sc`` is a list of Python floats, work buffers are
-  given (``out=`` ops, no allocation per step) and the ops run one tensor at a time;
-* compiled (``fused=True``) the same function runs under
-  ``torch.compile(fullgraph=True, dynamic=False)`` with ``sc`` a 1-D tensor (so a new ``lr``
-  or bias correction never causes a recompile) and without work buffers, so the compiler
-  fuses each tensor's whole update into one loop that reads and writes every state tensor once.
-
-The small helpers below (``_axpy_``, ``_addcmul_``, ...) pick the float or the tensor form of
-an op; the arithmetic is the same. The compiled functions are cached here, per
-``(rule, device type, dtype)``, never on the optimizer, so ``state_dict()``, pickling (Ray) and
-LR schedulers see the same optimizer as with ``fused=False``. Where compiling fails (no C++
-compiler for the CPU backend, a compiler error) the rule warns once and runs eagerly.
-
-Two traps of ``torch.compile`` (torch 2.13) shape the code: a Python float argument is baked
-into the graph (recompile per value), so scalars travel as tensor elements; and an in-place
-write into a 0-dim float64 CPU tensor inside a compiled graph is dropped silently, so 0-dim
-state (DSA's per-tensor factor) is passed as a shape-(1,) view.
-"""
+"""The per-coordinate rules (EG, CProp, DSA's two phases, paired inner products) over one
+param group's tensor lists; ``sc`` holds floats (eager) or a 1-D tensor (compiled)."""
 
 from __future__ import annotations
 
 import math
-import struct
-import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
-Scalar = float | Tensor
-
-__all__ = [
-    "base_direction",
-    "run_rule",
-    "eg_rule",
-    "cprop_rule",
-    "dsa_stats_rule",
-    "dsa_update_rule",
-]
-
-
-# ---------------------------------------------------------------------------- op helpers
-def _axpy_(x: Tensor, a: Tensor, s: Scalar) -> Tensor:
-    """``x += s * a``."""
-    if isinstance(s, Tensor):
-        return x.add_(a * s)
-    return x.add_(a, alpha=s)
-
-
-def _addcmul_(x: Tensor, a: Tensor, b: Tensor, s: Scalar) -> Tensor:
-    """``x += s * a * b``."""
-    if isinstance(s, Tensor):
-        return x.add_(a * b * s)
-    return x.addcmul_(a, b, value=s)
-
-
-def _mul(a: Tensor, b: Scalar | Tensor, out: Tensor | None) -> Tensor:
-    """``a * b``, into ``out`` when given."""
-    return a * b if out is None else torch.mul(a, b, out=out)
-
-
-def _addcmul(x: Tensor, a: Tensor, b: Tensor, s: Scalar, out: Tensor | None) -> Tensor:
-    """``x + s * a * b``, into ``out`` when given."""
-    if out is None:
-        return x + a * b * s
-    if isinstance(s, Tensor):
-        return torch.add(x, a * b * s, out=out)
-    return torch.addcmul(x, a, b, value=s, out=out)
-
-
-def _lerp(x: Tensor, y: Tensor, w: Scalar, out: Tensor | None) -> Tensor:
-    return torch.lerp(x, y, w) if out is None else torch.lerp(x, y, w, out=out)
-
-
-_OPERANDS: dict[tuple[float, torch.dtype], Tensor] = {}
-
-
-def operand(value: float, like: Tensor, *, cached: bool = True) -> float | Tensor:
-    """``value`` as the scalar operand of an eager multiply on CPU: a 0-dim tensor of ``like``'s
-    dtype (float32 or float64), else the Python float itself.
-
-    Same result bit for bit: torch converts a Python number to the op's float type, exactly as
-    the tensor holds it. Cheaper: torch wraps every Python number in a new tensor and converts
-    it (about a microsecond per tensor per op, the size of the op itself on a small model).
-    ``cached`` for group constants (betas, ``c``; the cache is cleared past 64 values); a value
-    that changes every step (a bias correction) gets a new tensor.
-    """
-    if not value or like.device.type != "cpu" or like.dtype not in (torch.float32, torch.float64):
-        return value  # zeros stay Python floats: the cache would not tell 0.0 from -0.0
-    if like.dtype == torch.float32 and not abs(value) <= _F32_MAX:
-        return value  # beyond float32 (torch.full would refuse it) or NaN: as given
-    if not cached:
-        return torch.full((), value, dtype=like.dtype)
-    key = (value, like.dtype)
-    t = _OPERANDS.get(key)
-    if t is None:
-        if len(_OPERANDS) >= 64:
-            _OPERANDS.clear()
-        t = _OPERANDS[key] = torch.tensor(value, dtype=like.dtype)
-    return t
-
-
-def _is_compiled(sc) -> bool:
-    return isinstance(sc, Tensor)
-
-
-# ---------------------------------------------------------------------------- base direction
-def base_direction(
-    kind: str,
-    g: Sequence[Tensor],
-    bufs: Sequence[Tensor],
-    ms: Sequence[Tensor],
-    vs: Sequence[Tensor],
-    s: Sequence[Scalar],
-    out: Sequence[Tensor] | None,
-    fresh: Sequence[bool] | None = None,
-    v_done: bool = False,
-) -> list[Tensor]:
-    """The base optimizer's unit-lr direction ``d_raw`` (scaled by a factor the caller knows).
-
-    ``kind``: ``"sgd"`` (``d = g``, no copy), ``"momentum"`` (``d`` = the buffer),
-    ``"nesterov"`` (``d = g + mu * buf``) or ``"adam"`` (``d = m / (sqrt(v) + eps c)``).
-    ``s`` = ``(mu, 1 - dampening, mu)`` for momentum (``buf = s0 buf + s1 g``, Nesterov's
-    ``d = g + s2 buf``; ``fresh[i]``: buffer ``i`` was just seeded with ``g_i`` and is left as
-    is, which ``s0, s1 = 1, 0`` also does), ``(1 - beta1, beta2, 1 - beta2, eps c)`` for Adam.
-    ``out``: buffers for ``d`` (Adam, Nesterov), or ``None`` to let the result be a temporary.
-    ``v_done``: the caller already advanced ``vs`` this step (CProp sharing Adam's ``v``).
-    """
-    if kind == "sgd":
-        return g  # type: ignore[return-value]  # the same list: callers test identity
-    if not isinstance(s[0], Tensor):  # eager: foreach ops (one C++ call per op for all tensors)
-        return _base_direction_foreach(kind, g, bufs, ms, vs, s, out, fresh, v_done)
-    if kind in ("momentum", "nesterov"):
-        mu, c, nu = s[0], s[1], s[2]
-        for i, (b, gi) in enumerate(zip(bufs, g, strict=True)):
-            if fresh is not None and fresh[i]:
-                continue
-            _axpy_(b.mul_(mu), gi, c)
-        if kind == "nesterov":
-            if out is not None:
-                for o, gi, b in zip(out, g, bufs, strict=True):
-                    if isinstance(nu, Tensor):
-                        o.copy_(gi + b * nu)
-                    else:
-                        torch.add(gi, b, alpha=nu, out=o)
-                return list(out)
-            return [
-                gi + b * nu if isinstance(nu, Tensor) else torch.add(gi, b, alpha=nu)
-                for gi, b in zip(g, bufs, strict=True)
-            ]
-        return bufs  # type: ignore[return-value]
-    w1, b2, w2, eps_c = s[0], s[1], s[2], s[3]
-    d = []
-    for i, (m, v, gi) in enumerate(zip(ms, vs, g, strict=True)):
-        m.lerp_(gi, w1)
-        if not v_done:
-            _addcmul_(v.mul_(b2), gi, gi, w2)
-        if out is None:
-            d.append(m / (v.sqrt() + eps_c))
-        else:
-            o = out[i]
-            torch.sqrt(v, out=o)
-            o.add_(eps_c)
-            d.append(torch.div(m, o, out=o))
-    return d
-
-
-def _base_direction_foreach(kind, g, bufs, ms, vs, s, out, fresh, v_done) -> list[Tensor]:
-    """:func:`base_direction` with float scalars, as foreach ops (same arithmetic)."""
-    if kind in ("momentum", "nesterov"):
-        mu, c, nu = s[0], s[1], s[2]
-        old = (
-            list(bufs) if fresh is None else [b for b, f in zip(bufs, fresh, strict=True) if not f]
-        )
-        og = list(g) if fresh is None else [x for x, f in zip(g, fresh, strict=True) if not f]
-        if old:
-            torch._foreach_mul_(old, mu)
-            torch._foreach_add_(old, og, alpha=c)
-        if kind == "nesterov":
-            if out is not None:
-                for o, gi, b in zip(out, g, bufs, strict=True):
-                    torch.add(gi, b, alpha=nu, out=o)
-                return list(out)
-            return list(torch._foreach_add(list(g), list(bufs), alpha=nu))
-        return bufs  # type: ignore[return-value]
-    w1, b2, w2, eps_c = s[0], s[1], s[2], s[3]
-    ms, vs = list(ms), list(vs)
-    torch._foreach_lerp_(ms, list(g), w1)
-    if not v_done:
-        torch._foreach_mul_(vs, b2)
-        torch._foreach_addcmul_(vs, list(g), list(g), w2)
-    d = list(out) if out is not None else [torch.empty_like(m) for m in ms]
-    for v, o in zip(vs, d, strict=True):
-        torch.sqrt(v, out=o)
-    torch._foreach_add_(d, eps_c)
-    for m, o in zip(ms, d, strict=True):
-        torch.div(m, o, out=o)
-    return d
-
-
-def direction_result(
-    kind: str, g: list[Tensor], bufs: list[Tensor], out: list[Tensor] | None
-) -> list[Tensor]:
-    """The tensors :func:`base_direction` wrote ``d`` into (given ``out`` for Adam and Nesterov)."""
-    if kind == "sgd":
-        return g
-    if kind == "momentum":
-        return bufs
-    assert out is not None
-    return out
-
-
-def n_direction(kind: str) -> int:
-    """How many scalars :func:`base_direction` takes for ``kind``."""
-    return {"sgd": 0, "momentum": 3, "nesterov": 3, "adam": 4}[kind]
-
-
-def seeded(ds: list[float]) -> list[float]:
-    """Momentum scalars for a step at which every buffer was just seeded (left as is)."""
-    return [1.0, 0.0, *ds[2:]]
-
-
-def _apply_scaled_all(
-    params: list[Tensor], d: list[Tensor], gamma: list[Tensor], neg_lrf: Scalar
-) -> None:
-    """``params += neg_lrf * gamma * d`` (eager: one foreach call for a float step size)."""
-    if isinstance(neg_lrf, Tensor):
-        for p, di, x in zip(params, d, gamma, strict=True):
-            _addcmul_(p, di, x, neg_lrf)
-    else:
-        torch._foreach_addcmul_(params, list(d), gamma, value=neg_lrf)
-
-
-def _apply_scaled(p: Tensor, d: Tensor, gamma: Tensor, neg_lrf: Scalar) -> None:
-    """``p += neg_lrf * gamma * d``."""
-    _addcmul_(p, d, gamma, neg_lrf)
+from .direction import base_direction, n_direction
+from .ops import (
+    _F32_MAX,
+    Scalar,
+    _addcmul,
+    _addcmul_,
+    _apply_scaled,
+    _apply_scaled_all,
+    _is_compiled,
+    _mul,
+    _round_f32,
+    operand,
+)
 
 
 # ---------------------------------------------------------------------------- EG
@@ -519,18 +302,6 @@ def dsa_stats_rule(
     return torch.stack([x.to(torch.float64) for x in sqs + sums])
 
 
-def _round_f32(x: float) -> float:
-    """``x`` rounded to the nearest float32 (ties to even), as a Python float."""
-    try:
-        return _F32.unpack(_F32.pack(x))[0]
-    except OverflowError:  # beyond the float32 range: torch rounds to an infinity
-        return math.copysign(math.inf, x)
-
-
-_F32 = struct.Struct("<f")
-_F32_MAX = 3.4028234663852886e38
-
-
 def _scale_factors(
     tscales: list[Tensor], mults: Sequence[float], lo: float, hi: float
 ) -> list[float]:
@@ -642,78 +413,3 @@ def dot_pairs_rule(a: list[Tensor], b: list[Tensor], c: list[Tensor], *, work: N
         if a
         else torch.zeros(0, dtype=torch.float64)
     )
-
-
-# ---------------------------------------------------------------------------- dispatch
-_COMPILED: dict[tuple[str, str, torch.dtype], Callable] = {}
-_FAILED: dict[tuple[str, str, torch.dtype], str] = {}
-RULES: dict[str, Callable] = {
-    "dot-pairs": dot_pairs_rule,
-    "eg": eg_rule,
-    "cprop": cprop_rule,
-    "dsa-stats": dsa_stats_rule,
-    "dsa-update": dsa_update_rule,
-}
-
-
-def _scalar_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
-def pack(sc: Sequence[Scalar], dtype: torch.dtype, device: torch.device) -> Tensor:
-    """Scalars as one 1-D tensor (Python floats and 0-dim device tensors, e.g. a CUDA ``lr``)."""
-    dt = _scalar_dtype(dtype)
-    t = torch.tensor(
-        [0.0 if isinstance(x, Tensor) else float(x) for x in sc], dtype=dt, device=device
-    )
-    for i, x in enumerate(sc):
-        if isinstance(x, Tensor):
-            t[i] = x
-    return t
-
-
-def compile_failed(name: str, device: torch.device, dtype: torch.dtype) -> str | None:
-    """Why ``name`` could not be compiled for ``(device, dtype)`` in this process, or ``None``."""
-    return _FAILED.get((name, device.type, dtype))
-
-
-def run_rule(
-    name: str,
-    fused: bool,
-    device: torch.device,
-    dtype: torch.dtype,
-    *args,
-    work,
-    sc: Sequence[Scalar],
-):
-    """Run rule ``name``: compiled with packed scalars when ``fused``, else eagerly with floats.
-
-    ``args`` are the rule's positional arguments; ``work`` (scratch buffers) is only used
-    eagerly: compiled, intermediates stay in registers.
-    """
-    fn = RULES[name]
-    if fused:
-        key = (name, device.type, dtype)
-        if key not in _FAILED:
-            compiled = _COMPILED.get(key)
-            try:
-                if compiled is None:
-                    compiled = torch.compile(fn, fullgraph=True, dynamic=False)
-                    with warnings.catch_warnings():
-                        # torch's own deprecation notices while compiling are not the user's
-                        # concern (and under -W error would turn into a compile failure)
-                        warnings.simplefilter("ignore", DeprecationWarning)
-                        out = compiled(*args, work=None, sc=pack(sc, dtype, device))
-                    _COMPILED[key] = compiled
-                    return out
-                return compiled(*args, work=None, sc=pack(sc, dtype, device))
-            except Exception as exc:  # noqa: BLE001 - any compiler failure falls back to the eager rule
-                first = (str(exc).strip().splitlines() or [""])[0][:200]
-                _FAILED[key] = f"{type(exc).__name__}: {first}"
-                warnings.warn(
-                    f"fedadapt: fused=True could not compile the {name!r} rule for {device.type}/{dtype} "
-                    f"({_FAILED[key]}); using the foreach path",
-                    RuntimeWarning,
-                    stacklevel=4,
-                )
-    return fn(*args, work=work, sc=sc)
