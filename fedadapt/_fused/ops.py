@@ -103,3 +103,48 @@ def _apply_scaled_all(
 def _apply_scaled(p: Tensor, d: Tensor, gamma: Tensor, neg_lrf: Scalar) -> None:
     """``p += neg_lrf * gamma * d``."""
     _addcmul_(p, d, gamma, neg_lrf)
+
+
+# ---------------------------------------------------------------------------- lanes
+def _each_mul_into(out: list[Tensor], a: list[Tensor], b) -> list[Tensor]:
+    """``a * b`` into ``out`` (``b`` a list or a scalar), as two foreach calls."""
+    torch._foreach_copy_(out, a)
+    torch._foreach_mul_(out, b)
+    return out
+
+
+class _Each:
+    """A rule's ops over lists of tensors, one foreach call per op (eager, float scalars).
+
+    With :data:`ONE` a rule's per-element math is written once as a function of the lanes
+    ``o`` and runs either over a whole list (``EACH``: a few C++ calls for all tensors) or
+    per tensor (``ONE``: what ``torch.compile`` fuses into one loop per tensor). The ops are
+    torch's own functions where they can be (no Python frame added on the eager path).
+    """
+
+    mul_into = staticmethod(_each_mul_into)
+    sign_ = staticmethod(torch._foreach_sign_)
+    addcmul_ = staticmethod(torch._foreach_addcmul_)  # (x, a, b, s): x += s * a * b
+    clamp_min_ = staticmethod(torch._foreach_clamp_min_)
+    clamp_max_ = staticmethod(torch._foreach_clamp_max_)
+    lerp_ = staticmethod(torch._foreach_lerp_)
+
+
+class _One:
+    """The same ops on one tensor (compiled: tensor scalars, no work buffers)."""
+
+    mul_into = staticmethod(lambda out, a, b: _mul(a, b, out))
+    sign_ = staticmethod(Tensor.sign_)
+    clamp_min_ = staticmethod(Tensor.clamp_min_)
+    clamp_max_ = staticmethod(Tensor.clamp_max_)
+    lerp_ = staticmethod(Tensor.lerp_)
+
+    @staticmethod
+    def addcmul_(x: Tensor, a: Tensor, b: Tensor, s: Scalar = 1.0) -> Tensor:
+        if not isinstance(s, Tensor) and s == 1.0:
+            return x.addcmul_(a, b)
+        return _addcmul_(x, a, b, s)
+
+
+EACH = _Each()
+ONE = _One()

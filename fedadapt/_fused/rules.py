@@ -12,6 +12,8 @@ from torch import Tensor
 from .direction import base_direction, n_direction
 from .ops import (
     _F32_MAX,
+    EACH,
+    ONE,
     Scalar,
     _addcmul,
     _addcmul_,
@@ -25,6 +27,22 @@ from .ops import (
 
 
 # ---------------------------------------------------------------------------- EG
+def _eg_gains(o, g, avg, gain, sign, f, sinh, cosh_m1, lo, hi):
+    """``gain = clamp(gain (1 + f), lo, hi)``, ``f = s sinh + s s (cosh - 1)``, ``s = sign(g avg)``.
+
+    Over lists (``o`` = :data:`EACH`, ``sign`` and ``f`` work buffers) or one tensor (``ONE``,
+    ``None`` buffers). ``f`` is ``exp(eta s) - 1`` for ``s`` in {-1, 0, 1}: both products are
+    exact, so the one rounding is the sum's.
+    """
+    s = o.mul_into(sign, g, avg)
+    o.sign_(s)
+    f = o.mul_into(f, s, sinh)
+    o.addcmul_(f, s, s, cosh_m1)
+    o.addcmul_(gain, gain, f)
+    o.clamp_min_(gain, lo)
+    o.clamp_max_(gain, hi)
+
+
 def eg_rule(
     kind: str,
     adapt: bool,
@@ -54,33 +72,20 @@ def eg_rule(
         if adapt:
             sign = work[0] if work is not None else [torch.empty_like(x) for x in g]
             f = work[1] if work is not None else [torch.empty_like(x) for x in g]
-            torch._foreach_copy_(sign, g)
-            torch._foreach_mul_(sign, avgs)
-            torch._foreach_sign_(sign)
-            # f = s (sinh + s (cosh - 1)) written as s sinh + s s (cosh - 1): for s in {-1, 0, 1}
-            # both products are exact, so the one rounding left is the same sum (three foreach
-            # calls instead of two ops per tensor)
-            torch._foreach_copy_(f, sign)
-            torch._foreach_mul_(f, operand(sinh, g[0]))
-            torch._foreach_addcmul_(f, sign, sign, value=cosh_m1)
-            torch._foreach_addcmul_(gains, gains, f)
-            torch._foreach_clamp_min_(gains, lo)
-            torch._foreach_clamp_max_(gains, hi)
+            _eg_gains(EACH, g, avgs, gains, sign, f, operand(sinh, g[0]), cosh_m1, lo, hi)
         if not shared:
-            torch._foreach_lerp_(avgs, g, w)
+            EACH.lerp_(avgs, g, w)
         d = base_direction(
             kind, g, bufs, ms, vs, [sc[6 + k] for k in range(n_direction(kind))], out, fresh
         )
         _apply_scaled_all(params, d, gains, neg_lrf)
         return
     if adapt:
-        for i, (gi, ai, gain) in enumerate(zip(g, avgs, gains, strict=True)):
-            si = _mul(gi, ai, None if work is None else work[0][i]).sign_()
-            fi = _mul(si, cosh_m1, None if work is None else work[1][i]).add_(sinh).mul_(si)
-            gain.addcmul_(gain, fi).clamp_(lo, hi)
+        for gi, ai, gain in zip(g, avgs, gains, strict=True):
+            _eg_gains(ONE, gi, ai, gain, None, None, sinh, cosh_m1, lo, hi)
     if not shared:  # shared: gbar is Adam's m, which the direction advances
         for ai, gi in zip(avgs, g, strict=True):
-            ai.lerp_(gi, w)
+            ONE.lerp_(ai, gi, w)
     d = base_direction(
         kind, g, bufs, ms, vs, [sc[6 + k] for k in range(n_direction(kind))], out, fresh
     )
