@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from .ops import Scalar, _addcmul_, _axpy_
+from .ops import EACH, ONE, Scalar, _axpy_
 
 
 # ---------------------------------------------------------------------------- base direction
@@ -56,19 +56,10 @@ def base_direction(
             ]
         return bufs  # type: ignore[return-value]
     w1, b2, w2, eps_c = s[0], s[1], s[2], s[3]
-    d = []
-    for i, (m, v, gi) in enumerate(zip(ms, vs, g, strict=True)):
-        m.lerp_(gi, w1)
-        if not v_done:
-            _addcmul_(v.mul_(b2), gi, gi, w2)
-        if out is None:
-            d.append(m / (v.sqrt() + eps_c))
-        else:
-            o = out[i]
-            torch.sqrt(v, out=o)
-            o.add_(eps_c)
-            d.append(torch.div(m, o, out=o))
-    return d
+    return [
+        _adam_direction(ONE, gi, m, v, None if out is None else out[i], w1, b2, w2, eps_c, v_done)
+        for i, (m, v, gi) in enumerate(zip(ms, vs, g, strict=True))
+    ]
 
 
 def _base_direction_foreach(kind, g, bufs, ms, vs, s, out, fresh, v_done) -> list[Tensor]:
@@ -90,18 +81,22 @@ def _base_direction_foreach(kind, g, bufs, ms, vs, s, out, fresh, v_done) -> lis
             return list(torch._foreach_add(list(g), list(bufs), alpha=nu))
         return bufs  # type: ignore[return-value]
     w1, b2, w2, eps_c = s[0], s[1], s[2], s[3]
-    ms, vs = list(ms), list(vs)
-    torch._foreach_lerp_(ms, list(g), w1)
-    if not v_done:
-        torch._foreach_mul_(vs, b2)
-        torch._foreach_addcmul_(vs, list(g), list(g), w2)
     d = list(out) if out is not None else [torch.empty_like(m) for m in ms]
-    for v, o in zip(vs, d, strict=True):
-        torch.sqrt(v, out=o)
-    torch._foreach_add_(d, eps_c)
-    for m, o in zip(ms, d, strict=True):
-        torch.div(m, o, out=o)
-    return d
+    return _adam_direction(EACH, list(g), list(ms), list(vs), d, w1, b2, w2, eps_c, v_done)
+
+
+def _adam_direction(o, g, m, v, d, w1, b2, w2, eps_c, v_done):
+    """Adam's ``d = m / (sqrt(v) + eps c)`` after ``m = lerp(m, g, w1)``, ``v = b2 v + w2 g^2``.
+
+    Over lists (``o`` = :data:`EACH`, ``d`` given) or one tensor (``ONE``, ``d`` may be ``None``).
+    """
+    o.lerp_(m, g, w1)
+    if not v_done:
+        o.mul_(v, b2)
+        o.addcmul_(v, g, g, w2)
+    d = o.sqrt_into(d, v)
+    o.add_(d, eps_c)
+    return o.div_into(d, m, d)
 
 
 def direction_result(

@@ -113,6 +113,18 @@ def _each_mul_into(out: list[Tensor], a: list[Tensor], b) -> list[Tensor]:
     return out
 
 
+def _each_sqrt_into(out: list[Tensor], x: list[Tensor]) -> list[Tensor]:
+    for xi, o in zip(x, out, strict=True):
+        torch.sqrt(xi, out=o)
+    return out
+
+
+def _each_div_into(out: list[Tensor], a: list[Tensor], b: list[Tensor]) -> list[Tensor]:
+    for ai, bi, o in zip(a, b, out, strict=True):
+        torch.div(ai, bi, out=o)
+    return out
+
+
 class _Each:
     """A rule's ops over lists of tensors, one foreach call per op (eager, float scalars).
 
@@ -123,6 +135,10 @@ class _Each:
     """
 
     mul_into = staticmethod(_each_mul_into)
+    sqrt_into = staticmethod(_each_sqrt_into)  # (out, x): no foreach form with out=
+    div_into = staticmethod(_each_div_into)  # (out, a, b): out = a / b
+    mul_ = staticmethod(torch._foreach_mul_)
+    add_ = staticmethod(torch._foreach_add_)
     sign_ = staticmethod(torch._foreach_sign_)
     addcmul_ = staticmethod(torch._foreach_addcmul_)  # (x, a, b, s): x += s * a * b
     clamp_min_ = staticmethod(torch._foreach_clamp_min_)
@@ -134,6 +150,10 @@ class _One:
     """The same ops on one tensor (compiled: tensor scalars, no work buffers)."""
 
     mul_into = staticmethod(lambda out, a, b: _mul(a, b, out))
+    sqrt_into = staticmethod(lambda out, x: x.sqrt() if out is None else torch.sqrt(x, out=out))
+    div_into = staticmethod(lambda out, a, b: a / b if out is None else torch.div(a, b, out=out))
+    mul_ = staticmethod(Tensor.mul_)
+    add_ = staticmethod(Tensor.add_)
     sign_ = staticmethod(Tensor.sign_)
     clamp_min_ = staticmethod(Tensor.clamp_min_)
     clamp_max_ = staticmethod(Tensor.clamp_max_)
