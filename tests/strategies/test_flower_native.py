@@ -174,6 +174,9 @@ def test_two_call_client_under_flowers_own_strategy_keeps_the_apps_lr():
 
 
 def test_round_lines_go_to_flowers_logger(caplog):
+    # at INFO whatever an earlier test in this process left the level at (the CLI's runners
+    # raise "flwr" to WARNING for the user's terminal)
+    caplog.set_level(logging.INFO, logger="flwr")
     flwr_logger = logging.getLogger("flwr")
     flwr_logger.addHandler(caplog.handler)
     try:
