@@ -152,6 +152,22 @@ class TreeSampler:
         self._thread.join()
 
 
+def flower_cli_env(flwr_home: str) -> dict[str, str]:
+    """Environment of a ``fedadapt``/``flwr`` command a benchmark starts: no telemetry, update
+    check or runtime dependency installation, ``FLWR_HOME`` in the benchmark's own folder."""
+    env = dict(os.environ)
+    env.update(
+        FLWR_TELEMETRY_ENABLED="0",
+        FLWR_DISABLE_UPDATE_CHECK="1",
+        FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION="1",
+        MPLBACKEND="Agg",
+        RAY_USAGE_STATS_ENABLED="0",
+        FLWR_HOME=flwr_home,
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
 def child_env(extra_path: Sequence[str] = ()) -> dict[str, str]:
     """Environment of a benchmark child: a local Ray (no RAY_ADDRESS), one torch thread, the
     benchmark directory importable by the driver AND by Ray's workers (they inherit it)."""

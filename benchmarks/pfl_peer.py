@@ -45,6 +45,11 @@ import tempfile
 import time
 from pathlib import Path
 
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _procmem import flower_cli_env  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 CLIENTS, PER_ROUND, ROUNDS, EPOCHS, LR, BATCH, ALPHA = 100, 10, 30, 1, 0.1, 32, 0.5
 SETS = [
@@ -60,20 +65,6 @@ SETS = [
     "model=mlp",
 ]
 RESULT = "PFL-PEER-RESULT "
-
-
-def _env(home: str) -> dict[str, str]:
-    e = dict(os.environ)
-    e.update(
-        FLWR_TELEMETRY_ENABLED="0",
-        FLWR_DISABLE_UPDATE_CHECK="1",
-        FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION="1",
-        MPLBACKEND="Agg",
-        RAY_USAGE_STATS_ENABLED="0",
-        FLWR_HOME=home,
-        PYTHONUNBUFFERED="1",
-    )
-    return e
 
 
 # ----------------------------------------------------------------------------- the job's data
@@ -227,7 +218,7 @@ def _timed(cmd: list[str], env: dict[str, str], log: Path) -> tuple[float, list[
 
 
 def arm_pfl(work: Path, runs: int, tag: str) -> dict:
-    env = _env(str(work / "flwr-home"))
+    env = flower_cli_env(str(work / "flwr-home"))
     wall, lines = _timed(
         [sys.executable, __file__, "--child-pfl", str(work), "--sweep", str(runs)],
         env,
@@ -262,7 +253,7 @@ def arm_simulate(work: Path, tag: str, opts: tuple[str, ...] = ()) -> dict:
         "0",
         *opts,
     ]
-    wall, lines = _timed(cmd, _env(str(work / "flwr-home")), work / f"{tag}.log")
+    wall, lines = _timed(cmd, flower_cli_env(str(work / "flwr-home")), work / f"{tag}.log")
     rows = _rows(out)
     # the plain progress lines: "<scenario>: starting Ray ..." once the configs are checked,
     # then one line per round, then the summary
@@ -303,7 +294,7 @@ def arm_sweep(
         *opts,
         *[a for s in SETS for a in ("--set", s)],
     ]
-    wall, lines = _timed(cmd, _env(str(work / "flwr-home")), work / f"{tag}.log")
+    wall, lines = _timed(cmd, flower_cli_env(str(work / "flwr-home")), work / f"{tag}.log")
     accs = [_rows(p.parent)[-1].get("accuracy") for p in out.rglob("metrics.jsonl")]
     chosen = next((x.split()[0] for _, x in lines if x.endswith("run(s) at once")), "?")
     # the runs phase: from the first run's round 0 (Ray, actors and warm-up done) to the last
@@ -426,7 +417,7 @@ def profile_simulate(work: Path) -> list[str]:
     ]
     _timed(
         [sys.executable, __file__, "--child-profile", str(main_p), str(serve_p), "--", *argv],
-        _env(str(work / "flwr-home")),
+        flower_cli_env(str(work / "flwr-home")),
         work / "profiled.log",
     )
     lines = [

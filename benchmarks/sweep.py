@@ -38,22 +38,13 @@ from pathlib import Path
 
 import psutil
 
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _procmem import flower_cli_env  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 STRATEGIES = "fedavg,fedadam,fedadapt"
-
-
-def _env(home: str) -> dict[str, str]:
-    e = dict(os.environ)
-    e.update(
-        FLWR_TELEMETRY_ENABLED="0",
-        FLWR_DISABLE_UPDATE_CHECK="1",
-        FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION="1",
-        MPLBACKEND="Agg",
-        RAY_USAGE_STATS_ENABLED="0",
-        FLWR_HOME=home,
-        PYTHONUNBUFFERED="1",
-    )
-    return e
 
 
 class CpuSampler:
@@ -135,7 +126,7 @@ def run_arm(
         proc = subprocess.Popen(
             cmd,
             cwd=ROOT,
-            env=_env(str(work / "flwr-home")),
+            env=flower_cli_env(str(work / "flwr-home")),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,

@@ -82,26 +82,20 @@ def wait_port(port: int, timeout: float = 60.0) -> None:
 
 
 @contextlib.contextmanager
-def flwr_run_tiny(
-    tmp: Path, out: Path, extra_keys: str = ""
-) -> Iterator[tuple[Any, dict[str, str]]]:
-    """`flwr run .` of a tiny scenario (6 clients, 4 per round, 2 supernodes, 2 rounds, written
-    to ``out``; ``extra_keys``: more TOML lines) against a simulation SuperLink of its own
-    (FLWR_HOME under ``tmp``). Yields the finished ``flwr run`` (a CompletedProcess) and the
-    environment, while the SuperLink still runs (for `flwr ls`); stops it by PID afterwards."""
+def simulation_superlink(
+    tmp: Path, federation: str = "test", cwd: Path | None = None
+) -> Iterator[dict[str, str]]:
+    """A simulation SuperLink of its own (FLWR_HOME under ``tmp``, a free port, ``federation``
+    its default address) while the block runs; yields the environment for `flwr` commands and
+    stops the SuperLink by PID afterwards."""
     home = tmp / "flwr-home"
     home.mkdir()
     port = free_port()
     (home / "config.toml").write_text(
-        f'[superlink]\ndefault = "test"\n[superlink.test]\naddress = "127.0.0.1:{port}"\n'
-        "insecure = true\n"
+        f'[superlink]\ndefault = "{federation}"\n[superlink.{federation}]\n'
+        f'address = "127.0.0.1:{port}"\ninsecure = true\n'
     )
     e = env(home)
-    scenario = tmp / "tiny.toml"
-    scenario.write_text(
-        'scenario = "tiny"\nnum-clients = 6\nclients-per-round = 4\nnum-supernodes = 2\n'
-        f'num-server-rounds = 2\nout-dir = "{out}"\n{extra_keys}'
-    )
     link = start(
         [
             str(BIN / "flower-superlink"),
@@ -119,9 +113,30 @@ def flwr_run_tiny(
         ],
         tmp / "superlink.log",
         e,
+        cwd=cwd,
     )
     try:
         wait_port(port)
+        yield e
+    finally:
+        stop(link)
+    assert link.poll() is not None
+
+
+@contextlib.contextmanager
+def flwr_run_tiny(
+    tmp: Path, out: Path, extra_keys: str = ""
+) -> Iterator[tuple[Any, dict[str, str]]]:
+    """`flwr run .` of a tiny scenario (6 clients, 4 per round, 2 supernodes, 2 rounds, written
+    to ``out``; ``extra_keys``: more TOML lines) against a :func:`simulation_superlink`. Yields
+    the finished ``flwr run`` (a CompletedProcess) and the environment, while the SuperLink
+    still runs (for `flwr ls`)."""
+    scenario = tmp / "tiny.toml"
+    scenario.write_text(
+        'scenario = "tiny"\nnum-clients = 6\nclients-per-round = 4\nnum-supernodes = 2\n'
+        f'num-server-rounds = 2\nout-dir = "{out}"\n{extra_keys}'
+    )
+    with simulation_superlink(tmp) as e:
         run = subprocess.run(
             [
                 "flwr",
@@ -141,6 +156,3 @@ def flwr_run_tiny(
         )
         assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
         yield run, e
-    finally:
-        stop(link)
-    assert link.poll() is not None

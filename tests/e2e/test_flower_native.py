@@ -14,7 +14,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.helpers import BIN, ROOT, env, free_port, start, stop, wait_port
+from tests.e2e.helpers import (
+    BIN,
+    ROOT,
+    env,
+    free_port,
+    simulation_superlink,
+    start,
+    stop,
+    wait_port,
+)
 
 APP = ROOT / "tests" / "e2e" / "apps" / "quickstart"
 STRATEGIES = ["fedavg", "fedadapt-hd-mult", "fedexp", "fedhyper-g"]
@@ -88,34 +97,7 @@ def _check(results: dict, statuses: list[str]) -> None:
 
 @pytest.mark.slow
 def test_quickstart_app_in_simulation(tmp_path):
-    home = tmp_path / "flwr-home"
-    home.mkdir()
-    port = free_port()
-    (home / "config.toml").write_text(
-        f'[superlink]\ndefault = "sim"\n[superlink.sim]\naddress = "127.0.0.1:{port}"\ninsecure = true\n'
-    )
-    e = env(home)
-    link = start(
-        [
-            str(BIN / "flower-superlink"),
-            "--insecure",
-            "--simulation",
-            "--isolation",
-            "subprocess",
-            "--disable-runtime-dependency-installation",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--database",
-            str(home / "state.db"),
-        ],
-        tmp_path / "superlink.log",
-        e,
-        cwd=tmp_path,
-    )
-    try:
-        wait_port(port)
+    with simulation_superlink(tmp_path, "sim", cwd=tmp_path) as e:
         results = _run_all(
             tmp_path,
             e,
@@ -123,9 +105,6 @@ def test_quickstart_app_in_simulation(tmp_path):
             ["--federation-config", "num-supernodes=2 client-resources-num-cpus=1"],
         )
         statuses = _statuses(e, tmp_path, len(results))
-    finally:
-        stop(link)
-    assert link.poll() is not None
     _check(results, statuses)
 
 
